@@ -1,0 +1,54 @@
+"""The ``lnsync`` command: one entry point for every service and tool.
+
+Each sub-command lives in its own module under :mod:`lnsync.commands` and is imported only when
+used, so ``lnsync --help`` stays fast and a tool's dependencies never load in a service process.
+A module provides ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from lnsync import __version__
+from lnsync.config import ConfigError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "up": ("lnsync.commands.up", "run the whole stack on this machine (embedded PostgreSQL by default)"),
+    "serve": ("lnsync.commands.serve", "run one service (what a container runs)"),
+    "status": ("lnsync.commands.status", "print sync state, graph size and snapshots of a running stack"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lnsync",
+        description="Rapid Gossip Sync server for the Lightning Network.",
+        epilog="Run 'lnsync <command> --help' for a command's options. Configuration: a TOML file "
+        "(--config or $LNSYNC_CONFIG) and LNSYNC_* environment variables; see the README.",
+    )
+    parser.add_argument("--version", action="version", version=f"lnsync {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        cmd = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
+        cmd.add_argument("--config", metavar="FILE", help="TOML configuration file (default: $LNSYNC_CONFIG)")
+        cmd.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log verbosity")
+        module.add_arguments(cmd)
+        cmd.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._module.run(args))
+    except ConfigError as exc:
+        print(f"lnsync: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``lnsync`` CLI, one module each (see :mod:`lnsync.cli`)."""

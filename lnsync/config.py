@@ -1,0 +1,362 @@
+"""Configuration: one typed model, read from a TOML file and ``LNSYNC_*`` environment variables.
+
+Precedence (highest first): command-line flags the CLI applies, environment variables, the TOML
+file, defaults. Nested keys use ``__`` in the environment (``LNSYNC_GATEWAY__LISTEN``). Unknown
+keys are errors, so a typo never silently falls back to a default. ``load_settings`` turns every
+validation failure into one :class:`ConfigError` whose message names the bad key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from lnsync.chain import normalize_network
+
+ENV_PREFIX = "LNSYNC_"
+CONFIG_ENV = "LNSYNC_CONFIG"
+
+# Well-connected public mainnet nodes used when no peer is configured.
+DEFAULT_MAINNET_PEERS = (
+    # Wallet of Satoshi (the reference server's default peer)
+    "035e4ff418fc8b5554c5d9eea66396c227bd429a3251c8cbc711002ba215bfc226@170.75.163.209:9735",
+    # ACINQ
+    "03864ef025fde8fb587d989186ce6a4a186895ee44a926bfc370e2c366597a3f8f@3.33.236.230:9735",
+    # Kraken
+    "02f1a8c87607f415c8f22c00593002775941dea48869ce23096af27b0cfdcc0b69@52.13.118.208:9735",
+)
+
+_PUBKEY_RE = re.compile(r"^0[23][0-9a-fA-F]{64}$")
+_HOST_RE = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded for the operator (no traceback needed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAddress:
+    """A Lightning peer: ``pubkey@host:port`` (IPv4, ``[IPv6]`` or a DNS name)."""
+
+    pubkey: bytes
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> PeerAddress:
+        text = text.strip()
+        if "@" not in text:
+            raise ValueError(f"peer {text!r} must look like <66-hex-pubkey>@<host>:<port>")
+        key, _, addr = text.partition("@")
+        if not _PUBKEY_RE.match(key):
+            raise ValueError(f"peer {text!r}: {key[:70]!r} is not a 33-byte compressed public key in hex")
+        host, port = _split_host_port(addr, text)
+        if host.lower().endswith(".onion"):
+            raise ValueError(f"peer {text!r}: Tor (.onion) peers are not supported; use a clearnet address")
+        return cls(bytes.fromhex(key), host, port)
+
+    @property
+    def node_id(self) -> str:
+        return self.pubkey.hex()
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.node_id}@{host}:{self.port}"
+
+
+def _split_host_port(addr: str, whole: str) -> tuple[str, int]:
+    if addr.startswith("["):
+        host, sep, rest = addr[1:].partition("]")
+        if not sep:
+            raise ValueError(f"peer {whole!r}: unterminated IPv6 address")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError as exc:
+            raise ValueError(f"peer {whole!r}: {host!r} is not an IPv6 address") from exc
+        port_text = rest[1:] if rest.startswith(":") else ""
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"peer {whole!r}: expected ':' after the IPv6 address")
+    else:
+        if addr.count(":") > 1:
+            raise ValueError(f"peer {whole!r}: write IPv6 addresses in brackets, e.g. [::1]:9735")
+        host, _, port_text = addr.partition(":")
+        if not host or not _HOST_RE.match(host):
+            raise ValueError(f"peer {whole!r}: {host!r} is not a valid host name or address")
+    port = 9735
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ValueError(f"peer {whole!r}: port {port_text!r} is not in 1..65535")
+        port = int(port_text)
+    return host, port
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``host:port`` as used for listening sockets and gRPC targets."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"{value!r} is not host:port")
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - an explicit ':port' means all interfaces
+
+
+def _check_listen(value: str) -> str:
+    parse_listen(value)
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServiceEndpoint(_Section):
+    """Where a gRPC service listens and where its clients reach it."""
+
+    listen: str
+    # What clients dial; defaults to ``listen`` (right for one machine; in Kubernetes the Service name).
+    address: str = ""
+    # Prometheus metrics (HTTP), "" disables.
+    metrics_listen: str = ""
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_ok(cls, v: str) -> str:
+        return _check_listen(v)
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _metrics_ok(cls, v: str) -> str:
+        return _check_listen(v) if v else v
+
+    @property
+    def target(self) -> str:
+        return self.address or self.listen
+
+
+class PersistenceSettings(ServiceEndpoint):
+    listen: str = "127.0.0.1:50051"
+    # Peers that must report their initial sync before the graph counts as fully synced.
+    sync_quorum: int = Field(default=1, ge=1)
+    # Largest batch written in one transaction; the writer adapts below it.
+    max_batch: int = Field(default=5000, ge=1, le=100_000)
+    # Channel updates of unknown channels are kept this long waiting for the announcement.
+    pending_update_ttl: int = Field(default=7 * 86400, ge=0)
+    # How often retention pruning runs (seconds); 0 disables.
+    prune_interval: int = Field(default=3600, ge=0)
+
+
+class LookupSettings(ServiceEndpoint):
+    listen: str = "127.0.0.1:50052"
+    # Largest number of ComputeDelta calls computed at the same time.
+    max_concurrent: int = Field(default=2, ge=1)
+    # Granularity that dynamic-delta header timestamps are rounded down to (seconds).
+    timestamp_granularity: int = Field(default=60, ge=1)
+
+
+class SnapshotterSettings(ServiceEndpoint):
+    listen: str = "127.0.0.1:50053"
+    # Seconds between generations; a multiple of 3 hours (the timestamp grid).
+    interval: int = Field(default=86400, ge=10800)
+    # Generations kept after a new one is published (readers may still use them).
+    keep_generations: int = Field(default=2, ge=1)
+
+    @field_validator("interval")
+    @classmethod
+    def _grid(cls, v: int) -> int:
+        if v % 10800:
+            raise ValueError("must be a multiple of 10800 seconds (3 hours)")
+        return v
+
+
+class GatewaySettings(_Section):
+    listen: str = "127.0.0.1:8080"
+    # Concurrent dynamic-delta computations before answering 429.
+    max_dynamic: int = Field(default=4, ge=1)
+    # Cache-Control max-age for snapshots, seconds.
+    cache_max_age: int = Field(default=3600, ge=0)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_ok(cls, v: str) -> str:
+        return _check_listen(v)
+
+
+class DownloaderSettings(ServiceEndpoint):
+    listen: str = "127.0.0.1:50060"
+    # The one peer this downloader process talks to (``lnsync up`` starts one per entry of ``peers``).
+    peer: str = ""
+    # Seconds without any message before the peer is considered stalled and dropped.
+    stall_timeout: int = Field(default=300, ge=10)
+    # Messages kept in memory waiting for acknowledgement before the peer socket stops being read.
+    max_unacked: int = Field(default=20_000, ge=100)
+    # Reconnect backoff bounds, seconds.
+    backoff_min: float = Field(default=1.0, gt=0)
+    backoff_max: float = Field(default=300.0, gt=0)
+
+    @field_validator("peer")
+    @classmethod
+    def _peer_ok(cls, v: str) -> str:
+        if v:
+            PeerAddress.parse(v)
+        return v
+
+
+def _default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/lnsync`` for a user; ``/var/lib/lnsync`` for root (the embedded PostgreSQL
+    runs as an unprivileged user, which cannot enter root's home)."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/lnsync")
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "lnsync"
+
+
+class Settings(BaseSettings):
+    """Every setting lnsync reads. See docs/configuration in the README for the full table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    network: str = "bitcoin"
+    # PostgreSQL URL (postgresql://user:pass@host:port/db). Empty: an embedded PostgreSQL in data_dir.
+    database_url: str = ""
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Log format: "text" for people, "json" for log pipelines.
+    log_format: Literal["text", "json"] = "text"
+    # Peers as pubkey@host:port; in the environment a comma-separated list.
+    peers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Seconds a live producer may lag between receiving a message and it being committed. Stored
+    # "seen" times are never earlier than commit time minus this, and snapshots for reference time
+    # R are computed no earlier than R plus this, so no client ever misses a late-committed message.
+    ingest_lag: int = Field(default=60, ge=1, le=3600)
+
+    persistence: PersistenceSettings = PersistenceSettings()
+    lookup: LookupSettings = LookupSettings()
+    snapshotter: SnapshotterSettings = SnapshotterSettings()
+    gateway: GatewaySettings = GatewaySettings()
+    downloader: DownloaderSettings = DownloaderSettings()
+
+    @field_validator("network")
+    @classmethod
+    def _network_ok(cls, v: str) -> str:
+        return normalize_network(v)
+
+    @field_validator("peers", mode="before")
+    @classmethod
+    def _split_peers(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [p for p in (s.strip() for s in v.split(",")) if p]
+        return v
+
+    @field_validator("peers")
+    @classmethod
+    def _peers_ok(cls, v: list[str]) -> list[str]:
+        seen: set[bytes] = set()
+        for item in v:
+            key = PeerAddress.parse(item).pubkey
+            if key in seen:
+                raise ValueError(f"peer {key.hex()} is listed twice")
+            seen.add(key)
+        return v
+
+    @property
+    def peer_addresses(self) -> list[PeerAddress]:
+        peers = self.peers
+        if not peers and self.network == "bitcoin":
+            peers = list(DEFAULT_MAINNET_PEERS)
+        return [PeerAddress.parse(p) for p in peers]
+
+
+def _unknown_env_keys() -> list[str]:
+    """LNSYNC_* variables that name no setting (pydantic would silently ignore them)."""
+    known_top = {name.upper() for name in Settings.model_fields} | {"CONFIG"}
+    sections = {
+        name.upper(): field.annotation
+        for name, field in Settings.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+    }
+    bad = []
+    for var in os.environ:
+        if not var.startswith(ENV_PREFIX):
+            continue
+        rest = var[len(ENV_PREFIX) :]
+        top, _, sub = rest.partition("__")
+        if top not in known_top:
+            bad.append(var)
+        elif sub:
+            model = sections.get(top)
+            if model is None or sub.lower() not in model.model_fields:
+                bad.append(var)
+    return sorted(bad)
+
+
+def _format_error(exc: ValidationError, origin: str) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(root)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        lines.append(f"{key}: {msg}")
+    return f"invalid configuration ({origin}): " + "; ".join(lines)
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read the TOML file (``config_file`` or $LNSYNC_CONFIG, if any), the environment and overrides.
+
+    Raises :class:`ConfigError` with one clear line on any problem.
+    """
+    raw_path = config_file or os.environ.get(CONFIG_ENV)
+    path = Path(raw_path) if raw_path else None
+    origin = "environment"
+    if path is not None:
+        origin = f"{path} and environment"
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    bad_env = _unknown_env_keys()
+    if bad_env:
+        raise ConfigError(f"unknown environment variable(s): {', '.join(bad_env)}")
+
+    class _Loaded(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            # Earlier sources win: CLI overrides, then the environment, then the file.
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if path is not None:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+            return tuple(sources)
+
+    try:
+        return _Loaded(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, origin)) from None

@@ -1,0 +1,50 @@
+"""PostgreSQL connections for the services that use the store (asyncpg pools, with retry)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import asyncpg
+
+from lnsync.logs import redact
+from lnsync.retry import Backoff, retry
+
+log = logging.getLogger(__name__)
+
+# Errors that mean "the database is not reachable right now" rather than "the query is wrong".
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.InterfaceError,
+    TimeoutError,
+)
+
+
+async def _init_connection(conn: Any) -> None:
+    await conn.execute("SET TIME ZONE 'UTC'")
+
+
+async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:
+    """A pool to ``url``; waits (with backoff) until the server accepts connections."""
+
+    async def connect() -> asyncpg.Pool:
+        return await asyncpg.create_pool(
+            url, min_size=min_size, max_size=max_size, init=_init_connection, timeout=10, **kwargs
+        )
+
+    log.info("connecting to %s", redact(url))
+    return await retry(
+        connect, "connecting to PostgreSQL", retry_on=TRANSIENT_ERRORS, backoff=Backoff(0.5, 15)
+    )
+
+
+async def check_connect(url: str, timeout: float = 5.0) -> None:
+    """Connect once and disconnect: raise with a readable message if the database is unreachable."""
+    conn = await asyncpg.connect(url, timeout=timeout)
+    await conn.close()

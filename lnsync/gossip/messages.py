@@ -1,0 +1,254 @@
+"""BOLT 7 gossip messages: decoding and encoding of the three messages RGS is built from.
+
+Decoders take the whole wire message (2-byte type first) and check only structure; semantic checks
+(chain, signatures, bounds) live in :mod:`lnsync.gossip.validate`. Every decoder raises
+:class:`~lnsync.gossip.errors.MalformedMessage` on bad bytes and never anything else.
+Parsing uses ``struct.unpack_from`` on the original buffer: this is the downloader's hot loop.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lnsync.gossip.errors import MalformedMessage
+
+CHANNEL_ANNOUNCEMENT = 256
+NODE_ANNOUNCEMENT = 257
+CHANNEL_UPDATE = 258
+
+GOSSIP_TYPES = frozenset({CHANNEL_ANNOUNCEMENT, NODE_ANNOUNCEMENT, CHANNEL_UPDATE})
+
+# BOLT 8 frames carry at most 65535 bytes of plaintext.
+MAX_MESSAGE_SIZE = 65535
+
+_U16 = struct.Struct(">H")
+_CA_TAIL = struct.Struct(
+    ">32sQ33s33s33s33s"
+)  # chain_hash scid node_id_1 node_id_2 bitcoin_key_1 bitcoin_key_2
+_CU = struct.Struct(">64s32sQIBBHQIIQ")  # signature .. htlc_maximum_msat
+_NA_MID = struct.Struct(">I33s3s32s")  # timestamp node_id rgb_color alias
+
+CHANNEL_UPDATE_SIZE = 2 + _CU.size  # 138
+CHANNEL_ANNOUNCEMENT_MIN_SIZE = 2 + 256 + 2 + _CA_TAIL.size  # 432
+NODE_ANNOUNCEMENT_MIN_SIZE = 2 + 64 + 2 + _NA_MID.size + 2  # 142
+
+# message_flags bit 0 (must_be_one): htlc_maximum_msat is present. Mandatory since 2022.
+MESSAGE_FLAG_HTLC_MAX = 0x01
+CHANNEL_FLAG_DIRECTION = 0x01
+CHANNEL_FLAG_DISABLED = 0x02
+
+
+def message_type(raw: bytes) -> int:
+    if len(raw) < 2:
+        raise MalformedMessage("message shorter than its 2-byte type")
+    return int(_U16.unpack_from(raw)[0])
+
+
+def scid_str(scid: int) -> str:
+    """``block x tx x output`` notation of a short channel id."""
+    return f"{scid >> 40}x{(scid >> 16) & 0xFFFFFF}x{scid & 0xFFFF}"
+
+
+def scid_from_str(text: str) -> int:
+    block, tx, out = (int(p) for p in text.split("x"))
+    if not (0 <= block < 1 << 24 and 0 <= tx < 1 << 24 and 0 <= out < 1 << 16):
+        raise ValueError(f"{text!r} is not a short channel id")
+    return (block << 40) | (tx << 16) | out
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelAnnouncement:
+    node_signature_1: bytes
+    node_signature_2: bytes
+    bitcoin_signature_1: bytes
+    bitcoin_signature_2: bytes
+    features: bytes
+    chain_hash: bytes
+    short_channel_id: int
+    node_id_1: bytes
+    node_id_2: bytes
+    bitcoin_key_1: bytes
+    bitcoin_key_2: bytes
+    raw: bytes
+
+    @property
+    def signed_part(self) -> bytes:
+        """What all four signatures sign (double-SHA256 of it): everything after the signatures."""
+        return self.raw[258:]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelUpdate:
+    signature: bytes
+    chain_hash: bytes
+    short_channel_id: int
+    timestamp: int
+    message_flags: int
+    channel_flags: int
+    cltv_expiry_delta: int
+    htlc_minimum_msat: int
+    fee_base_msat: int
+    fee_proportional_millionths: int
+    htlc_maximum_msat: int
+    raw: bytes
+
+    @property
+    def direction(self) -> int:
+        """0 if node_id_1 is the origin, 1 if node_id_2 is."""
+        return self.channel_flags & CHANNEL_FLAG_DIRECTION
+
+    @property
+    def disabled(self) -> bool:
+        return bool(self.channel_flags & CHANNEL_FLAG_DISABLED)
+
+    @property
+    def signed_part(self) -> bytes:
+        return self.raw[66:]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAnnouncement:
+    signature: bytes
+    features: bytes
+    timestamp: int
+    node_id: bytes
+    rgb_color: bytes
+    alias: bytes
+    addresses: bytes  # raw address descriptors; see lnsync.gossip.addresses
+    raw: bytes
+
+    @property
+    def signed_part(self) -> bytes:
+        return self.raw[66:]
+
+
+GossipMessage = ChannelAnnouncement | ChannelUpdate | NodeAnnouncement
+
+
+def decode_channel_announcement(raw: bytes) -> ChannelAnnouncement:
+    if len(raw) < CHANNEL_ANNOUNCEMENT_MIN_SIZE:
+        raise MalformedMessage(f"channel_announcement too short ({len(raw)} bytes)")
+    if len(raw) > MAX_MESSAGE_SIZE:
+        raise MalformedMessage("channel_announcement longer than a BOLT 8 frame")
+    if raw[0] != 1 or raw[1] != 0:
+        raise MalformedMessage("not a channel_announcement")
+    (flen,) = _U16.unpack_from(raw, 258)
+    tail = 260 + flen
+    if tail + _CA_TAIL.size > len(raw):
+        raise MalformedMessage("channel_announcement truncated after its features")
+    chain, scid, n1, n2, b1, b2 = _CA_TAIL.unpack_from(raw, tail)
+    return ChannelAnnouncement(
+        raw[2:66], raw[66:130], raw[130:194], raw[194:258], raw[260:tail], chain, scid, n1, n2, b1, b2, raw
+    )
+
+
+def decode_channel_update(raw: bytes) -> ChannelUpdate:
+    if len(raw) < CHANNEL_UPDATE_SIZE:
+        raise MalformedMessage(f"channel_update too short ({len(raw)} bytes; htlc_maximum_msat is mandatory)")
+    if len(raw) > MAX_MESSAGE_SIZE:
+        raise MalformedMessage("channel_update longer than a BOLT 8 frame")
+    if raw[0] != 1 or raw[1] != 2:
+        raise MalformedMessage("not a channel_update")
+    sig, chain, scid, ts, mflags, cflags, cltv, hmin, fbase, fprop, hmax = _CU.unpack_from(raw, 2)
+    return ChannelUpdate(sig, chain, scid, ts, mflags, cflags, cltv, hmin, fbase, fprop, hmax, raw)
+
+
+def decode_node_announcement(raw: bytes) -> NodeAnnouncement:
+    if len(raw) < NODE_ANNOUNCEMENT_MIN_SIZE:
+        raise MalformedMessage(f"node_announcement too short ({len(raw)} bytes)")
+    if len(raw) > MAX_MESSAGE_SIZE:
+        raise MalformedMessage("node_announcement longer than a BOLT 8 frame")
+    if raw[0] != 1 or raw[1] != 1:
+        raise MalformedMessage("not a node_announcement")
+    (flen,) = _U16.unpack_from(raw, 66)
+    mid = 68 + flen
+    if mid + _NA_MID.size + 2 > len(raw):
+        raise MalformedMessage("node_announcement truncated after its features")
+    ts, node_id, rgb, alias = _NA_MID.unpack_from(raw, mid)
+    alen_at = mid + _NA_MID.size
+    (alen,) = _U16.unpack_from(raw, alen_at)
+    end = alen_at + 2 + alen
+    if end > len(raw):
+        raise MalformedMessage("node_announcement addresses run past the end of the message")
+    return NodeAnnouncement(raw[2:66], raw[68:mid], ts, node_id, rgb, alias, raw[alen_at + 2 : end], raw)
+
+
+_DECODERS: dict[int, Callable[[bytes], GossipMessage]] = {
+    CHANNEL_ANNOUNCEMENT: decode_channel_announcement,
+    CHANNEL_UPDATE: decode_channel_update,
+    NODE_ANNOUNCEMENT: decode_node_announcement,
+}
+
+
+def decode_gossip(raw: bytes) -> GossipMessage:
+    """Decode any of the three gossip messages (MalformedMessage for anything else)."""
+    decoder = _DECODERS.get(message_type(raw))
+    if decoder is None:
+        raise MalformedMessage(f"message type {message_type(raw)} is not a gossip message")
+    return decoder(raw)
+
+
+# -- encoding (unsigned bodies; see lnsync.gossip.signing for signing them) -----------------------
+
+
+def encode_channel_announcement_body(
+    chain_hash: bytes,
+    short_channel_id: int,
+    node_id_1: bytes,
+    node_id_2: bytes,
+    bitcoin_key_1: bytes,
+    bitcoin_key_2: bytes,
+    features: bytes = b"",
+) -> bytes:
+    """The signed part of a channel_announcement (everything after the four signatures)."""
+    return (
+        _U16.pack(len(features))
+        + features
+        + _CA_TAIL.pack(chain_hash, short_channel_id, node_id_1, node_id_2, bitcoin_key_1, bitcoin_key_2)
+    )
+
+
+def encode_channel_update_body(
+    chain_hash: bytes,
+    short_channel_id: int,
+    timestamp: int,
+    channel_flags: int,
+    cltv_expiry_delta: int,
+    htlc_minimum_msat: int,
+    fee_base_msat: int,
+    fee_proportional_millionths: int,
+    htlc_maximum_msat: int,
+    message_flags: int = MESSAGE_FLAG_HTLC_MAX,
+) -> bytes:
+    """The signed part of a channel_update (everything after the signature)."""
+    return _CU.pack(
+        b"\0" * 64, chain_hash, short_channel_id, timestamp, message_flags, channel_flags,
+        cltv_expiry_delta, htlc_minimum_msat, fee_base_msat, fee_proportional_millionths, htlc_maximum_msat,
+    )[64:]  # fmt: skip
+
+
+def encode_node_announcement_body(
+    node_id: bytes,
+    timestamp: int,
+    *,
+    features: bytes = b"",
+    rgb_color: bytes = b"\0\0\0",
+    alias: bytes = b"",
+    addresses: bytes = b"",
+) -> bytes:
+    """The signed part of a node_announcement (everything after the signature)."""
+    if len(alias) > 32:
+        raise ValueError("alias is at most 32 bytes")
+    return (
+        _U16.pack(len(features))
+        + features
+        + _NA_MID.pack(timestamp, node_id, rgb_color, alias.ljust(32, b"\0"))
+        + _U16.pack(len(addresses))
+        + addresses
+    )
+
+
+def with_type(msg_type: int, signatures: bytes, body: bytes) -> bytes:
+    return _U16.pack(msg_type) + signatures + body

@@ -1,0 +1,104 @@
+"""gRPC plumbing shared by the services: servers with health and reflection, channels, chunking.
+
+Every server registers the standard ``grpc.health.v1.Health`` service (what Kubernetes probes and
+``lnsync up`` poll) and server reflection (so ``grpcurl`` works). Large blobs travel as streams of
+chunks so no message approaches gRPC's size limits; receive limits stay bounded on purpose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+# Blobs are streamed in chunks of this size.
+CHUNK_SIZE = 1 << 20
+# Requests from other services are small; a peer or client never gets to send more than this.
+MAX_RECEIVE = 8 << 20
+MAX_SEND = 8 << 20
+
+_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_receive_message_length", MAX_RECEIVE),
+    ("grpc.max_send_message_length", MAX_SEND),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+_SERVER_OPTIONS: list[tuple[str, Any]] = [
+    *_OPTIONS,
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.so_reuseport", 0),
+]
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def make_server(max_receive: int = MAX_RECEIVE) -> grpc.aio.Server:
+    options = [(k, max_receive if k == "grpc.max_receive_message_length" else v) for k, v in _SERVER_OPTIONS]
+    return grpc.aio.server(options=options)
+
+
+def add_health_and_reflection(
+    server: grpc.aio.Server, service_names: Sequence[str]
+) -> health_aio.HealthServicer:
+    """Register health (all services start NOT_SERVING) and reflection; return the health servicer."""
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        [*service_names, reflection.SERVICE_NAME, "grpc.health.v1.Health"], server
+    )
+    return health
+
+
+async def set_serving(health: health_aio.HealthServicer, service_names: Iterable[str], serving: bool) -> None:
+    """Flip the overall status ("") and each named service together."""
+    status = SERVING if serving else NOT_SERVING
+    for name in ("", *service_names):
+        await health.set(name, status)
+
+
+def channel(target: str) -> grpc.aio.Channel:
+    """An insecure channel on the cluster network (mTLS is configured by the chart when enabled)."""
+    return grpc.aio.insecure_channel(target, options=_OPTIONS)
+
+
+async def check_health(target: str, service: str = "", timeout: float = 2.0) -> bool:
+    """True if the server at ``target`` reports SERVING for ``service``."""
+    async with channel(target) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        try:
+            resp = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(resp.status == SERVING)
+
+
+T = TypeVar("T")
+
+
+def chunks(data: bytes, size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    """Split ``data`` into chunks (at least one, possibly empty)."""
+    if not data:
+        yield b""
+        return
+    view = memoryview(data)
+    for start in range(0, len(data), size):
+        yield bytes(view[start : start + size])
+
+
+async def join_chunks(stream: AsyncIterator[Any]) -> tuple[Any, bytes]:
+    """Collect a chunked stream of messages with ``data`` and a first-chunk ``info``."""
+    info = None
+    parts: list[bytes] = []
+    async for msg in stream:
+        if info is None:
+            info = msg.info
+        parts.append(msg.data)
+    return info, b"".join(parts)

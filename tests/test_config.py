@@ -1,0 +1,101 @@
+"""Configuration: TOML + environment, precedence, and one clear error per mistake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lnsync.config import ConfigError, PeerAddress, load_settings
+
+KEY = "035e4ff418fc8b5554c5d9eea66396c227bd429a3251c8cbc711002ba215bfc226"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for var in list(os.environ):
+        if var.startswith("LNSYNC_"):
+            monkeypatch.delenv(var)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "lnsync.toml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_serve_mainnet_with_public_peers() -> None:
+    s = load_settings()
+    assert s.network == "bitcoin"
+    assert len(s.peer_addresses) >= 2
+    assert s.snapshotter.interval == 86400
+
+
+def test_env_beats_file_and_overrides_beat_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = write(tmp_path, 'network = "testnet"\n[gateway]\nlisten = "127.0.0.1:1"\nmax_dynamic = 3\n')
+    monkeypatch.setenv("LNSYNC_GATEWAY__LISTEN", "127.0.0.1:2")
+    s = load_settings(cfg)
+    assert s.network == "testnet"
+    assert s.gateway.listen == "127.0.0.1:2"
+    assert s.gateway.max_dynamic == 3  # nested file values survive an env override of a sibling
+    s = load_settings(cfg, network="regtest")
+    assert s.network == "regtest"
+
+
+def test_mainnet_alias_and_peer_list_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LNSYNC_NETWORK", "Mainnet")
+    monkeypatch.setenv("LNSYNC_PEERS", f"{KEY}@[::1]:9736, 02{'ab' * 32}@node.example.com,")
+    s = load_settings()
+    assert s.network == "bitcoin"
+    a, b = s.peer_addresses
+    assert (a.host, a.port) == ("::1", 9736)
+    assert (b.host, b.port) == ("node.example.com", 9735)
+
+
+@pytest.mark.parametrize(
+    ("toml", "fragment"),
+    [
+        ("netwrk = 'bitcoin'", "netwrk: unknown setting"),
+        ("[gateway]\nlsten = '1:1'", "gateway.lsten: unknown setting"),
+        ("[snapshotter]\ninterval = 20000", "multiple of 10800"),
+        ("network = 'litecoin'", "unknown network 'litecoin'"),
+        ("peers = ['nonsense']", "must look like"),
+        (f"peers = ['{KEY}@x.onion:9735']", "Tor (.onion) peers are not supported"),
+        (f"peers = ['{KEY}@1.2.3.4:99999']", "port '99999'"),
+        (f"peers = ['{KEY}@1.2.3.4', '{KEY}@5.6.7.8']", "listed twice"),
+        ("[lookup]\nlisten = 'nowhere'", "is not host:port"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, toml: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, toml))
+    assert fragment in str(err.value)
+
+
+def test_unknown_environment_variable_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LNSYNC_GATEWAY__LISTNE", "x")
+    with pytest.raises(ConfigError, match="LNSYNC_GATEWAY__LISTNE"):
+        load_settings()
+
+
+def test_missing_and_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(write(tmp_path, "network = "))
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port"),
+    [
+        (f"{KEY}@1.2.3.4:9735", "1.2.3.4", 9735),
+        (f"{KEY}@[2001:db8::1]:9999", "2001:db8::1", 9999),
+        (f"{KEY}@example.org", "example.org", 9735),
+    ],
+)
+def test_peer_address_round_trip(text: str, host: str, port: int) -> None:
+    p = PeerAddress.parse(text)
+    assert (p.host, p.port, p.node_id) == (host, port, KEY)
+    assert PeerAddress.parse(str(p)) == p
