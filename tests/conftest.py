@@ -20,6 +20,7 @@ import pytest
 
 from lnsync import schema
 from lnsync.pg import LocalPostgres
+from tests.ldk import LdkPeerFactory, LdkRgsClient, LdkUnavailable, require_ldk
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"  # present in development and CI; never needed by the product
@@ -90,3 +91,29 @@ def short_tmp() -> Iterator[Path]:
     d.chmod(0o755)
     yield d
     shutil.rmtree(d, ignore_errors=True)
+
+
+# -- the real LDK (tools/ldk, installed by `make test`); see tests/ldk.py ---------------------
+
+
+@pytest.fixture(scope="session")
+def ldk_client() -> Iterator[LdkRgsClient]:
+    """LDK's own RGS client in one node worker for the whole session."""
+    try:
+        client = LdkRgsClient()
+    except LdkUnavailable as e:
+        pytest.fail(str(e), pytrace=False)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def ldk_peer_factory() -> Iterator[LdkPeerFactory]:
+    """``ldk_peer_factory(gossip_file, **options)`` starts real LDK peers; all stop after the test."""
+    try:
+        require_ldk()
+    except LdkUnavailable as e:
+        pytest.fail(str(e), pytrace=False)
+    factory = LdkPeerFactory()
+    yield factory
+    factory.close()
