@@ -238,8 +238,21 @@ const nowSecs = () => Math.floor(Date.now() / 1000);
 const keys = ldk.KeysManager.constructor_new(new Uint8Array(Buffer.from(opts.seed, "hex")), BigInt(nowSecs()), 0);
 const ignoring = ldk.IgnoringMessageHandler.constructor_new();
 const erroring = ldk.ErroringMessageHandler.constructor_new();
+// Channel messages are refused (ErroringMessageHandler), but unlike a bare ErroringMessageHandler,
+// which names no chain, we name the graph's chain as a real LDK node's ChannelManager does: it goes
+// into our init's `networks` and peers whose init names only other chains are disconnected.
+const erroringChannels = erroring.as_ChannelMessageHandler();
+const erroringEvents = erroring.as_MessageSendEventsProvider();
+const ourChains = ldk.Option_CVec_ThirtyTwoBytesZZ.constructor_some([graph.get_chain_hash()]);
+const channelHandler = ldk.ChannelMessageHandler.new_impl(
+  new Proxy({}, {
+    get: (_target, name) => (name === "get_chain_hashes" ? () => ourChains
+      : (...args) => erroringChannels[name](...args)),
+  }),
+  { get_and_clear_pending_msg_events: () => erroringEvents.get_and_clear_pending_msg_events() },
+);
 const peerManager = ldk.PeerManager.constructor_new(
-  erroring.as_ChannelMessageHandler(), routeHandler, ignoring.as_OnionMessageHandler(),
+  channelHandler, routeHandler, ignoring.as_OnionMessageHandler(),
   ignoring.as_CustomMessageHandler(), nowSecs(), new Uint8Array(crypto.randomBytes(32)), logger,
   keys.as_NodeSigner());
 const nodeId = hex(keys.as_NodeSigner().get_node_id(ldk.Recipient.LDKRecipient_Node).res);
