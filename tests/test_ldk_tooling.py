@@ -18,5 +18,5 @@ def test_missing_package_names_make_test(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
 def test_missing_node_names_make_test(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ldk.shutil, "which", lambda _name: None)
-    with pytest.raises(ldk.LdkUnavailable, match="Node.js .*`make test`"):
+    with pytest.raises(ldk.LdkUnavailable, match=r"Node\.js .*`make test`"):
         ldk.LdkPeer().start()

@@ -12,9 +12,17 @@ import pytest
 
 from lnsync.chain import chain_hash
 from lnsync.gossip import messages as m
-from lnsync.gossip.signing import pubkey_of, sha256d, sign_channel_update, verify
+from lnsync.gossip.signing import (
+    pubkey_of,
+    sha256d,
+    sign_channel_announcement,
+    sign_channel_update,
+    sign_node_announcement,
+    verify,
+)
 from tests.ldk import (
     GOSSIP_QUERIES_OPTIONAL,
+    GOSSIP_TIMESTAMP_FILTER,
     GossipTestClient,
     LdkPeerFactory,
     PeerClosed,
@@ -133,3 +141,23 @@ def test_peer_refuses_other_chains_and_exits_with_stdin(ldk_peer_factory: LdkPee
     assert proc is not None
     peer.close()
     assert proc._proc.returncode == 0
+
+
+def test_broadcast_lost_in_the_stalled_dump_window(ldk_peer_factory: LdkPeerFactory) -> None:
+    """LDK quirk, reproduced with the pump off (--tick-ms 0): after the channel part of a dump,
+    the peer's sync state waits at "channels done" until the next PeerManager event. A channel
+    message broadcast in that window is neither forwarded (LDK thinks the dump will carry it)
+    nor dumped (the dump is past it): that peer never gets it."""
+    regtest = chain_hash("regtest")
+    peer = ldk_peer_factory(network="regtest", tick_ms=0)
+    secrets = [hashlib.sha256(f"quirk-{i}".encode()).digest() for i in range(4)]
+    ann = sign_channel_announcement(regtest, 700_000 << 40, *secrets)
+    node = sign_node_announcement(secrets[0], 1_700_000_000, alias=b"quirk")
+    with GossipTestClient(peer.node_id, peer.port, network="regtest") as client:
+        assert m.message_type(client.read(timeout=10) or b"") == GOSSIP_TIMESTAMP_FILTER
+        client.send(encode_gossip_timestamp_filter(regtest, 0, 0xFFFFFFFF))
+        time.sleep(0.3)  # LDK reads the filter, finds no channel to dump, and stalls
+        assert peer.feed(ann).broadcast  # accepted and broadcast... but not to this peer
+        assert peer.feed(node).broadcast  # the feed's own event moved the state on
+        assert client.read(timeout=5) == node
+    assert peer.stats().channels == 1

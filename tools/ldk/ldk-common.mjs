@@ -274,7 +274,8 @@ async function handleLine(handlers, line) {
     const result = await handler(req);
     emit({ id, ok: true, result });
   } catch (e) {
-    const kind = e instanceof UsageError ? "usage" : "internal";
-    emit({ id, ok: false, error: { kind, message: e && e.stack ? String(e.stack) : String(e) } });
+    const usage = e instanceof UsageError;
+    const message = usage ? e.message : e && e.stack ? String(e.stack) : String(e);
+    emit({ id, ok: false, error: { kind: usage ? "usage" : "internal", message } });
   }
 }
