@@ -82,7 +82,11 @@ class _NodeProcess:
         self._lock = threading.Lock()
         self._next_id = 0
         self.script = script
-        self.ready: dict[str, Any] = self._next_line(startup_timeout)
+        try:
+            self.ready: dict[str, Any] = self._next_line(startup_timeout)
+        except LdkToolError:
+            self.close(timeout=1)
+            raise
         if not self.ready.get("ready", self.ready.get("listening")):
             tail = self.stderr_tail()
             self.close()
@@ -98,7 +102,9 @@ class _NodeProcess:
         try:
             line = self._lines.get(timeout=timeout)
         except queue.Empty:
-            raise LdkToolError(f"{self.script}: no answer within {timeout} s\n{self.stderr_tail()}") from None
+            tail = self.stderr_tail()
+            self.close(timeout=1)  # a late answer would be taken for the next request's
+            raise LdkToolError(f"{self.script}: no answer within {timeout} s\n{tail}") from None
         if line is None:
             self._proc.wait(timeout=5)
             raise LdkToolError(f"{self.script} exited (status {self._proc.returncode})\n{self.stderr_tail()}")
@@ -126,6 +132,8 @@ class _NodeProcess:
         return dict(answer["result"])
 
     def stderr_tail(self, limit: int = 4000) -> str:
+        if self._stderr.closed:
+            return ""
         self._stderr.seek(0)
         data = self._stderr.read().decode(errors="replace")
         return data[-limit:]
@@ -140,7 +148,8 @@ class _NodeProcess:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait(timeout=5)
-        if self._proc.stdout:
+        self._reader.join(timeout=5)  # it ends at EOF, now that the process is gone
+        if self._proc.stdout and not self._reader.is_alive():
             self._proc.stdout.close()
         self._stderr.close()
 

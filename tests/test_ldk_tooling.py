@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,6 @@ def test_missing_package_names_make_test(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
 
 def test_missing_node_names_make_test(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ldk.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
     with pytest.raises(ldk.LdkUnavailable, match=r"Node\.js .*`make test`"):
         ldk.LdkPeer().start()
