@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("lnsync.commands.up", "run the whole stack on this machine (embedded PostgreSQL by default)"),
     "serve": ("lnsync.commands.serve", "run one service (what a container runs)"),
     "status": ("lnsync.commands.status", "print sync state, graph size and snapshots of a running stack"),
+    "inspect": ("lnsync.commands.inspect", "decode an RGS blob and describe it (--json, --records)"),
 }
 
 

@@ -1,0 +1,426 @@
+"""An in-memory gossip store with exactly the semantics of lnsync's PostgreSQL store.
+
+This is the executable specification of docs/architecture.md ("The store"): persistence's SQL and
+lookup's queries are tested against it, the RGS tests and benchmarks use it directly, and it
+needs no database. Messages are added with their ``seen`` time; :meth:`GossipHistory.delta_input`
+summarises the store for a client's (T, R).
+
+Rules (per channel direction; node announcements follow the same pattern):
+
+* one row per distinct (scid, direction, timestamp); a duplicate only lowers ``seen`` (earliest wins);
+* the direction's *latest* is its row with the highest gossip timestamp; a row whose timestamp is not
+  above the latest when it arrives is *stale* (stored, never visible to clients, change mask 0);
+* when a row becomes the latest, its change mask says which fields differ from the previous latest
+  (0x7E for a direction's first row, or when it revives a direction that was dead: its previous
+  latest was older than 14 days when it arrived); the direction is *alive since* that first/reviving
+  row's ``seen``.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lnsync.gossip import messages as m
+from lnsync.rgs import format as f
+from lnsync.rgs.model import (
+    DIRECTION_CHANGE_BITS,
+    NODE_ADDRESSES_CHANGED,
+    NODE_FEATURES_CHANGED,
+    ChannelTable,
+    DeltaInput,
+    NodeTable,
+)
+
+_NEVER = np.iinfo(np.int64).max
+
+
+@dataclass
+class _Direction:
+    scid: int
+    direction: int
+    latest: int  # row index of the latest update
+    alive_row: int  # row index of the update the direction has been alive since
+    chain: list[int] = field(default_factory=list)  # rows that became the latest, in order
+
+
+@dataclass
+class _Channel:
+    scid: int
+    node_id_1: bytes
+    node_id_2: bytes
+    features: bytes
+    funding_sats: int | None
+    seen: int
+
+
+@dataclass
+class _Node:
+    latest: int  # row index into the node rows
+    first_row: int
+    chain: list[int] = field(default_factory=list)
+
+
+def change_mask(old: tuple[int, ...], new: tuple[int, ...]) -> int:
+    """Which fields differ between two (disabled, cltv, htlc_min, fee_base, fee_prop, htlc_max)."""
+    bits = (f.UPDATE_DISABLED, *f.FIELD_BITS)
+    return sum(bit for bit, a, b in zip(bits, old, new, strict=True) if a != b)
+
+
+class GossipHistory:
+    def __init__(self, chain_hash: bytes) -> None:
+        self.chain_hash = chain_hash
+        self.channels: dict[int, _Channel] = {}
+        self._dirs: dict[tuple[int, int], int] = {}
+        self._dir_state: list[_Direction] = []
+        # Update rows, columnar (cheap to turn into NumPy arrays).
+        self._u_dir = array("q")
+        self._u_ts = array("q")
+        self._u_seen = array("q")
+        self._u_mask = array("B")
+        self._u_life = array("B")  # 1 where the row started a life of its direction
+        self._u_policy: list[tuple[int, int, int, int, int, int]] = []
+        self._u_key: dict[tuple[int, int, int], int] = {}
+        # Node announcement rows.
+        self._nodes: dict[bytes, _Node] = {}
+        self._n_node = array("q")
+        self._n_ts = array("q")
+        self._n_seen = array("q")
+        self._n_mask = array("B")
+        self._n_data: list[tuple[bytes, bytes]] = []  # (features, addresses)
+        self._n_key: dict[tuple[bytes, int], int] = {}
+        self._node_index: dict[bytes, int] = {}
+        self._node_list: list[bytes] = []
+        self._cache: dict[str, object] = {}
+
+    # -- adding messages ---------------------------------------------------------------------------
+
+    def add_channel_announcement(
+        self,
+        scid: int,
+        node_id_1: bytes,
+        node_id_2: bytes,
+        seen: int,
+        features: bytes = b"",
+        funding_sats: int | None = None,
+    ) -> bool:
+        """Store an announcement; returns False for a duplicate (whose seen may lower the stored one)."""
+        existing = self.channels.get(scid)
+        if existing is not None:
+            existing.seen = min(existing.seen, seen)
+            if existing.funding_sats is None and funding_sats is not None:
+                existing.funding_sats = funding_sats
+            return False
+        self.channels[scid] = _Channel(scid, node_id_1, node_id_2, features, funding_sats, seen)
+        for node in (node_id_1, node_id_2):
+            self._node_idx(node)
+        self._cache.clear()
+        return True
+
+    def add_channel_update(
+        self,
+        scid: int,
+        direction: int,
+        timestamp: int,
+        seen: int,
+        *,
+        disabled: bool = False,
+        cltv_expiry_delta: int = 40,
+        htlc_minimum_msat: int = 1000,
+        fee_base_msat: int = 1000,
+        fee_proportional_millionths: int = 1,
+        htlc_maximum_msat: int = 10**9,
+    ) -> str:
+        """Store an update; returns "stored", "stale" or "duplicate"."""
+        self._cache.clear()
+        key = (scid, direction, timestamp)
+        row = self._u_key.get(key)
+        if row is not None:
+            self._lower_update_seen(row, seen)
+            return "duplicate"
+        policy = (
+            int(disabled),
+            cltv_expiry_delta,
+            htlc_minimum_msat,
+            fee_base_msat,
+            fee_proportional_millionths,
+            htlc_maximum_msat,
+        )
+        row = len(self._u_ts)
+        dkey = (scid, direction)
+        d_index = self._dirs.get(dkey)
+        state = self._dir_state[d_index] if d_index is not None else None
+        life = 1
+        if state is None:
+            mask, outcome = 0x7E, "stored"
+        elif timestamp <= self._u_ts[state.latest]:
+            mask, outcome, life = 0, "stale", 0
+        elif seen - self._u_ts[state.latest] > f.STALE_AFTER:
+            mask, outcome = 0x7E, "stored"  # the direction was dead: it comes back as new
+        else:
+            mask, outcome, life = change_mask(self._u_policy[state.latest], policy), "stored", 0
+        self._u_life.append(life)
+        self._u_ts.append(timestamp)
+        self._u_seen.append(seen)
+        self._u_mask.append(mask)
+        self._u_policy.append(policy)
+        self._u_key[key] = row
+        if state is None:
+            d_index = len(self._dir_state)
+            self._dirs[dkey] = d_index
+            state = _Direction(scid, direction, latest=row, alive_row=row, chain=[row])
+            self._dir_state.append(state)
+        elif outcome != "stale":
+            if life:
+                state.alive_row = row
+            state.latest = row
+            state.chain.append(row)
+        assert d_index is not None
+        self._u_dir.append(d_index)
+        return outcome
+
+    def _lower_update_seen(self, row: int, seen: int) -> None:
+        if seen < self._u_seen[row]:
+            self._u_seen[row] = seen
+
+    def add_node_announcement(
+        self, node_id: bytes, timestamp: int, seen: int, features: bytes = b"", addresses: bytes = b""
+    ) -> str:
+        self._cache.clear()
+        key = (node_id, timestamp)
+        row = self._n_key.get(key)
+        if row is not None:
+            self._n_seen[row] = min(self._n_seen[row], seen)
+            return "duplicate"
+        node = self._nodes.get(node_id)
+        if node is None:
+            mask, outcome = NODE_FEATURES_CHANGED | NODE_ADDRESSES_CHANGED, "stored"
+        elif timestamp <= self._n_ts[node.latest]:
+            mask, outcome = 0, "stale"
+        else:
+            old_features, old_addresses = self._n_data[node.latest]
+            mask = (NODE_FEATURES_CHANGED if old_features != features else 0) | (
+                NODE_ADDRESSES_CHANGED if old_addresses != addresses else 0
+            )
+            outcome = "stored"
+        row = len(self._n_ts)
+        self._n_node.append(self._node_idx(node_id))
+        self._n_ts.append(timestamp)
+        self._n_seen.append(seen)
+        self._n_mask.append(mask)
+        self._n_data.append((features, addresses))
+        self._n_key[key] = row
+        if node is None:
+            self._nodes[node_id] = _Node(latest=row, first_row=row, chain=[row])
+        elif outcome == "stored":
+            node.latest = row
+            node.chain.append(row)
+        return outcome
+
+    def add_message(self, raw: bytes, seen: int, funding_sats: int | None = None) -> str:
+        """Decode a wire gossip message and store it (no signature checks: the producer did them)."""
+        msg = m.decode_gossip(raw)
+        if isinstance(msg, m.ChannelAnnouncement):
+            stored = self.add_channel_announcement(
+                msg.short_channel_id, msg.node_id_1, msg.node_id_2, seen, msg.features, funding_sats
+            )
+            return "stored" if stored else "duplicate"
+        if isinstance(msg, m.ChannelUpdate):
+            return self.add_channel_update(
+                msg.short_channel_id, msg.direction, msg.timestamp, seen,
+                disabled=msg.disabled, cltv_expiry_delta=msg.cltv_expiry_delta,
+                htlc_minimum_msat=msg.htlc_minimum_msat, fee_base_msat=msg.fee_base_msat,
+                fee_proportional_millionths=msg.fee_proportional_millionths,
+                htlc_maximum_msat=msg.htlc_maximum_msat,
+            )  # fmt: skip
+        return self.add_node_announcement(msg.node_id, msg.timestamp, seen, msg.features, msg.addresses)
+
+    def _node_idx(self, node_id: bytes) -> int:
+        idx = self._node_index.get(node_id)
+        if idx is None:
+            idx = self._node_index[node_id] = len(self._node_list)
+            self._node_list.append(node_id)
+        return idx
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    @property
+    def update_count(self) -> int:
+        return len(self._u_ts)
+
+    def _columns(self) -> dict[str, np.ndarray]:
+        cols = self._cache.get("cols")
+        if cols is None:
+            seen = np.frombuffer(self._u_seen, dtype=np.int64).copy()
+            order = np.argsort(seen, kind="stable")
+            nseen = np.frombuffer(self._n_seen, dtype=np.int64).copy()
+            norder = np.argsort(nseen, kind="stable")
+            cols = {
+                "u_seen_sorted": seen[order],
+                "u_dir_sorted": np.frombuffer(self._u_dir, dtype=np.int64)[order],
+                "u_mask_sorted": np.frombuffer(self._u_mask, dtype=np.uint8)[order],
+                "n_seen_sorted": nseen[norder],
+                "n_node_sorted": np.frombuffer(self._n_node, dtype=np.int64)[norder],
+                "n_mask_sorted": np.frombuffer(self._n_mask, dtype=np.uint8)[norder],
+            }
+            self._cache["cols"] = cols
+        return cols  # type: ignore[return-value]
+
+    def _direction_at(self, d: _Direction, R: int) -> tuple[int, int] | None:
+        """(latest row, alive-since seen) of a direction considering only rows seen before R."""
+        seen = self._u_seen
+        if seen[d.latest] < R and seen[d.alive_row] < R:
+            return d.latest, seen[d.alive_row]
+        latest = None
+        for row in reversed(d.chain):
+            if seen[row] < R:
+                latest = row
+                break
+        if latest is None:
+            return None
+        # Walk forward to find the life that `latest` belongs to.
+        alive = d.chain[0]
+        for row in d.chain:
+            if self._u_life[row]:
+                alive = row
+            if row == latest:
+                break
+        return latest, seen[alive]
+
+    def delta_input(self, last_sync: int, reference_time: int) -> DeltaInput:
+        """Summarise the store for a client that synced at ``last_sync`` (T), as of ``reference_time`` (R)."""
+        T, R = last_sync, reference_time
+        cols = self._columns()
+        dead_before = R - f.STALE_AFTER
+        ts, u_seen = self._u_ts, self._u_seen
+
+        scids: list[int] = []
+        latest_rows: list[tuple[int, int]] = []
+        dir_index: list[tuple[int, int]] = []
+        live_since: list[int] = []
+        chans: list[_Channel] = []
+        for scid in sorted(self.channels):
+            chan = self.channels[scid]
+            if chan.seen >= R:
+                continue
+            pair = []
+            for direction in (0, 1):
+                d_index = self._dirs.get((scid, direction))
+                if d_index is None:
+                    break
+                at = self._direction_at(self._dir_state[d_index], R)
+                if at is None or ts[at[0]] < dead_before:
+                    break
+                pair.append((d_index, at))
+            if len(pair) != 2:
+                continue
+            scids.append(scid)
+            chans.append(chan)
+            latest_rows.append((pair[0][1][0], pair[1][1][0]))
+            dir_index.append((pair[0][0], pair[1][0]))
+            live_since.append(max(chan.seen, pair[0][1][1], pair[1][1][1]))
+        del u_seen
+
+        n = len(scids)
+        changes_by_dir = np.zeros(len(self._dir_state), dtype=np.uint8)
+        lo, hi = np.searchsorted(cols["u_seen_sorted"], [T, R], side="left")
+        if hi > lo:
+            np.bitwise_or.at(changes_by_dir, cols["u_dir_sorted"][lo:hi], cols["u_mask_sorted"][lo:hi])
+        dir_idx = np.array(dir_index, dtype=np.int64).reshape(n, 2)
+        rows = np.array(latest_rows, dtype=np.int64).reshape(n, 2)
+        policy = np.array([self._u_policy[r] for r in rows.ravel()], dtype=np.uint64).reshape(n, 2, 6)
+
+        node_local: dict[bytes, int] = {}
+        node_order: list[bytes] = []
+        n1: list[int] = []
+        n2: list[int] = []
+        for chan in chans:
+            for node, dest in ((chan.node_id_1, n1), (chan.node_id_2, n2)):
+                idx = node_local.get(node)
+                if idx is None:
+                    idx = node_local[node] = len(node_order)
+                    node_order.append(node)
+                dest.append(idx)
+
+        channels = ChannelTable(
+            scid=np.array(scids, dtype=np.uint64),
+            node_1=np.array(n1, dtype=np.int32),
+            node_2=np.array(n2, dtype=np.int32),
+            features=[c.features for c in chans],
+            funding_sats=np.array(
+                [-1 if c.funding_sats is None else c.funding_sats for c in chans], dtype=np.int64
+            ),
+            live_since=np.array(live_since, dtype=np.int64),
+            disabled=policy[..., 0].astype(np.bool_),
+            cltv_expiry_delta=policy[..., 1].astype(np.int64),
+            htlc_minimum_msat=policy[..., 2],
+            fee_base_msat=policy[..., 3].astype(np.int64),
+            fee_proportional_millionths=policy[..., 4].astype(np.int64),
+            htlc_maximum_msat=policy[..., 5],
+            changes=(changes_by_dir[dir_idx] & np.uint8(DIRECTION_CHANGE_BITS))
+            if n
+            else np.zeros((0, 2), np.uint8),
+        )
+        return DeltaInput(self.chain_hash, T, R, channels, self._node_table(node_order, T, R, cols))
+
+    def _node_table(self, node_order: list[bytes], T: int, R: int, cols: dict[str, np.ndarray]) -> NodeTable:
+        changes_by_node = np.zeros(len(self._node_list), dtype=np.uint8)
+        lo, hi = np.searchsorted(cols["n_seen_sorted"], [T, R], side="left")
+        if hi > lo:
+            np.bitwise_or.at(changes_by_node, cols["n_node_sorted"][lo:hi], cols["n_mask_sorted"][lo:hi])
+        has, feats, addrs, first, changes = [], [], [], [], []
+        for node_id in node_order:
+            node = self._nodes.get(node_id)
+            latest = None
+            if node is not None:
+                for row in reversed(node.chain):
+                    if self._n_seen[row] < R:
+                        latest = row
+                        break
+            if latest is None or node is None:
+                has.append(False)
+                feats.append(b"")
+                addrs.append(b"")
+                first.append(-1)
+                changes.append(0)
+                continue
+            has.append(True)
+            feats.append(self._n_data[latest][0])
+            addrs.append(self._n_data[latest][1])
+            first.append(self._n_seen[node.first_row])
+            changes.append(int(changes_by_node[self._node_index[node_id]]))
+        return NodeTable(
+            node_id=node_order,
+            has_announcement=np.array(has, dtype=np.bool_),
+            features=feats,
+            addresses=addrs,
+            first_seen=np.array(first, dtype=np.int64),
+            changes=np.array(changes, dtype=np.uint8),
+        )
+
+    # -- ground truth --------------------------------------------------------------------------------
+
+    def live_graph(self, reference_time: int) -> dict[int, dict[str, object]]:
+        """The live channels at R with both directions' values: what a fully synced client holds."""
+        inp = self.delta_input(0, reference_time)
+        ch = inp.channels
+        out: dict[int, dict[str, object]] = {}
+        for i, scid in enumerate(ch.scid.tolist()):
+            out[scid] = {
+                "node_1": inp.nodes.node_id[int(ch.node_1[i])],
+                "node_2": inp.nodes.node_id[int(ch.node_2[i])],
+                "directions": [
+                    (
+                        bool(ch.disabled[i, d]),
+                        int(ch.cltv_expiry_delta[i, d]),
+                        int(ch.htlc_minimum_msat[i, d]),
+                        int(ch.fee_base_msat[i, d]),
+                        int(ch.fee_proportional_millionths[i, d]),
+                        int(ch.htlc_maximum_msat[i, d]),
+                    )
+                    for d in (0, 1)
+                ],
+            }
+        return out
