@@ -28,9 +28,12 @@ CREATE TABLE channel_updates (
     htlc_maximum_msat            bigint   NOT NULL,
     -- Fields that differ from the direction's latest update at the time this one became the
     -- latest, in RGS flag bits (0x40 cltv, 0x20 htlc_min, 0x10 fee_base, 0x08 fee_prop,
-    -- 0x04 htlc_max, 0x02 disabled). 0x7E for a direction's first update; 0 for a stale arrival
-    -- (older than the latest already stored), which never becomes visible to clients.
+    -- 0x04 htlc_max, 0x02 disabled). 0x7E when it starts a life of the direction (its first update,
+    -- or one arriving more than 14 days after the previous latest's timestamp: the direction was
+    -- dead); 0 for a stale arrival (not newer than the latest already stored), which never becomes
+    -- visible to clients.
     change_mask                  smallint NOT NULL,
+    starts_life                  boolean  NOT NULL,
     raw                          bytea    NOT NULL,
     seen                         timestamptz NOT NULL,
     UNIQUE (scid, direction, timestamp)
@@ -51,7 +54,8 @@ CREATE TABLE channel_directions (
     fee_proportional_millionths  bigint   NOT NULL,
     htlc_maximum_msat            bigint   NOT NULL,
     seen                         timestamptz NOT NULL,   -- seen of that latest update
-    first_seen                   timestamptz NOT NULL,   -- seen of the direction's first update
+    alive_update_id              bigint   NOT NULL,      -- the update that started the current life
+    alive_since                  timestamptz NOT NULL,   -- seen of that update
     PRIMARY KEY (scid, direction)
 );
 CREATE INDEX channel_directions_seen ON channel_directions (seen);
