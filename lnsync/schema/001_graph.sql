@@ -4,6 +4,7 @@
 
 CREATE TABLE channel_announcements (
     scid          bigint PRIMARY KEY,
+    id            bigserial UNIQUE,       -- insertion order (for change tracking)
     node_id_1     bytea NOT NULL,
     node_id_2     bytea NOT NULL,
     features      bytea NOT NULL,

@@ -6,14 +6,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ComputeDeltaRequest(_message.Message):
-    __slots__ = ("last_sync_timestamp", "version", "reference_time")
+    __slots__ = ("last_sync_timestamp", "version", "reference_time", "apply_lag")
     LAST_SYNC_TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_TIME_FIELD_NUMBER: _ClassVar[int]
+    APPLY_LAG_FIELD_NUMBER: _ClassVar[int]
     last_sync_timestamp: int
     version: int
     reference_time: int
-    def __init__(self, last_sync_timestamp: _Optional[int] = ..., version: _Optional[int] = ..., reference_time: _Optional[int] = ...) -> None: ...
+    apply_lag: int
+    def __init__(self, last_sync_timestamp: _Optional[int] = ..., version: _Optional[int] = ..., reference_time: _Optional[int] = ..., apply_lag: _Optional[int] = ...) -> None: ...
 
 class BlobChunk(_message.Message):
     __slots__ = ("data", "info")
