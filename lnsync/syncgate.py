@@ -29,7 +29,9 @@ class SyncGate:
         cached = self._status
         if cached is not None and (cached.fully_synced or now - self._fetched_at < self._cache_seconds):
             return cached
-        status = await self._stub.GetSyncStatus(persistence_pb2.GetSyncStatusRequest(), timeout=5)
+        status: persistence_pb2.SyncStatus = await self._stub.GetSyncStatus(
+            persistence_pb2.GetSyncStatusRequest(), timeout=5
+        )
         self._status, self._fetched_at = status, now
         return status
 

@@ -2,7 +2,7 @@
 
 For a reference time R the answer depends only on gossip seen before R, and persistence never
 records a message as seen more than ``ingest_lag`` before it commits it; so once R + ingest_lag has
-passed, the answer for (T, R) can never change. Dynamic requests use R = now − ingest_lag rounded
+passed, the answer for (T, R) can never change. Dynamic requests use R = now - ingest_lag rounded
 down to ``lookup.timestamp_granularity``, which makes concurrent and repeated requests share R,
 and a small cache of computed delta sets keyed by (T, R, apply lag) answers them without touching
 the database again.
@@ -34,7 +34,10 @@ from services.lookup.store import load_delta_input
 log = logging.getLogger(__name__)
 
 COMPUTE_SECONDS = Histogram(
-    "lnsync_lookup_compute_seconds", "Time to compute a delta set", ["kind"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10)
+    "lnsync_lookup_compute_seconds",
+    "Time to compute a delta set",
+    ["kind"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
 )
 REQUESTS = Counter("lnsync_lookup_requests_total", "ComputeDelta requests", ["version", "outcome"])
 CACHE_SIZE = 64
@@ -79,7 +82,7 @@ class LookupService(lookup_pb2_grpc.LookupServicer):
         r = int(now) - self.settings.ingest_lag
         return r - r % gran
 
-    async def ComputeDelta(  # noqa: N802 - gRPC method name
+    async def ComputeDelta(
         self, request: lookup_pb2.ComputeDeltaRequest, context: grpc.aio.ServicerContext
     ) -> Any:
         version = request.version
@@ -88,11 +91,11 @@ class LookupService(lookup_pb2_grpc.LookupServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"version must be 1 or 2, not {version}")
         now = time.time()
         T = request.last_sync_timestamp
-        if T > now + 60:
+        if now + 60 < T:
             REQUESTS.labels(str(version), "invalid").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"last_sync_timestamp {T} is in the future")
         R = self._reference_time(request, now)
-        if R > now:
+        if now < R:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"reference_time {R} is in the future")
         reason = await self.gate.why_not_ready()
         if reason is not None:
@@ -104,7 +107,9 @@ class LookupService(lookup_pb2_grpc.LookupServicer):
         if T >= R:
             # The client is already at (or past) R: a well-formed "nothing new" blob at its own time.
             blob = encode_empty(self.chain_hash, max(T, R), version)
-            info = lookup_pb2.BlobInfo(version=version, timestamp=max(T, R), last_sync_timestamp=T, reference_time=R)
+            info = lookup_pb2.BlobInfo(
+                version=version, timestamp=max(T, R), last_sync_timestamp=T, reference_time=R
+            )
         else:
             try:
                 delta = await self._delta_set(T, R, apply_lag, gran)
@@ -144,7 +149,10 @@ class LookupService(lookup_pb2_grpc.LookupServicer):
         try:
             async with self._limit:
                 started = time.perf_counter()
-                async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+                async with (
+                    self.pool.acquire() as conn,
+                    conn.transaction(isolation="repeatable_read", readonly=True),
+                ):
                     inp = await load_delta_input(conn, self.chain_hash, T, R)
                 params = DeltaParams(timestamp_granularity=granularity, apply_lag=apply_lag)
                 delta = await asyncio.to_thread(compute_delta, inp, params)
@@ -163,7 +171,7 @@ class LookupService(lookup_pb2_grpc.LookupServicer):
 
     # -- GraphSummary ---------------------------------------------------------------------------
 
-    async def GraphSummary(  # noqa: N802 - gRPC method name
+    async def GraphSummary(
         self, request: lookup_pb2.GraphSummaryRequest, context: grpc.aio.ServicerContext
     ) -> lookup_pb2.GraphSummaryResponse:
         try:
@@ -183,8 +191,9 @@ class LookupService(lookup_pb2_grpc.LookupServicer):
 
 SUMMARY_SQL = """
 SELECT
-  (SELECT count(*) FROM channel_announcements a WHERE
-      (SELECT count(*) FROM channel_directions d WHERE d.scid = a.scid AND d.timestamp >= $1) = 2)::int4 AS channels,
+  (SELECT count(*) FROM channel_announcements a
+    WHERE (SELECT count(*) FROM channel_directions d
+           WHERE d.scid = a.scid AND d.timestamp >= $1) = 2)::int4 AS channels,
   (SELECT count(*) FROM nodes)::int4 AS nodes,
   (SELECT count(*) FROM channel_directions WHERE timestamp >= $1)::int4 AS directions,
   (SELECT floor(extract(epoch FROM max(seen)))::int8 FROM channel_directions) AS last_seen,

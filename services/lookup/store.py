@@ -33,8 +33,9 @@ WHERE a.seen < to_timestamp($1)
 ORDER BY a.scid
 """
 _DIRECTION_SELECT = (
-    "{p}.timestamp, {p}.channel_flags, {p}.cltv_expiry_delta::int8, {p}.htlc_minimum_msat, {p}.fee_base_msat, "
-    "{p}.fee_proportional_millionths, {p}.htlc_maximum_msat, floor(extract(epoch FROM {p}.seen))::int8, "
+    "{p}.timestamp, {p}.channel_flags, {p}.cltv_expiry_delta::int8, {p}.htlc_minimum_msat, "
+    "{p}.fee_base_msat, {p}.fee_proportional_millionths, {p}.htlc_maximum_msat, "
+    "floor(extract(epoch FROM {p}.seen))::int8, "
     "floor(extract(epoch FROM {p}.alive_since))::int8"
 )
 _CHANNEL_COLUMNS: list[pgbinary.Column] = [
@@ -151,7 +152,9 @@ async def load_delta_input(conn: Any, chain_hash: bytes, last_sync: int, referen
 
     node_ids, inverse = np.unique(np.concatenate([rows["node_1"], rows["node_2"]]), return_inverse=True)
     node_list = [bytes(x) for x in node_ids.tolist()]
-    features_by_scid = {int(r["scid"]) & (2**64 - 1): bytes(r["features"]) for r in await conn.fetch(FEATURES_SQL)}
+    features_by_scid = {
+        int(r["scid"]) & (2**64 - 1): bytes(r["features"]) for r in await conn.fetch(FEATURES_SQL)
+    }
     channels = ChannelTable(
         scid=scid,
         node_1=inverse[:n].astype(np.int32),
@@ -194,8 +197,8 @@ async def _load_nodes(conn: Any, node_list: list[bytes], T: int, R: int) -> Node
             has[i], features[i], addresses[i] = True, bytes(r[1]), bytes(r[2])
     if T > 0:
         for r in await conn.fetch(NODE_CHANGES_SQL, T, R):
-            i = index.get(bytes(r[0]))
-            if i is not None:
-                changes[i] = r[1]
+            j = index.get(bytes(r[0]))
+            if j is not None:
+                changes[j] = int(r[1])
     first_seen[~has] = -1
     return NodeTable(node_list, has, features, addresses, first_seen, changes)

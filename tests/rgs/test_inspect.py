@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.rgs.vectors import load_vectors
+from tests.interop.rgs_vectors import load_vectors
 
 V = load_vectors()
 

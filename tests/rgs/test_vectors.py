@@ -9,7 +9,7 @@ from lnsync.chain import chain_hash
 from lnsync.rgs.client import ClientError, ClientOptions, RgsClient
 from lnsync.rgs.decode import RgsDecodeError, decode
 from lnsync.rgs.encode import encode_empty
-from tests.rgs.vectors import load_vectors
+from tests.interop.rgs_vectors import load_vectors
 
 V = load_vectors()
 MAINNET = chain_hash("bitcoin")
