@@ -25,8 +25,6 @@ from lnsync.rgs import format as f
 from lnsync.rgs import reminders
 from lnsync.rgs.model import (
     DIRECTION_CHANGE_BITS,
-    NODE_ADDRESSES_CHANGED,
-    NODE_FEATURES_CHANGED,
     Announcement,
     Defaults,
     DeltaInput,
@@ -36,6 +34,7 @@ from lnsync.rgs.model import (
     NodeDetails,
     UpdateRecord,
 )
+from lnsync.rgs.rules import NODE_ADDRESSES_CHANGED, NODE_FEATURES_CHANGED
 
 _FIELD_SIZES = np.array(f.FIELD_SIZES, dtype=np.int64)
 _FIELD_BITS = np.array(f.FIELD_BITS, dtype=np.uint8)

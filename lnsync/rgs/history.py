@@ -25,10 +25,9 @@ import numpy as np
 
 from lnsync.gossip import messages as m
 from lnsync.rgs import format as f
+from lnsync.rgs import rules
 from lnsync.rgs.model import (
     DIRECTION_CHANGE_BITS,
-    NODE_ADDRESSES_CHANGED,
-    NODE_FEATURES_CHANGED,
     ChannelTable,
     DeltaInput,
     NodeTable,
@@ -63,12 +62,6 @@ class _Node:
     chain: list[int] = field(default_factory=list)
 
 
-def change_mask(old: tuple[int, ...], new: tuple[int, ...]) -> int:
-    """Which fields differ between two (disabled, cltv, htlc_min, fee_base, fee_prop, htlc_max)."""
-    bits = (f.UPDATE_DISABLED, *f.FIELD_BITS)
-    return sum(bit for bit, a, b in zip(bits, old, new, strict=True) if a != b)
-
-
 class GossipHistory:
     def __init__(self, chain_hash: bytes) -> None:
         self.chain_hash = chain_hash
@@ -81,7 +74,7 @@ class GossipHistory:
         self._u_seen = array("q")
         self._u_mask = array("B")
         self._u_life = array("B")  # 1 where the row started a life of its direction
-        self._u_policy: list[tuple[int, int, int, int, int, int]] = []
+        self._u_policy: list[rules.Policy] = []
         self._u_key: dict[tuple[int, int, int], int] = {}
         # Node announcement rows.
         self._nodes: dict[bytes, _Node] = {}
@@ -136,11 +129,8 @@ class GossipHistory:
         """Store an update; returns "stored", "stale" or "duplicate"."""
         self._cache.clear()
         key = (scid, direction, timestamp)
-        row = self._u_key.get(key)
-        if row is not None:
-            self._lower_update_seen(row, seen)
-            return "duplicate"
-        policy = (
+        existing = self._u_key.get(key)
+        policy: rules.Policy = (
             int(disabled),
             cltv_expiry_delta,
             htlc_minimum_msat,
@@ -148,23 +138,19 @@ class GossipHistory:
             fee_proportional_millionths,
             htlc_maximum_msat,
         )
-        row = len(self._u_ts)
         dkey = (scid, direction)
         d_index = self._dirs.get(dkey)
         state = self._dir_state[d_index] if d_index is not None else None
-        life = 1
-        if state is None:
-            mask, outcome = 0x7E, "stored"
-        elif timestamp <= self._u_ts[state.latest]:
-            mask, outcome, life = 0, "stale", 0
-        elif seen - self._u_ts[state.latest] > f.STALE_AFTER:
-            mask, outcome = 0x7E, "stored"  # the direction was dead: it comes back as new
-        else:
-            mask, outcome, life = change_mask(self._u_policy[state.latest], policy), "stored", 0
-        self._u_life.append(life)
+        latest = (self._u_ts[state.latest], self._u_policy[state.latest]) if state is not None else None
+        decision = rules.decide_update(latest, timestamp, seen, policy, duplicate=existing is not None)
+        if existing is not None:
+            self._u_seen[existing] = min(self._u_seen[existing], seen)
+            return decision.outcome.value
+        row = len(self._u_ts)
+        self._u_life.append(int(decision.starts_life))
         self._u_ts.append(timestamp)
         self._u_seen.append(seen)
-        self._u_mask.append(mask)
+        self._u_mask.append(decision.change_mask)
         self._u_policy.append(policy)
         self._u_key[key] = row
         if state is None:
@@ -172,39 +158,28 @@ class GossipHistory:
             self._dirs[dkey] = d_index
             state = _Direction(scid, direction, latest=row, alive_row=row, chain=[row])
             self._dir_state.append(state)
-        elif outcome != "stale":
-            if life:
+        elif decision.outcome is rules.Outcome.STORED:
+            if decision.starts_life:
                 state.alive_row = row
             state.latest = row
             state.chain.append(row)
         assert d_index is not None
         self._u_dir.append(d_index)
-        return outcome
-
-    def _lower_update_seen(self, row: int, seen: int) -> None:
-        if seen < self._u_seen[row]:
-            self._u_seen[row] = seen
+        return decision.outcome.value
 
     def add_node_announcement(
         self, node_id: bytes, timestamp: int, seen: int, features: bytes = b"", addresses: bytes = b""
     ) -> str:
         self._cache.clear()
         key = (node_id, timestamp)
-        row = self._n_key.get(key)
-        if row is not None:
-            self._n_seen[row] = min(self._n_seen[row], seen)
-            return "duplicate"
+        existing = self._n_key.get(key)
         node = self._nodes.get(node_id)
-        if node is None:
-            mask, outcome = NODE_FEATURES_CHANGED | NODE_ADDRESSES_CHANGED, "stored"
-        elif timestamp <= self._n_ts[node.latest]:
-            mask, outcome = 0, "stale"
-        else:
-            old_features, old_addresses = self._n_data[node.latest]
-            mask = (NODE_FEATURES_CHANGED if old_features != features else 0) | (
-                NODE_ADDRESSES_CHANGED if old_addresses != addresses else 0
-            )
-            outcome = "stored"
+        latest = (self._n_ts[node.latest], *self._n_data[node.latest]) if node is not None else None
+        decision = rules.decide_node(latest, timestamp, features, addresses, duplicate=existing is not None)
+        if existing is not None:
+            self._n_seen[existing] = min(self._n_seen[existing], seen)
+            return decision.outcome.value
+        mask, outcome = decision.change_mask, decision.outcome.value
         row = len(self._n_ts)
         self._n_node.append(self._node_idx(node_id))
         self._n_ts.append(timestamp)

@@ -25,9 +25,6 @@ I32 = NDArray[np.int32]
 U8 = NDArray[np.uint8]
 Bool = NDArray[np.bool_]
 
-# Change bits of a node announcement (the store's node change_mask).
-NODE_FEATURES_CHANGED = 0x01
-NODE_ADDRESSES_CHANGED = 0x02
 
 # A direction's value fields and its disabled flag, as update change bits.
 DIRECTION_CHANGE_BITS = f.VALUE_FIELDS_MASK | f.UPDATE_DISABLED

@@ -1,0 +1,88 @@
+"""The store's rules for one incoming message, shared by the in-memory model
+(:mod:`lnsync.rgs.history`) and the persistence service, so that both store exactly the same thing.
+
+Given what the store currently holds for a channel direction (or a node), decide whether an
+arriving message is new, a duplicate or stale, and which change bits it carries. See
+docs/architecture.md, "The store".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from lnsync.rgs import format as f
+
+# (disabled, cltv_expiry_delta, htlc_minimum_msat, fee_base_msat, fee_proportional_millionths,
+#  htlc_maximum_msat): what RGS transmits of a channel direction.
+Policy = tuple[int, int, int, int, int, int]
+_POLICY_BITS = (f.UPDATE_DISABLED, *f.FIELD_BITS)
+
+NEW_LIFE_MASK = 0x7E
+NODE_FEATURES_CHANGED = 0x01
+NODE_ADDRESSES_CHANGED = 0x02
+
+
+class Outcome(Enum):
+    STORED = "stored"  # a new row; it becomes the latest
+    STALE = "stale"  # a new row, not newer than the latest: never visible to clients
+    DUPLICATE = "duplicate"  # the same (key, timestamp) is already stored
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    outcome: Outcome
+    change_mask: int = 0
+    starts_life: bool = False
+
+
+def policy_changes(old: Policy, new: Policy) -> int:
+    """Change bits (RGS update flag bits) of the fields that differ."""
+    mask = 0
+    for bit, a, b in zip(_POLICY_BITS, old, new, strict=True):
+        if a != b:
+            mask |= bit
+    return mask
+
+
+def decide_update(
+    latest: tuple[int, Policy] | None, timestamp: int, seen: int, policy: Policy, duplicate: bool
+) -> Decision:
+    """Classify a channel_update given the direction's latest ``(timestamp, policy)``.
+
+    ``duplicate``: a row with the same (scid, direction, timestamp) is already stored.
+    ``seen`` is in whole seconds.
+    """
+    if duplicate:
+        return Decision(Outcome.DUPLICATE)
+    if latest is None:
+        return Decision(Outcome.STORED, NEW_LIFE_MASK, True)
+    latest_ts, latest_policy = latest
+    if timestamp <= latest_ts:
+        return Decision(Outcome.STALE)
+    if seen - latest_ts > f.STALE_AFTER:
+        # The direction had been dead (no update for two weeks): clients forgot it, so it comes
+        # back as a new life and is sent in full.
+        return Decision(Outcome.STORED, NEW_LIFE_MASK, True)
+    return Decision(Outcome.STORED, policy_changes(latest_policy, policy), False)
+
+
+def decide_node(
+    latest: tuple[int, bytes, bytes] | None,
+    timestamp: int,
+    features: bytes,
+    addresses: bytes,
+    duplicate: bool,
+) -> Decision:
+    """Classify a node_announcement given the node's latest ``(timestamp, features, addresses)``."""
+    if duplicate:
+        return Decision(Outcome.DUPLICATE)
+    if latest is None:
+        return Decision(Outcome.STORED, NODE_FEATURES_CHANGED | NODE_ADDRESSES_CHANGED, True)
+    latest_ts, latest_features, latest_addresses = latest
+    if timestamp <= latest_ts:
+        return Decision(Outcome.STALE)
+    mask = (NODE_FEATURES_CHANGED if features != latest_features else 0) | (
+        NODE_ADDRESSES_CHANGED if addresses != latest_addresses else 0
+    )
+    return Decision(Outcome.STORED, mask, False)
