@@ -82,7 +82,8 @@ CREATE INDEX node_announcements_seen ON node_announcements (seen) INCLUDE (node_
 -- The current state of each node: its latest announcement by gossip timestamp.
 CREATE TABLE nodes (
     node_id          bytea PRIMARY KEY,
-    announcement_id  bigint NOT NULL,
+    announcement_id  bigint NOT NULL,        -- the latest announcement
+    first_announcement_id bigint NOT NULL,   -- the first one ever stored
     timestamp        bigint NOT NULL,
     features         bytea  NOT NULL,
     addresses        bytea  NOT NULL,

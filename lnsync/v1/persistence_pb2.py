@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1blnsync/v1/persistence.proto\x12\tlnsync.v1\"d\n\rIngestRequest\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.lnsync.v1.StreamHeader\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.lnsync.v1.GossipMessage\"C\n\x0cStreamHeader\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x12\n\nhistorical\x18\x03 \x01(\x08\"A\n\rGossipMessage\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0b\n\x03raw\x18\x02 \x01(\x0c\x12\x16\n\x0ereceived_at_us\x18\x03 \x01(\x03\"~\n\tIngestAck\x12\x11\n\tacked_seq\x18\x01 \x01(\x04\x12\x0e\n\x06stored\x18\x02 \x01(\x04\x12\x12\n\nduplicates\x18\x03 \x01(\x04\x12\x10\n\x08rejected\x18\x04 \x01(\x04\x12(\n\nrejections\x18\x05 \x03(\x0b\x32\x14.lnsync.v1.Rejection\"(\n\tRejection\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x80\x01\n\x19ReportSyncCompleteRequest\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x1d\n\x15\x63hannel_announcements\x18\x02 \x01(\x04\x12\x17\n\x0f\x63hannel_updates\x18\x03 \x01(\x04\x12\x1a\n\x12node_announcements\x18\x04 \x01(\x04\"2\n\x1aReportSyncCompleteResponse\x12\x14\n\x0c\x66ully_synced\x18\x01 \x01(\x08\"\x16\n\x14GetSyncStatusRequest\"t\n\nSyncStatus\x12\x14\n\x0c\x66ully_synced\x18\x01 \x01(\x08\x12\x17\n\x0f\x66ully_synced_at\x18\x02 \x01(\x03\x12\x0e\n\x06quorum\x18\x03 \x01(\r\x12\'\n\x05peers\x18\x04 \x03(\x0b\x32\x18.lnsync.v1.PeerSyncState\"\xc2\x01\n\rPeerSyncState\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x1d\n\x15initial_sync_complete\x18\x02 \x01(\x08\x12\x14\n\x0c\x63ompleted_at\x18\x03 \x01(\x03\x12\x1d\n\x15\x63hannel_announcements\x18\x04 \x01(\x04\x12\x17\n\x0f\x63hannel_updates\x18\x05 \x01(\x04\x12\x1a\n\x12node_announcements\x18\x06 \x01(\x04\x12\x17\n\x0flast_message_at\x18\x07 \x01(\x03\x32\xf7\x01\n\x0bPersistence\x12<\n\x06Ingest\x12\x18.lnsync.v1.IngestRequest\x1a\x14.lnsync.v1.IngestAck(\x01\x30\x01\x12\x61\n\x12ReportSyncComplete\x12$.lnsync.v1.ReportSyncCompleteRequest\x1a%.lnsync.v1.ReportSyncCompleteResponse\x12G\n\rGetSyncStatus\x12\x1f.lnsync.v1.GetSyncStatusRequest\x1a\x15.lnsync.v1.SyncStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1blnsync/v1/persistence.proto\x12\tlnsync.v1\"d\n\rIngestRequest\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.lnsync.v1.StreamHeader\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.lnsync.v1.GossipMessage\"C\n\x0cStreamHeader\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x12\n\nhistorical\x18\x03 \x01(\x08\"m\n\rGossipMessage\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0b\n\x03raw\x18\x02 \x01(\x0c\x12\x16\n\x0ereceived_at_us\x18\x03 \x01(\x03\x12\x19\n\x0c\x66unding_sats\x18\x04 \x01(\x04H\x00\x88\x01\x01\x42\x0f\n\r_funding_sats\"~\n\tIngestAck\x12\x11\n\tacked_seq\x18\x01 \x01(\x04\x12\x0e\n\x06stored\x18\x02 \x01(\x04\x12\x12\n\nduplicates\x18\x03 \x01(\x04\x12\x10\n\x08rejected\x18\x04 \x01(\x04\x12(\n\nrejections\x18\x05 \x03(\x0b\x32\x14.lnsync.v1.Rejection\"(\n\tRejection\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x80\x01\n\x19ReportSyncCompleteRequest\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x1d\n\x15\x63hannel_announcements\x18\x02 \x01(\x04\x12\x17\n\x0f\x63hannel_updates\x18\x03 \x01(\x04\x12\x1a\n\x12node_announcements\x18\x04 \x01(\x04\"2\n\x1aReportSyncCompleteResponse\x12\x14\n\x0c\x66ully_synced\x18\x01 \x01(\x08\"\x16\n\x14GetSyncStatusRequest\"t\n\nSyncStatus\x12\x14\n\x0c\x66ully_synced\x18\x01 \x01(\x08\x12\x17\n\x0f\x66ully_synced_at\x18\x02 \x01(\x03\x12\x0e\n\x06quorum\x18\x03 \x01(\r\x12\'\n\x05peers\x18\x04 \x03(\x0b\x32\x18.lnsync.v1.PeerSyncState\"\xc2\x01\n\rPeerSyncState\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x1d\n\x15initial_sync_complete\x18\x02 \x01(\x08\x12\x14\n\x0c\x63ompleted_at\x18\x03 \x01(\x03\x12\x1d\n\x15\x63hannel_announcements\x18\x04 \x01(\x04\x12\x17\n\x0f\x63hannel_updates\x18\x05 \x01(\x04\x12\x1a\n\x12node_announcements\x18\x06 \x01(\x04\x12\x17\n\x0flast_message_at\x18\x07 \x01(\x03\x32\xf7\x01\n\x0bPersistence\x12<\n\x06Ingest\x12\x18.lnsync.v1.IngestRequest\x1a\x14.lnsync.v1.IngestAck(\x01\x30\x01\x12\x61\n\x12ReportSyncComplete\x12$.lnsync.v1.ReportSyncCompleteRequest\x1a%.lnsync.v1.ReportSyncCompleteResponse\x12G\n\rGetSyncStatus\x12\x1f.lnsync.v1.GetSyncStatusRequest\x1a\x15.lnsync.v1.SyncStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,21 +36,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMHEADER']._serialized_start=144
   _globals['_STREAMHEADER']._serialized_end=211
   _globals['_GOSSIPMESSAGE']._serialized_start=213
-  _globals['_GOSSIPMESSAGE']._serialized_end=278
-  _globals['_INGESTACK']._serialized_start=280
-  _globals['_INGESTACK']._serialized_end=406
-  _globals['_REJECTION']._serialized_start=408
-  _globals['_REJECTION']._serialized_end=448
-  _globals['_REPORTSYNCCOMPLETEREQUEST']._serialized_start=451
-  _globals['_REPORTSYNCCOMPLETEREQUEST']._serialized_end=579
-  _globals['_REPORTSYNCCOMPLETERESPONSE']._serialized_start=581
-  _globals['_REPORTSYNCCOMPLETERESPONSE']._serialized_end=631
-  _globals['_GETSYNCSTATUSREQUEST']._serialized_start=633
-  _globals['_GETSYNCSTATUSREQUEST']._serialized_end=655
-  _globals['_SYNCSTATUS']._serialized_start=657
-  _globals['_SYNCSTATUS']._serialized_end=773
-  _globals['_PEERSYNCSTATE']._serialized_start=776
-  _globals['_PEERSYNCSTATE']._serialized_end=970
-  _globals['_PERSISTENCE']._serialized_start=973
-  _globals['_PERSISTENCE']._serialized_end=1220
+  _globals['_GOSSIPMESSAGE']._serialized_end=322
+  _globals['_INGESTACK']._serialized_start=324
+  _globals['_INGESTACK']._serialized_end=450
+  _globals['_REJECTION']._serialized_start=452
+  _globals['_REJECTION']._serialized_end=492
+  _globals['_REPORTSYNCCOMPLETEREQUEST']._serialized_start=495
+  _globals['_REPORTSYNCCOMPLETEREQUEST']._serialized_end=623
+  _globals['_REPORTSYNCCOMPLETERESPONSE']._serialized_start=625
+  _globals['_REPORTSYNCCOMPLETERESPONSE']._serialized_end=675
+  _globals['_GETSYNCSTATUSREQUEST']._serialized_start=677
+  _globals['_GETSYNCSTATUSREQUEST']._serialized_end=699
+  _globals['_SYNCSTATUS']._serialized_start=701
+  _globals['_SYNCSTATUS']._serialized_end=817
+  _globals['_PEERSYNCSTATE']._serialized_start=820
+  _globals['_PEERSYNCSTATE']._serialized_end=1014
+  _globals['_PERSISTENCE']._serialized_start=1017
+  _globals['_PERSISTENCE']._serialized_end=1264
 # @@protoc_insertion_point(module_scope)

@@ -25,14 +25,16 @@ class StreamHeader(_message.Message):
     def __init__(self, peer_id: _Optional[str] = ..., source: _Optional[str] = ..., historical: _Optional[bool] = ...) -> None: ...
 
 class GossipMessage(_message.Message):
-    __slots__ = ("seq", "raw", "received_at_us")
+    __slots__ = ("seq", "raw", "received_at_us", "funding_sats")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     RAW_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_AT_US_FIELD_NUMBER: _ClassVar[int]
+    FUNDING_SATS_FIELD_NUMBER: _ClassVar[int]
     seq: int
     raw: bytes
     received_at_us: int
-    def __init__(self, seq: _Optional[int] = ..., raw: _Optional[bytes] = ..., received_at_us: _Optional[int] = ...) -> None: ...
+    funding_sats: int
+    def __init__(self, seq: _Optional[int] = ..., raw: _Optional[bytes] = ..., received_at_us: _Optional[int] = ..., funding_sats: _Optional[int] = ...) -> None: ...
 
 class IngestAck(_message.Message):
     __slots__ = ("acked_seq", "stored", "duplicates", "rejected", "rejections")

@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass
 
 from lnsync.chain import chain_hash
+from lnsync.gossip import messages as m
 from lnsync.gossip.signing import pubkey_of
 from lnsync.rgs.history import GossipHistory
 
@@ -33,14 +34,15 @@ class Event:
     kwargs: dict[str, object]
 
 
-def random_history(
+def random_events(
     seed: int,
     *,
     nodes: int = 12,
     channels: int = 30,
     days: int = 30,
     start: int = START,
-) -> GossipHistory:
+) -> list[Event]:
+    """The history's messages in ``seen`` order (duplicates and stale arrivals included)."""
     rng = random.Random(seed)
     keys = node_keys(nodes, str(seed))
     events: list[Event] = []
@@ -101,8 +103,12 @@ def random_history(
             if rng.random() < 0.1:
                 features = bytes([0x88, rng.randrange(256)])
 
+    return sorted(events, key=lambda e: e.seen)
+
+
+def random_history(seed: int, **kwargs: int) -> GossipHistory:
     history = GossipHistory(MAINNET)
-    for ev in sorted(events, key=lambda e: e.seen):
+    for ev in random_events(seed, **kwargs):
         if ev.kind == "ann":
             history.add_channel_announcement(*ev.args[:3], ev.seen, **ev.kwargs)  # type: ignore[arg-type]
         elif ev.kind == "upd":
@@ -112,3 +118,29 @@ def random_history(
             key, ts = ev.args
             history.add_node_announcement(key, ts, ev.seen, **ev.kwargs)  # type: ignore[arg-type]
     return history
+
+
+def event_message(ev: Event) -> bytes:
+    """The event as a wire message (with zero signatures: the store does not check them)."""
+    zero = b"\0" * 64
+    if ev.kind == "ann":
+        scid, n1, n2 = ev.args
+        body = m.encode_channel_announcement_body(MAINNET, scid, n1, n2, n1, n2, ev.kwargs["features"])  # type: ignore[arg-type]
+        return m.with_type(m.CHANNEL_ANNOUNCEMENT, zero * 4, body)
+    if ev.kind == "upd":
+        scid, d, ts = ev.args
+        k = ev.kwargs
+        body = m.encode_channel_update_body(
+            MAINNET, scid, ts, d | (2 if k["disabled"] else 0), k["cltv_expiry_delta"],  # type: ignore[arg-type,operator]
+            k["htlc_minimum_msat"], k["fee_base_msat"], k["fee_proportional_millionths"],  # type: ignore[arg-type]
+            k["htlc_maximum_msat"],  # type: ignore[arg-type]
+        )  # fmt: skip
+        return m.with_type(m.CHANNEL_UPDATE, zero, body)
+    key, ts = ev.args
+    body = m.encode_node_announcement_body(
+        key,
+        ts,
+        features=ev.kwargs["features"],
+        addresses=ev.kwargs["addresses"],  # type: ignore[arg-type]
+    )
+    return m.with_type(m.NODE_ANNOUNCEMENT, zero, body)
