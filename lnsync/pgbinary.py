@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
-# (name, NumPy dtype) per column; integers as big-endian ('>i8', '>i4', '>i2'), bytea as 'S<n>'.
+# (name, NumPy dtype) per column; integers as big-endian ('>i8', '>i4', '>i2'), bytea as 'V<n>'
+# (not 'S<n>': NumPy strips trailing zero bytes from those).
 Column = tuple[str, str]
 
 

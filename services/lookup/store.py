@@ -40,8 +40,8 @@ _DIRECTION_SELECT = (
 )
 _CHANNEL_COLUMNS: list[pgbinary.Column] = [
     ("scid", ">i8"),
-    ("node_1", "S33"),
-    ("node_2", "S33"),
+    ("node_1", "V33"),
+    ("node_2", "V33"),
     ("funding", ">i8"),
     ("ann_seen", ">i8"),
     *[(f"d0_{c}", ">i2" if c == "flags" else ">i8") for c in _DIR_COLUMNS],
