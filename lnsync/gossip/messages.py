@@ -12,6 +12,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lnsync.gossip.addresses import AddressList, decode_addresses
 from lnsync.gossip.errors import MalformedMessage
 
 CHANNEL_ANNOUNCEMENT = 256
@@ -36,6 +37,8 @@ NODE_ANNOUNCEMENT_MIN_SIZE = 2 + 64 + 2 + _NA_MID.size + 2  # 142
 
 # message_flags bit 0 (must_be_one): htlc_maximum_msat is present. Mandatory since 2022.
 MESSAGE_FLAG_HTLC_MAX = 0x01
+# message_flags bit 1: a private update for the channel peer only, never to be gossiped.
+MESSAGE_FLAG_DONT_FORWARD = 0x02
 CHANNEL_FLAG_DIRECTION = 0x01
 CHANNEL_FLAG_DISABLED = 0x02
 
@@ -78,6 +81,11 @@ class ChannelAnnouncement:
         """What all four signatures sign (double-SHA256 of it): everything after the signatures."""
         return self.raw[258:]
 
+    @property
+    def excess(self) -> bytes:
+        """Signed bytes after the known fields (future extensions)."""
+        return self.raw[260 + len(self.features) + _CA_TAIL.size :]
+
 
 @dataclass(frozen=True, slots=True)
 class ChannelUpdate:
@@ -104,8 +112,17 @@ class ChannelUpdate:
         return bool(self.channel_flags & CHANNEL_FLAG_DISABLED)
 
     @property
+    def dont_forward(self) -> bool:
+        return bool(self.message_flags & MESSAGE_FLAG_DONT_FORWARD)
+
+    @property
     def signed_part(self) -> bytes:
         return self.raw[66:]
+
+    @property
+    def excess(self) -> bytes:
+        """Signed bytes after htlc_maximum_msat (in practice a TLV stream, e.g. LND's inbound fees)."""
+        return self.raw[CHANNEL_UPDATE_SIZE:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +139,21 @@ class NodeAnnouncement:
     @property
     def signed_part(self) -> bytes:
         return self.raw[66:]
+
+    @property
+    def alias_text(self) -> str:
+        """The alias for display: trailing NULs dropped, invalid UTF-8 replaced (never trust it)."""
+        return self.alias.rstrip(b"\0").decode("utf-8", "replace")
+
+    @property
+    def address_list(self) -> AddressList:
+        """The parsed addresses; raises InvalidAddress for a truncated or impossible descriptor."""
+        return decode_addresses(self.addresses)
+
+    @property
+    def excess(self) -> bytes:
+        """Signed bytes after the addresses (future extensions)."""
+        return self.raw[68 + len(self.features) + _NA_MID.size + 2 + len(self.addresses) :]
 
 
 GossipMessage = ChannelAnnouncement | ChannelUpdate | NodeAnnouncement

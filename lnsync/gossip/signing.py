@@ -26,25 +26,31 @@ def sha256d(data: bytes) -> bytes:
     return _sha256(_sha256(data).digest()).digest()
 
 
-@lru_cache(maxsize=65536)
-def _parsed_pubkey(pubkey: bytes) -> Any:
+def _parse_pubkey(pubkey: bytes) -> Any:
+    """libsecp256k1's parsed form of a 33-byte compressed key, or None if it is not a valid point."""
     key = ffi.new("secp256k1_pubkey *")
     if len(pubkey) != 33 or not lib.secp256k1_ec_pubkey_parse(_CTX, key, pubkey, 33):
         return None
     return key
 
 
+# Node ids sign again and again (every channel_update); bitcoin keys sign once per channel and
+# would only push node ids out, so they are parsed without the cache (``cache=False``).
+_cached_pubkey = lru_cache(maxsize=65536)(_parse_pubkey)
+
+
 def is_valid_pubkey(pubkey: bytes) -> bool:
-    return _parsed_pubkey(pubkey) is not None
+    return _parse_pubkey(pubkey) is not None
 
 
-def verify(pubkey: bytes, signature: bytes, digest: bytes) -> bool:
+def verify(pubkey: bytes, signature: bytes, digest: bytes, *, cache: bool = True) -> bool:
     """True if the 64-byte compact ``signature`` by ``pubkey`` over the 32-byte ``digest`` verifies.
 
-    High-S signatures are normalised first (BOLT 7 does not require low-S; libsecp256k1 does).
+    High-S signatures are normalised first: BOLT 7 does not require low-S (relays may flip s),
+    libsecp256k1 does. An invalid key or signature encoding is simply False.
     """
-    key = _parsed_pubkey(pubkey)
-    if key is None or len(signature) != 64:
+    key = _cached_pubkey(pubkey) if cache else _parse_pubkey(pubkey)
+    if key is None or len(signature) != 64 or len(digest) != 32:
         return False
     sig = ffi.new("secp256k1_ecdsa_signature *")
     if not lib.secp256k1_ecdsa_signature_parse_compact(_CTX, sig, signature):
