@@ -153,9 +153,9 @@ class Ping:
     def wants_pong(self) -> bool:
         return self.num_pong_bytes < PONG_BYTES_IGNORE_FROM
 
-    def pong(self) -> Pong:
-        """The answer BOLT 1 requires (zeros, as many as asked)."""
-        return Pong(bytes(self.num_pong_bytes))
+    def pong(self) -> Pong | None:
+        """The answer BOLT 1 requires (zeros, as many as asked), or None if it forbids one."""
+        return Pong(bytes(self.num_pong_bytes)) if self.wants_pong else None
 
     def encode(self) -> bytes:
         return _TYPE_LEN.pack(PING, self.num_pong_bytes) + _U16.pack(len(self.ignored)) + self.ignored
