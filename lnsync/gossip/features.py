@@ -45,7 +45,9 @@ FEATURE_NAMES: dict[int, str] = {
     62: "option_splice",
 }
 
-# Even bits whose feature we know, for each context (BOLT 9 "Context" column).
+# Even bits whose feature we know, for each context (BOLT 9 "Context" column). "Known" means BOLT 9
+# assigns it: a gossip-only client never opens channels, so a peer requiring, say, dual funding
+# costs it nothing, while an unassigned required bit may change the protocol under our feet.
 KNOWN_INIT_FEATURES = frozenset(b for b in FEATURE_NAMES if b != 48)  # payment_metadata: invoices only
 KNOWN_NODE_FEATURES = KNOWN_INIT_FEATURES
 KNOWN_CHANNEL_FEATURES: frozenset[int] = frozenset()  # BOLT 9 assigns no channel_announcement bits
