@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from lnsync.gossip import features as feat
 from lnsync.gossip.addresses import SocketAddress, decode_address
-from lnsync.gossip.errors import InvalidTlvStream, MalformedMessage
+from lnsync.gossip.errors import InvalidTlvStream
+from lnsync.gossip.fields import expect_type, u16_prefixed
 from lnsync.gossip.tlv import decode_tlv_stream, encode_tlv_stream
 
 WARNING = 1
@@ -29,23 +30,6 @@ PONG_BYTES_IGNORE_FROM = 65532
 
 _INIT_NETWORKS = 1
 _INIT_REMOTE_ADDR = 3
-
-
-def _expect_type(raw: bytes, msg_type: int, name: str, min_size: int) -> None:
-    if len(raw) < min_size:
-        raise MalformedMessage(f"{name} too short ({len(raw)} bytes, needs {min_size})")
-    if _U16.unpack_from(raw)[0] != msg_type:
-        raise MalformedMessage(f"not a {name}")
-
-
-def _u16_prefixed(raw: bytes, pos: int, name: str) -> tuple[bytes, int]:
-    if pos + 2 > len(raw):
-        raise MalformedMessage(f"{name}: truncated length")
-    (size,) = _U16.unpack_from(raw, pos)
-    end = pos + 2 + size
-    if end > len(raw):
-        raise MalformedMessage(f"{name}: {size} bytes announced, {len(raw) - pos - 2} present")
-    return raw[pos + 2 : end], end
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +71,9 @@ class Init:
 
 
 def decode_init(raw: bytes) -> Init:
-    _expect_type(raw, INIT, "init", 6)
-    global_features, pos = _u16_prefixed(raw, 2, "init globalfeatures")
-    local_features, pos = _u16_prefixed(raw, pos, "init features")
+    expect_type(raw, INIT, "init", 6)
+    global_features, pos = u16_prefixed(raw, 2, "init globalfeatures")
+    local_features, pos = u16_prefixed(raw, pos, "init features")
     tlvs = decode_tlv_stream(raw, (_INIT_NETWORKS, _INIT_REMOTE_ADDR), pos)
     networks = None
     if _INIT_NETWORKS in tlvs:
@@ -131,8 +115,8 @@ class ErrorMessage:
 
 
 def _decode_error_like(raw: bytes, msg_type: int, name: str) -> ErrorMessage:
-    _expect_type(raw, msg_type, name, 36)
-    data, _ = _u16_prefixed(raw, 34, f"{name} data")
+    expect_type(raw, msg_type, name, 36)
+    data, _ = u16_prefixed(raw, 34, f"{name} data")
     return ErrorMessage(raw[2:34], data, warning=msg_type == WARNING)
 
 
@@ -162,9 +146,9 @@ class Ping:
 
 
 def decode_ping(raw: bytes) -> Ping:
-    _expect_type(raw, PING, "ping", 6)
+    expect_type(raw, PING, "ping", 6)
     (num_pong_bytes,) = _U16.unpack_from(raw, 2)
-    ignored, _ = _u16_prefixed(raw, 4, "ping ignored")
+    ignored, _ = u16_prefixed(raw, 4, "ping ignored")
     return Ping(num_pong_bytes, ignored)
 
 
@@ -177,6 +161,6 @@ class Pong:
 
 
 def decode_pong(raw: bytes) -> Pong:
-    _expect_type(raw, PONG, "pong", 4)
-    ignored, _ = _u16_prefixed(raw, 2, "pong ignored")
+    expect_type(raw, PONG, "pong", 4)
+    ignored, _ = u16_prefixed(raw, 2, "pong ignored")
     return Pong(ignored)

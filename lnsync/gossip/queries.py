@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import google_crc32c
 
 from lnsync import bigsize
-from lnsync.gossip.errors import InvalidEncoding, InvalidTlvStream, MalformedMessage
+from lnsync.gossip.errors import InvalidEncoding, InvalidTlvStream
+from lnsync.gossip.fields import expect_type, u16_prefixed
 from lnsync.gossip.tlv import decode_bigsize_value, decode_tlv_stream, encode_tlv_stream
 
 QUERY_SHORT_CHANNEL_IDS = 261
@@ -113,21 +114,6 @@ def channel_update_checksum(raw_update: bytes) -> int:
     return int(google_crc32c.extend(google_crc32c.value(raw_update[66:106]), raw_update[110:]))
 
 
-def _expect(raw: bytes, msg_type: int, name: str, min_size: int) -> None:
-    if len(raw) < min_size:
-        raise MalformedMessage(f"{name} too short ({len(raw)} bytes, needs {min_size})")
-    if _U16.unpack_from(raw)[0] != msg_type:
-        raise MalformedMessage(f"not a {name}")
-
-
-def _encoded_field(raw: bytes, pos: int, name: str) -> tuple[bytes, int]:
-    (size,) = _U16.unpack_from(raw, pos)
-    end = pos + 2 + size
-    if end > len(raw):
-        raise MalformedMessage(f"{name}: encoded_short_ids of {size} bytes runs past the end")
-    return raw[pos + 2 : end], end
-
-
 # -- query_short_channel_ids / reply_short_channel_ids_end ----------------------------------------
 
 
@@ -156,8 +142,8 @@ class QueryShortChannelIds:
 
 
 def decode_query_short_channel_ids(raw: bytes) -> QueryShortChannelIds:
-    _expect(raw, QUERY_SHORT_CHANNEL_IDS, "query_short_channel_ids", 36)
-    ids, pos = _encoded_field(raw, 34, "query_short_channel_ids")
+    expect_type(raw, QUERY_SHORT_CHANNEL_IDS, "query_short_channel_ids", 36)
+    ids, pos = u16_prefixed(raw, 34, "query_short_channel_ids")
     encoding, scids = decode_short_ids(ids)
     tlvs = decode_tlv_stream(raw, (_TLV_QUERY_FLAGS,), pos)
     flags = None
@@ -187,7 +173,7 @@ class ReplyShortChannelIdsEnd:
 
 
 def decode_reply_short_channel_ids_end(raw: bytes) -> ReplyShortChannelIdsEnd:
-    _expect(raw, REPLY_SHORT_CHANNEL_IDS_END, "reply_short_channel_ids_end", 35)
+    expect_type(raw, REPLY_SHORT_CHANNEL_IDS_END, "reply_short_channel_ids_end", 35)
     return ReplyShortChannelIdsEnd(raw[2:34], raw[34] != 0)
 
 
@@ -216,7 +202,7 @@ class QueryChannelRange:
 
 
 def decode_query_channel_range(raw: bytes) -> QueryChannelRange:
-    _expect(raw, QUERY_CHANNEL_RANGE, "query_channel_range", 2 + _CHAIN_U32_U32.size)
+    expect_type(raw, QUERY_CHANNEL_RANGE, "query_channel_range", 2 + _CHAIN_U32_U32.size)
     chain, first, count = _CHAIN_U32_U32.unpack_from(raw, 2)
     tlvs = decode_tlv_stream(raw, (_TLV_QUERY_OPTION,), 2 + _CHAIN_U32_U32.size)
     option = None
@@ -258,9 +244,9 @@ class ReplyChannelRange:
 
 
 def decode_reply_channel_range(raw: bytes) -> ReplyChannelRange:
-    _expect(raw, REPLY_CHANNEL_RANGE, "reply_channel_range", 2 + _REPLY_RANGE_HEAD.size)
+    expect_type(raw, REPLY_CHANNEL_RANGE, "reply_channel_range", 2 + _REPLY_RANGE_HEAD.size)
     chain, first, count, complete, _ = _REPLY_RANGE_HEAD.unpack_from(raw, 2)
-    ids, pos = _encoded_field(raw, 2 + _REPLY_RANGE_HEAD.size - 2, "reply_channel_range")
+    ids, pos = u16_prefixed(raw, 2 + _REPLY_RANGE_HEAD.size - 2, "reply_channel_range")
     encoding, scids = decode_short_ids(ids)
     tlvs = decode_tlv_stream(raw, (_TLV_TIMESTAMPS, _TLV_CHECKSUMS), pos)
     timestamps = checksums = None
@@ -297,5 +283,5 @@ class GossipTimestampFilter:
 
 
 def decode_gossip_timestamp_filter(raw: bytes) -> GossipTimestampFilter:
-    _expect(raw, GOSSIP_TIMESTAMP_FILTER, "gossip_timestamp_filter", 2 + _CHAIN_U32_U32.size)
+    expect_type(raw, GOSSIP_TIMESTAMP_FILTER, "gossip_timestamp_filter", 2 + _CHAIN_U32_U32.size)
     return GossipTimestampFilter(*_CHAIN_U32_U32.unpack_from(raw, 2))
