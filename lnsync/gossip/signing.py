@@ -39,8 +39,9 @@ def _parse_pubkey(pubkey: bytes) -> Any:
 _cached_pubkey = lru_cache(maxsize=65536)(_parse_pubkey)
 
 
-def is_valid_pubkey(pubkey: bytes) -> bool:
-    return _parse_pubkey(pubkey) is not None
+def is_valid_pubkey(pubkey: bytes, *, cache: bool = False) -> bool:
+    """True for a valid compressed point; ``cache=True`` for node ids about to be verified against."""
+    return (_cached_pubkey(pubkey) if cache else _parse_pubkey(pubkey)) is not None
 
 
 def verify(pubkey: bytes, signature: bytes, digest: bytes, *, cache: bool = True) -> bool:

@@ -67,8 +67,8 @@ def check_channel_announcement(
         ("bitcoin_key_1", msg.bitcoin_key_1, msg.bitcoin_signature_1, False),
         ("bitcoin_key_2", msg.bitcoin_key_2, msg.bitcoin_signature_2, False),
     )
-    for name, key, _, _ in keys:
-        if not is_valid_pubkey(key):
+    for name, key, _, is_node in keys:
+        if not is_valid_pubkey(key, cache=is_node):
             raise InvalidPublicKey(f"channel_announcement {name} {key.hex()} is not a valid point")
     if not verify_signatures:
         return
@@ -125,7 +125,7 @@ def check_node_announcement(
     a non-UTF-8 alias is rejected only with ``strict_alias``.
     """
     node = msg.node_id.hex()
-    if not is_valid_pubkey(msg.node_id):
+    if not is_valid_pubkey(msg.node_id, cache=True):
         raise InvalidPublicKey(f"node_announcement node_id {node} is not a valid point")
     addresses = decode_addresses(msg.addresses)  # InvalidAddress for truncated/bad descriptors
     if sum(a.type == AddressType.DNS for a in addresses.addresses) > 1:
