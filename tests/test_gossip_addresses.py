@@ -15,6 +15,7 @@ from lnsync.gossip.addresses import (
     encode_addresses,
     onion_v3_checksum_ok,
     parse_address,
+    split_descriptors,
 )
 from lnsync.gossip.errors import InvalidAddress
 from tests.gossip_helpers import address_lists
@@ -31,6 +32,7 @@ def test_address_list_round_trip(addresses, excess):
     parsed = decode_addresses(raw + excess)
     assert parsed == AddressList(tuple(addresses), excess)
     assert parsed.encode() == raw + excess
+    assert split_descriptors(raw + excess) == [a.encode() for a in addresses]
 
 
 def test_descriptor_bytes_per_type():
@@ -87,6 +89,9 @@ def test_port_zero_is_kept_but_not_usable():
 def test_bad_descriptors(hexed, match):
     with pytest.raises(InvalidAddress, match=match):
         decode_addresses(bytes.fromhex(hexed))
+    if "outside" not in match:  # splitting does not look inside hostnames, only at lengths
+        with pytest.raises(InvalidAddress, match=match):
+            split_descriptors(bytes.fromhex(hexed))
 
 
 def test_single_descriptor_rules():

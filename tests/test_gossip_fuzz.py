@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from lnsync.gossip import control as c
 from lnsync.gossip import messages as m
 from lnsync.gossip import queries as q
-from lnsync.gossip.addresses import decode_address, decode_addresses
+from lnsync.gossip.addresses import decode_address, decode_addresses, split_descriptors
 from lnsync.gossip.dispatch import DECODERS, decode_message
 from lnsync.gossip.errors import GossipError
 from lnsync.gossip.signing import sign_channel_announcement, sign_node_announcement
@@ -56,6 +56,7 @@ TARGETS: dict[str, Callable[[bytes], object]] = {
     "validate_unverified": GossipValidator(MAINNET, verify_signatures=False).validate,
     "decode_addresses": decode_addresses,
     "decode_address": decode_address,
+    "split_descriptors": split_descriptors,
     "tlv_stream": lambda b: decode_tlv_stream(b, known=(1, 2, 3)),
     "address_list_of_node": lambda b: m.decode_node_announcement(b).address_list,
     "remote_address_of_init": lambda b: c.decode_init(b).remote_address,

@@ -115,31 +115,37 @@ def onion_v3_checksum_ok(host: str) -> bool:
     return version == _ONION_V3_VERSION and digest[:2] == checksum
 
 
-def _decode_one(data: bytes, pos: int) -> tuple[SocketAddress | None, int]:
-    """Decode the descriptor at ``pos``; (None, pos) for an unknown type."""
+def _descriptor_end(data: bytes, pos: int) -> int | None:
+    """Where the descriptor at ``pos`` ends; None for an unknown type; InvalidAddress if truncated."""
     kind = data[pos]
     if kind == AddressType.DNS:
         if pos + 2 > len(data):
             raise InvalidAddress("DNS address descriptor truncated before its length byte")
-        size = data[pos + 1]
-        end = pos + 2 + size + 2
-        if end > len(data):
-            raise InvalidAddress(f"DNS address descriptor needs {size + 3} bytes, {len(data) - pos - 1} left")
-        name = data[pos + 2 : pos + 2 + size]
+        size = data[pos + 1] + 3
+    elif kind in _FIXED_PAYLOAD:
+        size = _FIXED_PAYLOAD[AddressType(kind)]
+    else:
+        return None
+    if pos + 1 + size > len(data):
+        raise InvalidAddress(
+            f"{AddressType(kind).name} address descriptor needs {size} bytes, {len(data) - pos - 1} left"
+        )
+    return pos + 1 + size
+
+
+def _decode_one(data: bytes, pos: int) -> tuple[SocketAddress | None, int]:
+    """Decode the descriptor at ``pos``; (None, pos) for an unknown type."""
+    end = _descriptor_end(data, pos)
+    if end is None:
+        return None, pos
+    address_type = AddressType(data[pos])
+    (port,) = _PORT.unpack_from(data, end - 2)
+    if address_type == AddressType.DNS:
+        name = data[pos + 2 : end - 2]
         if not _HOSTNAME.fullmatch(name):
             raise InvalidAddress(f"DNS hostname {name!r} has characters outside [A-Za-z0-9._-]")
-        return SocketAddress(AddressType.DNS, name.decode("ascii"), _PORT.unpack_from(data, end - 2)[0]), end
-    if kind not in _FIXED_PAYLOAD:
-        return None, pos
-    address_type = AddressType(kind)
-    end = pos + 1 + _FIXED_PAYLOAD[address_type]
-    if end > len(data):
-        raise InvalidAddress(
-            f"{address_type.name} address descriptor needs {_FIXED_PAYLOAD[address_type]} bytes, "
-            f"{len(data) - pos - 1} left"
-        )
+        return SocketAddress(AddressType.DNS, name.decode("ascii"), port), end
     payload = data[pos + 1 : end - 2]
-    (port,) = _PORT.unpack_from(data, end - 2)
     if address_type == AddressType.IPV4:
         host = str(ipaddress.IPv4Address(payload))
     elif address_type == AddressType.IPV6:
@@ -147,6 +153,21 @@ def _decode_one(data: bytes, pos: int) -> tuple[SocketAddress | None, int]:
     else:
         host = _onion_host(payload)
     return SocketAddress(address_type, host, port), end
+
+
+def split_descriptors(data: bytes) -> list[bytes]:
+    """The known-type descriptors of an ``addresses`` field as raw bytes each (type byte first),
+    without interpreting them: what RGS v2 carries. Stops at an unknown type; InvalidAddress if
+    one is truncated."""
+    out: list[bytes] = []
+    pos = 0
+    while pos < len(data):
+        end = _descriptor_end(data, pos)
+        if end is None:
+            break
+        out.append(bytes(data[pos:end]))
+        pos = end
+    return out
 
 
 def decode_addresses(data: bytes) -> AddressList:
