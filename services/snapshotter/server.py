@@ -1,16 +1,54 @@
-"""Snapshotter: precomputes RGS snapshots for a ladder of scopes and serves them."""
+"""Snapshotter: precomputes RGS snapshots for a ladder of scopes and serves them.
+
+Once the first full graph sync is done, every ``snapshotter.interval`` seconds (aligned to the
+epoch) it computes a new *generation* for reference time R: for each scope S of the ladder
+(:mod:`lnsync.rgs.ladder`) the delta against R - S, plus the full snapshot and the "nothing new"
+blob, each in v1 and v2, gzip-compressed once. The deltas come from the lookup service with R as
+reference time and the interval as apply lag (a client may fetch a snapshot up to an interval after
+R), so the blobs are exactly what lookup's engine decides. A generation is written to PostgreSQL and
+published atomically (``snapshot_current``); only one replica generates at a time (advisory lock);
+every replica serves the current generation from memory and picks up new ones within seconds.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gzip
+import logging
+import time
+from typing import Any
 
 import grpc
+from prometheus_client import Counter, Gauge, Histogram
 
-from lnsync import db, schema
+from lnsync import db, rpc, schema
+from lnsync.chain import chain_hash
 from lnsync.commands._common import require_database_url
 from lnsync.config import Settings
+from lnsync.rgs import ladder
+from lnsync.rgs.encode import encode_empty
 from lnsync.service import ReadySignal, run_service
-from lnsync.v1 import snapshots_pb2_grpc
+from lnsync.syncgate import SyncGate
+from lnsync.v1 import lookup_pb2, lookup_pb2_grpc, snapshots_pb2, snapshots_pb2_grpc
+from services.snapshotter import storage
+from services.snapshotter.storage import Generation, StoredBlob
+
+log = logging.getLogger(__name__)
+
+GENERATION_SECONDS = Histogram(
+    "lnsync_snapshot_generation_seconds",
+    "Time to compute and publish a generation",
+    buckets=(1, 5, 15, 30, 60, 120),
+)
+GENERATION_PROGRESS = Gauge("lnsync_snapshot_generation_progress", "Scopes done in the running generation")
+GENERATION_SCOPES = Gauge("lnsync_snapshot_generation_scopes", "Scopes in a generation")
+CURRENT_REFERENCE = Gauge("lnsync_snapshot_reference_time", "Reference time of the generation being served")
+SERVED = Counter("lnsync_snapshots_served_total", "GetSnapshot answers", ["version", "kind"])
+# Extra apply lag on top of the interval: generation time and fetch delays.
+APPLY_MARGIN = 600
+LOOKUP_TIMEOUT = 300.0
+RELOAD_EVERY = 2.0
 
 
 class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
@@ -19,23 +57,267 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.url = require_database_url(settings)
-        self.pool: object | None = None
+        self.chain_hash = chain_hash(settings.network)
+        self.interval = settings.snapshotter.interval
+        self.ladder = ladder.scopes(self.interval)
+        self.pool: Any = None
+        self.gate = SyncGate(settings.persistence.target)
+        self._lookup_channel = rpc.channel(settings.lookup.target)
+        self.lookup = lookup_pb2_grpc.LookupStub(self._lookup_channel)
+        self.generation: Generation | None = None
+        self._checked_at = 0.0
+        self._reload = asyncio.Lock()
+        self._generate = asyncio.Lock()
 
     def register(self, server: grpc.aio.Server) -> None:
         snapshots_pb2_grpc.add_SnapshotsServicer_to_server(self, server)
 
-    async def run(self, ready: ReadySignal) -> None:
-        pool = self.pool = await db.create_pool(self.url)
-        async with pool.acquire() as conn:
-            await schema.migrate(conn)
-        await ready.set(True)
-        await asyncio.Event().wait()
-
     async def close(self) -> None:
+        await self.gate.close()
+        await self._lookup_channel.close()
         if self.pool is not None:
-            await self.pool.close()  # type: ignore[attr-defined]
+            await self.pool.close()
+
+    # -- generating ---------------------------------------------------------------------------------
+
+    def aligned_reference_time(self, now: float) -> int:
+        r = int(now) - self.settings.ingest_lag
+        return r - r % self.interval
+
+    async def run(self, ready: ReadySignal) -> None:
+        self.pool = await db.create_pool(self.url, max_size=4)
+        async with self.pool.acquire() as conn:
+            await schema.migrate(conn)
+        await self._refresh(force=True)
+        await ready.set(True)
+        while True:
+            reason = await self.gate.why_not_ready()
+            if reason is not None:
+                log.info("waiting before the first generation: %s", reason)
+                await asyncio.sleep(10)
+                continue
+            R = self.aligned_reference_time(time.time())
+            current = self.generation
+            if current is None or current.reference_time < R:
+                try:
+                    await self.regenerate(R)
+                except (grpc.aio.AioRpcError, *db.TRANSIENT_ERRORS) as exc:
+                    log.warning("generation for %d failed (%s); retrying in 30 s", R, exc)
+                    await asyncio.sleep(30)
+                    continue
+            # Sleep until the next reference time is past the ingest lag.
+            wake = R + self.interval + self.settings.ingest_lag + 5
+            await asyncio.sleep(max(5.0, wake - time.time()))
+
+    async def regenerate(self, reference_time: int) -> tuple[int, float]:
+        """Compute, store and publish a generation for ``reference_time``; return (id, seconds).
+
+        Only one replica generates at a time: a replica that finds the lock taken waits for the
+        other's generation to be published and serves it.
+        """
+        async with self._generate, self.pool.acquire() as lock_conn:
+            if not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", storage.SNAPSHOT_LOCK):
+                log.info("another snapshotter is generating; waiting for its generation")
+                await lock_conn.execute("SELECT pg_advisory_lock($1)", storage.SNAPSHOT_LOCK)
+                await lock_conn.execute("SELECT pg_advisory_unlock($1)", storage.SNAPSHOT_LOCK)
+                await self._refresh(force=True)
+                gen = self.generation
+                return (gen.id, 0.0) if gen else (0, 0.0)
+            try:
+                return await self._generate_locked(reference_time)
+            finally:
+                await lock_conn.execute("SELECT pg_advisory_unlock($1)", storage.SNAPSHOT_LOCK)
+
+    async def _generate_locked(self, R: int) -> tuple[int, float]:
+        started = time.perf_counter()
+        work = [(scope, max(R - scope, 0)) for scope in self.ladder] + [(ladder.FULL, 0)]
+        GENERATION_SCOPES.set(len(work) + 1)
+        GENERATION_PROGRESS.set(0)
+        async with self.pool.acquire() as conn:
+            gen_id = await storage.create_generation(conn, R, self.interval)
+        log.info("generation %d for R=%d: %d scopes x v1+v2", gen_id, R, len(work) + 1)
+        for i, (scope, last_sync) in enumerate(work, start=1):
+            for version in (1, 2):
+                blob = await self._compute(last_sync, R, version, scope)
+                async with self.pool.acquire() as conn:
+                    await storage.add_blob(conn, gen_id, blob)
+            GENERATION_PROGRESS.set(i)
+            log.info(
+                "generation %d: scope %d of %d (%s) done, v2 %d bytes",
+                gen_id, i, len(work) + 1, "full" if scope == ladder.FULL else f"{scope}s", len(blob.blob),
+            )  # fmt: skip
+        for version in (1, 2):
+            data = encode_empty(self.chain_hash, R, version)
+            empty = StoredBlob(
+                version, ladder.NOTHING_NEW, R, R, 0, 0, 0, storage.sha256(data), data, gzip.compress(data, 6)
+            )
+            async with self.pool.acquire() as conn:
+                await storage.add_blob(conn, gen_id, empty)
+        GENERATION_PROGRESS.set(len(work) + 1)
+        seconds = time.perf_counter() - started
+        async with self.pool.acquire() as conn:
+            await storage.publish(conn, gen_id, seconds, self.settings.snapshotter.keep_generations)
+        GENERATION_SECONDS.observe(seconds)
+        log.info("generation %d for R=%d published in %.1f s", gen_id, R, seconds)
+        await self._refresh(force=True)
+        return gen_id, seconds
+
+    async def _compute(self, last_sync: int, R: int, version: int, scope: int) -> StoredBlob:
+        request = lookup_pb2.ComputeDeltaRequest(
+            last_sync_timestamp=last_sync,
+            version=version,
+            reference_time=R,
+            apply_lag=self.interval + self.settings.ingest_lag + APPLY_MARGIN,
+        )
+        info, data = await rpc.join_chunks(self.lookup.ComputeDelta(request, timeout=LOOKUP_TIMEOUT))
+        compressed = await asyncio.to_thread(gzip.compress, data, 6)
+        return StoredBlob(
+            version=version,
+            scope=scope,
+            last_sync=last_sync,
+            timestamp=info.timestamp,
+            node_count=info.node_count,
+            announcement_count=info.announcement_count,
+            update_count=info.update_count,
+            sha256=storage.sha256(data),
+            blob=data,
+            gzip=compressed,
+        )
+
+    async def _refresh(self, force: bool = False) -> None:
+        """Follow snapshot_current (another replica may have published a newer generation)."""
+        now = time.monotonic()
+        if not force and now - self._checked_at < RELOAD_EVERY:
+            return
+        async with self._reload:
+            if not force and time.monotonic() - self._checked_at < RELOAD_EVERY:
+                return
+            async with self.pool.acquire() as conn:
+                gen_id = await storage.current_generation_id(conn)
+                if gen_id is not None and (self.generation is None or self.generation.id != gen_id):
+                    loaded = await storage.load_generation(conn, gen_id)
+                    if loaded is not None:
+                        self.generation = loaded
+                        CURRENT_REFERENCE.set(loaded.reference_time)
+                        log.info("serving generation %d (R=%d)", loaded.id, loaded.reference_time)
+            self._checked_at = time.monotonic()
+
+    # -- serving ------------------------------------------------------------------------------------
+
+    async def GetSnapshot(
+        self, request: snapshots_pb2.GetSnapshotRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        if request.version not in (1, 2):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"version must be 1 or 2, not {request.version}"
+            )
+        if request.timestamp > time.time() + 60:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"timestamp {request.timestamp} is in the future"
+            )
+        try:
+            await self._refresh()
+        except db.TRANSIENT_ERRORS as exc:
+            log.warning("cannot check for a newer generation (%s); serving the one in memory", exc)
+        gen = self.generation
+        if gen is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, "no snapshot generation yet (waiting for the first full sync)"
+            )
+        assert gen is not None
+        choice = ladder.choose(request.timestamp, gen.reference_time, self.ladder)
+        stored = gen.blobs.get((request.version, choice.scope))
+        if stored is None:
+            await context.abort(grpc.StatusCode.INTERNAL, f"generation {gen.id} lacks scope {choice.scope}")
+        assert stored is not None
+        if choice.scope == ladder.NOTHING_NEW and request.timestamp > gen.reference_time:
+            # The client is ahead of this generation (a newer dynamic delta): nothing new, and keep its time.
+            data = encode_empty(self.chain_hash, request.timestamp, request.version)
+            stored = StoredBlob(
+                request.version, ladder.NOTHING_NEW, request.timestamp, request.timestamp, 0, 0, 0,
+                storage.sha256(data), data, gzip.compress(data, 6),
+            )  # fmt: skip
+        SERVED.labels(str(request.version), choice.kind).inc()
+        payload = stored.gzip if request.gzip else stored.blob
+        info = snapshots_pb2.SnapshotInfo(
+            generation=gen.id,
+            reference_time=gen.reference_time,
+            scope_seconds=max(stored.scope, 0),
+            last_sync_timestamp=stored.last_sync,
+            version=stored.version,
+            size=len(stored.blob),
+            sha256=stored.sha256,
+            gzip_size=len(stored.gzip),
+            gzip=request.gzip,
+            blob=lookup_pb2.BlobInfo(
+                version=stored.version,
+                timestamp=stored.timestamp,
+                last_sync_timestamp=stored.last_sync,
+                reference_time=gen.reference_time,
+                size=len(stored.blob),
+                node_count=stored.node_count,
+                announcement_count=stored.announcement_count,
+                update_count=stored.update_count,
+                data_generation=gen.reference_time,
+            ),
+        )
+        first = True
+        for chunk in rpc.chunks(payload):
+            yield snapshots_pb2.SnapshotChunk(data=chunk, info=info if first else None)
+            first = False
+
+    async def ListSnapshots(
+        self, request: snapshots_pb2.ListSnapshotsRequest, context: grpc.aio.ServicerContext
+    ) -> snapshots_pb2.ListSnapshotsResponse:
+        with contextlib.suppress(*db.TRANSIENT_ERRORS):
+            await self._refresh()
+        gen = self.generation
+        resp = snapshots_pb2.ListSnapshotsResponse(interval=self.interval)
+        if gen is None:
+            return resp
+        resp.generation, resp.reference_time, resp.generated_at = (
+            gen.id,
+            gen.reference_time,
+            int(gen.published_at),
+        )
+        for (version, scope), b in sorted(gen.blobs.items()):
+            resp.snapshots.append(
+                snapshots_pb2.SnapshotInfo(
+                    generation=gen.id,
+                    reference_time=gen.reference_time,
+                    scope_seconds=max(scope, 0),
+                    last_sync_timestamp=b.last_sync,
+                    version=version,
+                    size=len(b.blob),
+                    sha256=b.sha256,
+                    gzip_size=len(b.gzip),
+                )
+            )
+        return resp
+
+    async def Regenerate(
+        self, request: snapshots_pb2.RegenerateRequest, context: grpc.aio.ServicerContext
+    ) -> snapshots_pb2.RegenerateResponse:
+        reason = await self.gate.why_not_ready()
+        if reason is not None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, reason)
+        R = (
+            request.reference_time
+            if request.HasField("reference_time")
+            else self.aligned_reference_time(time.time())
+        )
+        if time.time() - self.settings.ingest_lag < R:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"reference_time {R} is too recent: gossip seen before it may still be committing",
+            )
+        try:
+            gen_id, seconds = await self.regenerate(R)
+        except grpc.aio.AioRpcError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"lookup failed: {exc.details()}")
+        return snapshots_pb2.RegenerateResponse(generation=gen_id, reference_time=R, seconds=seconds)
 
 
 async def main(settings: Settings) -> int:
-    p = settings.snapshotter
-    return await run_service("snapshotter", p.listen, SnapshotterService(settings), p.metrics_listen)
+    s = settings.snapshotter
+    return await run_service("snapshotter", s.listen, SnapshotterService(settings), s.metrics_listen)

@@ -1,0 +1,57 @@
+"""The snapshot ladder: which precomputed scopes exist and which one answers a client's timestamp.
+
+Scopes start at the snapshot interval and double until the first one of at least 21 days, then
+comes the full snapshot (the reference server's ladder). A snapshot of scope S is computed against
+R - S, so it carries everything any client whose last sync T satisfies R - S <= T <= R lacks: it is
+served to every such client for which S is the smallest covering scope. Pure code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAX_FINITE_SCOPE = 21 * 86400
+FULL = 0  # the scope value that stands for "full snapshot"
+NOTHING_NEW = -1  # and for the empty "nothing new" blob
+
+
+def scopes(interval: int) -> list[int]:
+    """Finite scopes in seconds, ascending, for a snapshot interval (the full snapshot comes on top)."""
+    if interval <= 0:
+        raise ValueError("interval must be positive")
+    out = [interval]
+    while out[-1] < MAX_FINITE_SCOPE:
+        out.append(out[-1] * 2)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """Which stored blob answers a request: a scope, FULL or NOTHING_NEW."""
+
+    scope: int
+
+    @property
+    def kind(self) -> str:
+        return "full" if self.scope == FULL else "nothing_new" if self.scope == NOTHING_NEW else "delta"
+
+
+def choose(last_sync: int, reference_time: int, ladder: list[int]) -> Choice:
+    """The snapshot for a client whose last sync is ``last_sync`` in the generation at ``reference_time``.
+
+    * 0 (never synced) -> the full snapshot;
+    * at or after R -> nothing new;
+    * otherwise the smallest scope covering R - T, whether or not T is on the reference server's
+      3-hour grid (any timestamp this server or a dynamic delta returned maps to a correct answer);
+    * older than the largest finite scope -> the full snapshot: it is complete, and after such a gap
+      the client may have pruned channels that only a full snapshot re-announces.
+    """
+    if last_sync == 0:
+        return Choice(FULL)
+    if last_sync >= reference_time:
+        return Choice(NOTHING_NEW)
+    gap = reference_time - last_sync
+    for scope in ladder:
+        if scope >= gap:
+            return Choice(scope)
+    return Choice(FULL)

@@ -1,0 +1,43 @@
+"""The snapshot ladder and the timestamp -> snapshot mapping."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lnsync.rgs.ladder import FULL, NOTHING_NEW, choose, scopes
+
+H = 3600
+D = 86400
+
+
+def test_reference_ladders() -> None:
+    assert scopes(3 * H) == [3 * H, 6 * H, 12 * H, D, 2 * D, 4 * D, 8 * D, 16 * D, 32 * D]
+    assert scopes(D) == [D, 2 * D, 4 * D, 8 * D, 16 * D, 32 * D]
+
+
+def test_special_timestamps() -> None:
+    R = 1_760_000_000 - 1_760_000_000 % D
+    ladder = scopes(D)
+    assert choose(0, R, ladder).scope == FULL
+    assert choose(R, R, ladder).scope == NOTHING_NEW
+    assert choose(R + 5, R, ladder).scope == NOTHING_NEW
+    assert choose(R - D, R, ladder).scope == D
+    assert choose(R - D - 1, R, ladder).scope == 2 * D
+    assert choose(R - 33 * D, R, ladder).scope == FULL
+
+
+@given(
+    R=st.integers(10**9, 2**32 - 1), T=st.integers(1, 2**32 - 1), interval=st.sampled_from([3 * H, D, 2 * D])
+)
+def test_chosen_scope_always_covers_the_client(R: int, T: int, interval: int) -> None:
+    ladder = scopes(interval)
+    choice = choose(T, R, ladder)
+    if T >= R:
+        assert choice.scope == NOTHING_NEW
+    elif choice.scope != FULL:
+        assert choice.scope >= R - T  # computed against R - scope <= T: a superset of what T lacks
+        smaller = [s for s in ladder if s < choice.scope]
+        assert all(s < R - T for s in smaller)  # and the smallest such
+    else:
+        assert ladder[-1] < R - T
