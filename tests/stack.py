@@ -1,0 +1,117 @@
+"""Real lnsync service processes on loopback for integration and fault tests.
+
+``Stack`` gives each test its own ports and environment (a fresh database from the
+``database_url`` fixture), starts ``lnsync serve <service>`` subprocesses exactly as a container
+or ``lnsync up`` would, waits for the gRPC health protocol to report SERVING, and stops (or
+kills) them. Nothing here is a mock: these are the production processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lnsync import rpc
+from tests.conftest import free_port
+
+SERVICES = ("persistence", "lookup", "snapshotter", "gateway", "downloader")
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 20) -> int:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+    def kill(self) -> None:
+        """kill -9: no clean-up at all."""
+        if self.alive():
+            self.proc.kill()
+        self.proc.wait(5)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@dataclass
+class Stack:
+    database_url: str
+    workdir: Path
+    network: str = "bitcoin"
+    extra_env: dict[str, str] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+    processes: list[ServiceProcess] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for name in SERVICES:
+            self.ports.setdefault(name, free_port())
+
+    def target(self, name: str) -> str:
+        return f"127.0.0.1:{self.ports[name]}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LNSYNC_")}
+        env.update(
+            LNSYNC_DATABASE_URL=self.database_url,
+            LNSYNC_NETWORK=self.network,
+            LNSYNC_DATA_DIR=str(self.workdir),
+            LNSYNC_LOG_LEVEL="debug",
+            LNSYNC_PERSISTENCE__LISTEN=self.target("persistence"),
+            LNSYNC_LOOKUP__LISTEN=self.target("lookup"),
+            LNSYNC_SNAPSHOTTER__LISTEN=self.target("snapshotter"),
+            LNSYNC_GATEWAY__LISTEN=self.target("gateway"),
+            LNSYNC_DOWNLOADER__LISTEN=self.target("downloader"),
+        )
+        env.update(self.extra_env)
+        return env
+
+    def start(self, name: str, *args: str) -> ServiceProcess:
+        log_path = self.workdir / f"{name}-{len(self.processes)}.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "lnsync", "serve", name, *args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        service = ServiceProcess(name, proc, log_path)
+        self.processes.append(service)
+        return service
+
+    async def wait_healthy(self, name: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if await rpc.check_health(self.target(name), timeout=1):
+                return
+            await asyncio.sleep(0.1)
+        logs = "\n".join(p.log()[-3000:] for p in self.processes if p.name == name)
+        raise AssertionError(f"{name} not healthy after {timeout}s:\n{logs}")
+
+    async def start_healthy(self, name: str, *args: str, timeout: float = 60) -> ServiceProcess:
+        service = self.start(name, *args)
+        await self.wait_healthy(name, timeout)
+        return service
+
+    def close(self) -> None:
+        for p in reversed(self.processes):
+            p.stop()
