@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from lnsync.gossip.addresses import split_descriptors
+from lnsync.gossip.errors import GossipError
 from lnsync.rgs import format as f
 from lnsync.rgs import reminders
 from lnsync.rgs.model import (
@@ -40,25 +42,14 @@ _FIELD_SIZES = np.array(f.FIELD_SIZES, dtype=np.int64)
 _FIELD_BITS = np.array(f.FIELD_BITS, dtype=np.uint8)
 
 
-def split_addresses(raw: bytes) -> list[bytes]:
-    """Split BOLT 7 address descriptors into one bytes object each (unknown types end the list,
-    as their length cannot be known)."""
-    out: list[bytes] = []
-    pos = 0
-    fixed = {1: 6, 2: 18, 3: 12, 4: 37}
-    while pos < len(raw):
-        kind = raw[pos]
-        if kind in fixed:
-            size = 1 + fixed[kind]
-        elif kind == 5 and pos + 1 < len(raw):
-            size = 2 + raw[pos + 1] + 2
-        else:
-            break
-        if pos + size > len(raw):
-            break
-        out.append(raw[pos : pos + size])
-        pos += size
-    return out
+def node_addresses(raw: bytes) -> list[bytes]:
+    """A stored node's address descriptors, one bytes object each (validation at ingest rejects
+    truncated ones; should one slip through, the node is sent without addresses rather than failing
+    the whole blob)."""
+    try:
+        return split_descriptors(raw)
+    except GossipError:
+        return []
 
 
 def _mode(values: NDArray[np.int64] | NDArray[np.uint64]) -> int:
@@ -219,11 +210,11 @@ def _node_details(
 
     out: dict[int, NodeDetails] = {}
     for i in np.nonzero(full)[0].tolist():
-        out[i] = NodeDetails(addresses=split_addresses(nodes.addresses[i]), features=nodes.features[i])
+        out[i] = NodeDetails(addresses=node_addresses(nodes.addresses[i]), features=nodes.features[i])
     for i in np.nonzero(mutated)[0].tolist():
         bits = int(nodes.changes[i])
         out[i] = NodeDetails(
-            addresses=split_addresses(nodes.addresses[i]) if bits & NODE_ADDRESSES_CHANGED else None,
+            addresses=node_addresses(nodes.addresses[i]) if bits & NODE_ADDRESSES_CHANGED else None,
             features=nodes.features[i] if bits & NODE_FEATURES_CHANGED else None,
         )
     stats.nodes_full = int(full.sum())

@@ -17,7 +17,7 @@ import pytest
 from lnsync.chain import chain_hash
 from lnsync.gossip.messages import decode_gossip
 from lnsync.rgs.client import ClientOptions, RgsClient
-from lnsync.rgs.delta import compute_delta, split_addresses
+from lnsync.rgs.delta import compute_delta, node_addresses
 from lnsync.rgs.encode import encode, encode_empty
 from lnsync.rgs.history import GossipHistory
 from lnsync.rgs.model import DeltaParams
@@ -125,7 +125,7 @@ def test_full_snapshot_of_the_real_topology(ldk_client: LdkRgsClient, version: i
             ann = dump.nodes[node_id].announcement
             assert ann is not None
             assert ann.features == inp.nodes.features[i]
-            assert [a.raw for a in ann.addresses] == split_addresses(inp.nodes.addresses[i])
+            assert [a.raw for a in ann.addresses] == node_addresses(inp.nodes.addresses[i])
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lnsync.rgs.client import RgsClient
-from lnsync.rgs.delta import compute_delta, split_addresses
+from lnsync.rgs.delta import compute_delta, node_addresses
 from lnsync.rgs.encode import encode
 from lnsync.rgs.history import GossipHistory
 from lnsync.rgs.model import DeltaParams
@@ -46,7 +46,7 @@ def check_holds_live_graph(client: RgsClient, history: GossipHistory, R: int, ve
                 info = client.node_info.get(node_id)
                 assert info is not None, f"node {node_id.hex()} has no details at {R}"
                 assert info.features == nodes.features[i]
-                assert info.addresses == split_addresses(nodes.addresses[i])
+                assert info.addresses == node_addresses(nodes.addresses[i])
 
 
 @settings(max_examples=25, deadline=None)
