@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("lnsync.commands.serve", "run one service (what a container runs)"),
     "status": ("lnsync.commands.status", "print sync state, graph size and snapshots of a running stack"),
     "inspect": ("lnsync.commands.inspect", "decode an RGS blob and describe it (--json, --records)"),
+    "healthcheck": ("lnsync.commands.healthcheck", "exit 0 if a gRPC service is SERVING (probes)"),
 }
 
 

@@ -215,6 +215,19 @@ class DownloaderSettings(ServiceEndpoint):
         return v
 
 
+class PeerControllerSettings(ServiceEndpoint):
+    """``lnsync serve peer-controller`` (Kubernetes only): one downloader Deployment per peer listed
+    in a ConfigMap."""
+
+    listen: str = "127.0.0.1:50070"
+    # Namespace of the ConfigMap and the Deployments; empty: the pod's own (or the kubeconfig's).
+    namespace: str = ""
+    # The ConfigMap with the "peers" list and the "downloader-deployment.json" template.
+    configmap: str = "lnsync-peers"
+    # Seconds between full reconciliations; changes are also watched.
+    resync_interval: int = Field(default=300, ge=10, le=86400)
+
+
 def _default_data_dir() -> Path:
     """``$XDG_DATA_HOME/lnsync`` for a user; ``/var/lib/lnsync`` for root (the embedded PostgreSQL
     runs as an unprivileged user, which cannot enter root's home)."""
@@ -254,6 +267,7 @@ class Settings(BaseSettings):
     snapshotter: SnapshotterSettings = SnapshotterSettings()
     gateway: GatewaySettings = GatewaySettings()
     downloader: DownloaderSettings = DownloaderSettings()
+    peer_controller: PeerControllerSettings = PeerControllerSettings()
 
     @field_validator("network")
     @classmethod

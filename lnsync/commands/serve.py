@@ -20,6 +20,7 @@ SERVICES: dict[str, str] = {
     "snapshotter": "services.snapshotter.server",
     "gateway": "services.gateway.server",
     "downloader": "services.downloader.server",
+    "peer-controller": "services.peer_controller.server",
 }
 
 

@@ -1,0 +1,292 @@
+{{/*
+Names, labels and the pieces every lnsync pod shares. Helpers that build a pod take a dict with
+"root" (the chart context) and "component".
+*/}}
+
+{{- define "lnsync.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "lnsync.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "<fullname>-<suffix>", the prefix shortened so the whole name stays a DNS label of at most
+"max" characters (default 63; StatefulSets need 52, their revision label appends a hash). */}}
+{{- define "lnsync.componentName" -}}
+{{- $root := .root -}}
+{{- $max := sub (sub (.max | default 63) 1) (len .suffix) | int -}}
+{{- printf "%s-%s" (include "lnsync.fullname" $root | trunc $max | trimSuffix "-") .suffix -}}
+{{- end -}}
+
+{{- define "lnsync.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "lnsync.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "lnsync.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- with .component }}
+app.kubernetes.io/component: {{ . }}
+{{- end }}
+{{- end -}}
+
+{{/* Labels of every object; "managedBy" overrides Helm for objects the peer controller owns. */}}
+{{- define "lnsync.labels" -}}
+helm.sh/chart: {{ include "lnsync.chart" .root }}
+{{ include "lnsync.selectorLabels" . }}
+app.kubernetes.io/part-of: lnsync
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .managedBy | default .root.Release.Service }}
+{{- end -}}
+
+{{- define "lnsync.image" -}}
+{{- $img := .Values.image -}}
+{{- if $img.digest -}}
+{{- printf "%s@%s" $img.repository $img.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $img.repository (default .Chart.AppVersion $img.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "lnsync.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "lnsync.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Where the database URL lives: a Secret name and key (never a ConfigMap). */}}
+{{- define "lnsync.databaseSecretName" -}}
+{{- if .Values.postgresql.enabled -}}
+{{- include "lnsync.componentName" (dict "root" . "suffix" "postgresql" "max" 52) -}}
+{{- else if .Values.database.existingSecret -}}
+{{- .Values.database.existingSecret -}}
+{{- else if .Values.database.url -}}
+{{- include "lnsync.componentName" (dict "root" . "suffix" "database") -}}
+{{- else -}}
+{{- fail "postgresql.enabled=false needs database.url or database.existingSecret (the external PostgreSQL URL)" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "lnsync.databaseSecretKey" -}}
+{{- if and (not .Values.postgresql.enabled) .Values.database.existingSecret -}}
+{{- .Values.database.existingSecretKey -}}
+{{- else -}}
+database-url
+{{- end -}}
+{{- end -}}
+
+{{/* The API versions this cluster offers (templates pick the newest one it has). */}}
+{{- define "lnsync.hpaApiVersion" -}}
+{{- if .Capabilities.APIVersions.Has "autoscaling/v2" -}}autoscaling/v2{{- else -}}autoscaling/v2beta2{{- end -}}
+{{- end -}}
+
+{{- define "lnsync.pdbApiVersion" -}}
+{{- if .Capabilities.APIVersions.Has "policy/v1" -}}policy/v1{{- else -}}policy/v1beta1{{- end -}}
+{{- end -}}
+
+{{/* true when readiness uses the kubelet's native gRPC probe (beta and on by default from 1.24). */}}
+{{- define "lnsync.nativeGrpcProbe" -}}
+{{- $mode := .Values.probes.grpc -}}
+{{- if eq $mode "native" -}}true
+{{- else if and (eq $mode "auto") (semverCompare ">=1.24-0" .Capabilities.KubeVersion.Version) -}}true
+{{- end -}}
+{{- end -}}
+
+{{/* Peer "pubkey@host:port" -> dict(peer, pubkey, id). The id (first 16 hex digits of the key)
+names the Deployment and fits a label value; lnsync/services/peer_controller/spec.py mirrors it. */}}
+{{- define "lnsync.peerInfo" -}}
+{{- $pubkey := regexFind "^[0-9a-fA-F]{66}" . | lower -}}
+{{- dict "peer" . "pubkey" $pubkey "id" (substr 0 16 $pubkey) | toJson -}}
+{{- end -}}
+
+{{- define "lnsync.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .runAsUser }}
+runAsGroup: {{ .runAsGroup }}
+fsGroup: {{ .fsGroup }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "lnsync.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+privileged: false
+capabilities:
+  drop: [ALL]
+{{- end -}}
+
+{{/* Probes of a gRPC service: liveness and startup only ask that the port answers (a database
+outage must not restart every pod); readiness asks grpc.health.v1 for SERVING. */}}
+{{- define "lnsync.grpcProbes" -}}
+{{- $p := .root.Values.probes -}}
+startupProbe:
+  tcpSocket:
+    port: grpc
+  periodSeconds: {{ $p.startup.periodSeconds }}
+  failureThreshold: {{ $p.startup.failureThreshold }}
+livenessProbe:
+  tcpSocket:
+    port: grpc
+  periodSeconds: {{ $p.liveness.periodSeconds }}
+  timeoutSeconds: {{ $p.liveness.timeoutSeconds }}
+  failureThreshold: {{ $p.liveness.failureThreshold }}
+readinessProbe:
+  {{- if include "lnsync.nativeGrpcProbe" .root }}
+  grpc:
+    port: {{ .port }}
+  {{- else }}
+  exec:
+    command: ["lnsync", "healthcheck", "--target", "127.0.0.1:{{ .port }}", "--timeout", "{{ $p.readiness.timeoutSeconds }}"]
+  {{- end }}
+  periodSeconds: {{ $p.readiness.periodSeconds }}
+  timeoutSeconds: {{ $p.readiness.timeoutSeconds }}
+  failureThreshold: {{ $p.readiness.failureThreshold }}
+{{- end -}}
+
+{{/*
+The pod template of an lnsync service. Parameters (dict):
+  root, component, values (the component's values), port (container port number),
+  portName ("grpc" or "http"), env (list of extra env entries), database (bool: gets the URL),
+  probes (YAML text), serviceAccountName, automountToken (bool), extraLabels (dict).
+*/}}
+{{- define "lnsync.podTemplate" -}}
+{{- $root := .root -}}
+{{- $v := .values -}}
+metadata:
+  labels:
+    {{- include "lnsync.selectorLabels" . | nindent 4 }}
+    {{- range $k, $v := .extraLabels }}
+    {{ $k }}: {{ $v | quote }}
+    {{- end }}
+  annotations:
+    checksum/config: {{ include (print $root.Template.BasePath "/configmap.yaml") $root | sha256sum }}
+    {{- with $v.podAnnotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  serviceAccountName: {{ .serviceAccountName | default (include "lnsync.serviceAccountName" $root) }}
+  automountServiceAccountToken: {{ .automountToken | default false }}
+  enableServiceLinks: false
+  {{- with $root.Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- range . }}
+    - name: {{ . }}
+    {{- end }}
+  {{- end }}
+  securityContext:
+    {{- include "lnsync.podSecurityContext" $root.Values.securityContext | nindent 4 }}
+  containers:
+    - name: {{ .component }}
+      image: {{ include "lnsync.image" $root }}
+      imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+      args: ["serve", "{{ .component }}"]
+      ports:
+        - name: {{ .portName }}
+          containerPort: {{ .port }}
+          protocol: TCP
+        {{- if and $root.Values.metrics.enabled (eq .portName "grpc") }}
+        - name: metrics
+          containerPort: {{ $root.Values.metrics.port }}
+          protocol: TCP
+        {{- end }}
+      envFrom:
+        - configMapRef:
+            name: {{ include "lnsync.fullname" $root }}
+      env:
+        {{- if .database }}
+        - name: LNSYNC_DATABASE_URL
+          valueFrom:
+            secretKeyRef:
+              name: {{ include "lnsync.databaseSecretName" $root }}
+              key: {{ include "lnsync.databaseSecretKey" $root }}
+        {{- end }}
+        {{- with .env }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+        {{- with $root.Values.extraEnv }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      {{- .probes | nindent 6 }}
+      resources:
+        {{- toYaml $v.resources | nindent 8 }}
+      securityContext:
+        {{- include "lnsync.containerSecurityContext" . | nindent 8 }}
+      volumeMounts:
+        - name: tmp
+          mountPath: /tmp
+  volumes:
+    - name: tmp
+      emptyDir:
+        sizeLimit: 64Mi
+  {{- with $v.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $v.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $v.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end -}}
+
+{{/* Env entries that make a gRPC service listen on all interfaces and expose metrics. */}}
+{{- define "lnsync.listenEnv" -}}
+- name: LNSYNC_{{ .section }}__LISTEN
+  value: "0.0.0.0:{{ .port }}"
+{{- if .root.Values.metrics.enabled }}
+- name: LNSYNC_{{ .section }}__METRICS_LISTEN
+  value: "0.0.0.0:{{ .root.Values.metrics.port }}"
+{{- end }}
+{{- end -}}
+
+{{/*
+One downloader Deployment: the single definition both the chart (static peers) and the peer
+controller (through the template it reads from the peers ConfigMap) use. Parameters (dict):
+root, peer (pubkey@host:port), pubkey, id, managedBy.
+*/}}
+{{- define "lnsync.downloaderDeployment" -}}
+{{- $root := .root -}}
+{{- $ctx := dict "root" $root "component" "downloader" "managedBy" .managedBy -}}
+{{- $port := int $root.Values.downloader.port -}}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "lnsync.componentName" (dict "root" $root "suffix" (printf "downloader-%s" .id)) }}
+  labels:
+    {{- include "lnsync.labels" $ctx | nindent 4 }}
+    lnsync/peer: {{ .id | quote }}
+  annotations:
+    lnsync/peer-pubkey: {{ .pubkey | quote }}
+spec:
+  replicas: 1
+  revisionHistoryLimit: 3
+  # Never two connections to the same peer, not even during a rollout.
+  strategy:
+    type: Recreate
+  selector:
+    matchLabels:
+      {{- include "lnsync.selectorLabels" $ctx | nindent 6 }}
+      lnsync/peer: {{ .id | quote }}
+  template:
+    {{- $env := list (dict "name" "LNSYNC_DOWNLOADER__PEER" "value" .peer) -}}
+    {{- $env = concat (include "lnsync.listenEnv" (dict "root" $root "section" "DOWNLOADER" "port" $port) | fromYamlArray) $env -}}
+    {{- $probes := include "lnsync.grpcProbes" (dict "root" $root "port" $port) -}}
+    {{- include "lnsync.podTemplate" (dict "root" $root "component" "downloader" "values" $root.Values.downloader "port" $port "portName" "grpc" "env" $env "probes" $probes "extraLabels" (dict "lnsync/peer" .id)) | nindent 4 }}
+{{- end -}}

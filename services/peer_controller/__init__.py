@@ -1,0 +1,1 @@
+"""Peer controller: one downloader Deployment per peer listed in a ConfigMap (Kubernetes only)."""

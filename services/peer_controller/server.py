@@ -1,0 +1,309 @@
+"""Peer controller: keeps one downloader Deployment per peer listed in a ConfigMap.
+
+Level-triggered: every round reads the ConfigMap and the Deployments labelled as the controller's
+own, and creates, replaces or deletes until they match (see :mod:`services.peer_controller.spec`).
+Rounds run when a watch sees the ConfigMap or a managed Deployment change, and at least every
+``resync_interval`` seconds. Any API failure is retried with backoff; the process never exits
+because the cluster misbehaves. Health: SERVING after a round that fully succeeded.
+
+The ``kubernetes`` client is synchronous, so API calls run in worker threads with request
+timeouts, and the watches in daemon threads that only wake the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import urllib3
+from kubernetes import client
+from kubernetes import config as _config
+from kubernetes import watch as _watch
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+from prometheus_client import Counter, Gauge
+
+from lnsync.config import Settings
+from lnsync.retry import Backoff
+from lnsync.service import ReadySignal, run_service
+from services.peer_controller import spec
+
+log = logging.getLogger(__name__)
+
+# kubernetes.config and kubernetes.watch have no type hints (kubernetes.client has).
+config: Any = _config
+watch: Any = _watch
+
+# (connect, read) seconds for every API call: a hung API server must not hang a round.
+REQUEST_TIMEOUT = (5.0, 20.0)
+SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+# Failures worth a retry: the API server answered with an error, or could not be reached.
+API_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError, ConfigException)
+
+ROUNDS = Counter("lnsync_peer_controller_rounds_total", "Reconciliation rounds", ["result"])
+ACTIONS = Counter("lnsync_peer_controller_actions_total", "Deployments changed", ["action"])
+PEERS = Gauge("lnsync_peer_controller_peers", "Peers listed in the ConfigMap")
+
+
+@dataclass
+class RoundResult:
+    """What one round did; ``problems`` non-empty means the state is not what the operator asked."""
+
+    created: int = 0
+    replaced: int = 0
+    deleted: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class _Watcher(threading.Thread):
+    """Calls ``notify`` whenever a watched list changes (and once per restart of the watch)."""
+
+    def __init__(
+        self, what: str, list_fn: Callable[..., Any], timeout: int, notify: Callable[[], None], **kw: Any
+    ) -> None:
+        super().__init__(name=f"watch-{what}", daemon=True)
+        self.what, self.list_fn, self.timeout, self.notify, self.kw = what, list_fn, timeout, notify, kw
+        self.stopping = threading.Event()
+        self._watch: Any = None
+
+    def run(self) -> None:
+        backoff = Backoff(1.0, 60.0)
+        while not self.stopping.is_set():
+            self._watch = watch.Watch()
+            try:
+                for _event in self._watch.stream(
+                    self.list_fn, timeout_seconds=self.timeout, _request_timeout=self.timeout + 30, **self.kw
+                ):
+                    self.notify()
+                    backoff.reset()
+            except API_ERRORS as exc:
+                log.debug("watch of %s failed (%s); retrying", self.what, exc)
+                self.stopping.wait(backoff.next_delay())
+            except Exception as exc:  # a client bug must not end the thread for good
+                log.warning("watch of %s failed unexpectedly (%r); retrying", self.what, exc)
+                self.stopping.wait(backoff.next_delay())
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self._watch is not None:
+            self._watch.stop()
+
+
+class PeerController:
+    service_names: tuple[str, ...] = ()
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings.peer_controller
+        self.namespace = self.settings.namespace
+        self.api: client.ApiClient | None = None
+        self.watchers: list[_Watcher] = []
+        self._changed: asyncio.Event | None = None
+
+    def register(self, server: grpc.aio.Server) -> None:
+        """Only health and reflection: the controller has no RPCs of its own."""
+
+    # --- connection -------------------------------------------------------------------------
+
+    def _connect(self) -> client.ApiClient:
+        if self.api is None:
+            if os.environ.get("KUBERNETES_SERVICE_HOST"):
+                config.load_incluster_config()
+                if not self.namespace and SA_NAMESPACE_FILE.is_file():
+                    self.namespace = SA_NAMESPACE_FILE.read_text().strip()
+            else:
+                config.load_kube_config()
+                if not self.namespace:
+                    _, active = config.list_kube_config_contexts()
+                    self.namespace = active.get("context", {}).get("namespace", "")
+            self.namespace = self.namespace or "default"
+            self.api = client.ApiClient()
+            log.info("watching ConfigMap %s/%s", self.namespace, self.settings.configmap)
+        return self.api
+
+    def _start_watchers(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.watchers or self.api is None:
+            return
+        changed = self._changed
+        assert changed is not None
+
+        def notify() -> None:
+            loop.call_soon_threadsafe(changed.set)
+
+        core, apps = client.CoreV1Api(self.api), client.AppsV1Api(self.api)
+        timeout = self.settings.resync_interval
+        self.watchers = [
+            _Watcher(
+                "configmap",
+                core.list_namespaced_config_map,
+                timeout,
+                notify,
+                namespace=self.namespace,
+                field_selector=f"metadata.name={self.settings.configmap}",
+            ),
+            _Watcher(
+                "deployments",
+                apps.list_namespaced_deployment,
+                timeout,
+                notify,
+                namespace=self.namespace,
+                label_selector=f"{spec.MANAGED_BY_LABEL}={spec.MANAGED_BY}",
+            ),
+        ]
+        for w in self.watchers:
+            w.start()
+
+    # --- one round (runs in a worker thread) --------------------------------------------------
+
+    def reconcile_once(self) -> RoundResult:
+        api = self._connect()
+        core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+        result = RoundResult()
+        name = self.settings.configmap
+        try:
+            cm = core.read_namespaced_config_map(name, self.namespace, _request_timeout=REQUEST_TIMEOUT)
+        except ApiException as exc:
+            if exc.status == 404:
+                result.problems.append(f"ConfigMap {self.namespace}/{name} does not exist (yet)")
+                return result
+            raise
+        assert cm.metadata is not None
+        data = cm.data or {}
+        try:
+            template = spec.load_template(data.get(spec.TEMPLATE_KEY))
+        except spec.SpecError as exc:
+            result.problems.append(str(exc))
+            return result
+        peers = spec.parse_peers(data.get(spec.PEERS_KEY, ""))
+        PEERS.set(len(peers.peers))
+        result.problems.extend(f"ConfigMap {name}, {e}" for e in peers.errors)
+
+        # Deleting the ConfigMap (helm uninstall) lets the garbage collector remove the Deployments.
+        owner: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap", "name": name}
+        owner |= {"uid": cm.metadata.uid, "controller": True}
+        desired = {}
+        for pid, peer in peers.peers.items():
+            body = spec.render(template, peer)
+            body["metadata"]["ownerReferences"] = [owner]
+            body["metadata"]["namespace"] = self.namespace
+            desired[pid] = body
+        live = apps.list_namespaced_deployment(
+            self.namespace, label_selector=template.label_selector, _request_timeout=REQUEST_TIMEOUT
+        )
+        existing = [_existing(d.metadata) for d in live.items if d.metadata is not None]
+        for action in spec.plan(desired, existing, allow_delete=not peers.errors):
+            self._apply(apps, action, result)
+        return result
+
+    def _apply(self, apps: client.AppsV1Api, action: spec.Action, result: RoundResult) -> None:
+        ns = self.namespace
+        body: Any = action.body  # the client takes plain dicts as well as its model classes
+        try:
+            if action.kind == "create":
+                apps.create_namespaced_deployment(ns, body, _request_timeout=REQUEST_TIMEOUT)
+                result.created += 1
+            elif action.kind == "replace":
+                apps.replace_namespaced_deployment(action.name, ns, body, _request_timeout=REQUEST_TIMEOUT)
+                result.replaced += 1
+            else:
+                apps.delete_namespaced_deployment(
+                    action.name, ns, propagation_policy="Background", _request_timeout=REQUEST_TIMEOUT
+                )
+                result.deleted += 1
+        except ApiException as exc:
+            if exc.status == 409 and action.kind == "create":
+                result.problems.append(
+                    f"Deployment {action.name} exists but is not managed by the peer controller; left alone"
+                )
+                return
+            if exc.status == 409 or (exc.status == 404 and action.kind != "create"):
+                result.problems.append(f"Deployment {action.name} changed meanwhile ({exc.reason}); retrying")
+                return
+            raise
+        ACTIONS.labels(action.kind).inc()
+        log.info("%s Deployment %s (peer %s)", action.kind + "d", action.name, action.peer_id)
+
+    # --- life cycle ---------------------------------------------------------------------------
+
+    async def _wait_for_change(self, seconds: float) -> None:
+        assert self._changed is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), seconds)
+        # Let a burst of events (kubectl apply touches several fields) settle into one round.
+        await asyncio.sleep(0.2)
+
+    async def run(self, ready: ReadySignal) -> None:
+        loop = asyncio.get_running_loop()
+        self._changed = asyncio.Event()
+        backoff = Backoff(1.0, 60.0)
+        last_problems: list[str] = []
+        while True:
+            self._changed.clear()
+            started = time.monotonic()
+            try:
+                result = await asyncio.to_thread(self.reconcile_once)
+            except API_ERRORS as exc:
+                ROUNDS.labels("error").inc()
+                await ready.set(False)
+                if backoff.attempts % 5 == 0:
+                    log.warning("cannot reach the Kubernetes API (%s); retrying with backoff", _describe(exc))
+                await self._wait_for_change(backoff.next_delay())
+                continue
+            self._start_watchers(loop)
+            ROUNDS.labels("ok" if result.ok else "incomplete").inc()
+            await ready.set(result.ok)
+            if result.problems != last_problems:
+                for problem in result.problems:
+                    log.error("%s", problem)
+                last_problems = result.problems
+            if result.created or result.replaced or result.deleted:
+                log.info(
+                    "round done in %.2f s: %d created, %d replaced, %d deleted",
+                    time.monotonic() - started,
+                    result.created,
+                    result.replaced,
+                    result.deleted,
+                )
+            if result.ok:
+                backoff.reset()
+                await self._wait_for_change(self.settings.resync_interval)
+            else:
+                await self._wait_for_change(min(backoff.next_delay(), self.settings.resync_interval))
+
+    async def close(self) -> None:
+        for w in self.watchers:
+            w.stop()
+        if self.api is not None:
+            await asyncio.to_thread(self.api.close)
+
+
+def _existing(meta: client.V1ObjectMeta) -> spec.Existing:
+    return spec.Existing(
+        meta.name or "",
+        (meta.labels or {}).get(spec.PEER_LABEL, ""),
+        (meta.annotations or {}).get(spec.HASH_ANNOTATION, ""),
+        meta.resource_version or "",
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ApiException):
+        return f"HTTP {exc.status} {exc.reason}"
+    return str(exc) or type(exc).__name__
+
+
+async def main(settings: Settings) -> int:
+    pc = settings.peer_controller
+    return await run_service("peer-controller", pc.listen, PeerController(settings), pc.metrics_listen)

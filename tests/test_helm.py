@@ -1,0 +1,672 @@
+"""The Helm chart, without a cluster: lint, render with several value sets, validate every manifest
+strictly against the Kubernetes 1.29 and 1.33 schemas, and check the shape the design relies on
+(one downloader per peer, secrets never in ConfigMaps, hardened pods, network rules).
+
+Needs the real `helm` binary (`make test` installs it with scripts/install-helm.sh).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from lnsync.config import ConfigError, load_settings
+from services.peer_controller import spec
+from tests.helm_tools import (
+    CHART,
+    PEER_A,
+    PEER_B,
+    PEER_C,
+    PEER_DIGITS,
+    PEER_V6,
+    ROOT,
+    by_kind,
+    component,
+    find_helm,
+    helm,
+    pod_specs,
+    render,
+)
+
+pytestmark = pytest.mark.skipif(find_helm() is None, reason="helm not installed: make test installs it")
+
+KUBE_VERSIONS = ["1.29.0", "1.33.0"]
+SERVICE_MONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
+DB_COMPONENTS = {"persistence", "lookup", "snapshotter"}
+LNSYNC_COMPONENTS = {"persistence", "lookup", "snapshotter", "gateway", "downloader", "peer-controller"}
+
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "external-db-existing-secret": {
+        "postgresql.enabled": False,
+        "database.existingSecret": "lnsync-db",
+        "database.existingSecretKey": "url",
+        "database.networkPolicyTo": [{"ipBlock": {"cidr": "10.20.0.0/24"}}],
+    },
+    "external-db-url": {
+        "postgresql.enabled": False,
+        "database.url": "postgresql://u:p@db.example.com/lnsync",
+    },
+    "three-peers": {"peers": [PEER_A, PEER_DIGITS, PEER_V6]},
+    "ingress": {
+        "ingress.enabled": True,
+        "ingress.className": "nginx",
+        "ingress.tls": [{"secretName": "rgs-tls", "hosts": ["rgs.example.com"]}],
+        "networkPolicy.gatewayFrom": [{"namespaceSelector": {"matchLabels": {"name": "ingress-nginx"}}}],
+    },
+    "peer-controller": {"peerController.enabled": True, "peers": [PEER_A, PEER_B]},
+    "minimal": {
+        "metrics.enabled": False,
+        "networkPolicy.enabled": False,
+        "lookup.autoscaling.enabled": False,
+        "gateway.autoscaling.enabled": False,
+        "gateway.pdb.enabled": False,
+        "postgresql.persistence.enabled": False,
+        "peers": [],
+    },
+}
+
+
+def _validate_all(docs: list[dict[str, Any]], version: str) -> None:
+    for doc in docs:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            raise AssertionError(
+                f"{doc['kind']}/{doc['metadata']['name']} against {version}: {exc}"
+            ) from None
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_lint_strict(name):
+    args = []
+    for key, value in VALUE_SETS[name].items():
+        args += ["--set-json", f"{key}={json.dumps(value)}"]
+    result = helm("lint", "--strict", str(CHART), *args, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_every_manifest_validates_strictly(name, version):
+    docs = render(VALUE_SETS[name], kube_version=version)
+    assert len(docs) > 10
+    _validate_all(docs, version)
+
+
+def test_strict_validation_catches_mistakes():
+    """The validator really is strict: a misspelled field, a wrong type and a removed API fail."""
+    deployment = by_kind(render(), "Deployment")["lnsync-persistence"]
+    typo = json.loads(json.dumps(deployment))
+    typo["spec"]["template"]["spec"]["containers"][0]["imagePulPolicy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(typo, "1.33.0", strict=True)
+    hpa = next(d for d in render() if d["kind"] == "HorizontalPodAutoscaler")
+    hpa["spec"]["minReplicas"] = "2"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(hpa, "1.33.0", strict=True)
+    hpa["apiVersion"] = "autoscaling/v2beta2"  # removed in 1.26
+    with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+        kubernetes_validate.validate(hpa, "1.29.0", strict=True)
+
+
+# A ServiceMonitor is a CRD kind: kubernetes-validate has no schema for it, so it is checked
+# here against the fields the chart uses (from the Prometheus operator's CRD).
+_SERVICE_MONITOR_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "ServiceMonitor"},
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["selector", "endpoints"],
+            "properties": {
+                "selector": {
+                    "type": "object",
+                    "properties": {
+                        "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}}
+                    },
+                },
+                "namespaceSelector": {
+                    "type": "object",
+                    "properties": {"matchNames": {"type": "array", "items": {"type": "string"}}},
+                },
+                "endpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "port": {"type": "string"},
+                            "path": {"type": "string"},
+                            "interval": {
+                                "type": "string",
+                                "pattern": "^(0|(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?)$",
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def test_service_monitor_only_where_the_crd_exists():
+    on = {"metrics.serviceMonitor.enabled": True, "metrics.serviceMonitor.labels": {"release": "prom"}}
+    assert not by_kind(render(on, kube_version="1.33.0"), "ServiceMonitor")
+    docs = render(on, "--api-versions", SERVICE_MONITOR_API, kube_version="1.33.0")
+    monitors = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    assert len(monitors) == 1
+    jsonschema.validate(monitors[0], _SERVICE_MONITOR_SCHEMA)
+    assert monitors[0]["metadata"]["labels"]["release"] == "prom"
+    with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+        kubernetes_validate.validate(monitors[0], "1.33.0", strict=True)
+    _validate_all([d for d in docs if d["kind"] != "ServiceMonitor"], "1.33.0")
+    # Every Service the monitor selects exposes one of its endpoint ports.
+    selector = monitors[0]["spec"]["selector"]["matchLabels"]
+    ports = {e["port"] for e in monitors[0]["spec"]["endpoints"]}
+    selected = [
+        s for s in by_kind(docs, "Service").values() if selector.items() <= s["metadata"]["labels"].items()
+    ]
+    assert {component(s) for s in selected} == {
+        "persistence",
+        "lookup",
+        "snapshotter",
+        "gateway",
+        "downloader",
+    }
+    for svc in selected:
+        assert ports & {p["name"] for p in svc["spec"]["ports"]}
+
+
+# --- one downloader per peer -------------------------------------------------------------------
+
+
+def _downloaders(docs):
+    return {n: d for n, d in by_kind(docs, "Deployment").items() if component(d) == "downloader"}
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def test_one_downloader_deployment_per_peer():
+    peers = [PEER_A, PEER_DIGITS, PEER_V6]
+    docs = render({"peers": peers})
+    downloaders = _downloaders(docs)
+    assert len(downloaders) == 3
+    by_peer = {}
+    for name, d in downloaders.items():
+        assert d["spec"]["replicas"] == 1
+        assert d["spec"]["strategy"] == {"type": "Recreate"}
+        container = d["spec"]["template"]["spec"]["containers"][0]
+        assert container["args"] == ["serve", "downloader"]
+        peer = _env(container)["LNSYNC_DOWNLOADER__PEER"]
+        by_peer[peer] = d
+        pubkey = peer.split("@")[0]
+        peer_label = d["metadata"]["labels"]["lnsync/peer"]
+        # A label value: a string (even when all digits), at most 63 characters, a key prefix.
+        assert isinstance(peer_label, str)
+        assert len(peer_label) <= 63
+        assert pubkey.startswith(peer_label)
+        assert d["spec"]["selector"]["matchLabels"]["lnsync/peer"] == peer_label
+        assert d["spec"]["template"]["metadata"]["labels"]["lnsync/peer"] == peer_label
+        assert d["metadata"]["annotations"]["lnsync/peer-pubkey"] == pubkey
+        assert name.endswith(peer_label)
+        assert len(name) <= 63
+    assert set(by_peer) == set(peers)
+    # Selectors never overlap: no workload or Service of another component picks up downloader pods.
+    for other in by_kind(docs, "Deployment").values():
+        if component(other) != "downloader":
+            assert other["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] != "downloader"
+
+
+def test_adding_a_peer_leaves_the_other_downloaders_untouched():
+    before = _downloaders(render({"peers": [PEER_A, PEER_B]}))
+    after = _downloaders(render({"peers": [PEER_A, PEER_B, PEER_C]}))
+    assert set(after) - set(before) == {"lnsync-downloader-02f1a8c87607f415"}
+    for name, d in before.items():
+        assert after[name] == d  # byte-for-byte the same object: Kubernetes does not restart it
+
+
+def test_peers_sharing_an_id_are_rejected():
+    same_id = PEER_A.split("@")[0][:16] + "0" * 50 + "@10.0.0.1:9735"
+    result = helm(
+        "template",
+        "x",
+        str(CHART),
+        "--set-json",
+        json.dumps([PEER_A, same_id]).join(["peers=", ""]),
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "share the id 035e4ff418fc8b55" in result.stderr
+
+
+def test_long_release_names_stay_dns_labels():
+    docs = render({"peers": [PEER_A]}, release="a-long-release-name-for-lnsync-that-goes-on-and-on-x")
+    for d in docs:
+        # StatefulSets: 52, their controller-revision-hash label value appends 11 characters.
+        limit = 52 if d["kind"] == "StatefulSet" else 63
+        assert len(d["metadata"]["name"]) <= limit, d["metadata"]["name"]
+
+
+# --- configuration and secrets -----------------------------------------------------------------
+
+
+def test_database_url_only_in_secrets_and_only_for_database_users():
+    for name in ("defaults", "external-db-url"):
+        docs = render(VALUE_SETS[name])
+        for cm in by_kind(docs, "ConfigMap").values():
+            text = json.dumps(cm.get("data", {}))
+            assert "postgresql://" not in text
+            assert "PASSWORD" not in text.upper()
+        secret_urls = [
+            s
+            for s in by_kind(docs, "Secret").values()
+            if "postgresql://" in s["stringData"].get("database-url", "")
+        ]
+        assert len(secret_urls) == 1
+        for workload, pod in pod_specs(docs):
+            for c in pod["containers"]:
+                env = _env(c)
+                if c["name"] in DB_COMPONENTS:
+                    ref = env["LNSYNC_DATABASE_URL"]["secretKeyRef"]
+                    assert ref == {"name": secret_urls[0]["metadata"]["name"], "key": "database-url"}
+                else:
+                    assert "LNSYNC_DATABASE_URL" not in env, workload
+
+
+def test_external_database_with_existing_secret():
+    docs = render(VALUE_SETS["external-db-existing-secret"])
+    assert not by_kind(docs, "StatefulSet")
+    assert not [s for s in by_kind(docs, "Secret").values() if "database-url" in s.get("stringData", {})]
+    refs = [
+        _env(c)["LNSYNC_DATABASE_URL"]["secretKeyRef"]
+        for _, pod in pod_specs(docs)
+        for c in pod["containers"]
+        if c["name"] in DB_COMPONENTS
+    ]
+    assert refs == [{"name": "lnsync-db", "key": "url"}] * 3
+
+
+def test_bundled_postgresql_keeps_its_credentials_in_a_secret():
+    docs = render()
+    sts = by_kind(docs, "StatefulSet")["lnsync-postgresql"]
+    secret = by_kind(docs, "Secret")["lnsync-postgresql"]
+    password = secret["stringData"]["password"]
+    assert len(password) >= 32
+    assert (
+        secret["stringData"]["database-url"]
+        == f"postgresql://lnsync:{password}@lnsync-postgresql:5432/lnsync"
+    )
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    env = _env(sts["spec"]["template"]["spec"]["containers"][0])
+    assert env["POSTGRES_PASSWORD"] == {"secretKeyRef": {"name": "lnsync-postgresql", "key": "password"}}
+    claim = sts["spec"]["volumeClaimTemplates"][0]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "8Gi"
+
+
+def _container_env(docs, container) -> dict[str, str]:
+    """The environment Kubernetes would give ``container`` (ConfigMaps resolved, secrets faked)."""
+    configmaps = by_kind(docs, "ConfigMap")
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(configmaps[source["configMapRef"]["name"]]["data"])
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        elif "secretKeyRef" in item["valueFrom"]:
+            env[item["name"]] = "postgresql://u:p@db:5432/lnsync"
+        else:
+            env[item["name"]] = "some-namespace"
+    return env
+
+
+@pytest.mark.parametrize("name", ["defaults", "peer-controller", "ingress"])
+def test_rendered_environment_is_valid_lnsync_configuration(name, monkeypatch):
+    """Every container's env passes lnsync's own settings loader (unknown keys are errors there)."""
+    docs = render(VALUE_SETS[name])
+    checked = set()
+    for _, pod in pod_specs(docs):
+        for c in pod["containers"]:
+            if c["name"] not in LNSYNC_COMPONENTS:
+                continue
+            for var in [v for v in __import__("os").environ if v.startswith("LNSYNC_")]:
+                monkeypatch.delenv(var)
+            env = _container_env(docs, c)
+            for key, value in env.items():
+                monkeypatch.setenv(key, value)
+            try:
+                settings = load_settings()
+            except ConfigError as exc:
+                raise AssertionError(f"{c['name']}: {exc}") from None
+            section = getattr(settings, c["name"].replace("-", "_"))
+            port = next(p["containerPort"] for p in c["ports"] if p["name"] in ("grpc", "http"))
+            assert section.listen == f"0.0.0.0:{port}"
+            assert settings.persistence.target == "lnsync-persistence:50051"
+            assert settings.lookup.target == "lnsync-lookup:50052"
+            assert settings.snapshotter.target == "lnsync-snapshotter:50053"
+            checked.add(c["name"])
+    expected = {"persistence", "lookup", "snapshotter", "gateway"}
+    expected |= {"peer-controller"} if name == "peer-controller" else {"downloader"}
+    assert checked == expected
+
+
+# --- hardening ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["defaults", "peer-controller"])
+def test_every_pod_is_hardened(name):
+    docs = render(VALUE_SETS[name])
+    workloads = list(pod_specs(docs))
+    assert len(workloads) >= 6
+    for workload, pod in workloads:
+        psc = pod["securityContext"]
+        assert psc["runAsNonRoot"] is True, workload
+        assert psc["runAsUser"] > 0, workload
+        assert psc["seccompProfile"] == {"type": "RuntimeDefault"}, workload
+        assert pod["automountServiceAccountToken"] is (component_of(pod) == "peer-controller"), workload
+        tmp_volumes = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+        for c in pod["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, workload
+            assert sc["readOnlyRootFilesystem"] is True, workload
+            assert sc["capabilities"] == {"drop": ["ALL"]}, workload
+            assert c["resources"]["requests"]["memory"], workload
+            assert c["resources"]["limits"]["memory"], workload
+            mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+            assert mounts.get("/tmp") in tmp_volumes, workload
+            assert {"startupProbe", "livenessProbe", "readinessProbe"} <= c.keys(), workload
+
+
+def component_of(pod: dict[str, Any]) -> str:
+    return str(pod["containers"][0]["name"])
+
+
+def test_readiness_probe_follows_the_cluster_version():
+    native = by_kind(render(kube_version="1.29.0"), "Deployment")["lnsync-lookup"]
+    exec_ = by_kind(render(kube_version="1.23.0"), "Deployment")["lnsync-lookup"]
+    c_native = native["spec"]["template"]["spec"]["containers"][0]
+    c_exec = exec_["spec"]["template"]["spec"]["containers"][0]
+    assert c_native["readinessProbe"]["grpc"] == {"port": 50052}
+    assert c_exec["readinessProbe"]["exec"]["command"][:4] == [
+        "lnsync",
+        "healthcheck",
+        "--target",
+        "127.0.0.1:50052",
+    ]
+    # Liveness never depends on dependencies: only the port.
+    assert c_native["livenessProbe"]["tcpSocket"] == {"port": "grpc"}
+    forced = by_kind(render({"probes.grpc": "exec"}, kube_version="1.33.0"), "Deployment")["lnsync-lookup"]
+    assert "exec" in forced["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    gateway = by_kind(render(), "Deployment")["lnsync-gateway"]["spec"]["template"]["spec"]["containers"][0]
+    assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert gateway["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_autoscaling_and_disruption_budgets():
+    docs = render(kube_version="1.29.0")
+    hpas = by_kind(docs, "HorizontalPodAutoscaler")
+    assert set(hpas) == {"lnsync-lookup", "lnsync-gateway"}
+    assert {h["apiVersion"] for h in hpas.values()} == {"autoscaling/v2"}
+    pdbs = by_kind(docs, "PodDisruptionBudget")
+    assert set(pdbs) == {"lnsync-lookup", "lnsync-gateway"}
+    assert {p["apiVersion"] for p in pdbs.values()} == {"policy/v1"}
+    deployments = by_kind(docs, "Deployment")
+    # The HPA owns the replica count of what it scales; the rest is fixed.
+    assert "replicas" not in deployments["lnsync-lookup"]["spec"]
+    assert deployments["lnsync-persistence"]["spec"]["replicas"] == 1
+    assert deployments["lnsync-snapshotter"]["spec"]["strategy"] == {"type": "Recreate"}
+    fixed = by_kind(render(VALUE_SETS["minimal"]), "Deployment")
+    assert fixed["lnsync-lookup"]["spec"]["replicas"] == 2
+
+
+def test_ingress_routes_to_the_gateway():
+    docs = render(VALUE_SETS["ingress"])
+    ingress = by_kind(docs, "Ingress")["lnsync-gateway"]
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": "lnsync-gateway", "port": {"name": "http"}}
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert not by_kind(render(), "Ingress")
+    services = by_kind(docs, "Service")
+    assert [n for n, s in services.items() if s["spec"].get("type", "ClusterIP") != "ClusterIP"] == []
+
+
+# --- network policies -----------------------------------------------------------------------------
+
+
+def _ports(rule) -> set[int]:
+    return {p["port"] for p in rule.get("ports", [])}
+
+
+def _selects(peer: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a NetworkPolicy peer (podSelector only, same namespace) selects a pod with ``labels``."""
+    selector = peer.get("podSelector")
+    if selector is None:
+        return False
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expr in selector.get("matchExpressions", []):
+        assert expr["operator"] == "In"
+        if labels.get(expr["key"]) not in expr["values"]:
+            return False
+    return True
+
+
+def test_network_policies():
+    docs = render({"peers": [PEER_A, PEER_V6]})
+    policies = {component(p): p["spec"] for p in by_kind(docs, "NetworkPolicy").values()}
+    assert set(policies) == {"persistence", "lookup", "snapshotter", "gateway", "downloader", "postgresql"}
+    pods = {
+        component(d): d["spec"]["template"]["metadata"]["labels"]
+        for d in docs
+        if d["kind"] in ("Deployment", "StatefulSet")
+    }
+
+    # PostgreSQL: ingress only from persistence, lookup and snapshotter; no egress at all.
+    pg = policies["postgresql"]
+    assert pg["egress"] == []
+    allowed = {
+        c
+        for c, labels in pods.items()
+        if any(_selects(peer, labels) for r in pg["ingress"] for peer in r["from"])
+    }
+    assert allowed == DB_COMPONENTS
+    assert all(_ports(r) == {5432} for r in pg["ingress"])
+
+    for name, policy in policies.items():
+        assert policy["policyTypes"] == ["Ingress", "Egress"]
+        for rule in policy["ingress"]:
+            if name == "gateway":
+                assert "from" not in rule
+                assert _ports(rule) == {8080}
+            else:
+                # From release pods only: every peer is a podSelector on this release.
+                assert rule["from"]
+                assert all(
+                    p["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "lnsync"
+                    for p in rule["from"]
+                )
+        if name == "postgresql":
+            continue
+        assert any(_ports(r) == {53} and "to" not in r for r in policy["egress"]), name  # DNS
+        reaches_db = any(
+            any(_selects(peer, pods["postgresql"]) for peer in r.get("to", [])) and 5432 in _ports(r)
+            for r in policy["egress"]
+        )
+        assert reaches_db == (name in DB_COMPONENTS), name
+
+    # Downloaders: peers on the peer ports only, never the database port.
+    dl = policies["downloader"]
+    open_rules = [r for r in dl["egress"] if any("ipBlock" in p for p in r.get("to", []))]
+    assert len(open_rules) == 1
+    assert _ports(open_rules[0]) == {9735, 19735}
+    assert all(5432 not in _ports(r) for r in dl["egress"])
+    assert not any(
+        "ipBlock" in p
+        for n, pol in policies.items()
+        if n != "downloader"
+        for r in pol["egress"]
+        for p in r.get("to", [])
+    )
+
+
+def test_network_policy_for_external_database_and_controller():
+    docs = render({**VALUE_SETS["external-db-existing-secret"], "peerController.enabled": True})
+    policies = {component(p): p["spec"] for p in by_kind(docs, "NetworkPolicy").values()}
+    assert "postgresql" not in policies
+    db_rule = {"ports": [{"port": 5432, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "10.20.0.0/24"}}]}
+    for name, policy in policies.items():
+        assert (db_rule in policy["egress"]) == (name in DB_COMPONENTS), name
+    controller = policies["peer-controller"]
+    assert controller["ingress"] == []
+    assert any(_ports(r) == {443, 6443} for r in controller["egress"])
+
+
+# --- the peer controller ------------------------------------------------------------------------
+
+
+def test_peer_controller_replaces_static_downloaders_with_least_rbac():
+    docs = render(VALUE_SETS["peer-controller"])
+    assert not _downloaders(docs)
+    controller = by_kind(docs, "Deployment")["lnsync-peer-controller"]
+    assert controller["spec"]["replicas"] == 1
+    assert controller["spec"]["strategy"] == {"type": "Recreate"}
+    pod = controller["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "lnsync-peer-controller"
+    role = by_kind(docs, "Role")["lnsync-peer-controller"]
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["lnsync-peers"],
+            "verbs": ["get", "list", "watch"],
+        },
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments"],
+            "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+        },
+    ]
+    binding = by_kind(docs, "RoleBinding")["lnsync-peer-controller"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "lnsync-peer-controller", "namespace": "default"}
+    ]
+    assert binding["roleRef"]["name"] == "lnsync-peer-controller"
+    assert not by_kind(docs, "ClusterRole")
+    assert not by_kind(docs, "ClusterRoleBinding")
+    env = _env(pod["containers"][0])
+    assert env["LNSYNC_PEER_CONTROLLER__CONFIGMAP"] == "lnsync-peers"
+    assert env["LNSYNC_PEER_CONTROLLER__NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+
+
+def test_controller_builds_the_same_deployment_as_the_chart():
+    """One definition: the controller's Deployment for a peer equals the chart's static one, apart
+    from who manages it."""
+    peers = [PEER_A, PEER_DIGITS, PEER_V6]
+    static = _downloaders(render({"peers": peers}))
+    cm = by_kind(render({"peerController.enabled": True, "peers": peers}), "ConfigMap")["lnsync-peers"]
+    template = spec.load_template(cm["data"][spec.TEMPLATE_KEY])
+    listed = spec.parse_peers(cm["data"][spec.PEERS_KEY])
+    assert listed.errors == []
+    assert [p.text for p in listed.peers.values()] == peers
+    for peer in listed.peers.values():
+        made = spec.render(template, peer)
+        chart = static[made["metadata"]["name"]]
+        assert made["metadata"]["labels"].pop("app.kubernetes.io/managed-by") == spec.MANAGED_BY
+        assert chart["metadata"]["labels"].pop("app.kubernetes.io/managed-by") == "Helm"
+        assert made["metadata"]["annotations"].pop(spec.HASH_ANNOTATION)
+        assert made == chart
+    assert template.label_selector == (
+        "app.kubernetes.io/component=downloader,app.kubernetes.io/instance=lnsync,"
+        "app.kubernetes.io/managed-by=lnsync-peer-controller,app.kubernetes.io/name=lnsync"
+    )
+
+
+# --- bad values fail the schema ---------------------------------------------------------------------
+
+BAD_VALUES = [
+    ({"peers": ["not-a-peer"]}, "/peers/0"),
+    ({"peers": ["02" + "a" * 64]}, "/peers/0"),  # no host
+    ({"peers": [PEER_A, PEER_A]}, "/peers"),  # listed twice
+    ({"persistence.port": 70000}, "/persistence/port"),
+    ({"gateway.service.port": 0}, "/gateway/service/port"),
+    ({"network": "litecoin"}, "/network"),
+    ({"logLevel": "verbose"}, "/logLevel"),
+    ({"probes.grpc": "sometimes"}, "/probes/grpc"),
+    ({"lookup.replicaCount": "two"}, "/lookup/replicaCount"),
+    ({"snapshotter.interval": 3600}, "/snapshotter/interval"),
+    ({"unknownKey": 1}, "unknownKey"),
+    ({"gateway.replicas": 3}, "replicas"),
+    ({"postgresql.enabled": False}, "/database"),
+    ({"postgresql.auth.password": "p@ss/word"}, "/postgresql/auth/password"),
+    ({"database.url": "mysql://x"}, "/database/url"),
+    ({"image.pullPolicy": "Sometimes"}, "/image/pullPolicy"),
+    ({"securityContext.runAsUser": 0}, "/securityContext/runAsUser"),
+    ({"networkPolicy.gatewayFrom": [{"ipBlock": {}}]}, "/networkPolicy/gatewayFrom/0/ipBlock"),
+]
+
+
+@pytest.mark.parametrize(("values", "where"), BAD_VALUES, ids=[w for _, w in BAD_VALUES])
+def test_bad_values_fail_the_schema(values, where):
+    args = ["template", "x", str(CHART)]
+    for key, value in values.items():
+        args += ["--set-json", f"{key}={json.dumps(value)}"]
+    result = helm(*args, check=False)
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert where in result.stderr
+
+
+# --- documentation stays in step with values --------------------------------------------------------
+
+
+def _load_table_script():
+    path = ROOT / "scripts" / "helm_params_table.py"
+    module_spec = importlib.util.spec_from_file_location("helm_params_table", path)
+    assert module_spec
+    assert module_spec.loader
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def _leaves(node: Any, prefix: str = "") -> set[str]:
+    if isinstance(node, dict) and node:
+        return set().union(*(_leaves(v, f"{prefix}{k}.") for k, v in node.items()))
+    return {prefix.rstrip(".")}
+
+
+def test_every_value_is_documented_and_in_the_schema():
+    table = _load_table_script()
+    values_text = (CHART / "values.yaml").read_text()
+    documented = {key for _, key, _ in table.params(values_text)}
+    values = yaml.safe_load(values_text)
+    for leaf in _leaves(values):
+        parts = leaf.split(".")
+        assert any(".".join(parts[:i]) in documented for i in range(1, len(parts) + 1)), (
+            f"{leaf} has no @param"
+        )
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    for key in documented:
+        node = schema
+        for part in key.split("."):
+            node = node["properties"][part]
+        table.lookup(values, key)  # every documented key exists
+    readme = (CHART / "README.md").read_text()
+    assert table.updated_readme(readme, values_text) == readme, "run: python scripts/helm_params_table.py"
+    assert "helm install lnsync ./helm/lnsync" in readme
+    assert "postgresql.enabled=false" in readme
+    assert "database.existingSecret" in readme
