@@ -261,6 +261,15 @@ class PeerController:
                     log.warning("cannot reach the Kubernetes API (%s); retrying with backoff", _describe(exc))
                 await self._wait_for_change(backoff.next_delay())
                 continue
+            except Exception:
+                # A bug or a response the client cannot parse: restarting the pod would not help
+                # either, so report it, stay NOT_SERVING and try again later.
+                ROUNDS.labels("error").inc()
+                await ready.set(False)
+                if backoff.attempts % 5 == 0:
+                    log.exception("reconciliation failed unexpectedly; retrying with backoff")
+                await self._wait_for_change(backoff.next_delay())
+                continue
             self._start_watchers(loop)
             ROUNDS.labels("ok" if result.ok else "incomplete").inc()
             await ready.set(result.ok)
