@@ -32,6 +32,7 @@ from tests.helm_tools import (
     helm,
     pod_specs,
     render,
+    values_args,
 )
 
 pytestmark = pytest.mark.skipif(find_helm() is None, reason="helm not installed: make test installs it")
@@ -85,10 +86,7 @@ def _validate_all(docs: list[dict[str, Any]], version: str) -> None:
 
 @pytest.mark.parametrize("name", list(VALUE_SETS))
 def test_lint_strict(name):
-    args = []
-    for key, value in VALUE_SETS[name].items():
-        args += ["--set-json", f"{key}={json.dumps(value)}"]
-    result = helm("lint", "--strict", str(CHART), *args, check=False)
+    result = helm("lint", "--strict", str(CHART), *values_args(VALUE_SETS[name]), check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 chart(s) failed" in result.stdout
 
@@ -625,10 +623,7 @@ BAD_VALUES = [
 
 @pytest.mark.parametrize(("values", "where"), BAD_VALUES, ids=[w for _, w in BAD_VALUES])
 def test_bad_values_fail_the_schema(values, where):
-    args = ["template", "x", str(CHART)]
-    for key, value in values.items():
-        args += ["--set-json", f"{key}={json.dumps(value)}"]
-    result = helm(*args, check=False)
+    result = helm("template", "x", str(CHART), *values_args(values), check=False)
     assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stderr
     assert where in result.stderr

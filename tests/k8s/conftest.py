@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tests.conftest import free_port
-from tests.helm_tools import K8S_BIN, ROOT, find_helm, helm
+from tests.helm_tools import CHART, K8S_BIN, ROOT, find_helm, helm, values_args
 
 T = TypeVar("T")
 
@@ -41,6 +41,13 @@ class Cluster:
 
     def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return helm(*args, env={"KUBECONFIG": str(self.kubeconfig)}, check=check)
+
+    def install(
+        self, namespace: str, values: dict[str, Any], *extra: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """`helm install lnsync ./helm/lnsync -n NAMESPACE` with ``values`` (dotted keys)."""
+        args = ["install", "lnsync", str(CHART), "-n", namespace, "--create-namespace", *values_args(values)]
+        return self.helm(*args, *extra, check=check)
 
     def client(self, kubeconfig: Path | None = None) -> Any:
         from kubernetes import config

@@ -28,15 +28,7 @@ def _labels(**extra: str) -> str:
 
 
 def test_server_side_dry_run_uses_what_this_server_offers(cluster: Cluster):
-    out = cluster.helm(
-        "install",
-        "lnsync",
-        str(CHART),
-        "-n",
-        "default",
-        "--dry-run=server",
-        *values_args({"peers": [PEER_A]}),
-    ).stdout
+    out = cluster.install("default", {"peers": [PEER_A]}, "--dry-run=server").stdout
     docs = _manifests(out)
     kinds = {(d["apiVersion"], d["kind"]) for d in docs}
     # 1.20 has neither autoscaling/v2 (1.23) nor policy/v1 (1.21): the chart asked the server.
@@ -51,17 +43,7 @@ def test_server_side_dry_run_uses_what_this_server_offers(cluster: Cluster):
 
 def test_server_rejects_what_it_does_not_support(cluster: Cluster):
     """What only the server knows: 1.20 has no native gRPC probe (why the chart asks for the version)."""
-    native = cluster.helm(
-        "install",
-        "lnsync",
-        str(CHART),
-        "-n",
-        "default",
-        "--dry-run=server",
-        "--set",
-        "probes.grpc=native",
-        check=False,
-    )
+    native = cluster.install("default", {"probes.grpc": "native"}, "--dry-run=server", check=False)
     assert native.returncode != 0
     assert "grpc" in native.stderr
     assert 'unknown field "grpc"' in native.stderr
@@ -77,15 +59,7 @@ def test_install_upgrade_with_one_more_peer_and_uninstall(cluster: Cluster):
             d.metadata.name: d for d in apps.list_namespaced_deployment(ns, label_selector=_labels()).items
         }
 
-    cluster.helm(
-        "install",
-        "lnsync",
-        str(CHART),
-        "-n",
-        ns,
-        "--create-namespace",
-        *values_args({"peers": [PEER_A, PEER_B]}),
-    )
+    cluster.install(ns, {"peers": [PEER_A, PEER_B]})
     first = deployments()
     dl_a, dl_b, dl_c = (f"lnsync-downloader-{p[:16]}" for p in (PEER_A, PEER_B, PEER_C))
     assert set(first) == {
@@ -157,7 +131,7 @@ def test_install_with_external_database(cluster: Cluster):
         "database.existingSecret": "lnsync-db",
         "database.existingSecretKey": "url",
     }
-    cluster.helm("install", "lnsync", str(CHART), "-n", ns, *values_args(values))
+    cluster.install(ns, values)
     assert apps.list_namespaced_stateful_set(ns).items == []
     persistence = apps.read_namespaced_deployment("lnsync-persistence", ns)
     env = {e.name: e for e in persistence.spec.template.spec.containers[0].env}

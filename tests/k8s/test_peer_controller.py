@@ -19,7 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from lnsync import rpc
 from services.peer_controller import spec
 from tests.conftest import free_port
-from tests.helm_tools import CHART, PEER_A, PEER_B, PEER_C, render, values_args
+from tests.helm_tools import PEER_A, PEER_B, PEER_C, render
 from tests.k8s.conftest import CONTROLLER_NAMESPACE, Cluster, wait_for
 
 pytestmark = pytest.mark.k8s
@@ -70,7 +70,7 @@ def core(cluster: Cluster) -> client.CoreV1Api:
 @pytest.fixture
 def release(cluster: Cluster) -> Iterator[None]:
     values = {"peerController.enabled": True, "peers": [PEER_A]}
-    cluster.helm("install", "lnsync", str(CHART), "-n", NS, "--create-namespace", *values_args(values))
+    cluster.install(NS, values)
     yield
     cluster.helm("uninstall", "lnsync", "-n", NS, check=False)
 
@@ -204,14 +204,7 @@ def test_waits_for_its_configmap_without_crashing(cluster, apps, core, tmp_path)
         wait_for(lambda: "does not exist" in controller.log.read_text(), "the missing-ConfigMap report")
         assert controller.proc.poll() is None
         assert not controller.serving()
-        cluster.helm(
-            "install",
-            "lnsync",
-            str(CHART),
-            "-n",
-            ns,
-            *values_args({"peerController.enabled": True, "peers": [PEER_B]}),
-        )
+        cluster.install(ns, {"peerController.enabled": True, "peers": [PEER_B]})
         wait_for(lambda: name(PEER_B) in managed(apps, ns), "the downloader after install", timeout=60)
         wait_for(controller.serving, "SERVING after install")
     finally:
