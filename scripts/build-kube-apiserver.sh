@@ -4,8 +4,8 @@
 # usage: scripts/build-kube-apiserver.sh [DEST_DIR]     (default: ~/.cache/lnsync/k8s)
 #
 # No registry we can reach ships a kube-apiserver binary, but Debian's `kubernetes` *source* package
-# is the full tree with vendor/, so it builds with Debian's Go 1.19 and nothing from the network but
-# deb.debian.org. Two repairs make it work (found by trying, see docs in the chart README):
+# is the full tree with vendor/, so it builds with Debian's Go 1.19 (bookworm) and nothing from the
+# network but this machine's Debian mirror. Two repairs make it work (both found by trying):
 #   1. pkg/generated/openapi is not in the tarball: generate it with the vendored openapi-gen.
 #   2. The vendored modern-go/reflect2 1.0.1 crashes under Go >= 1.18 (SIGSEGV in mapiterinit):
 #      replace it with Debian's 1.0.2.
@@ -18,7 +18,6 @@ DEST=$(realpath -m "${1:-${LNSYNC_K8S_BIN:-$HOME/.cache/lnsync/k8s}}")
 WORK=$(realpath -m "${KAPI_WORK:-$DEST.build}")
 K8S_VERSION=v1.20.2
 K8S_DEB=1.20.5+really1.20.2-1.1+deb12u1
-SUITE=${KAPI_DEBIAN_SUITE:-bookworm}
 
 have_binaries() {
   [ -x "$DEST/kube-apiserver" ] && [ -x "$DEST/etcd" ] &&
@@ -42,12 +41,16 @@ echo "building kube-apiserver $K8S_VERSION into $DEST (work dir $WORK; ~10 min o
 mkdir -p "$WORK/lists/partial" "$WORK/cache/archives/partial" "$WORK/src" "$WORK/debs" "$WORK/root"
 cd "$WORK"
 
-keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-cat > sources.list <<EOF
-deb [signed-by=$keyring] http://deb.debian.org/debian $SUITE main
-deb-src [signed-by=$keyring] http://deb.debian.org/debian $SUITE main
-EOF
-APT=(-o Dir::Etc::sourcelist="$WORK/sources.list" -o Dir::Etc::sourceparts=-
+# This machine's own Debian sources, with source packages enabled, in a private apt state.
+mkdir -p "$WORK/sources.list.d"
+: >"$WORK/sources.list"
+if [ -f /etc/apt/sources.list ]; then
+  sed -n 's/^deb \(.*\)$/deb \1\ndeb-src \1/p' /etc/apt/sources.list >"$WORK/sources.list"
+fi
+for f in /etc/apt/sources.list.d/*.sources; do
+  if [ -f "$f" ]; then sed 's/^Types: *deb *$/Types: deb deb-src/' "$f" >"$WORK/sources.list.d/${f##*/}"; fi
+done
+APT=(-o Dir::Etc::sourcelist="$WORK/sources.list" -o Dir::Etc::sourceparts="$WORK/sources.list.d"
   -o Dir::State::Lists="$WORK/lists" -o Dir::Cache="$WORK/cache" -o Debug::NoLocking=1 -o APT::Sandbox::User=root)
 apt-get "${APT[@]}" -qq update
 
