@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("lnsync.commands.status", "print sync state, graph size and snapshots of a running stack"),
     "inspect": ("lnsync.commands.inspect", "decode an RGS blob and describe it (--json, --records)"),
     "healthcheck": ("lnsync.commands.healthcheck", "exit 0 if a gRPC service is SERVING (probes)"),
+    "gen": ("lnsync.commands.gen", "generate a realistic signed gossip history on the mainnet graph"),
 }
 
 

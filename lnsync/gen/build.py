@@ -1,0 +1,172 @@
+"""Planned messages to wire bytes: encoding and signing, in this process or in worker processes.
+
+Signing dominates the generator's cost (one ECDSA signature per update and node_announcement, four
+per channel_announcement), so with ``workers > 1`` batches go to worker processes, one batch in
+flight per worker, and results come back in order: the output is the same byte for byte whatever
+the number of workers. Unsigned output carries a placeholder (all-zero) signature that no
+verifier accepts.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from lnsync.gen.history import Job, Planned
+from lnsync.gossip import messages as m
+from lnsync.gossip.signing import pubkey_of, sha256d, sign
+
+PLACEHOLDER_SIGNATURE = bytes(64)
+BATCH = 1000
+
+
+def build_message(job: Job, chain_hash: bytes, signed: bool) -> bytes:
+    """The wire message (with its type) a job describes; see :mod:`lnsync.gen.history`."""
+    kind = job[0]
+    if kind == "u":
+        _, secret, scid, ts, flags, cltv, hmin, base, ppm, hmax = job
+        body = m.encode_channel_update_body(chain_hash, scid, ts, flags, cltv, hmin, base, ppm, hmax)
+        sig = sign(secret, sha256d(body)) if signed else PLACEHOLDER_SIGNATURE
+        return m.with_type(m.CHANNEL_UPDATE, sig, body)
+    if kind == "n":
+        _, secret, ts, features, rgb, alias, addresses = job
+        body = m.encode_node_announcement_body(
+            pubkey_of(secret), ts, features=features, rgb_color=rgb, alias=alias, addresses=addresses
+        )
+        sig = sign(secret, sha256d(body)) if signed else PLACEHOLDER_SIGNATURE
+        return m.with_type(m.NODE_ANNOUNCEMENT, sig, body)
+    if kind == "c":
+        _, scid, n1, n2, s1, s2, b1, b2 = job
+        body = m.encode_channel_announcement_body(chain_hash, scid, n1, n2, pubkey_of(b1), pubkey_of(b2))
+        if signed:
+            digest = sha256d(body)
+            sigs = b"".join(sign(s, digest) for s in (s1, s2, b1, b2))
+        else:
+            sigs = PLACEHOLDER_SIGNATURE * 4
+        return m.with_type(m.CHANNEL_ANNOUNCEMENT, sigs, body)
+    raise ValueError(f"unknown job kind {kind!r}")
+
+
+def build_batch(jobs: list[Job], chain_hash: bytes, signed: bool) -> list[bytes]:
+    return [build_message(job, chain_hash, signed) for job in jobs]
+
+
+def build_stream(
+    planned: Iterator[Planned], chain_hash: bytes, *, signed: bool, workers: int
+) -> Iterator[tuple[Planned, bytes]]:
+    """Each planned message with its bytes, in the order given."""
+    if workers <= 1:
+        for p in planned:
+            yield p, build_message(p.job, chain_hash, signed)
+        return
+    with _WorkerPool(workers) as pool:
+        batches = _batches(planned)
+        pending: deque[list[Planned]] = deque()
+        for worker in range(workers):  # one batch in flight per worker
+            batch = next(batches, None)
+            if batch is None:
+                break
+            pool.send(worker, batch, chain_hash, signed)
+            pending.append(batch)
+        worker = 0
+        while pending:
+            following = next(batches, None)  # planned while the workers sign
+            done = pending.popleft()
+            results = pool.receive(worker)
+            if following is not None:
+                pool.send(worker, following, chain_hash, signed)
+                pending.append(following)
+            yield from zip(done, results, strict=True)
+            worker = (worker + 1) % workers
+
+
+def _batches(planned: Iterator[Planned]) -> Iterator[list[Planned]]:
+    batch: list[Planned] = []
+    for p in planned:
+        batch.append(p)
+        if len(batch) == BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _WorkerPool:
+    """Signing processes (``python -m lnsync.gen.worker``) fed over pipes, one batch each at a time.
+
+    Plain subprocesses rather than multiprocessing: nothing is re-imported from the caller's main
+    module and nothing is forked from a process that may run threads.
+    """
+
+    def __init__(self, workers: int) -> None:
+        root = str(Path(__file__).resolve().parent.parent.parent)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH")))))
+        argv = [sys.executable, "-m", "lnsync.gen.worker"]
+        pipe = subprocess.PIPE
+        self._procs = [subprocess.Popen(argv, stdin=pipe, stdout=pipe, env=env) for _ in range(workers)]
+
+    def __enter__(self) -> _WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self._procs:
+            assert proc.stdin is not None
+            proc.stdin.close()
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            assert proc.stdout is not None
+            proc.stdout.close()
+
+    def send(self, worker: int, batch: list[Planned], chain_hash: bytes, signed: bool) -> None:
+        stdin = self._procs[worker].stdin
+        assert stdin is not None
+        stdin.write(encode_request(chain_hash, signed, [p.job for p in batch]))
+        stdin.flush()
+
+    def receive(self, worker: int) -> list[bytes]:
+        stdout = self._procs[worker].stdout
+        assert stdout is not None
+        header = stdout.read(4)
+        body = stdout.read(int.from_bytes(header, "big")) if len(header) == 4 else b""
+        if len(header) != 4:
+            raise RuntimeError(f"signing worker {worker} exited (code {self._procs[worker].poll()})")
+        return decode_reply(body)
+
+
+# The pipe protocol: a request is [u32 length][pickle of (chain_hash, signed, jobs)]; the reply is
+# [u32 length] and the messages as [u16 length][message] records. Both ends are this module's code.
+
+
+def encode_request(chain_hash: bytes, signed: bool, jobs: list[Job]) -> bytes:
+    payload = pickle.dumps((chain_hash, signed, jobs), protocol=pickle.HIGHEST_PROTOCOL)
+    return len(payload).to_bytes(4, "big") + payload
+
+
+def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
+    """The worker loop: answer requests until the parent closes the pipe."""
+    while len(header := stdin.read(4)) == 4:
+        payload = stdin.read(int.from_bytes(header, "big"))
+        chain_hash, signed, jobs = pickle.loads(payload)  # noqa: S301 - written by our own parent process
+        reply = b"".join(len(raw).to_bytes(2, "big") + raw for raw in build_batch(jobs, chain_hash, signed))
+        stdout.write(len(reply).to_bytes(4, "big") + reply)
+        stdout.flush()
+
+
+def decode_reply(body: bytes) -> list[bytes]:
+    out = []
+    at = 0
+    while at < len(body):
+        n = int.from_bytes(body[at : at + 2], "big")
+        out.append(body[at + 2 : at + 2 + n])
+        at += 2 + n
+    return out
