@@ -41,6 +41,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from lnsync.gen.gossmap import Policy
 from lnsync.gen.nodes import NodeProfile, make_profile, moved
 from lnsync.gen.topology import Channel, Topology
@@ -146,7 +148,7 @@ def _draw_cadence(rng: random.Random) -> _Cadence:
         return _Cadence(DAY * rng.uniform(0.92, 1.08), 0.04)
     if r < 0.94:
         return _Cadence(DAY * rng.uniform(2, 6), 0.2)
-    return _Cadence(rate_per_day=min(100.0, max(2.0, rng.lognormvariate(math.log(8), 0.8))))
+    return _Cadence(rate_per_day=min(100.0, max(2.0, rng.lognormvariate(math.log(6), 0.8))))
 
 
 def _tweak_fees(rng: random.Random, p: Policy) -> Policy:
@@ -237,11 +239,21 @@ def _node_timeline(
 # -- the simulation --------------------------------------------------------------------------------
 
 
-def _delay(rng: random.Random) -> float:
-    """Seconds from a message's timestamp until a well-connected node has it."""
-    if rng.random() < 0.005:
-        return rng.uniform(1800, 6 * 3600)
-    return 2 + min(1800.0, math.exp(_LOG_45 + 0.9 * rng.gauss()))
+class _Delays:
+    """Seconds from a message's timestamp until a well-connected node has it, drawn in bulk."""
+
+    def __init__(self, seed: int) -> None:
+        key = int.from_bytes(hashlib.sha256(f"lnsync-gen/{seed}/delays".encode()).digest()[:16], "big")
+        self._gen = np.random.Generator(np.random.PCG64(key))
+        self._buf: list[float] = []
+
+    def __call__(self) -> float:
+        if not self._buf:
+            n = 1 << 16
+            usual = 2 + np.minimum(1800.0, self._gen.lognormal(_LOG_45, 0.9, n))
+            late = self._gen.uniform(1800, 6 * 3600, n)
+            self._buf = np.where(self._gen.random(n) < 0.005, late, usual).tolist()
+        return self._buf.pop()
 
 
 def _default_policy(capacity_sat: int) -> Policy:
@@ -251,6 +263,7 @@ def _default_policy(capacity_sat: int) -> Policy:
 class _Simulation:
     def __init__(self, topology: Topology, seed: int, start: float, end: float) -> None:
         self.rng = random.Random(f"lnsync-gen/{seed}")
+        self.delay = _Delays(seed)
         self.seed = seed
         self.start = start
         self.end = end
@@ -400,14 +413,14 @@ class _Simulation:
     def _node_announcement(self, node: _Node, ts: int, profile: NodeProfile) -> None:
         assert node.announced_at is not None
         ts = node.last_ts = max(ts, node.last_ts + 1)
-        recv = max(ts + _delay(self.rng), node.announced_at + 0.01, node.last_recv + 0.001)
+        recv = max(ts + self.delay(), node.announced_at + 0.01, node.last_recv + 0.001)
         node.last_recv = recv
         p = profile
-        self._emit(recv, ("n", node.secret, ts, p.features, p.rgb_color, p.alias, p.addresses))
+        self._emit(recv, ("n", node.secret, node.node_id, ts, p.features, p.rgb_color, p.alias, p.addresses))
 
     def _channel_update(self, d: _Direction, ts: int, disabled: bool, p: Policy) -> None:
         chan = d.chan
-        recv = max(ts + _delay(self.rng), d.last_recv + 0.001)
+        recv = max(ts + self.delay(), d.last_recv + 0.001)
         if chan.ann_recv is None:
             self._announce(chan, recv - min(self.rng.uniform(0.2, 8), 0.5 * (recv - ts)))
         assert chan.ann_recv is not None
@@ -435,7 +448,7 @@ class _Simulation:
                 self._node_announcement(actor, item[0], item[1])
                 self._push(timeline, actor)
             else:
-                self._announce(actor, ts + _delay(self.rng))
+                self._announce(actor, ts + self.delay())
             # Every message still to come is received at or after ``ts``: release the ones before.
             while out and out[0][0] <= ts:
                 recv, _, job, funding = heapq.heappop(out)
