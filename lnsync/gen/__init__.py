@@ -60,7 +60,7 @@ def generate_history(
 
     ``scale`` keeps about that share of the snapshot's channels (a connected graph among the
     best-connected nodes; 1 = all of it). The window is the ``days`` before ``end_time``; each channel
-    and node that exists when it opens starts with its last message before it. ``sign=False`` skips
+    and node that exists when it opens starts with its last message, from the day before. ``sign=False`` skips
     signing (placeholder signatures) and is much faster. ``workers`` processes sign in parallel
     (default: one per CPU; 1 = in this process). ``progress`` is called every ``progress_every`` seconds.
     """

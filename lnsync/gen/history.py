@@ -26,7 +26,8 @@ The cadence (all rates per direction over the window):
   5 % of nodes with an IPv4 address move to a new one. A node announces only after one of its
   channels has been announced (BOLT 7).
 * Channels and nodes that exist when the window opens start with their last message before it,
-  so every channel is announced and has its current policy in the stream.
+  placed in the day before the window, so every channel is announced and has its policy in the
+  stream, which therefore starts at most one day before the window.
 * Received time: 2 s + a log-normal delay (median about 45 s, 95 % under about 4 min); 0.5 %
   arrive 30 minutes to 6 hours late. A channel_announcement arrives shortly before its first update.
 """
@@ -133,7 +134,8 @@ class _Cadence:
     spread: float = 0.05  # relative jitter of each interval
     rate_per_day: float = 0.0  # > 0: frequent fee updates (exponential intervals)
 
-    def first_interval(self, rng: random.Random) -> float:
+    @property
+    def mean_interval(self) -> float:
         return DAY / self.rate_per_day if self.rate_per_day else self.period
 
     def next_interval(self, rng: random.Random) -> float:
@@ -169,14 +171,16 @@ def _direction_timeline(
     capacity_msat: int,
     cadence: _Cadence,
     first: float,
+    second: float | None,
     stop: float,
     specials: list[tuple[float, str]],
     disabled_from_start: bool,
 ) -> Iterator[tuple[int, bool, Policy]]:
     """(timestamp, disabled, policy) of each channel_update of one direction, strictly increasing.
 
-    ``specials`` are timed state changes, each published at once: ``off``/``on`` (disabled and
-    back), ``change`` (switch to the final fees), ``disable`` (disabled until the end).
+    The first update is at ``first``, the next regular one at ``second`` (default: one interval
+    later). ``specials`` are timed state changes, each published at once: ``off``/``on``
+    (disabled and back), ``change`` (switch to the final fees), ``disable`` (disabled until the end).
     """
     specials = sorted(specials)
     disabled = disabled_from_start
@@ -194,7 +198,7 @@ def _direction_timeline(
         else:
             t = due
             if cadence.rate_per_day and t > first:  # a fee manager at work
-                if t + cadence.first_interval(rng) > stop and not specials:
+                if t + cadence.mean_interval > stop and not specials:  # the last one
                     policy = final
                 else:
                     ppm = final.fee_proportional_millionths
@@ -206,7 +210,7 @@ def _direction_timeline(
                     policy = _replace_fees(final, final.fee_base_msat, ppm, hmax)
         if t > stop:
             return
-        due = t + cadence.next_interval(rng)
+        due = t + cadence.next_interval(rng) if second is None or t > first else max(second, t + 1)
         last = max(int(t), last + 1)
         yield last, disabled, policy
 
@@ -223,7 +227,7 @@ def _node_timeline(
     else:
         cadence = _Cadence(DAY * rng.uniform(7, 13), 0.1)
     move_at = start + rng.uniform(0, stop - start) if rng.random() < 0.05 else math.inf
-    t = start - rng.uniform(0, cadence.period)
+    t, second = _initial_times(rng, start, cadence.period)
     last = 0
     while t <= stop:
         if t >= move_at:
@@ -231,9 +235,22 @@ def _node_timeline(
             t, move_at = move_at, math.inf
         last = max(int(t), last + 1)
         yield last, profile
-        t += cadence.next_interval(rng)
+        t = max(second, t + 1) if second is not None else t + cadence.next_interval(rng)
+        second = None
         if t > move_at:
             t = move_at
+
+
+def _initial_times(rng: random.Random, start: float, period: float) -> tuple[float, float | None]:
+    """When something that republishes every ``period`` seconds last did so before ``start``, and
+    when it does so next if that is not one period later.
+
+    The last one is kept within the day before the window (so the history starts at most a day
+    early); the time to the next one is uniform over a period, as for a random phase.
+    """
+    if period <= DAY:
+        return start - rng.uniform(0, period), None
+    return start - rng.uniform(0, DAY), start + rng.uniform(0, period)
 
 
 # -- the simulation --------------------------------------------------------------------------------
@@ -321,7 +338,7 @@ class _Simulation:
                 self._add_channel(c, ("chan", c.index), height, t_open, self.end)
             else:
                 self._add_channel(c, ("chan", c.index), self._old_height(), None, self.end)
-        for k in range(round(0.004 * days * len(topology.channels))):
+        for k in range(round(0.004 * days * len(topology.channels)) if usable else 0):
             src = rng.choice(usable)
             pa = src.policy_a if not src.policy_a.disabled else src.policy_b
             pb = src.policy_b if not src.policy_b.disabled else src.policy_a
@@ -366,11 +383,19 @@ class _Simulation:
             if side == closer:
                 specials.append((stop - rng.uniform(30, 1800), "off"))
             if t_open is None:
-                first = self.start - rng.uniform(0, cadence.first_interval(rng))
+                first, second = _initial_times(rng, self.start, cadence.mean_interval)
             else:
-                first = t_open + rng.uniform(0, 300 if side == 0 else 900)
+                first, second = t_open + rng.uniform(0, 300 if side == 0 else 900), None
             timeline = _direction_timeline(
-                rng, policy, c.capacity_sat * 1000, cadence, first, stop, specials, disabled_from_start
+                rng,
+                policy,
+                c.capacity_sat * 1000,
+                cadence,
+                first,
+                second,
+                stop,
+                specials,
+                disabled_from_start,
             )
             self._push(timeline, _Direction(chan, origin, other))
             timelines += 1
@@ -462,7 +487,7 @@ class _Simulation:
 
 def plan_history(topology: Topology, *, seed: int, days: float, end_time: float) -> Iterator[Planned]:
     """The messages of ``days`` days ending at ``end_time`` (plus each channel's and node's last
-    message before the window), in received-time order."""
+    message from the day before the window), in received-time order."""
     if days <= 0:
         raise ValueError("days must be positive")
     return _Simulation(topology, seed, end_time - days * DAY, end_time).run()
