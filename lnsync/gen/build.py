@@ -1,18 +1,21 @@
 """Planned messages to wire bytes: encoding and signing, in this process or in worker processes.
 
 Signing dominates the generator's cost (one ECDSA signature per update and node_announcement, four
-per channel_announcement), so with ``workers > 1`` batches go to worker processes, one batch in
-flight per worker, and results come back in order: the output is the same byte for byte whatever
+per channel_announcement), so with ``workers > 1`` batches go to worker processes, two batches
+queued per worker, and results come back in order: the output is the same byte for byte whatever
 the number of workers. Unsigned output carries a placeholder (all-zero) signature that no
 verifier accepts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
+import queue
 import subprocess
 import sys
+import threading
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,23 +93,21 @@ def build_stream(
         return
     with _WorkerPool(workers) as pool:
         batches = _batches(planned)
-        pending: deque[list[Planned]] = deque()
-        for worker in range(workers):  # one batch in flight per worker
+        pending: deque[tuple[int, list[Planned]]] = deque()
+        for i in range(_QUEUED * workers):  # each worker gets a batch to start on the next one at once
             batch = next(batches, None)
             if batch is None:
                 break
-            pool.send(worker, batch, chain_hash, signed)
-            pending.append(batch)
-        worker = 0
+            pool.send(i % workers, batch, chain_hash, signed)
+            pending.append((i % workers, batch))
         while pending:
+            worker, done = pending.popleft()
             following = next(batches, None)  # planned while the workers sign
-            done = pending.popleft()
             results = pool.receive(worker)
             if following is not None:
                 pool.send(worker, following, chain_hash, signed)
-                pending.append(following)
+                pending.append((worker, following))
             yield from zip(done, results, strict=True)
-            worker = (worker + 1) % workers
 
 
 def _batches(planned: Iterator[Planned]) -> Iterator[list[Planned]]:
@@ -120,11 +121,15 @@ def _batches(planned: Iterator[Planned]) -> Iterator[list[Planned]]:
         yield batch
 
 
+_QUEUED = 2  # batches sent to a worker and not yet collected
+
+
 class _WorkerPool:
-    """Signing processes (``python -m lnsync.gen.worker``) fed over pipes, one batch each at a time.
+    """Signing processes (``python -m lnsync.gen.worker``) fed over pipes.
 
     Plain subprocesses rather than multiprocessing: nothing is re-imported from the caller's main
-    module and nothing is forked from a process that may run threads.
+    module and nothing is forked from a process that may run threads. A thread per worker drains
+    its replies, so a worker never waits on a full pipe while the parent writes the next request.
     """
 
     def __init__(self, workers: int) -> None:
@@ -133,6 +138,20 @@ class _WorkerPool:
         argv = [sys.executable, "-m", "lnsync.gen.worker"]
         pipe = subprocess.PIPE
         self._procs = [subprocess.Popen(argv, stdin=pipe, stdout=pipe, env=env) for _ in range(workers)]
+        self._replies: list[queue.Queue[list[bytes] | None]] = [queue.Queue() for _ in range(workers)]
+        self._readers = [
+            threading.Thread(target=self._drain, args=(i,), daemon=True, name=f"gen-worker-{i}")
+            for i in range(workers)
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _drain(self, worker: int) -> None:
+        stdout = self._procs[worker].stdout
+        assert stdout is not None
+        while len(header := stdout.read(4)) == 4:
+            self._replies[worker].put(decode_reply(stdout.read(int.from_bytes(header, "big"))))
+        self._replies[worker].put(None)
 
     def __enter__(self) -> _WorkerPool:
         return self
@@ -140,30 +159,34 @@ class _WorkerPool:
     def __exit__(self, *exc: object) -> None:
         for proc in self._procs:
             assert proc.stdin is not None
-            proc.stdin.close()
-        for proc in self._procs:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        for proc, reader in zip(self._procs, self._readers, strict=True):
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            reader.join()
             assert proc.stdout is not None
             proc.stdout.close()
 
     def send(self, worker: int, batch: list[Planned], chain_hash: bytes, signed: bool) -> None:
         stdin = self._procs[worker].stdin
         assert stdin is not None
-        stdin.write(encode_request(chain_hash, signed, [p.job for p in batch]))
-        stdin.flush()
+        try:
+            stdin.write(encode_request(chain_hash, signed, [p.job for p in batch]))
+            stdin.flush()
+        except BrokenPipeError:
+            raise RuntimeError(
+                f"signing worker {worker} exited (code {self._procs[worker].poll()})"
+            ) from None
 
     def receive(self, worker: int) -> list[bytes]:
-        stdout = self._procs[worker].stdout
-        assert stdout is not None
-        header = stdout.read(4)
-        body = stdout.read(int.from_bytes(header, "big")) if len(header) == 4 else b""
-        if len(header) != 4:
-            raise RuntimeError(f"signing worker {worker} exited (code {self._procs[worker].poll()})")
-        return decode_reply(body)
+        results = self._replies[worker].get()
+        if results is None:
+            raise RuntimeError(f"signing worker {worker} exited (code {self._procs[worker].wait()})")
+        return results
 
 
 # The pipe protocol: a request is [u32 length][pickle of (chain_hash, signed, jobs)]; the reply is
