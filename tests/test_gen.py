@@ -9,6 +9,7 @@ import hashlib
 import io
 import statistics
 import struct
+import tracemalloc
 from collections import Counter, defaultdict
 from itertools import pairwise
 from pathlib import Path
@@ -20,8 +21,9 @@ from hypothesis import strategies as st
 from lnsync.chain import chain_hash
 from lnsync.cli import main as cli_main
 from lnsync.gen import DEFAULT_END_TIME, GeneratedMessage, generate_history
+from lnsync.gen.build import build_stream
 from lnsync.gen.gossmap import HEADER, GossmapError, decode_gossmap, load
-from lnsync.gen.history import DAY, block_height_at
+from lnsync.gen.history import DAY, Planned, block_height_at
 from lnsync.gen.topology import DEFAULT_GOSSMAP, DEFAULT_NODE_MAP, load_snapshot, select
 from lnsync.gossip import messages as m
 from lnsync.gossip import signing
@@ -341,3 +343,27 @@ def test_lnsync_gen_rejects_bad_arguments(tmp_path: Path, capsys: pytest.Capture
     assert cli_main(["gen", "-o", str(tmp_path / "x"), "--gossmap", str(tmp_path / "missing")]) == 1
     assert "cannot read the topology" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_memory_does_not_grow_with_the_length_of_the_history(snapshot) -> None:
+    """Streaming: four times the days, about the same peak memory (it follows the graph)."""
+
+    def peak(days: float) -> int:
+        tracemalloc.start()
+        try:
+            count = sum(
+                1 for _ in generate_history(seed=1, scale=0.01, days=days, sign=False, topology=snapshot)
+            )
+            assert count > 1000 * days
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    short, long = peak(3), peak(12)
+    assert long < 1.3 * short
+
+
+def test_a_failing_signing_worker_is_a_clear_error() -> None:
+    bogus = iter([Planned(1.0, ("x",))] * 5)
+    with pytest.raises(RuntimeError, match="signing worker"):
+        list(build_stream(bogus, MAINNET, signed=True, workers=2))
