@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
 import io
+import ipaddress
 import statistics
-import struct
 import tracemalloc
 from collections import Counter, defaultdict
 from itertools import pairwise
@@ -25,9 +24,11 @@ from lnsync.gen.build import build_stream
 from lnsync.gen.gossmap import HEADER, GossmapError, decode_gossmap, load
 from lnsync.gen.history import DAY, Planned, block_height_at
 from lnsync.gen.topology import DEFAULT_GOSSMAP, DEFAULT_NODE_MAP, load_snapshot, select
+from lnsync.gossip import features
 from lnsync.gossip import messages as m
-from lnsync.gossip import signing
+from lnsync.gossip.addresses import AddressType, onion_v3_checksum_ok
 from lnsync.gossip.archive import ArchiveFormat, detect_format, read_archive
+from lnsync.gossip.validate import GossipValidator
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 MAINNET = chain_hash("bitcoin")
@@ -135,38 +136,11 @@ def test_corrupt_gossmap_raises_only_gossmap_errors(tail: bytes) -> None:
 # -- generated messages ----------------------------------------------------------------------------
 
 
-def _onion_checksum_ok(onion: bytes) -> bool:
-    return hashlib.sha3_256(b".onion checksum" + onion[:32] + b"\x03").digest()[:2] == onion[32:34]
-
-
-def _check_addresses(addresses: bytes) -> list[int]:
-    """Parse BOLT 7 address descriptors; the types, which must ascend."""
-    types, at = [], 0
-    while at < len(addresses):
-        kind = addresses[at]
-        if kind == 1:
-            size = 6
-        elif kind == 2:
-            size = 18
-        elif kind == 4:
-            size = 37
-            assert _onion_checksum_ok(addresses[at + 1 : at + 36])
-        elif kind == 5:
-            size = 1 + addresses[at + 1] + 2
-            addresses[at + 2 : at + 2 + addresses[at + 1]].decode("ascii")
-        else:
-            raise AssertionError(f"unexpected address type {kind}")
-        assert struct.unpack_from(">H", addresses, at + size - 1)[0] != 0
-        types.append(kind)
-        at += 1 + size
-    assert at == len(addresses)
-    assert types == sorted(types)
-    return types
-
-
 def _verify_history(history: list[GeneratedMessage], *, signed: bool) -> Counter[str]:
-    """Check every BOLT 7 rule the generator promises (and every signature when ``signed``)."""
-    anns: dict[int, tuple[m.ChannelAnnouncement, int]] = {}
+    """Every rule the gossip core enforces (signatures too when ``signed``, through
+    GossipValidator), plus what the generator promises beyond BOLT 7's minimum."""
+    validator = GossipValidator(MAINNET, verify_signatures=signed, strict_alias=True)
+    funding: dict[int, int] = {}
     announced_nodes: set[bytes] = set()
     last_update: dict[tuple[int, int], int] = {}
     last_node: dict[bytes, int] = {}
@@ -175,49 +149,38 @@ def _verify_history(history: list[GeneratedMessage], *, signed: bool) -> Counter
     for msg in history:
         assert msg.received_at >= previous
         previous = msg.received_at
-        decoded = m.decode_gossip(msg.raw)
+        decoded = validator.validate(msg.raw)
         counts[type(decoded).__name__] += 1
         if isinstance(decoded, m.ChannelAnnouncement):
-            assert decoded.chain_hash == MAINNET
-            assert decoded.node_id_1 < decoded.node_id_2
-            assert decoded.short_channel_id not in anns
+            assert decoded.short_channel_id not in funding
             assert msg.funding_sats is not None
             assert msg.funding_sats > 0
-            anns[decoded.short_channel_id] = (decoded, msg.funding_sats)
+            funding[decoded.short_channel_id] = msg.funding_sats
             announced_nodes |= {decoded.node_id_1, decoded.node_id_2}
-            if signed:
-                digest = signing.sha256d(decoded.signed_part)
-                for key, sig in (
-                    (decoded.node_id_1, decoded.node_signature_1),
-                    (decoded.node_id_2, decoded.node_signature_2),
-                    (decoded.bitcoin_key_1, decoded.bitcoin_signature_1),
-                    (decoded.bitcoin_key_2, decoded.bitcoin_signature_2),
-                ):
-                    assert signing.verify(key, sig, digest)
         elif isinstance(decoded, m.ChannelUpdate):
             assert msg.funding_sats is None
-            ann, funding = anns[decoded.short_channel_id]  # announced (received) first
-            assert decoded.chain_hash == MAINNET
-            assert decoded.message_flags & 1
-            assert decoded.htlc_minimum_msat <= decoded.htlc_maximum_msat <= funding * 1000
+            capacity_msat = funding[decoded.short_channel_id] * 1000  # announced (received) first
+            assert decoded.htlc_maximum_msat <= capacity_msat
             assert msg.received_at >= decoded.timestamp + 1
             key = (decoded.short_channel_id, decoded.direction)
             assert decoded.timestamp > last_update.get(key, 0)
             last_update[key] = decoded.timestamp
-            if signed:
-                origin = ann.node_id_2 if decoded.direction else ann.node_id_1
-                assert signing.verify(origin, decoded.signature, signing.sha256d(decoded.signed_part))
         else:
             assert isinstance(decoded, m.NodeAnnouncement)
             assert decoded.node_id in announced_nodes  # only after one of its channels
             assert decoded.timestamp > last_node.get(decoded.node_id, 0)
             last_node[decoded.node_id] = decoded.timestamp
-            decoded.alias.rstrip(b"\0").decode("utf-8")
-            _check_addresses(decoded.addresses)
-            if signed:
-                assert signing.verify(
-                    decoded.node_id, decoded.signature, signing.sha256d(decoded.signed_part)
-                )
+            addresses = decoded.address_list
+            assert not addresses.excess
+            types = [a.type for a in addresses.addresses]
+            assert types == sorted(set(types))
+            for a in addresses.addresses:
+                assert a.usable
+                if a.type == AddressType.TOR_V3:
+                    assert onion_v3_checksum_ok(a.host)
+                if a.type in (AddressType.IPV4, AddressType.IPV6):
+                    assert ipaddress.ip_address(a.host).is_global
+            assert features.missing_dependencies(decoded.features) == []
     return counts
 
 

@@ -8,11 +8,15 @@ caller's RNG, so a seed reproduces them.
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import hashlib
 import ipaddress
 import random
-import struct
 from dataclasses import dataclass
+
+from lnsync.gossip import features
+from lnsync.gossip.addresses import AddressType, SocketAddress, decode_addresses, encode_addresses
 
 # BOLT 9 feature bits per implementation (as of 2025/2026 releases).
 _FEATURE_BITS: dict[str, tuple[int, ...]] = {
@@ -56,12 +60,6 @@ class NodeProfile:
     addresses: bytes
 
 
-def features_bytes(bits: tuple[int, ...]) -> bytes:
-    """A BOLT 9 feature bitfield of minimal length (bit 0 is the least significant bit)."""
-    value = sum(1 << b for b in set(bits))
-    return value.to_bytes((value.bit_length() + 7) // 8, "big")
-
-
 def _pick(rng: random.Random, table: tuple[tuple[str, float], ...]) -> str:
     return rng.choices([k for k, _ in table], weights=[w for _, w in table])[0]
 
@@ -70,46 +68,46 @@ def _port(rng: random.Random) -> int:
     return _PORT if rng.random() < 0.85 else rng.randrange(1024, 65536)
 
 
-def random_ipv4(rng: random.Random) -> bytes:
+def random_ipv4(rng: random.Random) -> str:
     """A routable (public, unicast) IPv4 address."""
     while True:
         addr = ipaddress.IPv4Address(rng.getrandbits(32))
         if addr.is_global and not addr.is_multicast:
-            return addr.packed
+            return str(addr)
 
 
-def random_ipv6(rng: random.Random) -> bytes:
+def random_ipv6(rng: random.Random) -> str:
+    """An address in one of the large hosting providers' IPv6 blocks."""
     prefix = ipaddress.IPv6Address(rng.choice(_IPV6_PREFIXES) + "::").packed[:4]
-    return prefix + rng.getrandbits(96).to_bytes(12, "big")
+    return str(ipaddress.IPv6Address(prefix + rng.getrandbits(96).to_bytes(12, "big")))
 
 
-def tor_v3_onion(pubkey: bytes) -> bytes:
-    """The 35-byte Tor v3 onion address of a 32-byte key, with its real checksum."""
-    checksum = hashlib.sha3_256(b".onion checksum" + pubkey + b"\x03").digest()[:2]
-    return pubkey + checksum + b"\x03"
+def tor_v3_host(key: bytes) -> str:
+    """The ``….onion`` name of a 32-byte service key, with its real checksum and version 3."""
+    checksum = hashlib.sha3_256(b".onion checksum" + key + b"\x03").digest()[:2]
+    return base64.b32encode(key + checksum + b"\x03").decode("ascii").lower() + ".onion"
 
 
-def _hostname(rng: random.Random, alias: str) -> bytes:
+def _hostname(rng: random.Random, alias: str) -> str:
     label = "".join(ch for ch in alias.lower() if ch.isascii() and ch.isalnum())[:20]
     if len(label) < 3:
         label = "ln" + "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(8))
     prefix = rng.choice(("", "", "ln.", "node.", "lightning."))
-    return f"{prefix}{label}.{rng.choice(_DNS_SUFFIXES)}".encode("ascii")
+    return f"{prefix}{label}.{rng.choice(_DNS_SUFFIXES)}"
 
 
-def encode_addresses(rng: random.Random, kinds: str, alias: str) -> bytes:
-    """Address descriptors of the given kinds, in the ascending type order BOLT 7 requires."""
+def random_addresses(rng: random.Random, kinds: str, alias: str) -> list[SocketAddress]:
+    """Addresses of the given kinds, in the ascending type order BOLT 7 requires."""
     out = []
     if "4" in kinds:
-        out.append(b"\x01" + random_ipv4(rng) + struct.pack(">H", _port(rng)))
+        out.append(SocketAddress(AddressType.IPV4, random_ipv4(rng), _port(rng)))
     if "6" in kinds:
-        out.append(b"\x02" + random_ipv6(rng) + struct.pack(">H", _port(rng)))
+        out.append(SocketAddress(AddressType.IPV6, random_ipv6(rng), _port(rng)))
     if "t" in kinds:
-        out.append(b"\x04" + tor_v3_onion(rng.randbytes(32)) + struct.pack(">H", _PORT))
+        out.append(SocketAddress(AddressType.TOR_V3, tor_v3_host(rng.randbytes(32)), _PORT))
     if "d" in kinds:
-        host = _hostname(rng, alias)
-        out.append(b"\x05" + bytes((len(host),)) + host + struct.pack(">H", _port(rng)))
-    return b"".join(out)
+        out.append(SocketAddress(AddressType.DNS, _hostname(rng, alias), _port(rng)))
+    return out
 
 
 def alias_bytes(alias: str) -> bytes:
@@ -126,20 +124,16 @@ def make_profile(rng: random.Random, node_id: bytes, alias: str) -> NodeProfile:
         colour = _DEFAULT_COLOUR[impl]
     else:
         colour = rng.randbytes(3)
-    kinds = _pick(rng, _ADDRESS_MIXES)
+    addresses = random_addresses(rng, _pick(rng, _ADDRESS_MIXES), alias)
     return NodeProfile(
-        features_bytes(_FEATURE_BITS[impl]), colour, alias_bytes(alias), encode_addresses(rng, kinds, alias)
+        features.from_bits(_FEATURE_BITS[impl]), colour, alias_bytes(alias), encode_addresses(addresses)
     )
 
 
 def moved(rng: random.Random, profile: NodeProfile) -> NodeProfile:
     """The same node after its clearnet address changed (a new IPv4 where it had one)."""
-    addrs = profile.addresses
-    if not addrs.startswith(b"\x01"):
+    addresses = list(decode_addresses(profile.addresses).addresses)
+    if not addresses or addresses[0].type != AddressType.IPV4:
         return profile
-    return NodeProfile(
-        profile.features,
-        profile.rgb_color,
-        profile.alias,
-        b"\x01" + random_ipv4(rng) + addrs[5:7] + addrs[7:],
-    )
+    addresses[0] = SocketAddress(AddressType.IPV4, random_ipv4(rng), addresses[0].port)
+    return dataclasses.replace(profile, addresses=encode_addresses(addresses))
