@@ -7,8 +7,8 @@ second heap releases messages in received-time order once no earlier one can sti
 is safe because a message is never received before its own timestamp. Memory is proportional to
 the graph and to the messages in flight, never to the length of the history.
 
-The result is a stream of :class:`Planned` messages: the fields to encode (a "job" tuple, see
-:mod:`lnsync.gen.build`) and the received time. Signing is left to the builder, so it can run in
+The result is a stream of :class:`Planned` messages: the fields to encode (a ``Job`` tuple) and
+the received time. Signing is left to the builder, so it can run in
 other processes.
 
 The cadence (all rates per direction over the window):
@@ -58,6 +58,12 @@ _SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD03
 
 _LOG_45 = math.log(45)
 
+# A message before encoding and signing (lnsync.gen.build turns it into bytes), one of:
+#   ("c", scid, node_id_1, node_id_2, node_secret_1, node_secret_2, bitcoin_secret_1, bitcoin_secret_2)
+#   ("u", origin_secret, scid, timestamp, channel_flags, cltv_expiry_delta, htlc_minimum_msat,
+#    fee_base_msat, fee_proportional_millionths, htlc_maximum_msat)
+#   ("n", node_secret, node_id, timestamp, features, rgb_color, alias, addresses)
+# Plain tuples: they are made a million times and pickled to the signing workers.
 Job = tuple[Any, ...]
 
 
