@@ -8,17 +8,17 @@ is safe because a message is never received before its own timestamp. Memory is 
 the graph and to the messages in flight, never to the length of the history.
 
 The result is a stream of :class:`Planned` messages: the fields to encode (a ``Job`` tuple) and
-the received time. Signing is left to the builder, so it can run in
-other processes.
+the received time. Signing is left to :mod:`lnsync.gen.build`, so it can run in other processes.
 
 The cadence (all rates per direction over the window):
 
 * channel_update directions that are enabled in the snapshot: 80 % refresh about daily (same
   content, new timestamp), 14 % every 2 to 6 days, 6 % change fees many times a day (2 to 100
-  times, median 8). 12 % of the daily and slow ones change their fees once. 8 % go disabled and
+  times, median 6; a third of them move htlc_maximum_msat too). 12 % of the daily and slow ones change their fees once. 8 % go disabled and
   come back 1 to 3 times (5 minutes to 2 days later).
 * directions disabled in the snapshot, which may also have had no update at all: 45 % publish
-  nothing, 35 % stay disabled (and refreshed), 20 % are enabled until a random time in the window.
+  nothing, 35 % stay disabled (refreshed every 3 to 13 days), 20 % are enabled until a random
+  time in the window.
 * channels: the snapshot's channels exist at the end. 0.5 % a day of them are opened during the
   window (announced 6 blocks after funding). Extra channels, parallel to existing ones, are closed
   during the window (0.4 % a day), half of them after a last disabling update.
