@@ -14,8 +14,8 @@ The cadence (all rates per direction over the window):
 
 * channel_update directions that are enabled in the snapshot: 80 % refresh about daily (same
   content, new timestamp), 14 % every 2 to 6 days, 6 % change fees many times a day (2 to 100
-  times, median 6; a third of them move htlc_maximum_msat too). 12 % of the daily and slow ones change their fees once. 8 % go disabled and
-  come back 1 to 3 times (5 minutes to 2 days later).
+  times, median 6; a third of them move htlc_maximum_msat too). 12 % of the daily and slow ones
+  change their fees once. 8 % go disabled and come back 1 to 3 times (5 minutes to 2 days later).
 * directions disabled in the snapshot, which may also have had no update at all: 45 % publish
   nothing, 35 % stay disabled (refreshed every 3 to 13 days), 20 % are enabled until a random
   time in the window.
