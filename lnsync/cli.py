@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("lnsync.commands.inspect", "decode an RGS blob and describe it (--json, --records)"),
     "healthcheck": ("lnsync.commands.healthcheck", "exit 0 if a gRPC service is SERVING (probes)"),
     "gen": ("lnsync.commands.gen", "generate a realistic signed gossip history on the mainnet graph"),
+    "import": ("lnsync.commands.import_", "stream gossip archives into the persistence service"),
 }
 
 

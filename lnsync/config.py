@@ -157,6 +157,11 @@ class PersistenceSettings(ServiceEndpoint):
     pending_update_ttl: int = Field(default=7 * 86400, ge=0)
     # How often retention pruning runs (seconds); 0 disables.
     prune_interval: int = Field(default=3600, ge=0)
+    # Channel updates superseded for longer than this are pruned: at least the longest scope any
+    # client delta or snapshot covers (older last-sync times must be served as full syncs).
+    superseded_retention: int = Field(default=32 * 86400, ge=86400)
+    # Per-peer delivery records (the gossip observer's raw data) are kept this long.
+    observation_retention: int = Field(default=7 * 86400, ge=0)
 
 
 class LookupSettings(ServiceEndpoint):

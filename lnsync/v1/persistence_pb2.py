@@ -24,33 +24,37 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1blnsync/v1/persistence.proto\x12\tlnsync.v1\"d\n\rIngestRequest\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.lnsync.v1.StreamHeader\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.lnsync.v1.GossipMessage\"C\n\x0cStreamHeader\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x12\n\nhistorical\x18\x03 \x01(\x08\"m\n\rGossipMessage\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0b\n\x03raw\x18\x02 \x01(\x0c\x12\x16\n\x0ereceived_at_us\x18\x03 \x01(\x03\x12\x19\n\x0c\x66unding_sats\x18\x04 \x01(\x04H\x00\x88\x01\x01\x42\x0f\n\r_funding_sats\"~\n\tIngestAck\x12\x11\n\tacked_seq\x18\x01 \x01(\x04\x12\x0e\n\x06stored\x18\x02 \x01(\x04\x12\x12\n\nduplicates\x18\x03 \x01(\x04\x12\x10\n\x08rejected\x18\x04 \x01(\x04\x12(\n\nrejections\x18\x05 \x03(\x0b\x32\x14.lnsync.v1.Rejection\"(\n\tRejection\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x80\x01\n\x19ReportSyncCompleteRequest\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x1d\n\x15\x63hannel_announcements\x18\x02 \x01(\x04\x12\x17\n\x0f\x63hannel_updates\x18\x03 \x01(\x04\x12\x1a\n\x12node_announcements\x18\x04 \x01(\x04\"2\n\x1aReportSyncCompleteResponse\x12\x14\n\x0c\x66ully_synced\x18\x01 \x01(\x08\"\x16\n\x14GetSyncStatusRequest\"t\n\nSyncStatus\x12\x14\n\x0c\x66ully_synced\x18\x01 \x01(\x08\x12\x17\n\x0f\x66ully_synced_at\x18\x02 \x01(\x03\x12\x0e\n\x06quorum\x18\x03 \x01(\r\x12\'\n\x05peers\x18\x04 \x03(\x0b\x32\x18.lnsync.v1.PeerSyncState\"\xc2\x01\n\rPeerSyncState\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x1d\n\x15initial_sync_complete\x18\x02 \x01(\x08\x12\x14\n\x0c\x63ompleted_at\x18\x03 \x01(\x03\x12\x1d\n\x15\x63hannel_announcements\x18\x04 \x01(\x04\x12\x17\n\x0f\x63hannel_updates\x18\x05 \x01(\x04\x12\x1a\n\x12node_announcements\x18\x06 \x01(\x04\x12\x17\n\x0flast_message_at\x18\x07 \x01(\x03\x32\xf7\x01\n\x0bPersistence\x12<\n\x06Ingest\x12\x18.lnsync.v1.IngestRequest\x1a\x14.lnsync.v1.IngestAck(\x01\x30\x01\x12\x61\n\x12ReportSyncComplete\x12$.lnsync.v1.ReportSyncCompleteRequest\x1a%.lnsync.v1.ReportSyncCompleteResponse\x12G\n\rGetSyncStatus\x12\x1f.lnsync.v1.GetSyncStatusRequest\x1a\x15.lnsync.v1.SyncStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1blnsync/v1/persistence.proto\x12\tlnsync.v1\"d\n\rIngestRequest\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.lnsync.v1.StreamHeader\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.lnsync.v1.GossipMessage\"C\n\x0cStreamHeader\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x12\n\nhistorical\x18\x03 \x01(\x08\"m\n\rGossipMessage\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0b\n\x03raw\x18\x02 \x01(\x0c\x12\x16\n\x0ereceived_at_us\x18\x03 \x01(\x03\x12\x19\n\x0c\x66unding_sats\x18\x04 \x01(\x04H\x00\x88\x01\x01\x42\x0f\n\r_funding_sats\"\xff\x01\n\tIngestAck\x12\x11\n\tacked_seq\x18\x01 \x01(\x04\x12\x0e\n\x06stored\x18\x02 \x01(\x04\x12\x12\n\nduplicates\x18\x03 \x01(\x04\x12\x10\n\x08rejected\x18\x04 \x01(\x04\x12(\n\nrejections\x18\x05 \x03(\x0b\x32\x14.lnsync.v1.Rejection\x12\x46\n\x12rejected_by_reason\x18\x06 \x03(\x0b\x32*.lnsync.v1.IngestAck.RejectedByReasonEntry\x1a\x37\n\x15RejectedByReasonEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"(\n\tRejection\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x80\x01\n\x19ReportSyncCompleteRequest\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x1d\n\x15\x63hannel_announcements\x18\x02 \x01(\x04\x12\x17\n\x0f\x63hannel_updates\x18\x03 \x01(\x04\x12\x1a\n\x12node_announcements\x18\x04 \x01(\x04\"2\n\x1aReportSyncCompleteResponse\x12\x14\n\x0c\x66ully_synced\x18\x01 \x01(\x08\"\x16\n\x14GetSyncStatusRequest\"t\n\nSyncStatus\x12\x14\n\x0c\x66ully_synced\x18\x01 \x01(\x08\x12\x17\n\x0f\x66ully_synced_at\x18\x02 \x01(\x03\x12\x0e\n\x06quorum\x18\x03 \x01(\r\x12\'\n\x05peers\x18\x04 \x03(\x0b\x32\x18.lnsync.v1.PeerSyncState\"\xc2\x01\n\rPeerSyncState\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x1d\n\x15initial_sync_complete\x18\x02 \x01(\x08\x12\x14\n\x0c\x63ompleted_at\x18\x03 \x01(\x03\x12\x1d\n\x15\x63hannel_announcements\x18\x04 \x01(\x04\x12\x17\n\x0f\x63hannel_updates\x18\x05 \x01(\x04\x12\x1a\n\x12node_announcements\x18\x06 \x01(\x04\x12\x17\n\x0flast_message_at\x18\x07 \x01(\x03\x32\xf7\x01\n\x0bPersistence\x12<\n\x06Ingest\x12\x18.lnsync.v1.IngestRequest\x1a\x14.lnsync.v1.IngestAck(\x01\x30\x01\x12\x61\n\x12ReportSyncComplete\x12$.lnsync.v1.ReportSyncCompleteRequest\x1a%.lnsync.v1.ReportSyncCompleteResponse\x12G\n\rGetSyncStatus\x12\x1f.lnsync.v1.GetSyncStatusRequest\x1a\x15.lnsync.v1.SyncStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lnsync.v1.persistence_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_INGESTACK_REJECTEDBYREASONENTRY']._loaded_options = None
+  _globals['_INGESTACK_REJECTEDBYREASONENTRY']._serialized_options = b'8\001'
   _globals['_INGESTREQUEST']._serialized_start=42
   _globals['_INGESTREQUEST']._serialized_end=142
   _globals['_STREAMHEADER']._serialized_start=144
   _globals['_STREAMHEADER']._serialized_end=211
   _globals['_GOSSIPMESSAGE']._serialized_start=213
   _globals['_GOSSIPMESSAGE']._serialized_end=322
-  _globals['_INGESTACK']._serialized_start=324
-  _globals['_INGESTACK']._serialized_end=450
-  _globals['_REJECTION']._serialized_start=452
-  _globals['_REJECTION']._serialized_end=492
-  _globals['_REPORTSYNCCOMPLETEREQUEST']._serialized_start=495
-  _globals['_REPORTSYNCCOMPLETEREQUEST']._serialized_end=623
-  _globals['_REPORTSYNCCOMPLETERESPONSE']._serialized_start=625
-  _globals['_REPORTSYNCCOMPLETERESPONSE']._serialized_end=675
-  _globals['_GETSYNCSTATUSREQUEST']._serialized_start=677
-  _globals['_GETSYNCSTATUSREQUEST']._serialized_end=699
-  _globals['_SYNCSTATUS']._serialized_start=701
-  _globals['_SYNCSTATUS']._serialized_end=817
-  _globals['_PEERSYNCSTATE']._serialized_start=820
-  _globals['_PEERSYNCSTATE']._serialized_end=1014
-  _globals['_PERSISTENCE']._serialized_start=1017
-  _globals['_PERSISTENCE']._serialized_end=1264
+  _globals['_INGESTACK']._serialized_start=325
+  _globals['_INGESTACK']._serialized_end=580
+  _globals['_INGESTACK_REJECTEDBYREASONENTRY']._serialized_start=525
+  _globals['_INGESTACK_REJECTEDBYREASONENTRY']._serialized_end=580
+  _globals['_REJECTION']._serialized_start=582
+  _globals['_REJECTION']._serialized_end=622
+  _globals['_REPORTSYNCCOMPLETEREQUEST']._serialized_start=625
+  _globals['_REPORTSYNCCOMPLETEREQUEST']._serialized_end=753
+  _globals['_REPORTSYNCCOMPLETERESPONSE']._serialized_start=755
+  _globals['_REPORTSYNCCOMPLETERESPONSE']._serialized_end=805
+  _globals['_GETSYNCSTATUSREQUEST']._serialized_start=807
+  _globals['_GETSYNCSTATUSREQUEST']._serialized_end=829
+  _globals['_SYNCSTATUS']._serialized_start=831
+  _globals['_SYNCSTATUS']._serialized_end=947
+  _globals['_PEERSYNCSTATE']._serialized_start=950
+  _globals['_PEERSYNCSTATE']._serialized_end=1144
+  _globals['_PERSISTENCE']._serialized_start=1147
+  _globals['_PERSISTENCE']._serialized_end=1394
 # @@protoc_insertion_point(module_scope)

@@ -37,18 +37,27 @@ class GossipMessage(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., raw: _Optional[bytes] = ..., received_at_us: _Optional[int] = ..., funding_sats: _Optional[int] = ...) -> None: ...
 
 class IngestAck(_message.Message):
-    __slots__ = ("acked_seq", "stored", "duplicates", "rejected", "rejections")
+    __slots__ = ("acked_seq", "stored", "duplicates", "rejected", "rejections", "rejected_by_reason")
+    class RejectedByReasonEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     ACKED_SEQ_FIELD_NUMBER: _ClassVar[int]
     STORED_FIELD_NUMBER: _ClassVar[int]
     DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
     REJECTIONS_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_BY_REASON_FIELD_NUMBER: _ClassVar[int]
     acked_seq: int
     stored: int
     duplicates: int
     rejected: int
     rejections: _containers.RepeatedCompositeFieldContainer[Rejection]
-    def __init__(self, acked_seq: _Optional[int] = ..., stored: _Optional[int] = ..., duplicates: _Optional[int] = ..., rejected: _Optional[int] = ..., rejections: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ...) -> None: ...
+    rejected_by_reason: _containers.ScalarMap[str, int]
+    def __init__(self, acked_seq: _Optional[int] = ..., stored: _Optional[int] = ..., duplicates: _Optional[int] = ..., rejected: _Optional[int] = ..., rejections: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ..., rejected_by_reason: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class Rejection(_message.Message):
     __slots__ = ("seq", "reason")

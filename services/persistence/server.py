@@ -1,16 +1,62 @@
-"""Persistence: receives gossip over gRPC (``Persistence.Ingest``) and stores it in PostgreSQL."""
+"""Persistence: receives gossip over gRPC (``Persistence.Ingest``) and stores it in PostgreSQL.
+
+Per Ingest stream, a reader task checks every message (:mod:`services.persistence.checks`) and
+puts jobs on the process's one bounded queue (waiting when it is full, which stops reading the
+stream: gRPC flow control then slows the sender); the handler itself sends cumulative
+acknowledgements as the one writer task (:mod:`services.persistence.writer`) commits. Retention
+runs beside it (:mod:`services.persistence.retention`). Health is SERVING while the database
+answers; when it does not, nothing crashes: writes wait and retry, and streams stall.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
 from lnsync import db, schema
+from lnsync.chain import chain_hash
 from lnsync.commands._common import require_database_url
 from lnsync.config import Settings
+from lnsync.gossip import messages as m
+from lnsync.gossip.errors import GossipError
+from lnsync.retry import Backoff, retry
 from lnsync.service import ReadySignal, run_service
-from lnsync.v1 import persistence_pb2_grpc
+from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
+from services.persistence import peers, retention
+from services.persistence.checks import check_message
+from services.persistence.ingest import Entry, IngestQueue, Job, StreamState
+from services.persistence.writer import RETRYABLE, Writer
+
+log = logging.getLogger(__name__)
+
+MAX_PEER_ID = 128
+MAX_SOURCE = 64
+MAX_FUNDING_SATS = 21_000_000 * 100_000_000
+QUEUE_BATCHES = 4  # the queue holds this many maximal batches
+DB_CHECK_INTERVAL = 2.0
+FIRST_PRUNE_DELAY = 60.0
+
+
+class StreamError(Exception):
+    """A producer broke the stream protocol; the stream ends with ``code``."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+def _check_peer_id(peer_id: str) -> None:
+    if not peer_id or len(peer_id) > MAX_PEER_ID or not peer_id.isprintable():
+        raise StreamError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"peer_id must be 1..{MAX_PEER_ID} printable characters"
+        )
 
 
 class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
@@ -19,21 +65,257 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.url = require_database_url(settings)
-        self.pool: object | None = None
+        self.chain_hash = chain_hash(settings.network)
+        p = settings.persistence
+        self.max_batch = p.max_batch
+        self.queue = IngestQueue(QUEUE_BATCHES * p.max_batch)
+        self.pool: Any = None
+        self.writer: Writer | None = None
+        self._ready: ReadySignal | None = None
+        self._peer_nums: dict[str, int] = {}
 
     def register(self, server: grpc.aio.Server) -> None:
         persistence_pb2_grpc.add_PersistenceServicer_to_server(self, server)
 
+    # -- life cycle -------------------------------------------------------------------------------
+
     async def run(self, ready: ReadySignal) -> None:
-        pool = self.pool = await db.create_pool(self.url)
-        async with pool.acquire() as conn:
-            await schema.migrate(conn)
-        await ready.set(True)
-        await asyncio.Event().wait()
+        self._ready = ready
+        p = self.settings.persistence
+        pool = await db.create_pool(self.url, min_size=2, max_size=8)
+
+        async def migrate() -> None:
+            async with pool.acquire() as conn:
+                await schema.migrate(conn)
+
+        await retry(migrate, "applying migrations", retry_on=RETRYABLE, backoff=Backoff(0.5, 15))
+        self.pool = pool
+        self.writer = Writer(
+            pool,
+            self.queue,
+            ingest_lag=self.settings.ingest_lag,
+            max_batch=p.max_batch,
+            on_db_state=self._db_state,
+        )
+        await self._db_state(True)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.writer.run(), name="persistence-writer")
+            tasks.create_task(self._watch_database(), name="persistence-db-watch")
+            if p.prune_interval:
+                tasks.create_task(self._retention(p.prune_interval), name="persistence-retention")
 
     async def close(self) -> None:
         if self.pool is not None:
-            await self.pool.close()  # type: ignore[attr-defined]
+            try:
+                await asyncio.wait_for(self.pool.close(), 5)
+            except TimeoutError:
+                self.pool.terminate()
+
+    async def _db_state(self, ok: bool) -> None:
+        if self._ready is not None and self._ready.is_ready != ok:
+            await self._ready.set(ok)
+
+    async def _watch_database(self) -> None:
+        """Keep health honest while no batch is being written."""
+        while True:
+            await asyncio.sleep(DB_CHECK_INTERVAL)
+            try:
+                async with self.pool.acquire(timeout=DB_CHECK_INTERVAL) as conn:
+                    await conn.fetchval("SELECT 1", timeout=DB_CHECK_INTERVAL)
+            except RETRYABLE:
+                await self._db_state(False)
+            else:
+                await self._db_state(True)
+
+    async def _retention(self, interval: int) -> None:
+        p = self.settings.persistence
+        await asyncio.sleep(min(FIRST_PRUNE_DELAY, interval))
+        while True:
+            started = time.monotonic()
+            try:
+                stats = await retention.prune(
+                    self.pool,
+                    now=time.time(),
+                    superseded_retention=p.superseded_retention,
+                    pending_update_ttl=p.pending_update_ttl,
+                    observation_retention=p.observation_retention,
+                )
+            except RETRYABLE as exc:
+                log.warning("retention pass failed (%s); next try in %d s", exc, interval)
+            else:
+                log.info("retention pass in %.1f s: %s", time.monotonic() - started, stats)
+            await asyncio.sleep(interval)
+
+    # -- Ingest -----------------------------------------------------------------------------------
+
+    async def Ingest(
+        self,
+        request_iterator: AsyncIterator[persistence_pb2.IngestRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[persistence_pb2.IngestAck]:
+        try:
+            first = await anext(request_iterator)
+        except StopAsyncIteration:
+            return
+        header = first.header
+        try:
+            if not first.HasField("header"):
+                raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry the header")
+            _check_peer_id(header.peer_id)
+            num = await self._peer_num(header.peer_id, header.source[:MAX_SOURCE] or "unknown")
+        except StreamError as exc:
+            await context.abort(exc.code, exc.details)
+        state = StreamState(header.peer_id, num, live=not header.historical)
+        reader = asyncio.create_task(self._read_stream(first, request_iterator, state))
+        try:
+            while True:
+                await state.changed.wait()
+                state.changed.clear()
+                ack = state.take_ack()
+                if ack is not None:
+                    yield ack
+                if not reader.done():
+                    continue
+                failure = reader.exception()
+                if isinstance(failure, StreamError):
+                    await context.abort(failure.code, failure.details)
+                if failure is not None:
+                    raise failure
+                if state.all_committed:
+                    ack = state.take_ack()
+                    if ack is not None:
+                        yield ack
+                    return
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+
+    async def _peer_num(self, peer_id: str, source: str) -> int:
+        num = self._peer_nums.get(peer_id)
+        if num is not None:
+            return num
+        if self.pool is None:
+            raise StreamError(grpc.StatusCode.UNAVAILABLE, "persistence is starting (database not ready)")
+        try:
+            async with self.pool.acquire(timeout=5) as conn:
+                num = await peers.register_peer(conn, peer_id, source)
+        except RETRYABLE as exc:
+            raise StreamError(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}") from None
+        self._peer_nums[peer_id] = num
+        return num
+
+    async def _read_stream(
+        self,
+        first: persistence_pb2.IngestRequest,
+        requests: AsyncIterator[persistence_pb2.IngestRequest],
+        state: StreamState,
+    ) -> None:
+        try:
+            await self._accept(first, state)
+            async for request in requests:
+                if request.HasField("header"):
+                    raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "only the first request has a header")
+                await self._accept(request, state)
+        finally:
+            state.input_finished()  # also wakes the handler when reading failed
+
+    async def _accept(self, request: persistence_pb2.IngestRequest, state: StreamState) -> None:
+        """Check one request's messages and queue them as jobs of at most ``max_batch``."""
+        if not request.messages:
+            return
+        now_us = time.time_ns() // 1000
+        jobs: list[Job] = []
+        job = Job(state)
+        chain = self.chain_hash
+        for msg in request.messages:
+            seq = msg.seq
+            if seq <= state.last_seq:
+                raise StreamError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"seq {seq} is not above the previous seq {state.last_seq} of this stream",
+                )
+            state.last_seq = seq
+            job.last_seq = seq
+            try:
+                parsed = check_message(msg.raw, chain)
+            except GossipError as exc:
+                job.rejected.append((seq, exc.reason))
+            else:
+                funding = None
+                if msg.HasField("funding_sats") and isinstance(parsed, m.ChannelAnnouncement):
+                    funding = msg.funding_sats
+                    if funding > MAX_FUNDING_SATS:
+                        job.rejected.append((seq, "invalid_funding_sats"))
+                        continue
+                received = msg.received_at_us if msg.received_at_us > 0 else now_us
+                job.entries.append(Entry(seq, parsed, received, funding))
+            if job.size >= self.max_batch:
+                jobs.append(job)
+                job = Job(state)
+        if job.size:
+            jobs.append(job)
+        for j in jobs:
+            state.enqueued_seq = j.last_seq
+            await self.queue.put(j)
+
+    # -- sync state -------------------------------------------------------------------------------
+
+    async def ReportSyncComplete(
+        self, request: persistence_pb2.ReportSyncCompleteRequest, context: grpc.aio.ServicerContext
+    ) -> persistence_pb2.ReportSyncCompleteResponse:
+        try:
+            _check_peer_id(request.peer_id)
+        except StreamError as exc:
+            await context.abort(exc.code, exc.details)
+        counts = (request.channel_announcements, request.channel_updates, request.node_announcements)
+        try:
+            async with self._acquire() as conn:
+                synced = await peers.report_sync_complete(
+                    conn, request.peer_id, counts, self.settings.persistence.sync_quorum
+                )
+        except RETRYABLE as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
+        log.info("peer %s reported its initial sync complete (fully synced: %s)", request.peer_id, synced)
+        return persistence_pb2.ReportSyncCompleteResponse(fully_synced=synced)
+
+    async def GetSyncStatus(
+        self, request: persistence_pb2.GetSyncStatusRequest, context: grpc.aio.ServicerContext
+    ) -> persistence_pb2.SyncStatus:
+        try:
+            async with self._acquire() as conn:
+                status = await peers.sync_status(conn)
+        except RETRYABLE as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
+
+        def seconds(t: Any) -> int:
+            return int(t.timestamp()) if t is not None else 0
+
+        return persistence_pb2.SyncStatus(
+            fully_synced=status.fully_synced_at is not None,
+            fully_synced_at=seconds(status.fully_synced_at),
+            quorum=self.settings.persistence.sync_quorum,
+            peers=[
+                persistence_pb2.PeerSyncState(
+                    peer_id=p.peer_id,
+                    initial_sync_complete=p.sync_completed_at is not None,
+                    completed_at=seconds(p.sync_completed_at),
+                    channel_announcements=p.channel_announcements,
+                    channel_updates=p.channel_updates,
+                    node_announcements=p.node_announcements,
+                    last_message_at=seconds(p.last_message_at),
+                )
+                for p in status.peers
+                if not p.peer_id.startswith("import:")
+            ],
+        )
+
+    @contextlib.asynccontextmanager
+    async def _acquire(self) -> AsyncIterator[Any]:
+        if self.pool is None:
+            raise ConnectionError("database not connected yet")
+        async with self.pool.acquire(timeout=5) as conn:
+            yield conn
 
 
 async def main(settings: Settings) -> int:

@@ -1,0 +1,270 @@
+"""Import gossip archives into a running persistence service (Persistence.Ingest).
+
+Every message's signatures are verified here (persistence re-checks only structure and chain);
+invalid ones are counted by reason and skipped. Received times ("seen") come from --seen:
+
+  message  each message's own gossip timestamp; a channel_announcement, which has none, takes the
+           earliest timestamp of that channel's updates in the input (files are read twice), or,
+           without any, the latest timestamp read before it (default)
+  record   the archive record's time (Core Lightning gossip_store only)
+  now      the moment of sending: a live stream, clamped by persistence like a downloader's
+
+With message or record the stream is historical: persistence keeps the times (never in the
+future). Progress goes to stderr every few seconds; a summary is printed at the end. Exit status:
+0 when every file was read and everything sent was acknowledged, 1 on failure, 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from lnsync import logs
+from lnsync.chain import chain_hash
+from lnsync.config import load_settings
+from lnsync.gossip import messages as m
+from lnsync.gossip.errors import GossipError, InvalidSignature, WrongChain
+from lnsync.gossip.signing import sha256d, verify
+
+if TYPE_CHECKING:
+    from services.persistence.client import IngestCounters
+
+SEEN_CHOICES = ("message", "record", "now")
+PROGRESS_EVERY = 5.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", metavar="FILE", help="gossip archives, read in order")
+    parser.add_argument(
+        "--seen", choices=SEEN_CHOICES, default="message", help="where received times come from (see above)"
+    )
+    parser.add_argument(
+        "--peer-id",
+        metavar="ID",
+        help="producer name recorded with the messages (default: import:<first file name>)",
+    )
+    parser.add_argument(
+        "--persistence", metavar="HOST:PORT", help="persistence address (default: persistence.address/listen)"
+    )
+    parser.add_argument("--network", help="the chain the archive is for (default: the configured network)")
+    parser.add_argument(
+        "--stall-timeout", type=float, default=60.0, metavar="SECONDS",
+        help="give up when persistence acknowledges nothing for this long (default 60)",
+    )  # fmt: skip
+
+
+class ImportError_(Exception):
+    """A failure worth one line to the user (no traceback)."""
+
+
+# -- reading archives -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    raw: bytes
+    timestamp: int | None  # the archive record's time, where the format has one
+    funding_sats: int | None = None
+
+
+def read_records(f: BinaryIO, name: str) -> Iterator[Record]:
+    """``[u16 length][message]`` records."""
+    offset = 0
+    while True:
+        head = f.read(2)
+        if not head:
+            return
+        if len(head) < 2:
+            raise ImportError_(f"{name}: truncated record header at byte {offset}")
+        length = int.from_bytes(head, "big")
+        raw = f.read(length)
+        if len(raw) < length:
+            raise ImportError_(f"{name}: truncated record at byte {offset}")
+        offset += 2 + length
+        yield Record(raw, None)
+
+
+# -- checking messages ------------------------------------------------------------------------------
+
+
+class Verifier:
+    """Decodes and verifies each message for one chain, remembering announced channels' node ids
+    so that their updates' signatures can be checked."""
+
+    def __init__(self, chain: bytes) -> None:
+        self.chain = chain
+        self.channels: dict[int, tuple[bytes, bytes]] = {}
+
+    def check(self, raw: bytes) -> m.GossipMessage:
+        msg = m.decode_gossip(raw)
+        if isinstance(msg, m.ChannelAnnouncement):
+            self._chain(msg.chain_hash)
+            digest = sha256d(msg.signed_part)
+            for key, sig in (
+                (msg.node_id_1, msg.node_signature_1),
+                (msg.node_id_2, msg.node_signature_2),
+                (msg.bitcoin_key_1, msg.bitcoin_signature_1),
+                (msg.bitcoin_key_2, msg.bitcoin_signature_2),
+            ):
+                if not verify(key, sig, digest):
+                    raise InvalidSignature(f"channel_announcement {m.scid_str(msg.short_channel_id)}")
+            self.channels.setdefault(msg.short_channel_id, (msg.node_id_1, msg.node_id_2))
+        elif isinstance(msg, m.ChannelUpdate):
+            self._chain(msg.chain_hash)
+            nodes = self.channels.get(msg.short_channel_id)
+            if nodes is None:
+                raise UnknownChannel(f"channel_update for unannounced {m.scid_str(msg.short_channel_id)}")
+            if not verify(nodes[msg.direction], msg.signature, sha256d(msg.signed_part)):
+                raise InvalidSignature(f"channel_update {m.scid_str(msg.short_channel_id)}")
+        elif not verify(msg.node_id, msg.signature, sha256d(msg.signed_part)):
+            raise InvalidSignature(f"node_announcement {msg.node_id.hex()}")
+        return msg
+
+    def _chain(self, chain: bytes) -> None:
+        if chain != self.chain:
+            raise WrongChain(f"chain {chain.hex()}, expected {self.chain.hex()}")
+
+
+class UnknownChannel(GossipError):
+    reason = "unknown_channel"
+
+
+# -- the import -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    read: int = 0
+    valid: int = 0
+    invalid: collections.Counter[str] = field(default_factory=collections.Counter)
+    files: int = 0
+
+
+def first_update_times(paths: list[Path]) -> dict[int, int]:
+    """The earliest channel_update timestamp of every channel in ``paths``."""
+    earliest: dict[int, int] = {}
+    for path in paths:
+        with path.open("rb") as f:
+            for rec in read_records(f, str(path)):
+                raw = rec.raw
+                if len(raw) >= m.CHANNEL_UPDATE_SIZE and raw[0] == 1 and raw[1] == 2:
+                    u = m.decode_channel_update(raw)
+                    if u.timestamp < earliest.get(u.short_channel_id, 1 << 62):
+                        earliest[u.short_channel_id] = u.timestamp
+    return earliest
+
+
+async def import_files(
+    paths: list[Path], *, target: str, peer_id: str, seen: str, network: str, stall_timeout: float
+) -> tuple[Tally, IngestCounters]:
+    from services.persistence.client import IngestClient  # a service dependency, only for this command
+
+    tally = Tally()
+    verifier = Verifier(chain_hash(network))
+    ann_times = first_update_times(paths) if seen == "message" else {}
+    last_ts = 0
+    started = last_report = time.monotonic()
+    acked_at, last_acked = started, 0
+    async with IngestClient(target, peer_id, source="import", historical=seen != "now") as client:
+
+        def check_progress(final: bool = False) -> None:
+            nonlocal last_report, acked_at, last_acked
+            now = time.monotonic()
+            c = client.counters
+            if c.acked != last_acked or not c.unacked:
+                acked_at, last_acked = now, c.acked
+            elif now - acked_at > stall_timeout:
+                raise ImportError_(
+                    f"persistence at {target} acknowledged nothing for {stall_timeout:.0f} s "
+                    f"({c.unacked} messages waiting); is it running (lnsync serve persistence)?"
+                )
+            if final or now - last_report >= PROGRESS_EVERY:
+                last_report = now
+                rate = c.acked / max(now - started, 1e-9)
+                print(
+                    f"lnsync import: read {tally.read:,}, invalid {sum(tally.invalid.values()):,}, "
+                    f"sent {c.sent:,}, acknowledged {c.acked:,} ({rate:,.0f}/s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+        for path in paths:
+            with path.open("rb") as f:
+                for rec in read_records(f, str(path)):
+                    tally.read += 1
+                    try:
+                        msg = verifier.check(rec.raw)
+                    except GossipError as exc:
+                        tally.invalid[exc.reason] += 1
+                        continue
+                    tally.valid += 1
+                    if seen == "now":
+                        received = None
+                    elif seen == "record":
+                        if rec.timestamp is None:
+                            raise ImportError_(
+                                f"{path}: this archive format has no record times; use --seen message"
+                            )
+                        received = rec.timestamp * 1_000_000
+                    elif isinstance(msg, m.ChannelAnnouncement):
+                        ts = ann_times.get(msg.short_channel_id, last_ts)
+                        received = (ts or int(time.time())) * 1_000_000
+                    else:
+                        last_ts = max(last_ts, msg.timestamp)
+                        received = msg.timestamp * 1_000_000
+                    await client.send(rec.raw, received, funding_sats=rec.funding_sats)
+                    if tally.read % 4096 == 0:
+                        check_progress()
+            tally.files += 1
+        while True:
+            try:
+                await client.flush(timeout=1.0)
+                break
+            except TimeoutError:
+                check_progress()
+        check_progress(final=True)
+    return tally, client.counters
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config, log_level=args.log_level, network=args.network)
+    logs.configure("import", settings.log_level, settings.log_format)
+    paths = [Path(p) for p in args.files]
+    for p in paths:
+        if not p.is_file():
+            print(f"lnsync import: {p}: no such file", file=sys.stderr)
+            return 2
+    target = args.persistence or settings.persistence.target
+    peer_id = args.peer_id or f"import:{paths[0].name}"
+    started = time.monotonic()
+    try:
+        tally, counters = asyncio.run(
+            import_files(
+                paths, target=target, peer_id=peer_id, seen=args.seen, network=settings.network,
+                stall_timeout=args.stall_timeout,
+            )
+        )  # fmt: skip
+    except ImportError_ as exc:
+        print(f"lnsync import: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"lnsync import: {exc}", file=sys.stderr)
+        return 1
+    elapsed = time.monotonic() - started
+    c = counters
+    invalid = ", ".join(f"{r} {n:,}" for r, n in sorted(tally.invalid.items())) or "none"
+    rejected = ", ".join(f"{r} {n:,}" for r, n in sorted(c.rejections.items())) or "none"
+    print(
+        f"imported {len(paths)} file(s) in {elapsed:.1f} s: read {tally.read:,} messages, "
+        f"invalid {sum(tally.invalid.values()):,} ({invalid}); sent {c.sent:,}: "
+        f"stored {c.stored:,}, already stored {c.duplicates:,}, "
+        f"rejected by persistence {c.rejected:,} ({rejected})"
+    )
+    return 0
