@@ -64,9 +64,9 @@ async def set_serving(health: health_aio.HealthServicer, service_names: Iterable
         await health.set(name, status)
 
 
-def channel(target: str) -> grpc.aio.Channel:
+def channel(target: str, extra_options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
     """An insecure channel on the cluster network (mTLS is configured by the chart when enabled)."""
-    return grpc.aio.insecure_channel(target, options=_OPTIONS)
+    return grpc.aio.insecure_channel(target, options=[*_OPTIONS, *extra_options])
 
 
 async def check_health(target: str, service: str = "", timeout: float = 2.0) -> bool:

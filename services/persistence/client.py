@@ -141,7 +141,15 @@ class IngestClient:
 
     async def start(self) -> None:
         if self._task is None:
-            self._channel = rpc.channel(self.target)
+            # gRPC's own reconnect backoff (up to 120 s by default) must not outlast ours.
+            limit = int(self._backoff.maximum * 1000)
+            self._channel = rpc.channel(
+                self.target,
+                [
+                    ("grpc.initial_reconnect_backoff_ms", min(1000, limit)),
+                    ("grpc.max_reconnect_backoff_ms", limit),
+                ],
+            )
             self._task = asyncio.create_task(self._run(), name=f"ingest-{self.header.peer_id[:16]}")
 
     async def send(

@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import signal
 import struct
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +41,12 @@ def channel_announcement(scid: int, n1: int = 1, n2: int = 2, chain: bytes = MAI
 
 
 def channel_update(
-    scid: int, direction: int, timestamp: int, fee_ppm: int = 100, chain: bytes = MAINNET, disabled: bool = False
+    scid: int,
+    direction: int,
+    timestamp: int,
+    fee_ppm: int = 100,
+    chain: bytes = MAINNET,
+    disabled: bool = False,
 ) -> bytes:
     flags = direction | (m.CHANNEL_FLAG_DISABLED if disabled else 0)
     body = m.encode_channel_update_body(chain, scid, timestamp, flags, 40, 1000, 1000, fee_ppm, 10**9)
@@ -52,6 +58,15 @@ def node_announcement(i: int, timestamp: int) -> bytes:
     return m.with_type(m.NODE_ANNOUNCEMENT, ZERO_SIG, body)
 
 
+async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    """Poll ``predicate`` (external state: a socket, a table) until it holds."""
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
 @dataclass
 class RunningPersistence:
     target: str
@@ -60,9 +75,7 @@ class RunningPersistence:
     settings: Settings
 
     async def wait_serving(self, timeout: float = 20.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not await rpc.check_health(self.target, "lnsync.v1.Persistence"):
-                await asyncio.sleep(0.05)
+        await wait_until(lambda: rpc.check_health(self.target, "lnsync.v1.Persistence"), timeout, "SERVING")
 
     async def stop(self) -> None:
         self.task.cancel()

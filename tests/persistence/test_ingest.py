@@ -68,13 +68,17 @@ async def test_duplicates_from_concurrent_streams_stored_once_with_earliest_seen
     try:
         raw_seen = {}
         for table in ("channel_announcements", "channel_updates", "node_announcements"):
-            for r in await conn.fetch(f"SELECT raw, (extract(epoch FROM seen) * 1e6)::int8 AS us FROM {table}"):
+            for r in await conn.fetch(
+                f"SELECT raw, (extract(epoch FROM seen) * 1e6)::int8 AS us FROM {table}"
+            ):
                 raw_seen[bytes(r["raw"])] = r["us"]
         assert len(raw_seen) == len(messages)
         for i, raw in enumerate(messages):
             assert raw_seen[raw] == earliest[i]
         # Per-peer counters and one delivery row per (peer, message), one of them the first.
-        rows = await conn.fetch("SELECT channel_announcements, channel_updates, node_announcements FROM peers")
+        rows = await conn.fetch(
+            "SELECT channel_announcements, channel_updates, node_announcements FROM peers"
+        )
         assert sorted(tuple(r) for r in rows) == [(40, 240, 40)] * len(peers)
         assert await conn.fetchval("SELECT count(*) FROM observations") == len(messages) * len(peers)
         assert await conn.fetchval("SELECT count(*) FROM observations WHERE first") == len(messages)
@@ -91,7 +95,10 @@ async def test_malformed_and_wrong_chain_messages_are_rejected_counted_and_never
     testnet = chain_hash("testnet")
     bad = {
         "malformed": [good[1][:100], b"\x01", channel_announcement(scid + 1)[:300]],
-        "wrong_chain": [channel_update(scid, 1, NOW - 50, chain=testnet), channel_announcement(scid + 2, chain=testnet)],
+        "wrong_chain": [
+            channel_update(scid, 1, NOW - 50, chain=testnet),
+            channel_announcement(scid + 2, chain=testnet),
+        ],
     }
     rejected_seqs: list[tuple[int, str]] = []
     async with IngestClient(
@@ -147,7 +154,9 @@ async def test_seen_is_clamped_for_live_streams_and_kept_for_historical_ones(
     try:
         seen = {
             (r["scid"], r["direction"]): r["s"]
-            for r in await conn.fetch("SELECT scid, direction, extract(epoch FROM seen)::float8 AS s FROM channel_updates")
+            for r in await conn.fetch(
+                "SELECT scid, direction, extract(epoch FROM seen)::float8 AS s FROM channel_updates"
+            )
         }
     finally:
         await conn.close()
@@ -171,20 +180,35 @@ async def test_protocol_errors_end_the_stream_with_invalid_argument(persistence:
 
         header = persistence_pb2.StreamHeader(peer_id="04" * 33)
         raw = channel_update(1 << 40, 0, NOW)
-        assert await run(persistence_pb2.IngestRequest(messages=[msg(seq=1, raw=raw)])) == grpc.StatusCode.INVALID_ARGUMENT
+        assert (
+            await run(persistence_pb2.IngestRequest(messages=[msg(seq=1, raw=raw)]))
+            == grpc.StatusCode.INVALID_ARGUMENT
+        )
         assert (
             await run(persistence_pb2.IngestRequest(header=persistence_pb2.StreamHeader(peer_id="")))
             == grpc.StatusCode.INVALID_ARGUMENT
         )
-        decreasing = persistence_pb2.IngestRequest(header=header, messages=[msg(seq=5, raw=raw), msg(seq=5, raw=raw)])
+        decreasing = persistence_pb2.IngestRequest(
+            header=header, messages=[msg(seq=5, raw=raw), msg(seq=5, raw=raw)]
+        )
         assert await run(decreasing) == grpc.StatusCode.INVALID_ARGUMENT
 
         # A well-formed stream that ends is acknowledged up to its last seq, then closed.
         call = stub.Ingest(
-            iter([persistence_pb2.IngestRequest(header=header, messages=[msg(seq=3, raw=raw), msg(seq=9, raw=b"")])])
+            iter(
+                [
+                    persistence_pb2.IngestRequest(
+                        header=header, messages=[msg(seq=3, raw=raw), msg(seq=9, raw=b"")]
+                    )
+                ]
+            )
         )
         acks = [a async for a in call]
-        assert acks[-1].acked_seq == 9 and sum(a.stored for a in acks) == 1 and sum(a.rejected for a in acks) == 1
+        assert (
+            acks[-1].acked_seq == 9
+            and sum(a.stored for a in acks) == 1
+            and sum(a.rejected for a in acks) == 1
+        )
 
 
 async def test_requests_larger_than_a_batch_are_split_and_the_queue_stays_bounded(
