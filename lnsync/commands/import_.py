@@ -30,8 +30,8 @@ from lnsync import logs
 from lnsync.chain import chain_hash
 from lnsync.config import load_settings
 from lnsync.gossip import messages as m
-from lnsync.gossip.errors import GossipError, InvalidSignature, WrongChain
-from lnsync.gossip.signing import sha256d, verify
+from lnsync.gossip.errors import GossipError
+from lnsync.gossip.validate import GossipValidator
 
 if TYPE_CHECKING:
     from services.persistence.client import IngestCounters
@@ -91,51 +91,6 @@ def read_records(f: BinaryIO, name: str) -> Iterator[Record]:
         yield Record(raw, None)
 
 
-# -- checking messages ------------------------------------------------------------------------------
-
-
-class Verifier:
-    """Decodes and verifies each message for one chain, remembering announced channels' node ids
-    so that their updates' signatures can be checked."""
-
-    def __init__(self, chain: bytes) -> None:
-        self.chain = chain
-        self.channels: dict[int, tuple[bytes, bytes]] = {}
-
-    def check(self, raw: bytes) -> m.GossipMessage:
-        msg = m.decode_gossip(raw)
-        if isinstance(msg, m.ChannelAnnouncement):
-            self._chain(msg.chain_hash)
-            digest = sha256d(msg.signed_part)
-            for key, sig in (
-                (msg.node_id_1, msg.node_signature_1),
-                (msg.node_id_2, msg.node_signature_2),
-                (msg.bitcoin_key_1, msg.bitcoin_signature_1),
-                (msg.bitcoin_key_2, msg.bitcoin_signature_2),
-            ):
-                if not verify(key, sig, digest):
-                    raise InvalidSignature(f"channel_announcement {m.scid_str(msg.short_channel_id)}")
-            self.channels.setdefault(msg.short_channel_id, (msg.node_id_1, msg.node_id_2))
-        elif isinstance(msg, m.ChannelUpdate):
-            self._chain(msg.chain_hash)
-            nodes = self.channels.get(msg.short_channel_id)
-            if nodes is None:
-                raise UnknownChannel(f"channel_update for unannounced {m.scid_str(msg.short_channel_id)}")
-            if not verify(nodes[msg.direction], msg.signature, sha256d(msg.signed_part)):
-                raise InvalidSignature(f"channel_update {m.scid_str(msg.short_channel_id)}")
-        elif not verify(msg.node_id, msg.signature, sha256d(msg.signed_part)):
-            raise InvalidSignature(f"node_announcement {msg.node_id.hex()}")
-        return msg
-
-    def _chain(self, chain: bytes) -> None:
-        if chain != self.chain:
-            raise WrongChain(f"chain {chain.hex()}, expected {self.chain.hex()}")
-
-
-class UnknownChannel(GossipError):
-    reason = "unknown_channel"
-
-
 # -- the import -------------------------------------------------------------------------------------
 
 
@@ -167,7 +122,7 @@ async def import_files(
     from services.persistence.client import IngestClient  # a service dependency, only for this command
 
     tally = Tally()
-    verifier = Verifier(chain_hash(network))
+    validator = GossipValidator(chain_hash(network))
     ann_times = first_update_times(paths) if seen == "message" else {}
     last_ts = 0
     started = last_report = time.monotonic()
@@ -200,7 +155,7 @@ async def import_files(
                 for rec in read_records(f, str(path)):
                     tally.read += 1
                     try:
-                        msg = verifier.check(rec.raw)
+                        msg = validator.validate(rec.raw)
                     except GossipError as exc:
                         tally.invalid[exc.reason] += 1
                         continue

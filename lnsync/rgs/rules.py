@@ -38,11 +38,20 @@ class Decision:
 
 def policy_changes(old: Policy, new: Policy) -> int:
     """Change bits (RGS update flag bits) of the fields that differ."""
+    if old == new:  # most updates only refresh the timestamp
+        return 0
     mask = 0
     for bit, a, b in zip(_POLICY_BITS, old, new, strict=True):
         if a != b:
             mask |= bit
     return mask
+
+
+# Decisions are immutable, so the few distinct ones are built once (this runs per message).
+_DUPLICATE = Decision(Outcome.DUPLICATE)
+_STALE = Decision(Outcome.STALE)
+_NEW_LIFE = Decision(Outcome.STORED, NEW_LIFE_MASK, True)
+_STORED = tuple(Decision(Outcome.STORED, mask, False) for mask in range(NEW_LIFE_MASK + 1))
 
 
 def decide_update(
@@ -54,17 +63,17 @@ def decide_update(
     ``seen`` is in whole seconds.
     """
     if duplicate:
-        return Decision(Outcome.DUPLICATE)
+        return _DUPLICATE
     if latest is None:
-        return Decision(Outcome.STORED, NEW_LIFE_MASK, True)
+        return _NEW_LIFE
     latest_ts, latest_policy = latest
     if timestamp <= latest_ts:
-        return Decision(Outcome.STALE)
+        return _STALE
     if seen - latest_ts > f.STALE_AFTER:
         # The direction had been dead (no update for two weeks): clients forgot it, so it comes
         # back as a new life and is sent in full.
-        return Decision(Outcome.STORED, NEW_LIFE_MASK, True)
-    return Decision(Outcome.STORED, policy_changes(latest_policy, policy), False)
+        return _NEW_LIFE
+    return _STORED[policy_changes(latest_policy, policy)]
 
 
 def decide_node(

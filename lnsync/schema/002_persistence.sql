@@ -60,3 +60,13 @@ CREATE TABLE observations (
 );
 CREATE INDEX observations_received ON observations (received);
 CREATE INDEX observations_msg ON observations (msg_hash);
+
+-- Who wrote the store last: each write batch stamps it under the writer lock (its writer's token
+-- and the next counter), retention too (writer 0). A writer that finds its own last stamp knows
+-- nobody else changed the store since, and may trust what it cached of it.
+CREATE TABLE writer_state (
+    singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    writer     bigint NOT NULL DEFAULT 0,
+    batch      bigint NOT NULL DEFAULT 0
+);
+INSERT INTO writer_state DEFAULT VALUES;

@@ -14,6 +14,7 @@ import asyncio
 import collections
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from lnsync.gossip import messages as m
 from lnsync.v1 import persistence_pb2
@@ -22,8 +23,7 @@ from lnsync.v1 import persistence_pb2
 MAX_LISTED_REJECTIONS = 16
 
 
-@dataclass(slots=True)
-class Entry:
+class Entry(NamedTuple):
     """A message that passed persistence's checks, waiting to be written."""
 
     seq: int

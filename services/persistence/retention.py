@@ -18,7 +18,8 @@ What goes (``now`` is the pass's wall-clock time; ``cutoff = now - superseded_re
 
 Each batch is its own short transaction, and batches touching the store take the writer's
 advisory lock, so a batch's decision and its deletes are atomic against concurrent ingest while
-ingest is never held up for more than one batch. Clients whose last sync is older than
+ingest is never held up for more than one batch. Batches that delete directions stamp
+``writer_state``, so writers drop what they cached of them. Clients whose last sync is older than
 ``cutoff`` must get a full sync (lookup's and the gateway's job).
 """
 
@@ -89,6 +90,8 @@ OBSERVATIONS_SQL = """
 DELETE FROM observations WHERE ctid = ANY(ARRAY(
     SELECT ctid FROM observations WHERE received < $1 LIMIT $2))
 """
+# Deleting directions invalidates what writers cached of them (see services.persistence.store).
+STAMP_SQL = "UPDATE writer_state SET writer = 0, batch = batch + 1"
 INT8_MIN = -(1 << 63)
 
 
@@ -163,6 +166,7 @@ async def _prune_dead_channels(pool: Any, dead_before: int, stats: PruneStats) -
             if scids:
                 await conn.execute(DELETE_DIRECTIONS_SQL, scids * 2, [0] * len(scids) + [1] * len(scids))
                 await conn.execute("DELETE FROM channel_announcements WHERE scid = ANY($1::int8[])", scids)
+                await conn.execute(STAMP_SQL)
         stats.dead_channels += len(scids)
         if len(scids) < CHANNEL_CHUNK:
             return
@@ -178,6 +182,7 @@ async def _prune_pending(pool: Any, seen_before: Any, stats: PruneStats) -> None
             keys = [(r[0], r[1]) for r in await conn.fetch(PENDING_SQL, *after, seen_before, CHANNEL_CHUNK)]
             if keys:
                 await conn.execute(DELETE_DIRECTIONS_SQL, [k[0] for k in keys], [k[1] for k in keys])
+                await conn.execute(STAMP_SQL)
         stats.pending_directions += len(keys)
         if len(keys) < CHANNEL_CHUNK:
             return

@@ -2,20 +2,32 @@
 
 One batch is one transaction. Batches are serialised across every persistence replica by a
 transaction-scoped advisory lock: the rules need each direction's current latest, and reading it
-under the lock makes the decision and the write atomic. Inside a batch the work is set-based: one
-query reads the state of every direction the batch touches, one finds which (scid, direction,
-timestamp) are already stored, the new rows go in with a single COPY (ids taken from the sequence
-beforehand so the latest-pointer can be written in the same transaction), and the new latest
-state is upserted in one statement. The per-message decision is :func:`lnsync.rgs.rules.decide_update`,
-the same function the in-memory model uses.
+under the lock makes the decision and the write atomic. Inside a batch the work is set-based. The
+per-message decision is :func:`lnsync.rgs.rules.decide_update`, the same function the in-memory
+model uses.
+
+channel_updates, the bulk of gossip, take this path:
+
+* The state of every direction the batch touches comes from a :class:`StateCache` (what this
+  writer itself committed last) or, for the rest, one query. The cache is trusted only if no one
+  else wrote since: each batch stamps ``writer_state`` under the lock with the writer's token and
+  a counter, and retention stamps it too, so a foreign stamp empties the cache.
+* A direction's latest has the highest timestamp of its rows, so an update newer than it cannot be
+  stored already: only older ones (rare: stale arrivals and re-deliveries) are looked up.
+* New rows go in with one binary COPY, their ids taken from the sequence beforehand (one
+  ``setval``) so the latest-pointers can be written in the same transaction; new directions are
+  COPYed too, changed ones are COPYed into a temporary staging table and applied with one UPDATE.
+  Large parameter arrays are avoided on this path: asyncpg inspects every array element.
+* Times are integers (µs) until they are written.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from lnsync.gossip import messages as m
 from lnsync.rgs import rules
@@ -23,6 +35,7 @@ from lnsync.rgs import rules
 WRITER_LOCK = 0x6C6E737772  # "lnswr": one batch at a time, across replicas
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _U64 = 1 << 64
+_DISABLED = m.CHANNEL_FLAG_DISABLED
 
 
 def to_int8(value: int) -> int:
@@ -34,8 +47,7 @@ def to_timestamp(us: int) -> dt.datetime:
     return EPOCH + dt.timedelta(microseconds=us)
 
 
-@dataclass(frozen=True, slots=True)
-class Incoming:
+class Incoming(NamedTuple):
     """A structurally valid gossip message and when it was first seen (µs, already clamped)."""
 
     message: m.GossipMessage
@@ -43,29 +55,75 @@ class Incoming:
     funding_sats: int | None = None
 
 
-def _policy(u: m.ChannelUpdate) -> rules.Policy:
-    return (
-        int(u.disabled),
-        u.cltv_expiry_delta,
-        u.htlc_minimum_msat,
-        u.fee_base_msat,
-        u.fee_proportional_millionths,
-        u.htlc_maximum_msat,
-    )
+# (update_id, timestamp, policy, channel_flags, seen_us, alive_update_id, alive_since_us)
+DirectionState = tuple[int, int, rules.Policy, int, int, int, int]
 
 
-async def write_batch(conn: Any, items: Sequence[Incoming]) -> list[rules.Outcome]:
-    """Store ``items`` in one transaction; return each item's outcome, in order."""
+@dataclass
+class StateCache:
+    """The latest state of channel directions as this writer committed it (see the module doc).
+
+    ``write_batch`` leaves what its batch would change in ``pending``; the caller calls
+    :meth:`committed` once the enclosing transaction has committed. Bounded: past
+    ``max_directions`` it starts over empty.
+    """
+
+    max_directions: int = 300_000
+    token: int = field(default_factory=lambda: secrets.randbits(62) + 1)
+    directions: dict[tuple[int, int], DirectionState] = field(default_factory=dict)
+    stamp: int | None = None  # writer_state.batch after our last committed batch
+    pending: dict[tuple[int, int], DirectionState] = field(default_factory=dict)
+    pending_stamp: int | None = None
+    hits: int = 0
+    misses: int = 0
+
+    def committed(self) -> None:
+        if self.pending_stamp is None:
+            return
+        if len(self.directions) + len(self.pending) > self.max_directions:
+            self.directions.clear()
+        self.directions.update(self.pending)
+        self.stamp, self.pending_stamp = self.pending_stamp, None
+        self.pending = {}
+
+    def clear(self) -> None:
+        self.directions.clear()
+        self.stamp = self.pending_stamp = None
+        self.pending = {}
+
+
+STAMP_SQL = """
+UPDATE writer_state w SET writer = $1, batch = w.batch + 1
+FROM (SELECT writer, batch FROM writer_state) o
+RETURNING o.writer, o.batch
+"""
+
+
+async def write_batch(
+    conn: Any, items: Sequence[Incoming], cache: StateCache | None = None
+) -> list[rules.Outcome]:
+    """Store ``items`` in one transaction; return each item's outcome, in order.
+
+    With ``cache``, call ``cache.committed()`` after the (possibly enclosing) transaction commits.
+    """
     outcomes: list[rules.Outcome] = [rules.Outcome.DUPLICATE] * len(items)
-    anns = [(i, it) for i, it in enumerate(items) if isinstance(it.message, m.ChannelAnnouncement)]
-    upds = [(i, it) for i, it in enumerate(items) if isinstance(it.message, m.ChannelUpdate)]
-    nodes = [(i, it) for i, it in enumerate(items) if isinstance(it.message, m.NodeAnnouncement)]
+    anns: list[tuple[int, Incoming]] = []
+    upds: list[tuple[int, Incoming]] = []
+    nodes: list[tuple[int, Incoming]] = []
+    for i, it in enumerate(items):
+        t = type(it.message)
+        (upds if t is m.ChannelUpdate else anns if t is m.ChannelAnnouncement else nodes).append((i, it))
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITER_LOCK)
+        if cache is not None:
+            writer, stamp = await conn.fetchrow(STAMP_SQL, cache.token)
+            if writer != cache.token or stamp != cache.stamp:
+                cache.clear()
+            cache.pending, cache.pending_stamp = {}, stamp + 1
         if anns:
             await _write_announcements(conn, anns, outcomes)
         if upds:
-            await _write_updates(conn, upds, outcomes)
+            await _write_updates(conn, upds, outcomes, cache)
         if nodes:
             await _write_nodes(conn, nodes, outcomes)
     return outcomes
@@ -114,20 +172,23 @@ async def _write_announcements(
 
 # -- channel updates ------------------------------------------------------------------------------
 
+# Times are read as µs since the epoch.
 DIRECTION_STATE_SQL = """
 SELECT d.scid, d.direction, d.update_id, d.timestamp, d.channel_flags, d.cltv_expiry_delta,
        d.htlc_minimum_msat, d.fee_base_msat, d.fee_proportional_millionths, d.htlc_maximum_msat,
-       d.seen, d.alive_update_id, d.alive_since
+       (extract(epoch FROM d.seen) * 1000000)::int8, d.alive_update_id,
+       (extract(epoch FROM d.alive_since) * 1000000)::int8
 FROM channel_directions d
 JOIN unnest($1::int8[], $2::int2[]) AS k(scid, direction) USING (scid, direction)
 """
 EXISTING_UPDATES_SQL = """
-SELECT u.id, u.scid, u.direction, u.timestamp, u.seen
+SELECT u.id, u.scid, u.direction, u.timestamp, (extract(epoch FROM u.seen) * 1000000)::int8
 FROM channel_updates u
 JOIN unnest($1::int8[], $2::int2[], $3::int8[]) AS k(scid, direction, timestamp)
   USING (scid, direction, timestamp)
 """
-NEXT_IDS_SQL = "SELECT nextval('channel_updates_id_seq') FROM generate_series(1, $1)"
+# Ids for n rows: all writes to channel_updates hold the writer lock, so the range is ours.
+RESERVE_IDS_SQL = "SELECT setval('channel_updates_id_seq', nextval('channel_updates_id_seq') + $1 - 1)"
 UPDATE_COLUMNS = (
     "id", "scid", "direction", "timestamp", "message_flags", "channel_flags", "cltv_expiry_delta",
     "htlc_minimum_msat", "fee_base_msat", "fee_proportional_millionths", "htlc_maximum_msat",
@@ -137,129 +198,167 @@ LOWER_UPDATE_SEEN_SQL = """
 UPDATE channel_updates u SET seen = k.seen
 FROM unnest($1::int8[], $2::timestamptz[]) AS k(id, seen) WHERE u.id = k.id AND k.seen < u.seen
 """
-UPSERT_DIRECTIONS_SQL = """
-INSERT INTO channel_directions (scid, direction, update_id, timestamp, channel_flags, cltv_expiry_delta,
-    htlc_minimum_msat, fee_base_msat, fee_proportional_millionths, htlc_maximum_msat, seen,
-    alive_update_id, alive_since)
-SELECT * FROM unnest($1::int8[], $2::int2[], $3::int8[], $4::int8[], $5::int2[], $6::int4[], $7::int8[],
-                     $8::int8[], $9::int8[], $10::int8[], $11::timestamptz[], $12::int8[], $13::timestamptz[])
-ON CONFLICT (scid, direction) DO UPDATE SET
-    update_id = EXCLUDED.update_id, timestamp = EXCLUDED.timestamp, channel_flags = EXCLUDED.channel_flags,
-    cltv_expiry_delta = EXCLUDED.cltv_expiry_delta, htlc_minimum_msat = EXCLUDED.htlc_minimum_msat,
-    fee_base_msat = EXCLUDED.fee_base_msat,
-    fee_proportional_millionths = EXCLUDED.fee_proportional_millionths,
-    htlc_maximum_msat = EXCLUDED.htlc_maximum_msat, seen = EXCLUDED.seen,
-    alive_update_id = EXCLUDED.alive_update_id, alive_since = EXCLUDED.alive_since
+DIRECTION_COLUMNS = (
+    "scid", "direction", "update_id", "timestamp", "channel_flags", "cltv_expiry_delta", "htlc_minimum_msat",
+    "fee_base_msat", "fee_proportional_millionths", "htlc_maximum_msat", "seen", "alive_update_id",
+    "alive_since",
+)  # fmt: skip
+STAGE_SQL = "CREATE TEMP TABLE IF NOT EXISTS direction_stage (LIKE channel_directions) ON COMMIT DELETE ROWS"
+APPLY_STAGE_SQL = """
+UPDATE channel_directions d SET
+    update_id = s.update_id, timestamp = s.timestamp, channel_flags = s.channel_flags,
+    cltv_expiry_delta = s.cltv_expiry_delta, htlc_minimum_msat = s.htlc_minimum_msat,
+    fee_base_msat = s.fee_base_msat, fee_proportional_millionths = s.fee_proportional_millionths,
+    htlc_maximum_msat = s.htlc_maximum_msat, seen = s.seen, alive_update_id = s.alive_update_id,
+    alive_since = s.alive_since
+FROM direction_stage s WHERE d.scid = s.scid AND d.direction = s.direction
 """
 
 
-@dataclass
-class _DirectionState:
-    update_id: int
-    timestamp: int
-    policy: rules.Policy
-    flags: int
-    seen: dt.datetime
-    alive_update_id: int
-    alive_since: dt.datetime
-    dirty: bool = False
-
-
-async def _write_updates(conn: Any, upds: list[tuple[int, Incoming]], outcomes: list[rules.Outcome]) -> None:
-    keys = sorted({(to_int8(it.message.short_channel_id), it.message.direction) for _, it in upds})  # type: ignore[union-attr]
-    state: dict[tuple[int, int], _DirectionState] = {}
-    for r in await conn.fetch(DIRECTION_STATE_SQL, [k[0] for k in keys], [k[1] for k in keys]):
-        state[(r["scid"], r["direction"])] = _DirectionState(
-            update_id=r["update_id"],
-            timestamp=r["timestamp"],
-            policy=(
-                int(r["channel_flags"] & m.CHANNEL_FLAG_DISABLED != 0),
-                r["cltv_expiry_delta"],
-                r["htlc_minimum_msat"] % _U64,
-                r["fee_base_msat"],
-                r["fee_proportional_millionths"],
-                r["htlc_maximum_msat"] % _U64,
-            ),
-            flags=r["channel_flags"],
-            seen=r["seen"],
-            alive_update_id=r["alive_update_id"],
-            alive_since=r["alive_since"],
-        )
-    triples = sorted(
-        {(to_int8(it.message.short_channel_id), it.message.direction, it.message.timestamp) for _, it in upds}  # type: ignore[union-attr]
+def _policy(u: m.ChannelUpdate) -> rules.Policy:
+    return (
+        int(u.channel_flags & _DISABLED != 0),
+        u.cltv_expiry_delta,
+        u.htlc_minimum_msat,
+        u.fee_base_msat,
+        u.fee_proportional_millionths,
+        u.htlc_maximum_msat,
     )
-    # Rows already stored for these keys: id and seen (a duplicate may lower seen).
-    existing: dict[tuple[int, int, int], list[Any]] = {
-        (r["scid"], r["direction"], r["timestamp"]): [r["id"], r["seen"], r["seen"]]
-        for r in await conn.fetch(EXISTING_UPDATES_SQL, *map(list, zip(*triples, strict=True)))
-    }
-    ids = [r[0] for r in await conn.fetch(NEXT_IDS_SQL, len(upds))]
+
+
+async def _direction_states(
+    conn: Any, keys: set[tuple[int, int]], cache: StateCache | None
+) -> dict[tuple[int, int], DirectionState]:
+    """The stored state of ``keys`` (absent keys have no row)."""
+    states: dict[tuple[int, int], DirectionState] = {}
+    missing = keys
+    if cache is not None:
+        cached = cache.directions
+        missing = set()
+        for k in keys:
+            st = cached.get(k)
+            if st is None:
+                missing.add(k)
+            else:
+                states[k] = st
+        cache.hits += len(keys) - len(missing)
+        cache.misses += len(missing)
+    if missing:
+        ordered = sorted(missing)
+        rows = await conn.fetch(DIRECTION_STATE_SQL, [k[0] for k in ordered], [k[1] for k in ordered])
+        for r in rows:
+            policy = (int(r[4] & _DISABLED != 0), r[5], r[6] % _U64, r[7], r[8], r[9] % _U64)
+            states[(r[0], r[1])] = (r[2], r[3], policy, r[4], r[10], r[11], r[12])
+    return states
+
+
+async def _write_updates(
+    conn: Any, upds: list[tuple[int, Incoming]], outcomes: list[rules.Outcome], cache: StateCache | None
+) -> None:
+    decide = rules.decide_update
+    stored = rules.Outcome.STORED
+    half = 1 << 63
+    keyed = []
+    for i, it in upds:
+        u: m.ChannelUpdate = it.message  # type: ignore[assignment]
+        scid = u.short_channel_id
+        keyed.append((i, it.seen_us, u, (scid - _U64 if scid >= half else scid, u.channel_flags & 1)))
+    before = await _direction_states(conn, {k[3] for k in keyed}, cache)
+    # Rows already stored under older timestamps (a direction's latest has its highest one), as
+    # [id, seen as stored, seen after this batch]; the latest rows themselves are added on demand.
+    older = sorted(
+        {(d[0], d[1], u.timestamp) for _, _, u, d in keyed if d in before and u.timestamp < before[d][1]}
+    )
+    existing: dict[tuple[int, int, int], list[int]] = {}
+    if older:
+        rows = await conn.fetch(EXISTING_UPDATES_SQL, *map(list, zip(*older, strict=True)))
+        existing = {(r[1], r[2], r[3]): [r[0], r[4], r[4]] for r in rows}
+    last_id = await conn.fetchval(RESERVE_IDS_SQL, len(keyed))
+    next_id = last_id - len(keyed) + 1
+
+    # Touched directions as mutable lists: the DirectionState fields, then a "changed" flag.
+    state: dict[tuple[int, int], list[Any]] = {}
     new_rows: list[list[Any]] = []
-    new_by_key: dict[tuple[int, int, int], list[Any]] = {}
-    for (i, it), row_id in zip(upds, ids, strict=True):
-        u = it.message
-        assert isinstance(u, m.ChannelUpdate)
-        scid = to_int8(u.short_channel_id)
-        key = (scid, u.direction, u.timestamp)
-        seen = to_timestamp(it.seen_us)
-        dup = existing.get(key) or new_by_key.get(key)
-        st = state.get((scid, u.direction))
-        latest = (st.timestamp, st.policy) if st is not None else None
-        policy = _policy(u)
-        decision = rules.decide_update(latest, u.timestamp, it.seen_us // 1_000_000, policy, dup is not None)
+    new_by_key: dict[tuple[int, int, int], list[int]] = {}
+    for i, seen, u, dkey in keyed:
+        ts = u.timestamp
+        key = (dkey[0], dkey[1], ts)
+        st = state.get(dkey)
+        if st is None:
+            prev = before.get(dkey)
+            if prev is not None:
+                st = state[dkey] = [*prev, False]
+                if ts == prev[1]:
+                    existing.setdefault(key, [prev[0], prev[4], prev[4]])
+        dup = new_by_key.get(key) or existing.get(key)
+        flags = u.channel_flags
+        policy = (
+            1 if flags & _DISABLED else 0, u.cltv_expiry_delta, u.htlc_minimum_msat, u.fee_base_msat,
+            u.fee_proportional_millionths, u.htlc_maximum_msat,
+        )  # fmt: skip
+        decision = decide(
+            None if st is None else (st[1], st[2]), ts, seen // 1_000_000, policy, dup is not None
+        )
         outcomes[i] = decision.outcome
         if dup is not None:
             if seen < dup[2]:
-                dup[2] = seen  # new_rows entries share this list, so a batch-new row is lowered too
+                dup[2] = seen  # a batch-new row shares this list, so it is lowered too
                 if st is not None:
-                    if dup[0] == st.update_id and seen < st.seen:
-                        st.seen, st.dirty = seen, True
-                    if dup[0] == st.alive_update_id and seen < st.alive_since:
-                        st.alive_since, st.dirty = seen, True
+                    if dup[0] == st[0] and seen < st[4]:
+                        st[4], st[7] = seen, True
+                    if dup[0] == st[5] and seen < st[6]:
+                        st[6], st[7] = seen, True
             continue
-        record = [row_id, seen, seen]  # id, original seen, current (lowest) seen
-        row = [
-            row_id, scid, u.direction, u.timestamp, u.message_flags, u.channel_flags, u.cltv_expiry_delta,
-            to_int8(u.htlc_minimum_msat), u.fee_base_msat, u.fee_proportional_millionths,
-            to_int8(u.htlc_maximum_msat), decision.change_mask, decision.starts_life, u.raw, record,
-        ]  # fmt: skip
-        new_rows.append(row)
+        row_id = next_id
+        next_id += 1
+        record = [row_id, seen, seen]
         new_by_key[key] = record
-        if decision.outcome is rules.Outcome.STORED:
+        hmin, hmax = policy[2], policy[5]
+        hmin8 = hmin - _U64 if hmin >= half else hmin
+        hmax8 = hmax - _U64 if hmax >= half else hmax
+        new_rows.append(
+            [
+                row_id, dkey[0], dkey[1], ts, u.message_flags, flags, policy[1], hmin8, policy[3], policy[4],
+                hmax8, decision.change_mask, decision.starts_life, u.raw, record,
+            ]
+        )  # fmt: skip
+        if decision.outcome is stored:
             if st is None:
-                st = state[(scid, u.direction)] = _DirectionState(
-                    row_id, u.timestamp, policy, u.channel_flags, seen, row_id, seen, dirty=True
-                )
+                state[dkey] = [row_id, ts, policy, flags, seen, row_id, seen, True]
             else:
-                st.update_id, st.timestamp, st.policy = row_id, u.timestamp, policy
-                st.flags, st.seen = u.channel_flags, seen
+                st[0], st[1], st[2], st[3], st[4], st[7] = row_id, ts, policy, flags, seen, True
                 if decision.starts_life:
-                    st.alive_update_id, st.alive_since = row_id, seen
-                st.dirty = True
+                    st[5], st[6] = row_id, seen
 
     if new_rows:
         for row in new_rows:
-            row[-1] = row[-1][2]  # the lowest seen any delivery in this batch reported
+            row[-1] = to_timestamp(row[-1][2])  # the lowest seen any delivery in this batch reported
         await conn.copy_records_to_table("channel_updates", records=new_rows, columns=UPDATE_COLUMNS)
-    lowered = [(rec[0], rec[2]) for key, rec in existing.items() if rec[2] < rec[1]]
+    lowered = [(rec[0], to_timestamp(rec[2])) for rec in existing.values() if rec[2] < rec[1]]
     if lowered:
         await conn.execute(LOWER_UPDATE_SEEN_SQL, [x[0] for x in lowered], [x[1] for x in lowered])
-    dirty = [(k, st) for k, st in state.items() if st.dirty]
-    if dirty:
-        # A batch-new latest whose seen was lowered by a later duplicate in the same batch.
-        seen_of = {rec[0]: rec[2] for rec in new_by_key.values()}
-        cols: list[list[Any]] = [[] for _ in range(13)]
-        for (scid, direction), st in dirty:
-            seen = min(st.seen, seen_of.get(st.update_id, st.seen))
-            alive = min(st.alive_since, seen_of.get(st.alive_update_id, st.alive_since))
-            p = st.policy
-            values = (
-                scid, direction, st.update_id, st.timestamp, st.flags, p[1], to_int8(p[2]), p[3], p[4],
-                to_int8(p[5]), seen, st.alive_update_id, alive,
-            )  # fmt: skip
-            for col, value in zip(cols, values, strict=True):
-                col.append(value)
-        await conn.execute(UPSERT_DIRECTIONS_SQL, *cols)
+
+    created: list[tuple[Any, ...]] = []
+    changed: list[tuple[Any, ...]] = []
+    pending = cache.pending if cache is not None else None
+    for dkey, st in state.items():
+        if not st[7]:
+            continue
+        p = st[2]
+        hmin, hmax = p[2], p[5]
+        direction_row = (
+            dkey[0], dkey[1], st[0], st[1], st[3], p[1], hmin - _U64 if hmin >= half else hmin, p[3], p[4],
+            hmax - _U64 if hmax >= half else hmax, to_timestamp(st[4]), st[5], to_timestamp(st[6]),
+        )  # fmt: skip
+        (changed if dkey in before else created).append(direction_row)
+        if pending is not None:
+            pending[dkey] = (st[0], st[1], p, st[3], st[4], st[5], st[6])
+    if created:
+        await conn.copy_records_to_table("channel_directions", records=created, columns=DIRECTION_COLUMNS)
+    if changed:
+        await conn.execute(STAGE_SQL)
+        await conn.copy_records_to_table("direction_stage", records=changed, columns=DIRECTION_COLUMNS)
+        await conn.execute(APPLY_STAGE_SQL)
 
 
 # -- node announcements -----------------------------------------------------------------------------

@@ -26,7 +26,6 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -37,7 +36,7 @@ from lnsync.retry import Backoff
 from lnsync.rgs.rules import Outcome
 from services.persistence import peers
 from services.persistence.ingest import Entry, IngestQueue, Job
-from services.persistence.store import Incoming, to_timestamp, write_batch
+from services.persistence.store import Incoming, StateCache, to_timestamp, write_batch
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +68,29 @@ class _TooSlow(Exception):
     """The transaction would commit too late for the clamped seen times it carries."""
 
 
-@dataclass(slots=True)
-class _Item:
-    job: Job
-    seq: int
-    entry: Entry | None  # None: rejected (reason says why)
-    reason: str | None = None
+class _Flush:
+    """The messages of one flush, flattened into parallel lists (one position per message)."""
+
+    def __init__(self, jobs: list[Job]) -> None:
+        self.owner: list[Job] = []
+        self.seqs: list[int] = []
+        self.entries: list[Entry | None] = []  # None: rejected
+        self.reasons: list[str | None] = []
+        for job in jobs:
+            n = len(job.entries)
+            self.owner += [job] * n
+            self.seqs += [e.seq for e in job.entries]
+            self.entries += job.entries
+            self.reasons += [None] * n
+            n = len(job.rejected)
+            self.owner += [job] * n
+            self.seqs += [seq for seq, _ in job.rejected]
+            self.entries += [None] * n
+            self.reasons += [reason for _, reason in job.rejected]
+        self.outcomes: list[Outcome | None] = [None] * len(self.seqs)
+
+    def __len__(self) -> int:
+        return len(self.seqs)
 
 
 class Writer:
@@ -95,6 +111,7 @@ class Writer:
         self.on_db_state = on_db_state
         self.target = min(MIN_BATCH, max_batch)
         self.batches = 0
+        self.cache = StateCache()
 
     async def run(self) -> None:
         while True:
@@ -109,18 +126,14 @@ class Writer:
 
     async def flush(self, jobs: list[Job]) -> None:
         """Commit ``jobs`` (retrying as long as it takes) and acknowledge them."""
-        items: list[_Item] = []
-        for job in jobs:
-            items.extend(_Item(job, e.seq, e) for e in job.entries)
-            items.extend(_Item(job, seq, None, reason) for seq, reason in job.rejected)
-        outcomes: list[Outcome | None] = [None] * len(items)
-        parts: collections.deque[tuple[int, int]] = collections.deque([(0, len(items))])
+        batch = _Flush(jobs)
+        parts: collections.deque[tuple[int, int]] = collections.deque([(0, len(batch))])
         backoff = Backoff(0.2, 10.0)
         started = time.monotonic()
         while parts:
             lo, hi = parts[0]
             try:
-                result = await self._write(items[lo:hi])
+                await self._write(batch, lo, hi)
             except RETRYABLE as exc:
                 await self.on_db_state(False)
                 if backoff.attempts % 10 == 0:
@@ -128,9 +141,7 @@ class Writer:
                 await backoff.sleep()
                 continue
             except _TooSlow:
-                log.warning(
-                    "a batch of %d messages took over %.0f s; retrying it in halves", hi - lo, self.margin
-                )
+                log.warning("a batch of %d took over %.0f s; retrying it in halves", hi - lo, self.margin)
                 if hi - lo > 1:
                     parts.popleft()
                     mid = (lo + hi) // 2
@@ -142,101 +153,67 @@ class Writer:
                     mid = (lo + hi) // 2
                     parts.extendleft([(mid, hi), (lo, mid)])
                     continue
-                item = items[lo]
-                if item.entry is None:
+                if batch.entries[lo] is None:
                     raise  # only counters left to write: a bug, not bad input
-                log.error("cannot store message seq %d from %s: %s", item.seq, item.job.stream.peer_id, exc)
-                item.entry, item.reason = None, STORE_ERROR
+                peer = batch.owner[lo].stream.peer_id
+                log.error("cannot store message seq %d from %s: %s", batch.seqs[lo], peer, exc)
+                batch.entries[lo], batch.reasons[lo] = None, STORE_ERROR
                 continue
             parts.popleft()
-            outcomes[lo:hi] = result
             if backoff.attempts:
                 backoff.reset()
             await self.on_db_state(True)
         BATCH_SECONDS.observe(time.monotonic() - started)
-        BATCH_SIZE.observe(len(items))
+        BATCH_SIZE.observe(len(batch))
         self.batches += 1
-        self._acknowledge(items, outcomes)
+        self._acknowledge(batch)
 
-    async def _write(self, items: list[_Item]) -> list[Outcome | None]:
-        """One transaction: the messages, the counters and the deliveries of ``items``."""
+    async def _write(self, batch: _Flush, lo: int, hi: int) -> None:
+        """One transaction: the messages, the counters and the deliveries of positions [lo, hi)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.margin
         t0 = time.time_ns() // 1000
         floor = t0 - self.lag_us + int(self.margin * 1_000_000)
+        entries, owner = batch.entries, batch.owner
         incoming: list[Incoming] = []
         positions: list[int] = []
         any_live = False
-        for k, it in enumerate(items):
-            e = it.entry
+        for k in range(lo, hi):
+            e = entries[k]
             if e is None:
                 continue
             r = e.received_us
-            if it.job.stream.live:
+            if owner[k].stream.live:
                 any_live = True
                 seen = floor if r < floor else t0 if r > t0 else r
             else:
                 seen = t0 if r > t0 else r
             incoming.append(Incoming(e.message, seen, e.funding_sats))
             positions.append(k)
-        result: list[Outcome | None] = [None] * len(items)
-        tallies: dict[int, peers.PeerTally] = {}
-        observations: list[tuple[int, int, int, dt.datetime, bool]] = []
         async with self.pool.acquire() as conn, conn.transaction():
-            outs = await write_batch(conn, incoming) if incoming else []
-            for k, out in zip(positions, outs, strict=True):
-                result[k] = out
-                it = items[k]
-                e = it.entry
-                assert e is not None
-                stream = it.job.stream
-                tally = tallies.get(stream.peer_num)
-                if tally is None:
-                    tally = tallies[stream.peer_num] = peers.PeerTally()
-                kind = peers.kind_of(e.message)
-                tally.delivered(kind)
-                received = t0 if e.received_us > t0 else e.received_us
-                if received > tally.last_received_us:
-                    tally.last_received_us = received
-                if out is Outcome.DUPLICATE:
-                    tally.duplicates += 1
-                else:
-                    tally.stored += 1
-                if stream.live:
-                    observations.append(
-                        (
-                            stream.peer_num,
-                            peers.message_hash(e.message),
-                            kind,
-                            to_timestamp(received),
-                            out is not Outcome.DUPLICATE,
-                        )
-                    )
-            for it in items:
-                if it.entry is None:
-                    num = it.job.stream.peer_num
-                    tally = tallies.get(num)
-                    if tally is None:
-                        tally = tallies[num] = peers.PeerTally()
-                    tally.reject(it.reason or "invalid")
+            outs = await write_batch(conn, incoming, self.cache) if incoming else []
+            tallies, observations = _tally(batch, lo, hi, positions, outs, t0)
             await peers.record(conn, tallies, observations, to_timestamp(t0))
             if any_live and loop.time() > deadline:
                 raise _TooSlow
-        return result
+        self.cache.committed()
+        for k, out in zip(positions, outs, strict=True):
+            batch.outcomes[k] = out
 
-    def _acknowledge(self, items: list[_Item], outcomes: list[Outcome | None]) -> None:
+    def _acknowledge(self, batch: _Flush) -> None:
         per_job: dict[int, tuple[Job, list[int], list[tuple[int, str]]]] = {}
         totals: collections.Counter[str] = collections.Counter()
         reasons: collections.Counter[str] = collections.Counter()
-        for it, out in zip(items, outcomes, strict=True):
-            rec = per_job.get(id(it.job))
+        duplicate = Outcome.DUPLICATE
+        for job, seq, out, reason in zip(batch.owner, batch.seqs, batch.outcomes, batch.reasons, strict=True):
+            rec = per_job.get(id(job))
             if rec is None:
-                rec = per_job[id(it.job)] = (it.job, [0, 0], [])
+                rec = per_job[id(job)] = (job, [0, 0], [])
             if out is None:
-                reason = it.reason or "invalid"
-                rec[2].append((it.seq, reason))
-                reasons[reason] += 1
-            elif out is Outcome.DUPLICATE:
+                why = reason or "invalid"
+                rec[2].append((seq, why))
+                reasons[why] += 1
+            elif out is duplicate:
                 rec[1][1] += 1
             else:
                 rec[1][0] += 1
@@ -247,3 +224,43 @@ class Writer:
             REJECTIONS.labels(reason).inc(n)
         for job, (stored, duplicates), rejections in per_job.values():
             job.stream.committed(job, stored, duplicates, rejections)
+
+
+Observation = tuple[int, int, int, dt.datetime, bool]
+
+
+def _tally(
+    batch: _Flush, lo: int, hi: int, positions: list[int], outs: list[Outcome], t0: int
+) -> tuple[dict[int, peers.PeerTally], list[Observation]]:
+    """Per-peer counters and (for live streams) delivery rows of positions [lo, hi)."""
+    tallies: dict[int, peers.PeerTally] = {}
+    observations: list[Observation] = []
+    duplicate = Outcome.DUPLICATE
+    entries, owner = batch.entries, batch.owner
+    for k, out in zip(positions, outs, strict=True):
+        e = entries[k]
+        assert e is not None
+        stream = owner[k].stream
+        tally = tallies.get(stream.peer_num)
+        if tally is None:
+            tally = tallies[stream.peer_num] = peers.PeerTally()
+        kind = peers.kind_of(e.message)
+        tally.delivered(kind)
+        received = t0 if e.received_us > t0 else e.received_us
+        if received > tally.last_received_us:
+            tally.last_received_us = received
+        if out is duplicate:
+            tally.duplicates += 1
+        else:
+            tally.stored += 1
+        if stream.live:
+            hashed = peers.message_hash(e.message)
+            observations.append((stream.peer_num, hashed, kind, to_timestamp(received), out is not duplicate))
+    for k in range(lo, hi):
+        if entries[k] is None:
+            num = owner[k].stream.peer_num
+            tally = tallies.get(num)
+            if tally is None:
+                tally = tallies[num] = peers.PeerTally()
+            tally.reject(batch.reasons[k] or "invalid")
+    return tallies, observations

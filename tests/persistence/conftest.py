@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import signal
-import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ from lnsync import rpc
 from lnsync.chain import chain_hash
 from lnsync.config import Settings, load_settings
 from lnsync.gossip import messages as m
+from lnsync.gossip.signing import pubkey_of
 from lnsync.service import run_service
 from services.persistence.server import PersistenceService
 from tests.conftest import free_port
@@ -31,12 +32,13 @@ ZERO_SIG = b"\0" * 64
 
 
 def node_id(i: int) -> bytes:
-    """A syntactically valid node id (persistence never checks the point)."""
-    return b"\x02" + struct.pack(">I", i).rjust(32, b"\x11")
+    """A valid node id (a point on the curve: persistence checks that, not signatures)."""
+    return pubkey_of(hashlib.sha256(b"node-%d" % i).digest())
 
 
 def channel_announcement(scid: int, n1: int = 1, n2: int = 2, chain: bytes = MAINNET) -> bytes:
-    body = m.encode_channel_announcement_body(chain, scid, node_id(n1), node_id(n2), node_id(n1), node_id(n2))
+    a, b = sorted((node_id(n1), node_id(n2)))
+    body = m.encode_channel_announcement_body(chain, scid, a, b, a, b)
     return m.with_type(m.CHANNEL_ANNOUNCEMENT, ZERO_SIG * 4, body)
 
 

@@ -1,0 +1,277 @@
+"""Sustained ingest of a mainnet-scale gossip history through the real persistence service, against
+a raw asyncpg COPY of the same rows into the same tables in the same run.
+
+The history (deterministic, unsigned: persistence never checks signatures) is ~50k channels,
+~15k nodes and ~1.5M channel_updates over 14 days in gossip-timestamp order: refreshes, fee
+changes, disables. It is sent by one ``IngestClient`` (historical stream, seen = the message's
+timestamp) to ``lnsync serve persistence`` running as its own process against a durable
+PostgreSQL (lnsync's LocalPostgres, default settings) in a temporary directory; throughput is
+messages over the time from the first send to the last acknowledgement. The service's RSS is
+sampled throughout (peak reported).
+
+Reference: the rows the service stored (channel_announcements, channel_updates,
+channel_directions, node_announcements, nodes), read back and COPYed with
+``copy_records_to_table`` into a fresh database with the same schema and indexes. Ratio = the
+service's messages/s over (messages / COPY seconds).
+
+    python -m bench.bench_ingest [--scale 1.0] [--repeats 3] [--profile DIR]
+
+``--profile DIR`` records both processes with py-spy (if installed) into collapsed-stack files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import platform
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+import psutil
+
+from lnsync import rpc, schema
+from lnsync.chain import chain_hash
+from lnsync.gossip import messages as m
+from lnsync.gossip.signing import pubkey_of
+from lnsync.pg import LocalPostgres
+from services.persistence.client import IngestClient
+
+MAINNET = chain_hash("bitcoin")
+DAY = 86400
+END = 1_770_076_800
+START = END - 14 * DAY
+TABLES = ("channel_announcements", "channel_updates", "channel_directions", "node_announcements", "nodes")
+
+
+def history(scale: float, seed: int = 1) -> list[tuple[bytes, int]]:
+    """(raw, received_at_us) in received order."""
+    rng = random.Random(seed)
+    n_nodes = max(20, int(15_000 * scale))
+    n_channels = max(20, int(50_000 * scale))
+    n_updates = int(1_500_000 * scale)
+    nodes = sorted(pubkey_of(hashlib.sha256(b"node%d" % i).digest()) for i in range(n_nodes))
+    zero = b"\0" * 64
+    out: list[tuple[int, bytes]] = []  # (received_us, raw)
+    scids = sorted(
+        {(rng.randrange(600_000, 930_000) << 40) | (rng.randrange(4000) << 16) for _ in range(n_channels)}
+    )
+    for scid in scids:
+        a, b = sorted(rng.sample(range(n_nodes), 2))
+        body = m.encode_channel_announcement_body(MAINNET, scid, nodes[a], nodes[b], nodes[a], nodes[b])
+        out.append(
+            ((START - rng.randrange(DAY)) * 1_000_000, m.with_type(m.CHANNEL_ANNOUNCEMENT, zero * 4, body))
+        )
+    for i, node in enumerate(nodes):
+        for t in (START - rng.randrange(DAY), START + rng.randrange(14 * DAY)):
+            body = m.encode_node_announcement_body(
+                node,
+                t,
+                features=b"\x08\xa0",
+                alias=b"node%d" % i,
+                addresses=bytes([1, 10, 0, i % 250, 1, 0x26, 0x07]),
+            )
+            out.append(
+                (t * 1_000_000 + rng.randrange(60_000_000), m.with_type(m.NODE_ANNOUNCEMENT, zero, body))
+            )
+    # Updates: a few busy directions, most refreshing about daily; every direction starts its
+    # window with its current update.
+    weights = [rng.paretovariate(1.5) for _ in range(2 * len(scids))]
+    total = sum(weights)
+    for k, w in enumerate(weights):
+        scid, direction = scids[k // 2], k % 2
+        count = max(1, round(n_updates * w / total))
+        fee, cltv, disabled = rng.randrange(1, 2000), rng.choice([40, 80, 144]), False
+        for t in sorted(rng.sample(range(START, END), min(count, 14 * DAY))):
+            if rng.random() < 0.2:
+                fee = rng.randrange(1, 2000)
+            if rng.random() < 0.02:
+                disabled = not disabled
+            flags = direction | (m.CHANNEL_FLAG_DISABLED if disabled else 0)
+            body = m.encode_channel_update_body(MAINNET, scid, t, flags, cltv, 1000, 1000, fee, 990_000_000)
+            out.append((t * 1_000_000 + rng.randrange(60_000_000), m.with_type(m.CHANNEL_UPDATE, zero, body)))
+    out.sort(key=lambda x: x[0])
+    return [(raw, received) for received, raw in out]
+
+
+async def start_service(url: str, port: int, log: Path) -> asyncio.subprocess.Process:
+    target = f"127.0.0.1:{port}"
+    env = {**os.environ, "LNSYNC_LOG_LEVEL": "warning", "LNSYNC_PERSISTENCE__PRUNE_INTERVAL": "0"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lnsync", "serve", "persistence", "--listen", target, "--database-url", url,
+        env=env, stdout=log.open("wb"), stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not await rpc.check_health(target, "lnsync.v1.Persistence"):
+        if time.monotonic() > deadline or proc.returncode is not None:
+            raise RuntimeError(f"persistence did not start; see {log}")
+        await asyncio.sleep(0.1)
+    return proc
+
+
+async def fresh_database(pg: LocalPostgres, name: str) -> str:
+    admin = await asyncpg.connect(pg.url("postgres"))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = pg.url(name)
+    conn = await asyncpg.connect(url)
+    try:
+        await schema.migrate(conn)
+    finally:
+        await conn.close()
+    return url
+
+
+async def ingest_once(
+    pg: LocalPostgres, messages: list[tuple[bytes, int]], port: int, root: Path, profile: Path | None
+) -> dict[str, float]:
+    url = await fresh_database(pg, "bench_service")
+    proc = await start_service(url, port, root / "persistence.log")
+    ps = psutil.Process(proc.pid)
+    spies = []
+    if profile is not None:
+        for name, pid in (("service", proc.pid), ("client", os.getpid())):
+            out = str(profile / f"{name}.txt")
+            spies.append(
+                await asyncio.create_subprocess_exec(
+                    "py-spy", "record", "-p", str(pid), "-r", "50", "-f", "raw", "-o", out,
+                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                )
+            )  # fmt: skip
+        await asyncio.sleep(1)
+    peak_rss = 0
+
+    async def sample() -> None:
+        nonlocal peak_rss
+        while True:
+            peak_rss = max(peak_rss, ps.memory_info().rss)
+            await asyncio.sleep(0.2)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        started = time.perf_counter()
+        async with IngestClient(
+            f"127.0.0.1:{port}", "import:bench", source="import", historical=True
+        ) as client:
+            for raw, received in messages:
+                await client.send(raw, received)
+            await client.flush()
+        seconds = time.perf_counter() - started
+    finally:
+        sampler.cancel()
+        for spy in spies:
+            spy.send_signal(2)
+            await spy.wait()
+        proc.terminate()
+        await proc.wait()
+    c = client.counters
+    if c.stored + c.duplicates != len(messages) or c.rejected:
+        raise RuntimeError(f"unexpected counters {c}")
+    return {
+        "seconds": seconds,
+        "rate": len(messages) / seconds,
+        "rss_mb": peak_rss / 2**20,
+        "stored": c.stored,
+    }
+
+
+async def copy_once(pg: LocalPostgres) -> float:
+    """Seconds to COPY what the service stored into a fresh copy of the schema."""
+    source = await asyncpg.connect(pg.url("bench_service"))
+    try:
+        rows = {t: [tuple(r) for r in await source.fetch(f"SELECT * FROM {t}")] for t in TABLES}
+        columns = {
+            t: [r["attname"] for r in await source.fetch(
+                "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0"
+                " AND NOT attisdropped ORDER BY attnum", t)]
+            for t in TABLES
+        }  # fmt: skip
+    finally:
+        await source.close()
+    url = await fresh_database(pg, "bench_copy")
+    conn = await asyncpg.connect(url)
+    try:
+        started = time.perf_counter()
+        for t in TABLES:
+            await conn.copy_records_to_table(t, records=rows[t], columns=columns[t])
+        return time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
+async def run(
+    messages: list[tuple[bytes, int]], pg: LocalPostgres, root: Path, repeats: int, profile: Path | None
+) -> None:
+    port = rpc_port()
+    results = []
+    for i in range(repeats):
+        svc = await ingest_once(pg, messages, port, root, profile)
+        copy_seconds = await copy_once(pg)
+        copy_rate = len(messages) / copy_seconds
+        ratio = svc["rate"] / copy_rate
+        results.append((svc["rate"], copy_rate, ratio, svc["rss_mb"]))
+        print(
+            f"repeat {i + 1}: service {svc['rate']:,.0f} msgs/s ({svc['seconds']:.1f} s), raw COPY "
+            f"{copy_rate:,.0f} msgs/s ({copy_seconds:.1f} s), ratio {ratio:.2f}, service peak RSS "
+            f"{svc['rss_mb']:.0f} MB",
+            flush=True,
+        )
+    med = [statistics.median(col) for col in zip(*results, strict=True)]
+    print(
+        f"\nmedian of {repeats}: service {med[0]:,.0f} msgs/s, raw COPY {med[1]:,.0f} msgs/s, "
+        f"ratio {statistics.median(r[2] for r in results):.2f}, peak RSS {max(r[3] for r in results):.0f} MB "
+        f"(targets: >= 25,000 msgs/s, >= 0.5x, <= 300 MB)\nmachine: {platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, load {os.getloadavg()[0]:.1f}"
+    )
+
+
+def rpc_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="share of mainnet size (1.0 = ~1.5M updates)"
+    )
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="record both processes with py-spy")
+    args = parser.parse_args()
+    t0 = time.perf_counter()
+    messages = history(args.scale)
+    kinds = {k: sum(1 for raw, _ in messages if raw[1] == k) for k in (0, 1, 2)}
+    print(
+        f"history: {len(messages):,} messages ({kinds[0]:,} channel_announcements, "
+        f"{kinds[2]:,} channel_updates, {kinds[1]:,} node_announcements), "
+        f"generated in {time.perf_counter() - t0:.1f} s",
+        flush=True,
+    )
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="lnsync-bench-", dir="/tmp"))
+    root.chmod(0o755)
+    pg = LocalPostgres(root / "pg")
+    pg.start()
+    try:
+        asyncio.run(run(messages, pg, root, args.repeats, args.profile))
+    finally:
+        pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
