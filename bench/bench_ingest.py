@@ -132,6 +132,28 @@ async def fresh_database(pg: LocalPostgres, name: str) -> str:
     return url
 
 
+def cpu_seconds(procs: dict[int, psutil.Process]) -> dict[int, float]:
+    out = {}
+    for pid, p in procs.items():
+        try:
+            t = p.cpu_times()
+            out[pid] = t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def postgres_processes(pg: LocalPostgres) -> dict[int, psutil.Process]:
+    """The postmaster and its children (backends, WAL writer, checkpointer, ...)."""
+    pid = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+    master = psutil.Process(pid)
+    return {p.pid: p for p in [master, *master.children()]}
+
+
+def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(after[pid] - before.get(pid, 0.0) for pid in after)
+
+
 async def ingest_once(
     pg: LocalPostgres, messages: list[tuple[bytes, int]], port: int, root: Path, profile: Path | None
 ) -> dict[str, float]:
@@ -144,7 +166,7 @@ async def ingest_once(
             out = str(profile / f"{name}.txt")
             spies.append(
                 await asyncio.create_subprocess_exec(
-                    "py-spy", "record", "-p", str(pid), "-r", "50", "-f", "raw", "-o", out,
+                    "py-spy", "record", "-p", str(pid), "-r", "200", "-f", "raw", "-o", out,
                     stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
                 )
             )  # fmt: skip
@@ -158,7 +180,10 @@ async def ingest_once(
             await asyncio.sleep(0.2)
 
     sampler = asyncio.create_task(sample())
+    me = psutil.Process()
     try:
+        pg_procs = postgres_processes(pg)
+        cpu0 = (cpu_seconds({0: ps}), cpu_seconds({0: me}), cpu_seconds(pg_procs))
         started = time.perf_counter()
         async with IngestClient(
             f"127.0.0.1:{port}", "import:bench", source="import", historical=True
@@ -167,6 +192,8 @@ async def ingest_once(
                 await client.send(raw, received)
             await client.flush()
         seconds = time.perf_counter() - started
+        pg_procs.update(postgres_processes(pg))
+        cpu = [cpu_delta(a, cpu_seconds(p)) for a, p in zip(cpu0, ({0: ps}, {0: me}, pg_procs), strict=True)]
     finally:
         sampler.cancel()
         for spy in spies:
@@ -182,11 +209,15 @@ async def ingest_once(
         "rate": len(messages) / seconds,
         "rss_mb": peak_rss / 2**20,
         "stored": c.stored,
+        "cpu_service": cpu[0],
+        "cpu_client": cpu[1],
+        "cpu_postgres": cpu[2],
     }
 
 
-async def copy_once(pg: LocalPostgres) -> float:
-    """Seconds to COPY what the service stored into a fresh copy of the schema."""
+async def copy_once(pg: LocalPostgres) -> tuple[float, float]:
+    """Seconds (and CPU seconds of PostgreSQL and this process) to COPY what the service stored
+    into a fresh copy of the schema."""
     source = await asyncpg.connect(pg.url("bench_service"))
     try:
         rows = {t: [tuple(r) for r in await source.fetch(f"SELECT * FROM {t}")] for t in TABLES}
@@ -201,10 +232,15 @@ async def copy_once(pg: LocalPostgres) -> float:
     url = await fresh_database(pg, "bench_copy")
     conn = await asyncpg.connect(url)
     try:
+        me = psutil.Process()
+        pg_procs = postgres_processes(pg)
+        cpu0 = (cpu_seconds({0: me}), cpu_seconds(pg_procs))
         started = time.perf_counter()
         for t in TABLES:
             await conn.copy_records_to_table(t, records=rows[t], columns=columns[t])
-        return time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        cpu = cpu_delta(cpu0[0], cpu_seconds({0: me})) + cpu_delta(cpu0[1], cpu_seconds(pg_procs))
+        return seconds, cpu
     finally:
         await conn.close()
 
@@ -216,14 +252,17 @@ async def run(
     results = []
     for i in range(repeats):
         svc = await ingest_once(pg, messages, port, root, profile)
-        copy_seconds = await copy_once(pg)
+        copy_seconds, copy_cpu = await copy_once(pg)
         copy_rate = len(messages) / copy_seconds
         ratio = svc["rate"] / copy_rate
         results.append((svc["rate"], copy_rate, ratio, svc["rss_mb"]))
+        n = len(messages) / 1e6
         print(
             f"repeat {i + 1}: service {svc['rate']:,.0f} msgs/s ({svc['seconds']:.1f} s), raw COPY "
             f"{copy_rate:,.0f} msgs/s ({copy_seconds:.1f} s), ratio {ratio:.2f}, service peak RSS "
-            f"{svc['rss_mb']:.0f} MB",
+            f"{svc['rss_mb']:.0f} MB\n  CPU µs/msg: service {svc['cpu_service'] / n:.1f}, client "
+            f"{svc['cpu_client'] / n:.1f}, PostgreSQL {svc['cpu_postgres'] / n:.1f}; "
+            f"raw COPY {copy_cpu / n:.1f} (PostgreSQL + asyncpg)",
             flush=True,
         )
     med = [statistics.median(col) for col in zip(*results, strict=True)]

@@ -24,12 +24,16 @@ MAX_LISTED_REJECTIONS = 16
 
 
 class Entry(NamedTuple):
-    """A message that passed persistence's checks, waiting to be written."""
+    """A message that passed persistence's checks, waiting to be written.
 
-    seq: int
+    ``seen_us`` is the producer's receive time; the writer clamps it (live streams) when it
+    writes. The first three fields are those of :class:`services.persistence.store.Incoming`.
+    """
+
     message: m.GossipMessage
-    received_us: int
+    seen_us: int
     funding_sats: int | None
+    seq: int
 
 
 @dataclass(slots=True, eq=False)

@@ -25,15 +25,17 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from lnsync.gossip import messages as m
 from lnsync.rgs import rules
 
 WRITER_LOCK = 0x6C6E737772  # "lnswr": one batch at a time, across replicas
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_fromtimestamp = dt.datetime.fromtimestamp
 _U64 = 1 << 64
 _DISABLED = m.CHANNEL_FLAG_DISABLED
 
@@ -44,7 +46,10 @@ def to_int8(value: int) -> int:
 
 
 def to_timestamp(us: int) -> dt.datetime:
-    return EPOCH + dt.timedelta(microseconds=us)
+    """µs since the epoch as an aware datetime. Exact: us / 1e6 is within 0.12 µs of the true
+    value for any time before 2255 (53-bit mantissa), and fromtimestamp rounds to the nearest µs.
+    (Twice as fast as adding a timedelta; this runs several times per message.)"""
+    return _fromtimestamp(us / 1_000_000, dt.UTC)
 
 
 class Incoming(NamedTuple):
@@ -53,6 +58,17 @@ class Incoming(NamedTuple):
     message: m.GossipMessage
     seen_us: int
     funding_sats: int | None = None
+
+
+class IncomingLike(Protocol):
+    """What :func:`write_batch` reads of each item (an :class:`Incoming` or the like)."""
+
+    @property
+    def message(self) -> m.GossipMessage: ...
+    @property
+    def seen_us(self) -> int: ...
+    @property
+    def funding_sats(self) -> int | None: ...
 
 
 # (update_id, timestamp, policy, channel_flags, seen_us, alive_update_id, alive_since_us)
@@ -100,16 +116,16 @@ RETURNING o.writer, o.batch
 
 
 async def write_batch(
-    conn: Any, items: Sequence[Incoming], cache: StateCache | None = None
+    conn: Any, items: Sequence[IncomingLike], cache: StateCache | None = None
 ) -> list[rules.Outcome]:
     """Store ``items`` in one transaction; return each item's outcome, in order.
 
     With ``cache``, call ``cache.committed()`` after the (possibly enclosing) transaction commits.
     """
     outcomes: list[rules.Outcome] = [rules.Outcome.DUPLICATE] * len(items)
-    anns: list[tuple[int, Incoming]] = []
-    upds: list[tuple[int, Incoming]] = []
-    nodes: list[tuple[int, Incoming]] = []
+    anns: list[tuple[int, IncomingLike]] = []
+    upds: list[tuple[int, IncomingLike]] = []
+    nodes: list[tuple[int, IncomingLike]] = []
     for i, it in enumerate(items):
         t = type(it.message)
         (upds if t is m.ChannelUpdate else anns if t is m.ChannelAnnouncement else nodes).append((i, it))
@@ -143,10 +159,10 @@ RETURNING scid, (xmax = 0) AS inserted
 
 
 async def _write_announcements(
-    conn: Any, anns: list[tuple[int, Incoming]], outcomes: list[rules.Outcome]
+    conn: Any, anns: list[tuple[int, IncomingLike]], outcomes: list[rules.Outcome]
 ) -> None:
     # One row per scid (the earliest seen wins; ON CONFLICT cannot touch a row twice).
-    first: dict[int, tuple[int, Incoming]] = {}
+    first: dict[int, tuple[int, IncomingLike]] = {}
     for i, it in anns:
         scid = it.message.short_channel_id  # type: ignore[union-attr]
         prev = first.get(scid)
@@ -215,15 +231,25 @@ FROM direction_stage s WHERE d.scid = s.scid AND d.direction = s.direction
 """
 
 
-def _policy(u: m.ChannelUpdate) -> rules.Policy:
-    return (
-        int(u.channel_flags & _DISABLED != 0),
-        u.cltv_expiry_delta,
-        u.htlc_minimum_msat,
-        u.fee_base_msat,
-        u.fee_proportional_millionths,
-        u.htlc_maximum_msat,
-    )
+# Binary COPY (PostgreSQL's documented format): rows are packed with struct rather than encoded
+# value by value by asyncpg, and times go in as µs since 2000-01-01 without datetime objects. Each
+# field is its length then its big-endian value; the column types are those of 001_graph.sql.
+PG_EPOCH_US = 946_684_800_000_000
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+_COPY_TRAILER = b"\xff\xff"
+# channel_updates up to raw's length (UPDATE_COLUMNS order): then raw, then seen.
+_UPDATE_HEAD = struct.Struct(
+    ">h" + "iq" + "iq" + "ih" + "iq" + "ih" + "ih" + "ii" + "iq" * 4 + "ih" + "i?" + "i"
+)
+_SEEN_FIELD = struct.Struct(">iq")
+# channel_directions (DIRECTION_COLUMNS order).
+_DIRECTION_ROW = struct.Struct(">h" + "iq" + "ih" + "iq" * 2 + "ih" + "ii" + "iq" * 4 + "iq" * 3)
+
+
+async def _copy_binary(conn: Any, table: str, columns: Sequence[str], rows: list[bytes]) -> None:
+    payload = b"".join((_COPY_HEADER, *rows, _COPY_TRAILER))
+    # A memoryview: asyncpg would take bytes for a file name.
+    await conn.copy_to_table(table, source=memoryview(payload), columns=columns, format="binary")
 
 
 async def _direction_states(
@@ -253,7 +279,7 @@ async def _direction_states(
 
 
 async def _write_updates(
-    conn: Any, upds: list[tuple[int, Incoming]], outcomes: list[rules.Outcome], cache: StateCache | None
+    conn: Any, upds: list[tuple[int, IncomingLike]], outcomes: list[rules.Outcome], cache: StateCache | None
 ) -> None:
     decide = rules.decide_update
     stored = rules.Outcome.STORED
@@ -278,7 +304,7 @@ async def _write_updates(
 
     # Touched directions as mutable lists: the DirectionState fields, then a "changed" flag.
     state: dict[tuple[int, int], list[Any]] = {}
-    new_rows: list[list[Any]] = []
+    new_rows: list[tuple[bytes, bytes, list[int]]] = []  # binary COPY row before seen, raw, record
     new_by_key: dict[tuple[int, int, int], list[int]] = {}
     for i, seen, u, dkey in keyed:
         ts = u.timestamp
@@ -316,12 +342,13 @@ async def _write_updates(
         hmin, hmax = policy[2], policy[5]
         hmin8 = hmin - _U64 if hmin >= half else hmin
         hmax8 = hmax - _U64 if hmax >= half else hmax
-        new_rows.append(
-            [
-                row_id, dkey[0], dkey[1], ts, u.message_flags, flags, policy[1], hmin8, policy[3], policy[4],
-                hmax8, decision.change_mask, decision.starts_life, u.raw, record,
-            ]
+        raw = u.raw
+        head = _UPDATE_HEAD.pack(
+            15, 8, row_id, 8, dkey[0], 2, dkey[1], 8, ts, 2, u.message_flags, 2, flags, 4, policy[1],
+            8, hmin8, 8, policy[3], 8, policy[4], 8, hmax8, 2, decision.change_mask, 1, decision.starts_life,
+            len(raw),
         )  # fmt: skip
+        new_rows.append((head, raw, record))
         if decision.outcome is stored:
             if st is None:
                 state[dkey] = [row_id, ts, policy, flags, seen, row_id, seen, True]
@@ -331,33 +358,37 @@ async def _write_updates(
                     st[5], st[6] = row_id, seen
 
     if new_rows:
-        for row in new_rows:
-            row[-1] = to_timestamp(row[-1][2])  # the lowest seen any delivery in this batch reported
-        await conn.copy_records_to_table("channel_updates", records=new_rows, columns=UPDATE_COLUMNS)
+        seen_field = _SEEN_FIELD.pack
+        # The seen written is the lowest any delivery in this batch reported.
+        rows = [b"".join((head, raw, seen_field(8, rec[2] - PG_EPOCH_US))) for head, raw, rec in new_rows]
+        await _copy_binary(conn, "channel_updates", UPDATE_COLUMNS, rows)
     lowered = [(rec[0], to_timestamp(rec[2])) for rec in existing.values() if rec[2] < rec[1]]
     if lowered:
         await conn.execute(LOWER_UPDATE_SEEN_SQL, [x[0] for x in lowered], [x[1] for x in lowered])
 
-    created: list[tuple[Any, ...]] = []
-    changed: list[tuple[Any, ...]] = []
+    created: list[bytes] = []
+    changed: list[bytes] = []
     pending = cache.pending if cache is not None else None
+    pack = _DIRECTION_ROW.pack
     for dkey, st in state.items():
         if not st[7]:
             continue
         p = st[2]
         hmin, hmax = p[2], p[5]
-        direction_row = (
-            dkey[0], dkey[1], st[0], st[1], st[3], p[1], hmin - _U64 if hmin >= half else hmin, p[3], p[4],
-            hmax - _U64 if hmax >= half else hmax, to_timestamp(st[4]), st[5], to_timestamp(st[6]),
+        hmin8 = hmin - _U64 if hmin >= half else hmin
+        hmax8 = hmax - _U64 if hmax >= half else hmax
+        direction_row = pack(
+            13, 8, dkey[0], 2, dkey[1], 8, st[0], 8, st[1], 2, st[3], 4, p[1], 8, hmin8, 8, p[3], 8, p[4],
+            8, hmax8, 8, st[4] - PG_EPOCH_US, 8, st[5], 8, st[6] - PG_EPOCH_US,
         )  # fmt: skip
         (changed if dkey in before else created).append(direction_row)
         if pending is not None:
             pending[dkey] = (st[0], st[1], p, st[3], st[4], st[5], st[6])
     if created:
-        await conn.copy_records_to_table("channel_directions", records=created, columns=DIRECTION_COLUMNS)
+        await _copy_binary(conn, "channel_directions", DIRECTION_COLUMNS, created)
     if changed:
         await conn.execute(STAGE_SQL)
-        await conn.copy_records_to_table("direction_stage", records=changed, columns=DIRECTION_COLUMNS)
+        await _copy_binary(conn, "direction_stage", DIRECTION_COLUMNS, changed)
         await conn.execute(APPLY_STAGE_SQL)
 
 
@@ -390,7 +421,9 @@ ON CONFLICT (node_id) DO UPDATE SET
 """
 
 
-async def _write_nodes(conn: Any, nodes: list[tuple[int, Incoming]], outcomes: list[rules.Outcome]) -> None:
+async def _write_nodes(
+    conn: Any, nodes: list[tuple[int, IncomingLike]], outcomes: list[rules.Outcome]
+) -> None:
     node_ids = sorted({it.message.node_id for _, it in nodes})  # type: ignore[union-attr]
     state: dict[bytes, list[Any]] = {
         bytes(r["node_id"]): [

@@ -21,22 +21,24 @@ that message alone is rejected (reason ``store_error``).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import asyncpg
 from prometheus_client import Counter, Gauge, Histogram
 
 from lnsync.db import TRANSIENT_ERRORS
+from lnsync.gossip.messages import ChannelAnnouncement, ChannelUpdate, NodeAnnouncement
 from lnsync.retry import Backoff
 from lnsync.rgs.rules import Outcome
 from services.persistence import peers
 from services.persistence.ingest import Entry, IngestQueue, Job
-from services.persistence.store import Incoming, StateCache, to_timestamp, write_batch
+from services.persistence.store import StateCache, to_timestamp, write_batch
 
 log = logging.getLogger(__name__)
 
@@ -69,28 +71,31 @@ class _TooSlow(Exception):
 
 
 class _Flush:
-    """The messages of one flush, flattened into parallel lists (one position per message)."""
+    """The messages of one flush: every job's entries back to back, by position."""
 
     def __init__(self, jobs: list[Job]) -> None:
-        self.owner: list[Job] = []
-        self.seqs: list[int] = []
-        self.entries: list[Entry | None] = []  # None: rejected
-        self.reasons: list[str | None] = []
+        self.jobs = jobs
+        self.entries: list[Entry] = []
+        self.starts: list[int] = []  # where each job's entries start
         for job in jobs:
-            n = len(job.entries)
-            self.owner += [job] * n
-            self.seqs += [e.seq for e in job.entries]
+            self.starts.append(len(self.entries))
             self.entries += job.entries
-            self.reasons += [None] * n
-            n = len(job.rejected)
-            self.owner += [job] * n
-            self.seqs += [seq for seq, _ in job.rejected]
-            self.entries += [None] * n
-            self.reasons += [reason for _, reason in job.rejected]
-        self.outcomes: list[Outcome | None] = [None] * len(self.seqs)
+        self.outcomes: list[Outcome | None] = [None] * len(self.entries)
+        self.errors: dict[int, str] = {}  # positions the store refused, with the reason
 
-    def __len__(self) -> int:
-        return len(self.seqs)
+    def spans(self, lo: int, hi: int) -> Iterator[tuple[Job, int, int]]:
+        """(job, start, end) of each job's entries within positions [lo, hi)."""
+        first = max(0, bisect.bisect_right(self.starts, lo) - 1)
+        for j in range(first, len(self.jobs)):
+            start = self.starts[j]
+            if start >= hi:
+                break
+            end = start + len(self.jobs[j].entries)
+            if end > lo:
+                yield self.jobs[j], max(start, lo), min(end, hi)
+
+    def job_of(self, position: int) -> Job:
+        return self.jobs[bisect.bisect_right(self.starts, position) - 1]
 
 
 class Writer:
@@ -125,15 +130,20 @@ class Writer:
                 self.target = max(min(MIN_BATCH, self.max_batch), self.target // 2)
 
     async def flush(self, jobs: list[Job]) -> None:
-        """Commit ``jobs`` (retrying as long as it takes) and acknowledge them."""
+        """Commit ``jobs`` (retrying as long as it takes) and acknowledge them.
+
+        The batch is written in parts, normally one; a part the database refuses for a reason
+        other than unavailability is split until the offending message is alone, and that message
+        is rejected. The last part also records the rejections.
+        """
         batch = _Flush(jobs)
-        parts: collections.deque[tuple[int, int]] = collections.deque([(0, len(batch))])
+        parts: collections.deque[tuple[int, int]] = collections.deque([(0, len(batch.entries))])
         backoff = Backoff(0.2, 10.0)
         started = time.monotonic()
         while parts:
             lo, hi = parts[0]
             try:
-                await self._write(batch, lo, hi)
+                await self._write(batch, lo, hi, with_rejections=len(parts) == 1)
             except RETRYABLE as exc:
                 await self.on_db_state(False)
                 if backoff.attempts % 10 == 0:
@@ -153,114 +163,124 @@ class Writer:
                     mid = (lo + hi) // 2
                     parts.extendleft([(mid, hi), (lo, mid)])
                     continue
-                if batch.entries[lo] is None:
+                if hi == lo or lo in batch.errors:
                     raise  # only counters left to write: a bug, not bad input
-                peer = batch.owner[lo].stream.peer_id
-                log.error("cannot store message seq %d from %s: %s", batch.seqs[lo], peer, exc)
-                batch.entries[lo], batch.reasons[lo] = None, STORE_ERROR
+                peer = batch.job_of(lo).stream.peer_id
+                log.error("cannot store message seq %d from %s: %s", batch.entries[lo].seq, peer, exc)
+                batch.errors[lo] = STORE_ERROR
                 continue
             parts.popleft()
             if backoff.attempts:
                 backoff.reset()
             await self.on_db_state(True)
         BATCH_SECONDS.observe(time.monotonic() - started)
-        BATCH_SIZE.observe(len(batch))
+        BATCH_SIZE.observe(len(batch.entries))
         self.batches += 1
         self._acknowledge(batch)
 
-    async def _write(self, batch: _Flush, lo: int, hi: int) -> None:
-        """One transaction: the messages, the counters and the deliveries of positions [lo, hi)."""
+    async def _write(self, batch: _Flush, lo: int, hi: int, *, with_rejections: bool) -> None:
+        """One transaction: the messages at positions [lo, hi), their counters and deliveries."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.margin
         t0 = time.time_ns() // 1000
         floor = t0 - self.lag_us + int(self.margin * 1_000_000)
-        entries, owner = batch.entries, batch.owner
-        incoming: list[Incoming] = []
+        entries, errors = batch.entries, batch.errors
+        incoming: list[Entry] = []
         positions: list[int] = []
         any_live = False
-        for k in range(lo, hi):
-            e = entries[k]
-            if e is None:
-                continue
-            r = e.received_us
-            if owner[k].stream.live:
-                any_live = True
-                seen = floor if r < floor else t0 if r > t0 else r
-            else:
-                seen = t0 if r > t0 else r
-            incoming.append(Incoming(e.message, seen, e.funding_sats))
-            positions.append(k)
+        for job, start, end in batch.spans(lo, hi):
+            live = job.stream.live
+            any_live |= live
+            for k in range(start, end):
+                if k in errors:
+                    continue
+                e = entries[k]
+                r = e.seen_us  # the producer's receive time
+                seen = (floor if r < floor else t0 if r > t0 else r) if live else (t0 if r > t0 else r)
+                incoming.append(e if seen == r else e._replace(seen_us=seen))
+                positions.append(k)
         async with self.pool.acquire() as conn, conn.transaction():
             outs = await write_batch(conn, incoming, self.cache) if incoming else []
-            tallies, observations = _tally(batch, lo, hi, positions, outs, t0)
+            outcomes = batch.outcomes
+            for k, out in zip(positions, outs, strict=True):
+                outcomes[k] = out
+            tallies, observations = _tally(batch, lo, hi, t0, with_rejections)
             await peers.record(conn, tallies, observations, to_timestamp(t0))
             if any_live and loop.time() > deadline:
                 raise _TooSlow
         self.cache.committed()
-        for k, out in zip(positions, outs, strict=True):
-            batch.outcomes[k] = out
 
     def _acknowledge(self, batch: _Flush) -> None:
-        per_job: dict[int, tuple[Job, list[int], list[tuple[int, str]]]] = {}
         totals: collections.Counter[str] = collections.Counter()
         reasons: collections.Counter[str] = collections.Counter()
-        duplicate = Outcome.DUPLICATE
-        for job, seq, out, reason in zip(batch.owner, batch.seqs, batch.outcomes, batch.reasons, strict=True):
-            rec = per_job.get(id(job))
-            if rec is None:
-                rec = per_job[id(job)] = (job, [0, 0], [])
-            if out is None:
-                why = reason or "invalid"
-                rec[2].append((seq, why))
-                reasons[why] += 1
-            elif out is duplicate:
-                rec[1][1] += 1
-            else:
-                rec[1][0] += 1
-            totals["rejected" if out is None else out.value] += 1
+        outcomes = batch.outcomes
+        for job, start in zip(batch.jobs, batch.starts, strict=True):
+            end = start + len(job.entries)
+            rejections = list(job.rejected)
+            rejections += [(batch.entries[k].seq, r) for k, r in batch.errors.items() if start <= k < end]
+            window = outcomes[start:end]
+            duplicates = window.count(Outcome.DUPLICATE)
+            stale = window.count(Outcome.STALE)
+            stored = len(window) - duplicates - len(rejections) + len(job.rejected)
+            job.stream.committed(job, stored, duplicates, rejections)
+            totals["stored"] += stored - stale
+            totals["stale"] += stale
+            totals["duplicate"] += duplicates
+            totals["rejected"] += len(rejections)
+            for _, reason in rejections:
+                reasons[reason] += 1
         for outcome, n in totals.items():
             MESSAGES.labels(outcome).inc(n)
         for reason, n in reasons.items():
             REJECTIONS.labels(reason).inc(n)
-        for job, (stored, duplicates), rejections in per_job.values():
-            job.stream.committed(job, stored, duplicates, rejections)
 
 
 Observation = tuple[int, int, int, dt.datetime, bool]
 
 
 def _tally(
-    batch: _Flush, lo: int, hi: int, positions: list[int], outs: list[Outcome], t0: int
+    batch: _Flush, lo: int, hi: int, t0: int, with_rejections: bool
 ) -> tuple[dict[int, peers.PeerTally], list[Observation]]:
-    """Per-peer counters and (for live streams) delivery rows of positions [lo, hi)."""
+    """Per-peer counters and (for live streams) delivery rows of positions [lo, hi), plus every
+    rejection of the batch when ``with_rejections``."""
     tallies: dict[int, peers.PeerTally] = {}
     observations: list[Observation] = []
     duplicate = Outcome.DUPLICATE
-    entries, owner = batch.entries, batch.owner
-    for k, out in zip(positions, outs, strict=True):
-        e = entries[k]
-        assert e is not None
-        stream = owner[k].stream
+    entries, outcomes, errors = batch.entries, batch.outcomes, batch.errors
+    for job, start, end in batch.spans(lo, hi):
+        stream = job.stream
         tally = tallies.get(stream.peer_num)
         if tally is None:
             tally = tallies[stream.peer_num] = peers.PeerTally()
-        kind = peers.kind_of(e.message)
-        tally.delivered(kind)
-        received = t0 if e.received_us > t0 else e.received_us
-        if received > tally.last_received_us:
-            tally.last_received_us = received
-        if out is duplicate:
-            tally.duplicates += 1
-        else:
-            tally.stored += 1
+        ok = [k for k in range(start, end) if k not in errors] if errors else range(start, end)
+        kinds = collections.Counter(type(entries[k].message) for k in ok)
+        tally.channel_updates += kinds[ChannelUpdate]
+        tally.channel_announcements += kinds[ChannelAnnouncement]
+        tally.node_announcements += kinds[NodeAnnouncement]
+        window = [outcomes[k] for k in ok]
+        dups = window.count(duplicate)
+        tally.duplicates += dups
+        tally.stored += len(window) - dups
+        received = max((entries[k].seen_us for k in ok), default=0)
+        tally.last_received_us = max(tally.last_received_us, min(received, t0))
         if stream.live:
-            hashed = peers.message_hash(e.message)
-            observations.append((stream.peer_num, hashed, kind, to_timestamp(received), out is not duplicate))
-    for k in range(lo, hi):
-        if entries[k] is None:
-            num = owner[k].stream.peer_num
+            for k in ok:
+                e = entries[k]
+                r = min(e.seen_us, t0)
+                first = outcomes[k] is not duplicate
+                observations.append((stream.peer_num, peers.message_hash(e.message), peers.kind_of(e.message),
+                                     to_timestamp(r), first))  # fmt: skip
+    if with_rejections:
+        for job, start in zip(batch.jobs, batch.starts, strict=True):
+            refused = [r for k, r in errors.items() if start <= k < start + len(job.entries)]
+            if not job.rejected and not refused:
+                continue
+            num = job.stream.peer_num
             tally = tallies.get(num)
             if tally is None:
                 tally = tallies[num] = peers.PeerTally()
-            tally.reject(batch.reasons[k] or "invalid")
+            for _, reason in job.rejected:
+                tally.reject(reason)
+            for reason in refused:
+                tally.reject(reason)
     return tallies, observations
