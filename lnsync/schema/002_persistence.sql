@@ -70,3 +70,12 @@ CREATE TABLE writer_state (
     batch      bigint NOT NULL DEFAULT 0
 );
 INSERT INTO writer_state DEFAULT VALUES;
+
+-- The writer updates a direction's row with every new latest update (about as often as updates
+-- arrive). Without an index on the columns it changes, PostgreSQL updates it in place on its page
+-- (a HOT update: no new index entries), given free room on the page. channel_directions_seen is
+-- read by nothing that needs it (lookup reads directions by key; its status query scans the
+-- table anyway): dropping it and leaving room on each page made applying the direction updates
+-- 2.4x faster on the mainnet-scale benchmark (bench/bench_ingest.py).
+DROP INDEX channel_directions_seen;
+ALTER TABLE channel_directions SET (fillfactor = 60);
