@@ -235,32 +235,38 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
         now_us = time.time_ns() // 1000
         jobs: list[Job] = []
         job = Job(state)
+        entries, rejected = job.entries, job.rejected
         chain = self.chain_hash
-        for msg in request.messages:
-            seq = msg.seq
-            if seq <= state.last_seq:
-                raise StreamError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"seq {seq} is not above the previous seq {state.last_seq} of this stream",
-                )
-            state.last_seq = seq
-            job.last_seq = seq
-            try:
-                parsed = check_message(msg.raw, chain)
-            except GossipError as exc:
-                job.rejected.append((seq, exc.reason))
-            else:
+        max_batch = self.max_batch
+        last_seq = state.last_seq
+        try:
+            for msg in request.messages:
+                seq = msg.seq
+                if seq <= last_seq:
+                    raise StreamError(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"seq {seq} is not above the previous seq {last_seq} of this stream",
+                    )
+                last_seq = job.last_seq = seq
+                try:
+                    parsed = check_message(msg.raw, chain)
+                except GossipError as exc:
+                    rejected.append((seq, exc.reason))
+                    continue
                 funding = None
                 if msg.HasField("funding_sats") and isinstance(parsed, m.ChannelAnnouncement):
                     funding = msg.funding_sats
                     if funding > MAX_FUNDING_SATS:
-                        job.rejected.append((seq, "invalid_funding_sats"))
+                        rejected.append((seq, "invalid_funding_sats"))
                         continue
-                received = msg.received_at_us if msg.received_at_us > 0 else now_us
-                job.entries.append(Entry(parsed, received, funding, seq))
-            if job.size >= self.max_batch:
-                jobs.append(job)
-                job = Job(state)
+                received = msg.received_at_us
+                entries.append(Entry(parsed, received if received > 0 else now_us, funding, seq))
+                if len(entries) >= max_batch:
+                    jobs.append(job)
+                    job = Job(state)
+                    entries, rejected = job.entries, job.rejected
+        finally:
+            state.last_seq = last_seq
         if job.size:
             jobs.append(job)
         for j in jobs:
