@@ -1,7 +1,11 @@
 """Import gossip archives into a running persistence service (Persistence.Ingest).
 
-Every message's signatures are verified here (persistence re-checks only structure and chain);
-invalid ones are counted by reason and skipped. Received times ("seen") come from --seen:
+Archives: lnresearch GSP files, Core Lightning gossip_store files and plain [u16 length][message]
+records, recognised from their first bytes (lnsync.gossip.archive); a gossip_store's channel
+amounts become the announcements' funding amounts. Every message's signatures are verified here
+(persistence re-checks only structure and chain); invalid ones are counted by reason and skipped
+(a channel_update whose channel_announcement is not in the input cannot be verified:
+"unknown_channel"). Received times ("seen") come from --seen:
 
   message  each message's own gossip timestamp; a channel_announcement, which has none, takes the
            earliest timestamp of that channel's updates in the input (files are read twice), or,
@@ -24,12 +28,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 from lnsync import logs
 from lnsync.chain import chain_hash
 from lnsync.config import load_settings
 from lnsync.gossip import messages as m
+from lnsync.gossip.archive import ArchiveError, ArchiveRecord, read_archive
 from lnsync.gossip.errors import GossipError
 from lnsync.gossip.validate import GossipValidator
 
@@ -41,6 +46,7 @@ PROGRESS_EVERY = 5.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the --seen table above
     parser.add_argument("files", nargs="+", metavar="FILE", help="gossip archives, read in order")
     parser.add_argument(
         "--seen", choices=SEEN_CHOICES, default="message", help="where received times come from (see above)"
@@ -55,40 +61,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--network", help="the chain the archive is for (default: the configured network)")
     parser.add_argument(
+        "--include-deleted",
+        action="store_true",
+        help="gossip_store: also import records Core Lightning marked deleted (superseded updates, closed "
+        "channels: older history)",
+    )
+    parser.add_argument(
         "--stall-timeout", type=float, default=60.0, metavar="SECONDS",
         help="give up when persistence acknowledges nothing for this long (default 60)",
     )  # fmt: skip
 
 
-class ImportError_(Exception):
+class ImportFailed(Exception):
     """A failure worth one line to the user (no traceback)."""
 
 
 # -- reading archives -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    raw: bytes
-    timestamp: int | None  # the archive record's time, where the format has one
-    funding_sats: int | None = None
-
-
-def read_records(f: BinaryIO, name: str) -> Iterator[Record]:
-    """``[u16 length][message]`` records."""
-    offset = 0
-    while True:
-        head = f.read(2)
-        if not head:
-            return
-        if len(head) < 2:
-            raise ImportError_(f"{name}: truncated record header at byte {offset}")
-        length = int.from_bytes(head, "big")
-        raw = f.read(length)
-        if len(raw) < length:
-            raise ImportError_(f"{name}: truncated record at byte {offset}")
-        offset += 2 + length
-        yield Record(raw, None)
+def records(path: Path, include_deleted: bool) -> Iterator[ArchiveRecord]:
+    """The gossip records of one archive (GSP, Core Lightning gossip_store or u16 records)."""
+    with path.open("rb") as f:
+        try:
+            yield from read_archive(f, include_deleted=include_deleted)
+        except ArchiveError as exc:
+            raise ImportFailed(f"{path}: {exc}") from None
 
 
 # -- the import -------------------------------------------------------------------------------------
@@ -102,28 +99,34 @@ class Tally:
     files: int = 0
 
 
-def first_update_times(paths: list[Path]) -> dict[int, int]:
+def first_update_times(paths: list[Path], include_deleted: bool) -> dict[int, int]:
     """The earliest channel_update timestamp of every channel in ``paths``."""
     earliest: dict[int, int] = {}
     for path in paths:
-        with path.open("rb") as f:
-            for rec in read_records(f, str(path)):
-                raw = rec.raw
-                if len(raw) >= m.CHANNEL_UPDATE_SIZE and raw[0] == 1 and raw[1] == 2:
-                    u = m.decode_channel_update(raw)
-                    if u.timestamp < earliest.get(u.short_channel_id, 1 << 62):
-                        earliest[u.short_channel_id] = u.timestamp
+        for rec in records(path, include_deleted):
+            raw = rec.raw
+            if len(raw) >= m.CHANNEL_UPDATE_SIZE and raw[0] == 1 and raw[1] == 2:
+                u = m.decode_channel_update(raw)
+                if u.timestamp < earliest.get(u.short_channel_id, 1 << 62):
+                    earliest[u.short_channel_id] = u.timestamp
     return earliest
 
 
 async def import_files(
-    paths: list[Path], *, target: str, peer_id: str, seen: str, network: str, stall_timeout: float
+    paths: list[Path],
+    *,
+    target: str,
+    peer_id: str,
+    seen: str,
+    network: str,
+    stall_timeout: float,
+    include_deleted: bool = False,
 ) -> tuple[Tally, IngestCounters]:
     from services.persistence.client import IngestClient  # a service dependency, only for this command
 
     tally = Tally()
     validator = GossipValidator(chain_hash(network))
-    ann_times = first_update_times(paths) if seen == "message" else {}
+    ann_times = first_update_times(paths, include_deleted) if seen == "message" else {}
     last_ts = 0
     started = last_report = time.monotonic()
     acked_at, last_acked = started, 0
@@ -136,7 +139,7 @@ async def import_files(
             if c.acked != last_acked or not c.unacked:
                 acked_at, last_acked = now, c.acked
             elif now - acked_at > stall_timeout:
-                raise ImportError_(
+                raise ImportFailed(
                     f"persistence at {target} acknowledged nothing for {stall_timeout:.0f} s "
                     f"({c.unacked} messages waiting); is it running (lnsync serve persistence)?"
                 )
@@ -151,32 +154,31 @@ async def import_files(
                 )
 
         for path in paths:
-            with path.open("rb") as f:
-                for rec in read_records(f, str(path)):
-                    tally.read += 1
-                    try:
-                        msg = validator.validate(rec.raw)
-                    except GossipError as exc:
-                        tally.invalid[exc.reason] += 1
-                        continue
-                    tally.valid += 1
-                    if seen == "now":
-                        received = None
-                    elif seen == "record":
-                        if rec.timestamp is None:
-                            raise ImportError_(
-                                f"{path}: this archive format has no record times; use --seen message"
-                            )
-                        received = rec.timestamp * 1_000_000
-                    elif isinstance(msg, m.ChannelAnnouncement):
-                        ts = ann_times.get(msg.short_channel_id, last_ts)
-                        received = (ts or int(time.time())) * 1_000_000
-                    else:
-                        last_ts = max(last_ts, msg.timestamp)
-                        received = msg.timestamp * 1_000_000
-                    await client.send(rec.raw, received, funding_sats=rec.funding_sats)
-                    if tally.read % 4096 == 0:
-                        check_progress()
+            for rec in records(path, include_deleted):
+                tally.read += 1
+                try:
+                    msg = validator.validate(rec.raw)
+                except GossipError as exc:
+                    tally.invalid[exc.reason] += 1
+                    continue
+                tally.valid += 1
+                if seen == "now":
+                    received = None
+                elif seen == "record":
+                    if rec.timestamp is None:
+                        raise ImportFailed(
+                            f"{path}: this archive format has no record times; use --seen message"
+                        )
+                    received = rec.timestamp * 1_000_000
+                elif isinstance(msg, m.ChannelAnnouncement):
+                    ts = ann_times.get(msg.short_channel_id, last_ts)
+                    received = (ts or int(time.time())) * 1_000_000
+                else:
+                    last_ts = max(last_ts, msg.timestamp)
+                    received = msg.timestamp * 1_000_000
+                await client.send(rec.raw, received, funding_sats=rec.funding_sats)
+                if tally.read % 4096 == 0:
+                    check_progress()
             tally.files += 1
         while True:
             try:
@@ -203,10 +205,10 @@ def run(args: argparse.Namespace) -> int:
         tally, counters = asyncio.run(
             import_files(
                 paths, target=target, peer_id=peer_id, seen=args.seen, network=settings.network,
-                stall_timeout=args.stall_timeout,
+                stall_timeout=args.stall_timeout, include_deleted=args.include_deleted,
             )
         )  # fmt: skip
-    except ImportError_ as exc:
+    except ImportFailed as exc:
         print(f"lnsync import: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

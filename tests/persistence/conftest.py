@@ -88,10 +88,12 @@ class RunningPersistence:
             loop.remove_signal_handler(sig)
 
 
-def persistence_settings(database_url: str, port: int | None = None, **section: Any) -> Settings:
+def persistence_settings(
+    database_url: str, port: int | None = None, network: str = "bitcoin", **section: Any
+) -> Settings:
     section.setdefault("prune_interval", 0)
     section["listen"] = f"127.0.0.1:{port or free_port()}"
-    return load_settings(database_url=database_url, network="bitcoin", persistence=section)
+    return load_settings(database_url=database_url, network=network, persistence=section)
 
 
 async def start_persistence(database_url: str, **section: Any) -> RunningPersistence:

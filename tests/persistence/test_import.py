@@ -10,6 +10,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from lnsync.gossip.archive import read_archive_bytes
 from services.lookup.store import load_delta_input
 from tests.conftest import ROOT, free_port
 from tests.persistence.conftest import MAINNET, RunningPersistence
@@ -85,3 +86,27 @@ async def test_import_fails_clearly(short_tmp: Path) -> None:
     unreachable = f"127.0.0.1:{free_port()}"
     code, _, err = await lnsync_import(str(FIXTURE), "--persistence", unreachable, "--stall-timeout", "1")
     assert code == 1 and f"persistence at {unreachable} acknowledged nothing" in err
+
+
+async def test_import_of_a_core_lightning_gossip_store_keeps_record_times_and_amounts(
+    persistence_factory, database_url: str
+) -> None:
+    running = await persistence_factory(network="regtest")
+    store = ROOT / "data" / "cln-gossip-store" / "gossip_store.mesh-3x3"  # a 9-node regtest mesh
+    code, out, err = await lnsync_import(
+        str(store), "--seen", "record", "--network", "regtest", "--persistence", running.target
+    )
+    assert code == 0, err
+    assert "read 45 messages, invalid 0" in out and "stored 45" in out, out
+    records = {r.raw: r for r in read_archive_bytes(store.read_bytes())}
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT raw, funding_sats, extract(epoch FROM seen)::int8 AS seen FROM channel_announcements"
+        )
+        assert len(rows) == 12
+        for r in rows:
+            rec = records[bytes(r["raw"])]
+            assert r["seen"] == rec.timestamp and r["funding_sats"] == rec.funding_sats is not None
+    finally:
+        await conn.close()
