@@ -1,13 +1,14 @@
 """Sustained ingest of a mainnet-scale gossip history through the real persistence service, against
 a raw asyncpg COPY of the same rows into the same tables in the same run.
 
-The history (deterministic, unsigned: persistence never checks signatures) is ~50k channels,
-~15k nodes and ~1.5M channel_updates over 14 days in gossip-timestamp order: refreshes, fee
-changes, disables. It is sent by one ``IngestClient`` (historical stream, seen = the message's
-timestamp) to ``lnsync serve persistence`` running as its own process against a durable
-PostgreSQL (lnsync's LocalPostgres, default settings) in a temporary directory; throughput is
-messages over the time from the first send to the last acknowledgement. The service's RSS is
-sampled throughout (peak reported).
+The history is ``lnsync gen``'s (``generate_history(sign=False)``: placeholder signatures, which
+persistence never checks): the real 2026 mainnet topology, ~54k channels, ~17k nodes and ~1.5M
+channel_updates over 14 days in received order. One ``IngestClient`` (a historical stream: seen
+is the received time) sends it to ``lnsync serve persistence``, its own process, backed by a
+durable PostgreSQL (lnsync's LocalPostgres, default settings) in a temporary directory.
+Throughput is messages over the time from the first send to the last acknowledgement. The
+service's RSS is sampled throughout (peak reported), and the CPU time of each process (service,
+client, PostgreSQL) is reported per message: on a shared machine that is the steadier figure.
 
 Reference: the rows the service stored (channel_announcements, channel_updates,
 channel_directions, node_announcements, nodes), read back and COPYed with
@@ -23,10 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import os
 import platform
-import random
 import shutil
 import statistics
 import sys
@@ -38,67 +37,19 @@ import asyncpg
 import psutil
 
 from lnsync import rpc, schema
-from lnsync.chain import chain_hash
-from lnsync.gossip import messages as m
-from lnsync.gossip.signing import pubkey_of
+from lnsync.gen import generate_history
 from lnsync.pg import LocalPostgres
 from services.persistence.client import IngestClient
 
-MAINNET = chain_hash("bitcoin")
-DAY = 86400
-END = 1_770_076_800
-START = END - 14 * DAY
 TABLES = ("channel_announcements", "channel_updates", "channel_directions", "node_announcements", "nodes")
 
 
 def history(scale: float, seed: int = 1) -> list[tuple[bytes, int]]:
-    """(raw, received_at_us) in received order."""
-    rng = random.Random(seed)
-    n_nodes = max(20, int(15_000 * scale))
-    n_channels = max(20, int(50_000 * scale))
-    n_updates = int(1_500_000 * scale)
-    nodes = sorted(pubkey_of(hashlib.sha256(b"node%d" % i).digest()) for i in range(n_nodes))
-    zero = b"\0" * 64
-    out: list[tuple[int, bytes]] = []  # (received_us, raw)
-    scids = sorted(
-        {(rng.randrange(600_000, 930_000) << 40) | (rng.randrange(4000) << 16) for _ in range(n_channels)}
-    )
-    for scid in scids:
-        a, b = sorted(rng.sample(range(n_nodes), 2))
-        body = m.encode_channel_announcement_body(MAINNET, scid, nodes[a], nodes[b], nodes[a], nodes[b])
-        out.append(
-            ((START - rng.randrange(DAY)) * 1_000_000, m.with_type(m.CHANNEL_ANNOUNCEMENT, zero * 4, body))
-        )
-    for i, node in enumerate(nodes):
-        for t in (START - rng.randrange(DAY), START + rng.randrange(14 * DAY)):
-            body = m.encode_node_announcement_body(
-                node,
-                t,
-                features=b"\x08\xa0",
-                alias=b"node%d" % i,
-                addresses=bytes([1, 10, 0, i % 250, 1, 0x26, 0x07]),
-            )
-            out.append(
-                (t * 1_000_000 + rng.randrange(60_000_000), m.with_type(m.NODE_ANNOUNCEMENT, zero, body))
-            )
-    # Updates: a few busy directions, most refreshing about daily; every direction starts its
-    # window with its current update.
-    weights = [rng.paretovariate(1.5) for _ in range(2 * len(scids))]
-    total = sum(weights)
-    for k, w in enumerate(weights):
-        scid, direction = scids[k // 2], k % 2
-        count = max(1, round(n_updates * w / total))
-        fee, cltv, disabled = rng.randrange(1, 2000), rng.choice([40, 80, 144]), False
-        for t in sorted(rng.sample(range(START, END), min(count, 14 * DAY))):
-            if rng.random() < 0.2:
-                fee = rng.randrange(1, 2000)
-            if rng.random() < 0.02:
-                disabled = not disabled
-            flags = direction | (m.CHANNEL_FLAG_DISABLED if disabled else 0)
-            body = m.encode_channel_update_body(MAINNET, scid, t, flags, cltv, 1000, 1000, fee, 990_000_000)
-            out.append((t * 1_000_000 + rng.randrange(60_000_000), m.with_type(m.CHANNEL_UPDATE, zero, body)))
-    out.sort(key=lambda x: x[0])
-    return [(raw, received) for received, raw in out]
+    """(raw, received_at_us) in received order: ``lnsync gen``'s unsigned history."""
+    return [
+        (msg.raw, int(msg.received_at * 1_000_000))
+        for msg in generate_history(seed=seed, scale=scale, days=14, sign=False)
+    ]
 
 
 async def start_service(url: str, port: int, log: Path) -> asyncio.subprocess.Process:
