@@ -26,6 +26,9 @@ API (all coroutines run on one event loop; the client is not thread-safe):
 * ``client.counters`` (:class:`IngestCounters`): ``sent``, ``acked``, ``unacked``, ``stored``,
   ``duplicates``, ``rejected``, ``rejections`` (reason -> count), ``resent``, ``streams``.
 * ``client.connected``: True while a stream is open.
+* ``IngestRejected`` is raised by ``send``/``flush`` (and kept in ``client.error``) if persistence
+  refuses the stream itself (INVALID_ARGUMENT, UNIMPLEMENTED: a bad peer id, a protocol bug),
+  which no retry can cure. Every other failure is retried for ever.
 
 Delivery: every message stays in the window until persistence acknowledges it (cumulatively, by
 seq, only after commit). After any stream failure (persistence restarted or killed, network
@@ -82,6 +85,15 @@ class IngestCounters:
 _Pending = tuple[int, bytes, int, int | None]
 
 
+class IngestRejected(Exception):
+    """Persistence refused the stream itself (a bad header or a broken protocol): retrying cannot
+    help. Raised by ``send`` and ``flush`` once it happened; the message says why."""
+
+
+# Stream failures that a retry cannot cure.
+_FATAL_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNIMPLEMENTED})
+
+
 class _StreamEnded(Exception):
     """Persistence closed the stream while messages were unacknowledged."""
 
@@ -113,6 +125,7 @@ class IngestClient:
         self.on_rejection = on_rejection
         self.counters = IngestCounters()
         self.connected = False
+        self.error: IngestRejected | None = None
         self._backoff = Backoff(backoff_min, backoff_max)
         self._pending: collections.deque[_Pending] = collections.deque()
         self._next_seq = 1
@@ -158,9 +171,11 @@ class IngestClient:
         """Queue one message; returns its seq. Waits while ``window`` messages are unacknowledged."""
         if self._task is None:
             raise RuntimeError("IngestClient is not started (use 'async with' or start())")
+        self._raise_if_rejected()
         if len(self._pending) >= self.window:
             async with self._acked:
-                await self._acked.wait_for(lambda: len(self._pending) < self.window)
+                await self._acked.wait_for(lambda: len(self._pending) < self.window or self.error is not None)
+            self._raise_if_rejected()
         seq = self._next_seq
         self._next_seq += 1
         if received_at_us is None:
@@ -174,7 +189,12 @@ class IngestClient:
         """Wait until every message sent so far is acknowledged."""
         target = self._next_seq - 1
         async with asyncio.timeout(timeout), self._acked:
-            await self._acked.wait_for(lambda: self._acked_seq >= target)
+            await self._acked.wait_for(lambda: self._acked_seq >= target or self.error is not None)
+        self._raise_if_rejected()
+
+    def _raise_if_rejected(self) -> None:
+        if self.error is not None:
+            raise self.error
 
     async def close(self) -> None:
         """Stop sending; unacknowledged messages are dropped (flush first to keep them)."""
@@ -199,6 +219,14 @@ class IngestClient:
             except (grpc.aio.AioRpcError, _StreamEnded, grpc.aio.UsageError) as exc:
                 detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
                 code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "ENDED"
+                if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in _FATAL_CODES:
+                    self.error = IngestRejected(
+                        f"persistence at {self.target} refused the stream ({code}: {detail})"
+                    )
+                    log.error("%s", self.error)
+                    async with self._acked:
+                        self._acked.notify_all()
+                    return
                 log.warning(
                     "ingest stream to %s failed (%s: %s); %d unacknowledged, reconnecting",
                     self.target, code, detail, len(self._pending),

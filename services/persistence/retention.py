@@ -36,7 +36,7 @@ from services.persistence.store import WRITER_LOCK, to_timestamp
 log = logging.getLogger(__name__)
 
 DEAD_AFTER = 2 * f.STALE_AFTER  # dead (14 days without an update) for 14 more days
-ID_CHUNK = 20_000  # update ids examined per superseded-pruning batch
+ID_CHUNK = 5_000  # update ids examined per superseded-pruning batch (~50 ms under the lock)
 CHANNEL_CHUNK = 200  # channels per dead/pending batch
 OBSERVATION_CHUNK = 20_000
 

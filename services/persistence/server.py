@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_PEER_ID = 128
 MAX_SOURCE = 64
+MAX_CACHED_PEERS = 10_000
 MAX_FUNDING_SATS = 21_000_000 * 100_000_000
 QUEUE_BATCHES = 4  # the queue holds this many maximal batches
 DB_CHECK_INTERVAL = 2.0
@@ -132,8 +133,8 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
                     await conn.fetchval("SELECT 1", timeout=DB_CHECK_INTERVAL)
             except RETRYABLE:
                 await self._db_state(False)
-            else:
-                await self._db_state(True)
+            else:  # reachable, but not healthy while the writer still fails (e.g. a full disk)
+                await self._db_state(self.writer is None or not self.writer.failing)
 
     async def _retention(self, interval: int) -> None:
         p = self.settings.persistence
@@ -210,6 +211,8 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
                 num = await peers.register_peer(conn, peer_id, source)
         except RETRYABLE as exc:
             raise StreamError(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}") from None
+        if len(self._peer_nums) >= MAX_CACHED_PEERS:
+            self._peer_nums.clear()
         self._peer_nums[peer_id] = num
         return num
 

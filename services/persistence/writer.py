@@ -117,6 +117,7 @@ class Writer:
         self.target = min(MIN_BATCH, max_batch)
         self.batches = 0
         self.cache = StateCache()
+        self.failing = False  # the last write attempt could not reach the database
 
     async def run(self) -> None:
         while True:
@@ -145,6 +146,7 @@ class Writer:
             try:
                 await self._write(batch, lo, hi, with_rejections=len(parts) == 1)
             except RETRYABLE as exc:
+                self.failing = True
                 await self.on_db_state(False)
                 if backoff.attempts % 10 == 0:
                     log.warning("writing %d messages failed (%s); retrying with backoff", hi - lo, exc)
@@ -172,6 +174,7 @@ class Writer:
             parts.popleft()
             if backoff.attempts:
                 backoff.reset()
+            self.failing = False
             await self.on_db_state(True)
         BATCH_SECONDS.observe(time.monotonic() - started)
         BATCH_SIZE.observe(len(batch.entries))

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from services.persistence.client import IngestClient
+from services.persistence.client import IngestClient, IngestRejected
 from tests.conftest import free_port
 from tests.persistence.conftest import channel_update, start_persistence
 
@@ -40,3 +40,17 @@ async def test_send_waits_on_a_full_window_and_everything_lands_once_persistence
     finally:
         if running is not None:
             await running.stop()
+
+
+async def test_a_stream_persistence_refuses_fails_fast_instead_of_retrying(persistence) -> None:
+    client = IngestClient(persistence.target, "", backoff_max=0.1)  # an empty peer id is refused
+    await client.start()
+    try:
+        await client.send(channel_update(600_000 << 40, 0, 1_770_000_000))
+        with pytest.raises(IngestRejected, match="INVALID_ARGUMENT"):
+            await client.flush(timeout=10)
+        with pytest.raises(IngestRejected):
+            await client.send(channel_update(600_001 << 40, 0, 1_770_000_000))
+        assert client.counters.streams == 1 and client.counters.unacked == 1  # one attempt, no retry
+    finally:
+        await client.close()
