@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -157,34 +158,46 @@ async def _prune_superseded(pool: Any, table: str, sql: str, cutoff: Any, stats:
         await asyncio.sleep(0)
 
 
-async def _prune_dead_channels(pool: Any, dead_before: int, stats: PruneStats) -> None:
-    after: int | None = None
+async def _prune_keyed(
+    pool: Any,
+    select: str,
+    select_args: Callable[[Any], tuple[Any, ...]],
+    delete: Callable[[Any, list[Any]], Awaitable[None]],
+) -> int:
+    """Delete what ``select`` finds (ordered by key, after a key), a chunk per locked transaction."""
+    after: Any = None
+    total = 0
     while True:
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITER_LOCK)
-            scids = [r[0] for r in await conn.fetch(DEAD_CHANNELS_SQL, after, dead_before, CHANNEL_CHUNK)]
-            if scids:
-                await conn.execute(DELETE_DIRECTIONS_SQL, scids * 2, [0] * len(scids) + [1] * len(scids))
-                await conn.execute("DELETE FROM channel_announcements WHERE scid = ANY($1::int8[])", scids)
+            rows = await conn.fetch(select, *select_args(after), CHANNEL_CHUNK)
+            if rows:
+                await delete(conn, rows)
                 await conn.execute(STAMP_SQL)
-        stats.dead_channels += len(scids)
-        if len(scids) < CHANNEL_CHUNK:
-            return
-        after = scids[-1]
+        total += len(rows)
+        if len(rows) < CHANNEL_CHUNK:
+            return total
+        after = rows[-1]
         await asyncio.sleep(0)
+
+
+async def _prune_dead_channels(pool: Any, dead_before: int, stats: PruneStats) -> None:
+    async def delete(conn: Any, rows: list[Any]) -> None:
+        scids = [r[0] for r in rows]
+        await conn.execute(DELETE_DIRECTIONS_SQL, scids * 2, [0] * len(scids) + [1] * len(scids))
+        await conn.execute("DELETE FROM channel_announcements WHERE scid = ANY($1::int8[])", scids)
+
+    def args(after: Any) -> tuple[Any, ...]:
+        return (None if after is None else after[0], dead_before)
+
+    stats.dead_channels += await _prune_keyed(pool, DEAD_CHANNELS_SQL, args, delete)
 
 
 async def _prune_pending(pool: Any, seen_before: Any, stats: PruneStats) -> None:
-    after: tuple[int, int] = (INT8_MIN, -1)
-    while True:
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITER_LOCK)
-            keys = [(r[0], r[1]) for r in await conn.fetch(PENDING_SQL, *after, seen_before, CHANNEL_CHUNK)]
-            if keys:
-                await conn.execute(DELETE_DIRECTIONS_SQL, [k[0] for k in keys], [k[1] for k in keys])
-                await conn.execute(STAMP_SQL)
-        stats.pending_directions += len(keys)
-        if len(keys) < CHANNEL_CHUNK:
-            return
-        after = keys[-1]
-        await asyncio.sleep(0)
+    async def delete(conn: Any, rows: list[Any]) -> None:
+        await conn.execute(DELETE_DIRECTIONS_SQL, [r[0] for r in rows], [r[1] for r in rows])
+
+    def args(after: Any) -> tuple[Any, ...]:
+        return (INT8_MIN, -1, seen_before) if after is None else (after[0], after[1], seen_before)
+
+    stats.pending_directions += await _prune_keyed(pool, PENDING_SQL, args, delete)

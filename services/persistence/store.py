@@ -259,6 +259,18 @@ async def _copy_binary(conn: Any, table: str, columns: Sequence[str], rows: list
     await conn.copy_to_table(table, source=memoryview(payload), columns=columns, format="binary")
 
 
+def _lower_seen(row: list[Any], state: list[Any] | None, seen: Any) -> None:
+    """A delivery of an already stored message with an earlier ``seen``: lower the row's seen
+    (``row`` = [id, seen as stored, seen now]) and the copies the latest state holds of it
+    (``state`` = [latest id, _, _, _, its seen, life/first id, its seen, changed])."""
+    row[2] = seen
+    if state is not None:
+        if row[0] == state[0] and seen < state[4]:
+            state[4], state[7] = seen, True
+        if row[0] == state[5] and seen < state[6]:
+            state[6], state[7] = seen, True
+
+
 async def _direction_states(
     conn: Any, keys: set[tuple[int, int]], cache: StateCache | None
 ) -> dict[tuple[int, int], DirectionState]:
@@ -351,13 +363,8 @@ async def _write_updates(
             )
             outcomes[i] = decision.outcome
             if dup is not None:
-                if seen < dup[2]:
-                    dup[2] = seen  # lowers a batch-new row too (written below if already streamed)
-                    if st is not None:
-                        if dup[0] == st[0] and seen < st[4]:
-                            st[4], st[7] = seen, True
-                        if dup[0] == st[5] and seen < st[6]:
-                            st[6], st[7] = seen, True
+                if seen < dup[2]:  # (a batch-new row already streamed is corrected below)
+                    _lower_seen(dup, st, seen)
                 continue
             row_id = next_id
             next_id += 1
@@ -483,12 +490,7 @@ async def _write_nodes(
         outcomes[i] = decision.outcome
         if dup is not None:
             if seen < dup[2]:
-                dup[2] = seen
-                if st is not None:
-                    if dup[0] == st[0] and seen < st[4]:
-                        st[4], st[7] = seen, True
-                    if dup[0] == st[5] and seen < st[6]:
-                        st[6], st[7] = seen, True
+                _lower_seen(dup, st, seen)
             continue
         record = [row_id, seen, seen]
         new_by_key[key] = record
