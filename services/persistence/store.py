@@ -310,7 +310,7 @@ async def _write_updates(
         keyed.append((i, it.seen_us, u, (scid - _U64 if scid >= half else scid, u.channel_flags & 1)))
     before = await _direction_states(conn, {k[3] for k in keyed}, cache)
     # Rows already stored under older timestamps (a direction's latest has its highest one), as
-    # [id, seen as stored, seen after this batch]; the latest rows themselves are added on demand.
+    # [id, seen as stored, seen after this batch]; the latest rows are added when met.
     older = sorted(
         {(d[0], d[1], u.timestamp) for _, _, u, d in keyed if d in before and u.timestamp < before[d][1]}
     )
@@ -346,13 +346,12 @@ async def _write_updates(
             ts = u.timestamp
             key = (dkey[0], dkey[1], ts)
             st = state.get(dkey)
-            if st is None:
-                prev = before.get(dkey)
-                if prev is not None:
-                    st = state[dkey] = [*prev, False]
-                    if ts == prev[1]:
-                        existing.setdefault(key, [prev[0], prev[4], prev[4]])
+            prev = before.get(dkey)
+            if st is None and prev is not None:
+                st = state[dkey] = [*prev, False]
             dup = new_by_key.get(key) or existing.get(key)
+            if dup is None and prev is not None and ts == prev[1]:  # the stored latest itself
+                dup = existing[key] = [prev[0], prev[4], prev[4]]
             flags = u.channel_flags
             policy = (
                 1 if flags & _DISABLED else 0, u.cltv_expiry_delta, u.htlc_minimum_msat, u.fee_base_msat,

@@ -115,3 +115,29 @@ async def test_a_cache_never_outlives_directions_that_retention_deleted(database
             )
     finally:
         await pool.close()
+
+
+@pytest.mark.parametrize("cached", [False, True])
+async def test_a_stored_latest_redelivered_after_a_newer_update_in_the_same_batch_is_a_duplicate(
+    database_url: str, cached: bool
+) -> None:
+    """Regression (found by test_store_rules, seed 3369): the batch's first update of a direction
+    replaces its latest, then the previous latest arrives again in the same batch."""
+    cache = StateCache() if cached else None
+    scid, t1, t2 = 700_001 << 40, START, START + DAY
+    conn = await asyncpg.connect(database_url)
+    try:
+        first = Incoming(decode_gossip(channel_update(scid, 1, t1)), t1 * 1_000_000)
+        await write_batch(conn, [first], cache)
+        newer = Incoming(decode_gossip(channel_update(scid, 1, t2, fee_ppm=7)), t2 * 1_000_000)
+        again = Incoming(decode_gossip(channel_update(scid, 1, t1)), (t1 - 5) * 1_000_000)
+        if cache is not None:
+            cache.committed()
+        outcomes = await write_batch(conn, [newer, again], cache)
+        assert [o.value for o in outcomes] == ["stored", "duplicate"]
+        seen = await conn.fetchval(
+            "SELECT extract(epoch FROM seen)::int8 FROM channel_updates WHERE timestamp = $1", t1
+        )
+        assert seen == t1 - 5  # the earlier delivery still lowers the stored row's seen
+    finally:
+        await conn.close()
