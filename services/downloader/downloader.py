@@ -15,6 +15,7 @@ import os
 from lnsync.config import PeerAddress
 from lnsync.retry import Backoff
 from services.downloader import stats as st
+from services.downloader.metrics import COLLECTOR
 from services.downloader.options import PeerOptions
 from services.downloader.pipeline import GossipPipeline
 from services.downloader.session import PeerFailure, PeerSession
@@ -50,6 +51,8 @@ class Downloader:
             pending_ttl=o.pending_ttl,
             cache_size=o.recent_cache,
         )
+        self.stats.pending_now = lambda: len(self.pipeline.pending)
+        COLLECTOR.track(self.stats)
         self.backoff = Backoff(o.backoff_min, o.backoff_max)
         self.session: PeerSession | None = None
         self.sync_reported = asyncio.Event()

@@ -79,6 +79,7 @@ class PeerSession:
         self._pings: dict[int, tuple[float, bool]] = {}  # num_pong_bytes -> (sent at, is probe)
         self._next_pong_len = 0
         self._last_expiry = now
+        self._bytes_seen = (transport.bytes_read, transport.bytes_written)
 
     # -- life cycle -----------------------------------------------------------------------------
 
@@ -105,7 +106,7 @@ class PeerSession:
             raise PeerFailure(
                 "stall", f"the peer read nothing we sent for {self.options.write_timeout:g} s"
             ) from None
-        self.stats.bytes_out = self.transport.bytes_written
+        self._count_bytes()
 
     async def _read(self, timeout: float | None = None) -> bytes:
         self._reading_since = self._loop.time()
@@ -116,8 +117,14 @@ class PeerSession:
                 raw = await asyncio.wait_for(self.transport.read_message(), timeout)
         finally:
             self._reading_since = None
-        self.stats.bytes_in = self.transport.bytes_read
+        self._count_bytes()
         return raw
+
+    def _count_bytes(self) -> None:
+        t, s = self.transport, self.stats
+        s.bytes_in += t.bytes_read - self._bytes_seen[0]
+        s.bytes_out += t.bytes_written - self._bytes_seen[1]
+        self._bytes_seen = (t.bytes_read, t.bytes_written)
 
     # -- BOLT 1 set-up --------------------------------------------------------------------------
 
@@ -330,6 +337,9 @@ class PeerSession:
                 "peer %s: asking for %d channels its dump did not bring", self.stats.peer_id[:16], len(scids)
             )
             await self._send(q.QueryShortChannelIds(self.chain_hash, tuple(scids)).encode())
+        elif action is Action.GIVE_UP:
+            missing = len(self.tracker.missing(self.pipeline.knows_channel))
+            raise PeerFailure("sync_incomplete", f"{missing} channels the peer listed never arrived")
         elif action is Action.COMPLETE:
             t = self.tracker
             missing = t.missing_at_completion

@@ -46,7 +46,7 @@ BACKOFF = "backoff"
 STATES = (CONNECTING, INITIAL_SYNC, SYNCED, BACKOFF)
 
 
-@dataclass
+@dataclass(eq=False)
 class PeerStats:
     peer_id: str
     address: str
@@ -60,13 +60,14 @@ class PeerStats:
     pending: Counter[str] = field(default_factory=Counter)  # held / released / expired / overflow
     peer_messages: Counter[str] = field(default_factory=Counter)  # "error" / "warning" from the peer
     disconnects: Counter[str] = field(default_factory=Counter)  # by reason
-    bytes_in: int = 0
+    bytes_in: int = 0  # over all connections
     bytes_out: int = 0
     last_message_at: float = 0.0  # unix time of the last message of any type
     connections: int = 0  # successful handshakes
     attempts: int = 0  # connection attempts
     throttled_seconds: float = 0.0
-    unacked: Callable[[], int] = lambda: 0
+    unacked: Callable[[], int] = lambda: 0  # the sink's window, read live
+    pending_now: Callable[[], int] = lambda: 0  # updates held for their announcement, read live
 
     @property
     def reconnects(self) -> int:

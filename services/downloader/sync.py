@@ -15,6 +15,9 @@ all of these, in order:
 4. Every channel of the range has its announcement, or we asked for the missing ones with
    ``query_short_channel_ids`` and the answer came or ``scid_query_timeout`` passed (LDK never
    answers those; a peer that did not answer once is not asked again).
+5. What is still missing then is within a small tolerance (channels close while we sync). A
+   peer that lists channels and never delivers them is not "synced": after ``stuck_timeout`` of
+   waiting the session gives up on the connection and a new one starts over.
 """
 
 from __future__ import annotations
@@ -37,12 +40,16 @@ class SyncSettings:
     scid_query_timeout: float = 30.0
     max_range_scids: int = 1_000_000
     max_scids_per_query: int = 8000  # what fits one BOLT 8 frame uncompressed
+    missing_tolerance: float = 0.01  # of the range's channels ...
+    missing_tolerance_min: int = 10  # ... but at least this many
+    stuck_timeout: float = 600.0
 
 
 class Action(enum.Enum):
     SEND_PROBE = "send_probe"  # send a ping and report its pong
     QUERY_SCIDS = "query_scids"  # send query_short_channel_ids for :meth:`SyncTracker.scids_to_query`
     COMPLETE = "complete"
+    GIVE_UP = "give_up"  # too much of the range never arrived: start over on a new connection
 
 
 class RateWindow:
@@ -116,6 +123,7 @@ class SyncTracker:
         self.range: RangeQuery | None = None
         self.range_expected = False  # a query was sent; until it is answered or abandoned, wait
         self.probe_sent: float | None = None
+        self.probes = 0
         self.pong_at: float | None = None
         self.new_since_probe = 0
         self.scid_query_deadline: float | None = None
@@ -124,6 +132,7 @@ class SyncTracker:
         self.asked: set[int] = set()
         self.complete = False
         self.missing_at_completion = 0
+        self.stuck_since: float | None = None
 
     # -- inputs ---------------------------------------------------------------------------------
 
@@ -180,6 +189,7 @@ class SyncTracker:
             return None
         if self.probe_sent is None:
             self.probe_sent, self.pong_at, self.new_since_probe = now, None, 0
+            self.probes += 1
             return Action.SEND_PROBE
         if self.pong_at is None or now - self.pong_at < s.grace:
             return None
@@ -204,6 +214,12 @@ class SyncTracker:
                 self.probe_sent = None
                 self.scid_query_answered = False
                 return None
+        missing = len(self.missing(known))
+        listed = len(self.range.scids) if self.range is not None else 0
+        if missing > max(s.missing_tolerance_min, s.missing_tolerance * listed):
+            if self.stuck_since is None:
+                self.stuck_since = now
+            return Action.GIVE_UP if now - self.stuck_since >= s.stuck_timeout else None
         self.complete = True
-        self.missing_at_completion = len(self.missing(known))
+        self.missing_at_completion = missing
         return Action.COMPLETE

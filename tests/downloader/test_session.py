@@ -432,3 +432,14 @@ async def test_queries_and_pings_from_the_peer_are_answered():
         assert not any(m.message_type(r) == c.PONG and len(r) > 1000 for r in conn.received)
         assert conn.their_init is not None and conn.their_init.networks == (MAINNET,)
         assert feat.supports(conn.their_init.features, feat.GOSSIP_QUERIES)
+
+
+async def test_a_peer_that_lists_channels_but_never_sends_them_is_not_called_synced():
+    graph = make_graph(30)
+    behaviour = PeerBehaviour(dump=False)
+    options = replace(FAST, sync=replace(FAST.sync, stuck_timeout=0.5))
+    sink = MemorySink()
+    async with ScriptedPeer(graph, behaviour=behaviour) as peer, running(peer, sink, options) as d:
+        await eventually(lambda: d.stats.disconnects["sync_incomplete"] >= 1)
+        assert not d.sync_reported.is_set() and not sink.reports
+        assert d.stats.state != "synced"
