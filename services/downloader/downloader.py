@@ -152,6 +152,7 @@ class Downloader:
             return
 
     async def close(self) -> None:
+        COLLECTOR.untrack(self.stats)
         if self._report_task is not None:
             self._report_task.cancel()
             await asyncio.gather(self._report_task, return_exceptions=True)

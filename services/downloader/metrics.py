@@ -21,6 +21,9 @@ class DownloaderCollector(Collector):
     def track(self, stats: PeerStats) -> None:
         self._peers.add(stats)
 
+    def untrack(self, stats: PeerStats) -> None:
+        self._peers.discard(stats)
+
     def collect(self) -> Iterator[Metric]:
         peers = sorted(self._peers, key=lambda s: s.peer_id)
 
