@@ -60,4 +60,5 @@ class PeerOptions:
             ping_timeout=min(30.0, d.stall_timeout / 3),
             backoff_min=d.backoff_min,
             backoff_max=max(d.backoff_max, d.backoff_min),
+            sync=SyncSettings(settle_seconds=d.sync_settle, grace=min(1.0, d.sync_settle / 2)),
         )

@@ -38,6 +38,12 @@ class TransportError(Exception):
     reason = "transport"
 
 
+class ConnectFailed(TransportError):
+    """No TCP connection: refused, unreachable, unresolvable, or no answer in time."""
+
+    reason = "connect"
+
+
 class HandshakeError(TransportError):
     """The BOLT 8 handshake failed: wrong key, bad version, bad MAC, garbage, or a timeout."""
 
@@ -286,11 +292,11 @@ async def connect(
             asyncio.open_connection(host, port, happy_eyeballs_delay=0.25), connect_timeout
         )
     except TimeoutError:
-        raise TransportError(
+        raise ConnectFailed(
             f"cannot connect to {host}:{port}: no answer within {connect_timeout:g} s"
         ) from None
     except OSError as e:  # refused, unreachable, DNS failure (socket.gaierror)
-        raise TransportError(f"cannot connect to {host}:{port}: {e.strerror or e}") from None
+        raise ConnectFailed(f"cannot connect to {host}:{port}: {e.strerror or e}") from None
     set_nodelay(writer)
     try:
         return await handshake(reader, writer, local_secret, remote_pubkey, timeout=handshake_timeout)

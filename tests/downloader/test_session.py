@@ -443,3 +443,15 @@ async def test_a_peer_that_lists_channels_but_never_sends_them_is_not_called_syn
         await eventually(lambda: d.stats.disconnects["sync_incomplete"] >= 1)
         assert not d.sync_reported.is_set() and not sink.reports
         assert d.stats.state != "synced"
+
+
+async def test_an_unreachable_peer_is_retried_with_growing_backoff():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    options = replace(FAST, backoff_min=0.02, backoff_max=10)
+    async with running_at(f"{PEER_ID.hex()}@127.0.0.1:{port}", MemorySink(), options) as d:
+        await eventually(lambda: d.stats.attempts >= 5)
+        assert d.stats.disconnects["connect"] >= 4 and d.stats.connections == 0
+        delays = [d.backoff.next_delay() for _ in range(3)]  # the schedule it is on: doubling
+        assert delays[2] > delays[0] * 2

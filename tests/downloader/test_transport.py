@@ -241,7 +241,7 @@ async def test_connect_reports_refused_and_unresolvable_hosts():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(t.TransportError, match=rf"cannot connect to 127\.0\.0\.1:{port}"):
+    with pytest.raises(t.ConnectFailed, match=rf"cannot connect to 127\.0\.0\.1:{port}"):
         await t.connect("127.0.0.1", port, RESPONDER_PUB, INITIATOR_STATIC)
-    with pytest.raises(t.TransportError, match=r"cannot connect to no-such-host\.invalid"):
+    with pytest.raises(t.ConnectFailed, match=r"cannot connect to no-such-host\.invalid"):
         await t.connect("no-such-host.invalid", 9735, RESPONDER_PUB, INITIATOR_STATIC)
