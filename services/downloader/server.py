@@ -16,6 +16,7 @@ from lnsync.config import ConfigError, PeerAddress, Settings
 from lnsync.service import ReadySignal, run_service
 from lnsync.v1 import downloader_pb2, downloader_pb2_grpc
 from services.downloader.downloader import Downloader
+from services.downloader.forward import PersistenceSink
 from services.downloader.options import PeerOptions
 from services.downloader.sink import GossipSink
 
@@ -44,9 +45,7 @@ class DownloaderService(downloader_pb2_grpc.DownloaderServicer):
         downloader_pb2_grpc.add_DownloaderServicer_to_server(self, server)
 
     async def run(self, ready: ReadySignal) -> None:
-        start = getattr(self.sink, "start", None)
-        if start is not None:
-            await start()
+        await self.sink.start()
         task = asyncio.create_task(self.downloader.run(), name="downloader")
         await ready.set(True)
         await task
@@ -77,8 +76,6 @@ class DownloaderService(downloader_pb2_grpc.DownloaderServicer):
 
 
 def _persistence_sink(settings: Settings, peer: PeerAddress) -> GossipSink:
-    from services.downloader.forward import PersistenceSink
-
     return PersistenceSink(settings.persistence.target, peer.node_id, window=settings.downloader.max_unacked)
 
 

@@ -18,6 +18,9 @@ class SyncCounts:
 class GossipSink(Protocol):
     """At-least-once delivery of verified messages, with a bounded window of unacknowledged ones."""
 
+    async def start(self) -> None:
+        """Begin delivering (connect in the background; sends queue until it works)."""
+
     async def send(self, raw: bytes, received_at_us: int) -> None:
         """Queue one message; waits while the window of unacknowledged messages is full (the
         caller stops reading its peer meanwhile: back-pressure)."""

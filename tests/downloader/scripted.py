@@ -116,6 +116,9 @@ class MemorySink:
     def unacked(self) -> int:
         return len(self.messages) - self.acked
 
+    async def start(self) -> None:
+        return None
+
     async def send(self, raw: bytes, received_at_us: int) -> None:
         async with self._changed:
             await self._changed.wait_for(lambda: self.unacked < self.window)
