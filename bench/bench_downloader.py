@@ -239,12 +239,10 @@ async def main_async(args: argparse.Namespace) -> None:
         rate = statistics.median(r.rate for r in runs)
         cpu = statistics.median(r.cpu_per_message_us for r in runs)
         pcpu = statistics.median(r.persistence_cpu / r.messages * 1e6 for r in runs)
-        print(
-            f"\nbench_downloader ({platform.python_version()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f})"
-        )
-        print(
-            f"  graph: {'fixture ' + FIXTURE.name if graph is None else args.graph_in}, {runs[0].messages} messages"
-        )
+        load = os.getloadavg()[0]
+        print(f"\nbench_downloader (Python {platform.python_version()}, {os.cpu_count()} cores, load {load:.1f})")
+        source = FIXTURE.name if graph is None else args.graph_in
+        print(f"  graph: {source}, {runs[0].messages} messages")
         print(f"  end to end, peer to committed: median {rate:,.0f} messages/s over {len(runs)} runs")
         print(f"  downloader CPU: median {cpu:.0f} µs/message")
         print(f"  persistence CPU: median {pcpu:.0f} µs/message")
