@@ -240,7 +240,8 @@ async def main_async(args: argparse.Namespace) -> None:
         cpu = statistics.median(r.cpu_per_message_us for r in runs)
         pcpu = statistics.median(r.persistence_cpu / r.messages * 1e6 for r in runs)
         load = os.getloadavg()[0]
-        print(f"\nbench_downloader (Python {platform.python_version()}, {os.cpu_count()} cores, load {load:.1f})")
+        machine = f"Python {platform.python_version()}, {os.cpu_count()} cores, load {load:.1f}"
+        print(f"\nbench_downloader ({machine})")
         source = FIXTURE.name if graph is None else args.graph_in
         print(f"  graph: {source}, {runs[0].messages} messages")
         print(f"  end to end, peer to committed: median {rate:,.0f} messages/s over {len(runs)} runs")
