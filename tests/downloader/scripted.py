@@ -3,9 +3,11 @@
 - :class:`ScriptedPeer` is a real BOLT 8 responder on loopback (the downloader's own transport in
   the responder role) whose behaviour each test scripts: an honest gossip server by default, and
   every kind of misbehaviour on request.
-- :class:`MemorySink` is an in-process stand-in for persistence's IngestClient with the same
-  window semantics (bounded unacknowledged messages; ``send`` waits when full). Tests that need
-  the real store use the persistence service itself.
+- :class:`MemorySink` is an in-process sink with the IngestClient's window semantics (bounded
+  unacknowledged messages; ``send`` waits when full). The peer-side tests use it because they
+  assert exactly what the downloader forwards and need acknowledgements on demand (to hold the
+  window full), which the real service cannot be told to do; everything that needs the store
+  (tests/downloader/test_with_persistence.py) runs the real persistence service.
 - :func:`make_graph` signs a small synthetic graph.
 """
 
