@@ -71,7 +71,8 @@ async def test_the_whole_graph_reaches_postgres_then_live_gossip(
     stack = stack_for(database_url, short_tmp)
     try:
         await stack.start_healthy("persistence")
-        downloader = await stack.start_healthy("downloader", "--peer", peer.address, "--metrics-listen", metrics)
+        args = ("--peer", peer.address, "--metrics-listen", metrics)
+        downloader = await stack.start_healthy("downloader", *args)
         synced = await until(lambda: peer_synced(stack, peer.node_id.hex()), 60, "the sync report")
         assert (synced.channel_announcements, synced.channel_updates, synced.node_announcements) == (
             934, 1868, 50,
