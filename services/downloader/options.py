@@ -44,8 +44,8 @@ class PeerOptions:
     pending_max: int = 20_000
     pending_ttl: float = 600.0
     # Recently seen messages remembered, so a reconnect's replayed dump is neither verified nor
-    # forwarded again (a mainnet graph is ~170k messages).
-    recent_cache: int = 300_000
+    # forwarded again (a mainnet graph is ~170k messages; the newest half is always kept).
+    recent_cache: int = 400_000
     backoff_min: float = 1.0
     backoff_max: float = 300.0
     # A connection this long (or one that brought new gossip) resets the backoff.

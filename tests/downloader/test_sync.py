@@ -5,6 +5,7 @@ from __future__ import annotations
 from lnsync.gossip import queries as q
 from services.downloader.limits import EventWindow, TokenBucket
 from services.downloader.pending import PendingUpdates
+from services.downloader.pipeline import RecentMessages
 from services.downloader.sync import Action, RateWindow, SyncSettings, SyncTracker
 from tests.downloader.scripted import MAINNET
 
@@ -198,3 +199,16 @@ def test_token_bucket_and_event_window():
     w = EventWindow(limit=3, window=1.0)
     assert not any(w.add(t) for t in (0.0, 0.5, 1.2, 1.9, 2.0))  # never 4 within one second
     assert w.add(2.1)
+
+
+def test_recent_messages_keep_the_newest_half_and_remember_verdicts():
+    r = RecentMessages(capacity=100)
+    digests = [r.digest(bytes([i, i])) for i in range(250)]
+    assert len(set(digests)) == 250 and r.digest(b"\x00\x00") == digests[0]
+    for i, d in enumerate(digests):
+        r.put(d, 1, "bad_signature" if i % 7 == 0 else "")
+    assert len(r) <= 100
+    assert all(r.get(d) is not None for d in digests[-50:])  # the newest half, always
+    assert r.get(digests[0]) is None
+    assert r.get(digests[245]) == (1, "bad_signature") and r.get(digests[246]) == (1, "")
+    assert RecentMessages(100).digest(b"x") != r.digest(b"x")  # keyed per process
