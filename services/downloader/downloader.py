@@ -41,7 +41,9 @@ class Downloader:
         self.options = options or PeerOptions()
         # A gossip-only client needs no stable identity; a fresh key per process is enough.
         self.local_secret = local_secret or os.urandom(32)
-        self.stats = st.PeerStats(peer.node_id, str(peer), unacked=lambda: sink.unacked)
+        self.stats = st.PeerStats(
+            peer.node_id, str(peer), unacked=lambda: sink.unacked, rejected=lambda: sink.rejections
+        )
         o = self.options
         self.pipeline = GossipPipeline(
             chain_hash,

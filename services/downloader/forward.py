@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import grpc
 
 from lnsync import rpc
@@ -32,6 +34,10 @@ class PersistenceSink:
     @property
     def unacked(self) -> int:
         return self.client.counters.unacked
+
+    @property
+    def rejections(self) -> Mapping[str, int]:
+        return self.client.counters.rejections
 
     async def flush(self) -> None:
         await self.client.flush()

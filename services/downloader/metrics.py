@@ -42,6 +42,7 @@ class DownloaderCollector(Collector):
         received = counter("messages_received", "messages received, by type", ("type",))
         forwarded = counter("messages_forwarded", "verified gossip forwarded to persistence", ("type",))
         invalid = counter("invalid_messages", "messages dropped as invalid, by reason", ("reason",))
+        rejected = counter("persistence_rejections", "forwarded messages persistence refused", ("reason",))
         duplicates = counter("duplicate_messages", "gossip seen before (not verified or forwarded again)")
         held = counter("pending_update_events", "held / released / expired / overflow", ("event",))
         errors = counter("peer_errors", "error and warning messages from the peer", ("kind",))
@@ -65,6 +66,7 @@ class DownloaderCollector(Collector):
                 (held, s.pending),
                 (errors, s.peer_messages),
                 (disconnects, s.disconnects),
+                (rejected, s.rejected()),
             ):
                 for label, value in sorted(values.items()):
                     family.add_metric([p, label], float(value))
@@ -74,7 +76,7 @@ class DownloaderCollector(Collector):
             attempts.add_metric([p], float(s.attempts))
             throttled.add_metric([p], s.throttled_seconds)
         yield from (connected, state, synced, unacked, pending, last, received, forwarded, invalid)
-        yield from (duplicates, held, errors, disconnects, data, attempts, throttled)
+        yield from (rejected, duplicates, held, errors, disconnects, data, attempts, throttled)
 
 
 COLLECTOR = DownloaderCollector()

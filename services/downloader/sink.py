@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,6 +29,10 @@ class GossipSink(Protocol):
     @property
     def unacked(self) -> int:
         """Messages sent but not yet acknowledged as durably stored."""
+
+    @property
+    def rejections(self) -> Mapping[str, int]:
+        """Messages persistence refused, by reason (it re-checks structure and chain)."""
 
     async def flush(self) -> None:
         """Return once everything sent so far is acknowledged."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from lnsync.gossip import control as c
@@ -68,6 +68,7 @@ class PeerStats:
     throttled_seconds: float = 0.0
     unacked: Callable[[], int] = lambda: 0  # the sink's window, read live
     pending_now: Callable[[], int] = lambda: 0  # updates held for their announcement, read live
+    rejected: Callable[[], Mapping[str, int]] = dict  # refused by persistence, by reason, read live
 
     @property
     def reconnects(self) -> int:

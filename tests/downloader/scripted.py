@@ -129,6 +129,10 @@ class MemorySink:
                 self.acked = len(self.messages)
             self._changed.notify_all()
 
+    @property
+    def rejections(self) -> dict[str, int]:
+        return {}
+
     async def ack(self, n: int | None = None) -> None:
         async with self._changed:
             self.acked = len(self.messages) if n is None else min(len(self.messages), self.acked + n)

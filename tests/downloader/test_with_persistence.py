@@ -98,6 +98,7 @@ async def test_the_whole_graph_reaches_postgres_then_live_gossip(
         label = f'peer="{peer.node_id.hex()}"'
         assert f'lnsync_downloader_messages_forwarded_total{{{label},type="channel_update"}} 1869.0' in text
         assert f"lnsync_downloader_connected{{{label}}} 1.0" in text
+        assert f"lnsync_downloader_persistence_rejections_total{{{label}" not in text  # none refused
         print(f"\nlive update: peer to PostgreSQL in {live_ms:.0f} ms")
         assert downloader.stop() == 0  # SIGTERM: a clean shutdown
     finally:
