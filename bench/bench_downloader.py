@@ -41,6 +41,7 @@ from lnsync.chain import chain_hash
 from lnsync.gossip.validate import GossipValidator
 from lnsync.pg import LocalPostgres
 from lnsync.v1 import downloader_pb2, downloader_pb2_grpc
+from tests.downloader.test_with_persistence import stored_raws
 from tests.ldk import LdkPeer, read_records
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,19 +90,6 @@ async def _wait_healthy(target: str, timeout: float = 60) -> None:
             return
         await asyncio.sleep(0.05)
     raise RuntimeError(f"{target} did not become healthy")
-
-
-async def _stored(url: str) -> tuple[int, list[bytes]]:
-    conn = await asyncpg.connect(url)
-    try:
-        rows = await conn.fetch(
-            "SELECT raw FROM channel_announcements UNION ALL SELECT raw FROM channel_updates "
-            "UNION ALL SELECT raw FROM node_announcements"
-        )
-    finally:
-        await conn.close()
-    raws = [bytes(r["raw"]) for r in rows]
-    return len(raws), raws
 
 
 async def one_run(pg: LocalPostgres, peer: LdkPeer, workdir: Path, index: int) -> tuple[Run, list[bytes]]:
@@ -163,7 +151,8 @@ async def one_run(pg: LocalPostgres, peer: LdkPeer, workdir: Path, index: int) -
         assert cpu0 is not None
         assert pcpu0 is not None
         assert done_at is not None
-        stored, raws = await _stored(url)
+        raws = await stored_raws(url)
+        stored = len(raws)
         run = Run(total, done_at[0] - t0, done_at[2] - cpu0, done_at[3] - pcpu0, stored)
         return run, raws
     finally:
