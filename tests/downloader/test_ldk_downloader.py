@@ -16,7 +16,7 @@ from lnsync.gossip import messages as m
 from lnsync.gossip.signing import pubkey_of, sign_channel_update
 from services.downloader.downloader import Downloader
 from services.downloader.options import PeerOptions
-from services.downloader.sync import SyncSettings
+from services.downloader.sync import RangeQuery, SyncSettings
 from tests.downloader.scripted import MemorySink
 from tests.ldk import LdkPeerFactory, read_records
 
@@ -99,17 +99,36 @@ async def test_whole_fixture_then_a_live_update(ldk_peer_factory: LdkPeerFactory
         await stop(d, task)
 
 
-async def test_late_node_announcements_are_waited_for(ldk_peer_factory: LdkPeerFactory):
+async def test_ldk_quirks_late_node_announcements_and_unanswered_scid_queries(
+    ldk_peer_factory: LdkPeerFactory,
+):
     """With the pump off, LDK sends the node announcements only after our next message (the
-    probe ping); the sync must not be reported before they arrive."""
+    probe ping): the sync must not be reported before they arrive. And LDK never answers
+    query_short_channel_ids: a channel listed but not dumped (here one we add to the range list
+    LDK sent) is asked for once, the silence times out, and the sync still completes."""
     peer = ldk_peer_factory(FIXTURE, network="bitcoin", tick_ms=0)
     sink = MemorySink()
-    d, task, _ = await run_until_synced(peer.address, sink, replace(OPTIONS, ping_interval=30))
+    d = Downloader(PeerAddress.parse(peer.address), MAINNET, sink, replace(OPTIONS, ping_interval=30))
+    task = asyncio.create_task(d.run())
     try:
+
+        def range_known() -> RangeQuery | None:
+            tracker = d.session.tracker if d.session else None
+            return tracker.range if tracker and tracker.range and tracker.range.done else None
+
+        while (r := range_known()) is None:  # noqa: ASYNC110 - polls the session's state
+            await asyncio.sleep(0.002)
+        absent = (999_999 << 40) | 1
+        r.scids.add(absent)
+        await asyncio.wait_for(d.sync_reported.wait(), 60)
         ((_, counts),) = sink.reports
         assert counts.node_announcements == 50 and counts.channel_updates == 1868
-        # the first probe woke the stalled dump, the second confirmed it had drained
         tracker = d.session.tracker if d.session else None
-        assert tracker is not None and tracker.probes >= 2
+        assert tracker is not None
+        # the first probe woke the stalled dump, a later one confirmed it had drained
+        assert tracker.probes >= 2
+        assert tracker.asked == {absent} and tracker.peer_answers_scid_queries is False
+        assert tracker.missing_at_completion == 1
+        assert d.stats.connections == 1 and not d.stats.disconnects  # LDK ignored the query
     finally:
         await stop(d, task)
