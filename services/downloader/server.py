@@ -8,6 +8,7 @@ not a reason to restart it). Prometheus metrics are on ``downloader.metrics_list
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import grpc
 
@@ -19,6 +20,9 @@ from services.downloader.downloader import Downloader
 from services.downloader.forward import PersistenceSink
 from services.downloader.options import PeerOptions
 from services.downloader.sink import GossipSink
+
+
+FLUSH_GRACE = 3.0
 
 
 class DownloaderService(downloader_pb2_grpc.DownloaderServicer):
@@ -52,6 +56,10 @@ class DownloaderService(downloader_pb2_grpc.DownloaderServicer):
 
     async def close(self) -> None:
         await self.downloader.close()
+        # A short grace for messages already sent to persistence; whatever is still unacknowledged
+        # after it is fetched again from the peer by the next run (its dump starts from zero).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.sink.flush(), FLUSH_GRACE)
         await self.sink.close()
 
     async def GetStatus(
