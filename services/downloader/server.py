@@ -21,7 +21,6 @@ from services.downloader.forward import PersistenceSink
 from services.downloader.options import PeerOptions
 from services.downloader.sink import GossipSink
 
-
 FLUSH_GRACE = 3.0
 
 
