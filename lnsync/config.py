@@ -211,6 +211,9 @@ class DownloaderSettings(ServiceEndpoint):
     # Reconnect backoff bounds, seconds.
     backoff_min: float = Field(default=1.0, gt=0)
     backoff_max: float = Field(default=300.0, gt=0)
+    # The initial sync counts as complete once new gossip has stayed below a trickle for this many
+    # seconds and a ping round trip confirmed it (services/downloader/sync.py).
+    sync_settle: float = Field(default=10.0, gt=0, le=600)
 
     @field_validator("peer")
     @classmethod

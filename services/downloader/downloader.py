@@ -1,0 +1,160 @@
+"""One peer, for the life of the process: connect, run a session, back off, reconnect.
+
+The pipeline (verified channels, held updates, recently seen messages) and the counters belong
+here, not to a connection, so a reconnect continues where the last connection stopped. The
+initial sync is reported to persistence once per process, after everything delivered so far is
+acknowledged (a report must never overtake the messages it vouches for).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from lnsync.config import PeerAddress
+from lnsync.retry import Backoff
+from services.downloader import stats as st
+from services.downloader.metrics import COLLECTOR
+from services.downloader.options import PeerOptions
+from services.downloader.pipeline import GossipPipeline
+from services.downloader.session import PeerFailure, PeerSession
+from services.downloader.sink import GossipSink
+from services.downloader.transport import NoiseTransport, TransportError, connect
+
+log = logging.getLogger(__name__)
+
+
+class Downloader:
+    def __init__(
+        self,
+        peer: PeerAddress,
+        chain_hash: bytes,
+        sink: GossipSink,
+        options: PeerOptions | None = None,
+        *,
+        local_secret: bytes | None = None,
+    ) -> None:
+        self.peer = peer
+        self.chain_hash = chain_hash
+        self.sink = sink
+        self.options = options or PeerOptions()
+        # A gossip-only client needs no stable identity; a fresh key per process is enough.
+        self.local_secret = local_secret or os.urandom(32)
+        self.stats = st.PeerStats(
+            peer.node_id, str(peer), unacked=lambda: sink.unacked, rejected=lambda: sink.rejections
+        )
+        o = self.options
+        self.pipeline = GossipPipeline(
+            chain_hash,
+            sink,
+            self.stats,
+            pending_max=o.pending_max,
+            pending_ttl=o.pending_ttl,
+            cache_size=o.recent_cache,
+        )
+        self.stats.pending_now = lambda: len(self.pipeline.pending)
+        COLLECTOR.track(self.stats)
+        self.backoff = Backoff(o.backoff_min, o.backoff_max)
+        self.session: PeerSession | None = None
+        self.sync_reported = asyncio.Event()
+        self._report_task: asyncio.Task[None] | None = None
+
+    @property
+    def label(self) -> str:
+        return self.peer.node_id[:16]
+
+    async def run(self) -> None:
+        """Keep a connection to the peer until cancelled; nothing the peer does ends this."""
+        while True:
+            started = asyncio.get_running_loop().time()
+            new_messages = await self._connect_once()
+            lasted = asyncio.get_running_loop().time() - started
+            if new_messages or lasted >= self.options.healthy_after:
+                self.backoff.reset()
+            delay = self.backoff.next_delay()
+            self.stats.state = st.BACKOFF
+            log.info("peer %s: reconnecting in %.1f s", self.label, delay)
+            await asyncio.sleep(delay)
+
+    async def _connect_once(self) -> int:
+        """One connection attempt and session; returns how many new messages it brought."""
+        stats = self.stats
+        stats.attempts += 1
+        stats.state = st.CONNECTING
+        o = self.options
+        transport: NoiseTransport | None = None
+        reason = "internal"
+        try:
+            transport = await connect(
+                self.peer.host,
+                self.peer.port,
+                self.peer.pubkey,
+                self.local_secret,
+                connect_timeout=o.connect_timeout,
+                handshake_timeout=o.handshake_timeout,
+            )
+            stats.connections += 1
+            stats.connected = True
+            self.pipeline.connection = stats.connections
+            complete = self.sync_reported.is_set() or self._report_task is not None
+            stats.state = st.SYNCED if complete else st.INITIAL_SYNC
+            self.session = PeerSession(
+                transport,
+                self.chain_hash,
+                self.pipeline,
+                stats,
+                o,
+                track_sync=not complete,
+                on_sync_complete=self._sync_complete,
+            )
+            log.info("peer %s: connected to %s", self.label, self.peer)
+            await self.session.run()
+        except PeerFailure as e:
+            reason = e.reason
+            log.warning("peer %s: disconnecting: %s", self.label, e)
+        except TransportError as e:
+            reason = e.reason
+            log.warning("peer %s: %s", self.label, e)
+        except Exception:  # a bug must not end the process: log it, treat it as a disconnect
+            log.exception("peer %s: unexpected error; reconnecting", self.label)
+        finally:
+            stats.connected = False
+            if transport is not None:
+                await transport.close()
+        stats.disconnects[reason] += 1
+        session, self.session = self.session, None
+        return session.new_messages if session is not None else 0
+
+    async def _sync_complete(self) -> None:
+        if self._report_task is None:
+            self.stats.state = st.SYNCED
+            self._report_task = asyncio.create_task(self._report(), name="report-sync")
+
+    async def _report(self) -> None:
+        """Wait until persistence holds everything, then report (retrying until it works)."""
+        while True:
+            try:
+                await self.sink.flush()
+                counts = self.pipeline.counts()
+                await self.sink.report_sync_complete(self.peer.node_id, counts)
+            except Exception as e:
+                log.warning("peer %s: reporting the initial sync failed (%s); retrying", self.label, e)
+                await asyncio.sleep(2.0)
+                continue
+            self.stats.initial_sync_complete = True
+            self.sync_reported.set()
+            log.info(
+                "peer %s: initial sync reported (%d channel announcements, %d updates, %d nodes)",
+                self.label,
+                counts.channel_announcements,
+                counts.channel_updates,
+                counts.node_announcements,
+            )
+            return
+
+    async def close(self) -> None:
+        COLLECTOR.untrack(self.stats)
+        if self._report_task is not None:
+            self._report_task.cancel()
+            await asyncio.gather(self._report_task, return_exceptions=True)

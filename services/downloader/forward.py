@@ -1,0 +1,60 @@
+"""The real sink: persistence's ``Ingest`` stream (at-least-once, windowed) and ``ReportSyncComplete``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import grpc
+
+from lnsync import rpc
+from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
+from services.downloader.sink import SyncCounts
+from services.persistence.client import IngestClient
+
+REPORT_TIMEOUT = 10.0
+
+
+class PersistenceSink:
+    """Verified gossip to persistence. The :class:`IngestClient` keeps every message until it is
+    committed, re-sends after any failure, and makes ``send`` wait while ``window`` messages are
+    unacknowledged, which is what stops the downloader reading its peer."""
+
+    def __init__(self, target: str, peer_id: str, *, window: int) -> None:
+        self.target = target
+        self.client = IngestClient(target, peer_id, source="downloader", window=window)
+        self._channel: grpc.aio.Channel | None = None
+
+    async def start(self) -> None:
+        await self.client.start()
+        self._channel = rpc.channel(self.target)
+
+    async def send(self, raw: bytes, received_at_us: int) -> None:
+        await self.client.send(raw, received_at_us)
+
+    @property
+    def unacked(self) -> int:
+        return self.client.counters.unacked
+
+    @property
+    def rejections(self) -> Mapping[str, int]:
+        return self.client.counters.rejections
+
+    async def flush(self) -> None:
+        await self.client.flush()
+
+    async def report_sync_complete(self, peer_id: str, counts: SyncCounts) -> None:
+        assert self._channel is not None, "start() first"
+        request = persistence_pb2.ReportSyncCompleteRequest(
+            peer_id=peer_id,
+            channel_announcements=counts.channel_announcements,
+            channel_updates=counts.channel_updates,
+            node_announcements=counts.node_announcements,
+        )
+        stub = persistence_pb2_grpc.PersistenceStub(self._channel)
+        await stub.ReportSyncComplete(request, timeout=REPORT_TIMEOUT, wait_for_ready=True)
+
+    async def close(self) -> None:
+        await self.client.close()
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None

@@ -1,0 +1,355 @@
+"""One connection to a peer, after the BOLT 8 handshake: BOLT 1 and the BOLT 7 gossip exchange.
+
+Two tasks share the connection. The reader takes one message at a time and finishes with it
+(gossip goes through the pipeline into the sink, which waits when its window is full, so the
+socket is simply not read meanwhile: back-pressure). The watchdog keeps time: stalls, pings,
+range and scid query timeouts, pending updates ageing out, and initial-sync decisions.
+
+Whatever the peer does ends, at worst, in :class:`PeerFailure` with a short ``reason``; the
+downloader then backs off and reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from lnsync.gossip import control as c
+from lnsync.gossip import features as feat
+from lnsync.gossip import messages as m
+from lnsync.gossip import queries as q
+from lnsync.gossip.dispatch import IgnoredMessage, decode_message
+from lnsync.gossip.errors import GossipError, UnknownMessageType
+from services.downloader.limits import EventWindow, TokenBucket
+from services.downloader.options import OUR_FEATURES, PeerOptions
+from services.downloader.pipeline import GossipPipeline, Outcome
+from services.downloader.stats import PeerStats
+from services.downloader.sync import Action, SyncTracker
+from services.downloader.transport import NoiseTransport, TransportError
+
+log = logging.getLogger(__name__)
+
+ALL_BLOCKS = 0xFFFFFFFF
+ALL_TIMESTAMPS = 0xFFFFFFFF
+
+
+class PeerFailure(Exception):
+    """The connection must end. ``reason`` labels the disconnect counter."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class PeerSession:
+    """Speak to one connected peer until it fails (``run`` never returns normally)."""
+
+    def __init__(
+        self,
+        transport: NoiseTransport,
+        chain_hash: bytes,
+        pipeline: GossipPipeline,
+        stats: PeerStats,
+        options: PeerOptions,
+        *,
+        track_sync: bool,
+        # Called once when the initial sync completes; it must return quickly (start a task).
+        on_sync_complete: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.transport = transport
+        self.chain_hash = chain_hash
+        self.pipeline = pipeline
+        self.stats = stats
+        self.options = options
+        self.on_sync_complete = on_sync_complete
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._loop = loop
+        self.started = now
+        self.tracker: SyncTracker | None = SyncTracker(options.sync, now) if track_sync else None
+        self.their_init: c.Init | None = None
+        self.gossip_queries = False
+        self.new_messages = 0
+        self._bucket = TokenBucket(options.rate_limit, options.rate_burst, now)
+        self._invalid = EventWindow(options.max_invalid, options.invalid_window)
+        self._junk = EventWindow(options.max_junk, options.junk_window)
+        self._reading_since: float | None = None  # a read is waiting on the socket since then
+        self._pings: dict[int, tuple[float, bool]] = {}  # num_pong_bytes -> (sent at, is probe)
+        self._next_pong_len = 0
+        self._last_expiry = now
+        self._bytes_seen = (transport.bytes_read, transport.bytes_written)
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self._exchange_init()
+        await self._start_gossip()
+        reader = asyncio.create_task(self._read_loop(), name="peer-reader")
+        watchdog = asyncio.create_task(self._watchdog(), name="peer-watchdog")
+        try:
+            done, _ = await asyncio.wait({reader, watchdog}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # raises the failure
+            raise PeerFailure("internal", "session task ended without an error")
+        finally:
+            for task in (reader, watchdog):
+                task.cancel()
+            await asyncio.gather(reader, watchdog, return_exceptions=True)
+
+    async def _send(self, msg: bytes) -> None:
+        self.transport.write_message(msg)
+        try:
+            await asyncio.wait_for(self.transport.drain(), self.options.write_timeout)
+        except TimeoutError:
+            raise PeerFailure(
+                "stall", f"the peer read nothing we sent for {self.options.write_timeout:g} s"
+            ) from None
+        self._count_bytes()
+
+    async def _read(self, timeout: float | None = None) -> bytes:
+        self._reading_since = self._loop.time()
+        try:
+            if timeout is None:
+                raw = await self.transport.read_message()
+            else:
+                raw = await asyncio.wait_for(self.transport.read_message(), timeout)
+        finally:
+            self._reading_since = None
+        self._count_bytes()
+        return raw
+
+    def _count_bytes(self) -> None:
+        t, s = self.transport, self.stats
+        s.bytes_in += t.bytes_read - self._bytes_seen[0]
+        s.bytes_out += t.bytes_written - self._bytes_seen[1]
+        self._bytes_seen = (t.bytes_read, t.bytes_written)
+
+    # -- BOLT 1 set-up --------------------------------------------------------------------------
+
+    async def _exchange_init(self) -> None:
+        ours = c.Init(features=OUR_FEATURES, networks=(self.chain_hash,))
+        await self._send(ours.encode())
+        try:
+            raw = await self._read(self.options.init_timeout)
+        except TimeoutError:
+            raise PeerFailure("stall", f"no init within {self.options.init_timeout:g} s") from None
+        self.stats.message_received(m.message_type(raw) if len(raw) >= 2 else -1)
+        if len(raw) < 2 or m.message_type(raw) != c.INIT:
+            raise PeerFailure("protocol", f"expected init first, got message type {raw[:2].hex()}")
+        try:
+            init = c.decode_init(raw)
+        except GossipError as e:
+            self.stats.invalid[e.reason] += 1
+            raise PeerFailure("protocol", f"unreadable init: {e}") from None
+        self.their_init = init
+        if not init.wants_chain(self.chain_hash):
+            chains = ", ".join(x.hex() for x in init.networks or ())
+            raise PeerFailure(
+                "wrong_chain",
+                f"the peer serves other chains ({chains}), not ours ({self.chain_hash.hex()})",
+            )
+        try:
+            feat.check_init_features(init.combined_features)
+        except GossipError as e:
+            raise PeerFailure(e.reason, f"incompatible features: {e}") from None
+        self.gossip_queries = feat.supports(init.combined_features, feat.GOSSIP_QUERIES)
+        if not self.gossip_queries:
+            raise PeerFailure(
+                "no_gossip_queries", "the peer does not offer gossip_queries, so it would send us no gossip"
+            )
+
+    async def _start_gossip(self) -> None:
+        """Learn the peer's channel set and ask for its whole graph and everything new after it."""
+        if self.tracker is not None:
+            query = q.QueryChannelRange(self.chain_hash, 0, ALL_BLOCKS)
+            self.tracker.range_sent(query, self._loop.time())
+            await self._send(query.encode())
+        flt = q.GossipTimestampFilter(self.chain_hash, self.options.first_timestamp, ALL_TIMESTAMPS)
+        await self._send(flt.encode())
+        await self.pipeline.release_known()
+
+    # -- reading --------------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        while True:
+            try:
+                raw = await self._read()
+            except TransportError as e:
+                raise PeerFailure(e.reason, str(e)) from None
+            now = self._loop.time()
+            if len(raw) < 2:
+                self.stats.invalid["malformed"] += 1
+                self._count_invalid(now)
+                continue
+            msg_type = m.message_type(raw)
+            self.stats.message_received(msg_type)
+            wait = self._bucket.take(now)
+            if wait > 0:
+                self.stats.throttled_seconds += wait
+                await asyncio.sleep(wait)
+            if msg_type in m.GOSSIP_TYPES:
+                await self._gossip(raw, now)
+            else:
+                await self._control(raw, msg_type, now)
+
+    async def _gossip(self, raw: bytes, now: float) -> None:
+        result = await self.pipeline.handle(raw, time.time_ns() // 1000, now)
+        if result.outcome in (Outcome.NEW, Outcome.PENDING):
+            self.new_messages += 1
+            if self.tracker is not None:
+                self.tracker.new_message(now)
+        elif result.outcome is Outcome.INVALID:
+            self._count_invalid(now)
+        elif result.repeated:
+            self._count_junk(now, "the same gossip again")
+
+    def _count_invalid(self, now: float) -> None:
+        if self._invalid.add(now):
+            o = self.options
+            raise PeerFailure(
+                "too_many_invalid",
+                f"more than {o.max_invalid} invalid messages within {o.invalid_window:g} s",
+            )
+
+    def _count_junk(self, now: float, what: str) -> None:
+        if self._junk.add(now):
+            o = self.options
+            raise PeerFailure(
+                "flood", f"more than {o.max_junk} useless messages within {o.junk_window:g} s ({what})"
+            )
+
+    async def _control(self, raw: bytes, msg_type: int, now: float) -> None:
+        try:
+            msg = decode_message(raw)
+        except UnknownMessageType as e:
+            self.stats.invalid[e.reason] += 1
+            raise PeerFailure(e.reason, f"the peer sent {e} (BOLT 1: fail the connection)") from None
+        except GossipError as e:
+            self.stats.invalid[e.reason] += 1
+            log.info("peer %s: unreadable %s: %s", self.stats.peer_id[:16], msg_type, e)
+            self._count_invalid(now)
+            return
+        if isinstance(msg, c.Ping):
+            pong = msg.pong()
+            if pong is not None:
+                await self._send(pong.encode())
+        elif isinstance(msg, c.Pong):
+            self._on_pong(msg, now)
+        elif isinstance(msg, c.ErrorMessage):
+            await self._on_error(msg)
+        elif isinstance(msg, q.ReplyChannelRange):
+            self._on_range_reply(msg, now)
+        elif isinstance(msg, q.ReplyShortChannelIdsEnd):
+            if msg.chain_hash != self.chain_hash or self.tracker is None:
+                self._count_junk(now, "unsolicited reply_short_channel_ids_end")
+            else:
+                self.tracker.scid_reply_end(now)
+        elif isinstance(msg, q.QueryChannelRange):
+            # We keep no graph to offer: answer with an empty range and sync_complete unset.
+            reply = q.ReplyChannelRange(msg.chain_hash, msg.first_blocknum, msg.number_of_blocks, False, ())
+            await self._send(reply.encode())
+        elif isinstance(msg, q.QueryShortChannelIds):
+            await self._send(q.ReplyShortChannelIdsEnd(msg.chain_hash, False).encode())
+        elif isinstance(msg, IgnoredMessage):
+            self._count_junk(now, f"unknown odd message type {msg.msg_type}")
+        elif isinstance(msg, c.Init):
+            self._count_junk(now, "a second init")
+        # gossip_timestamp_filter: we relay nothing, so there is nothing to filter
+
+    async def _on_error(self, msg: c.ErrorMessage) -> None:
+        kind = "warning" if msg.warning else "error"
+        self.stats.peer_messages[kind] += 1
+        if msg.warning:
+            log.warning("peer %s warns: %s", self.stats.peer_id[:16], msg.text[:300])
+            return
+        raise PeerFailure("peer_error", f"the peer sent an error: {msg.text[:300]}")
+
+    def _on_range_reply(self, reply: q.ReplyChannelRange, now: float) -> None:
+        r = self.tracker.range if self.tracker is not None else None
+        if r is None or not r.open:
+            self._count_junk(now, "unsolicited reply_channel_range")
+            return
+        try:
+            r.on_reply(reply, now, self.options.sync.range_timeout)
+        except ValueError as e:
+            self.stats.invalid["bad_range_reply"] += 1
+            r.gave_up = str(e)
+            log.warning("peer %s: %s; syncing without its channel list", self.stats.peer_id[:16], e)
+            return
+        if r.done:
+            log.info(
+                "peer %s has %d channels (%d range replies)%s",
+                self.stats.peer_id[:16],
+                len(r.scids),
+                r.replies,
+                " (list truncated)" if r.truncated else "",
+            )
+
+    # -- pings ----------------------------------------------------------------------------------
+
+    async def _ping(self, now: float, probe: bool) -> None:
+        # Each ping asks for a different pong length, so a pong tells which ping it answers.
+        self._next_pong_len = self._next_pong_len % 255 + 1
+        self._pings[self._next_pong_len] = (now, probe)
+        await self._send(c.Ping(self._next_pong_len).encode())
+
+    def _on_pong(self, pong: c.Pong, now: float) -> None:
+        sent = self._pings.pop(len(pong.ignored), None)
+        if sent is None:
+            self._count_junk(now, "unsolicited pong")
+            return
+        if sent[1] and self.tracker is not None:
+            self.tracker.pong(now)
+
+    # -- the watchdog ---------------------------------------------------------------------------
+
+    async def _watchdog(self) -> None:
+        o = self.options
+        while True:
+            await asyncio.sleep(o.tick)
+            now = self._loop.time()
+            waiting = self._reading_since
+            if waiting is not None:
+                # Time only counts while we wait on the socket, not while we hold the peer back.
+                if now - waiting > o.stall_timeout:
+                    raise PeerFailure("stall", f"nothing from the peer for {o.stall_timeout:g} s")
+                for sent, _ in self._pings.values():
+                    if now - max(sent, waiting) > o.ping_timeout:
+                        raise PeerFailure("stall", f"no pong within {o.ping_timeout:g} s")
+                if now - waiting > o.ping_interval and not self._pings:
+                    await self._ping(now, probe=False)
+            if now - self._last_expiry >= 1.0:
+                self._last_expiry = now
+                self.pipeline.expire_pending(now)
+            if self.tracker is not None and not self.tracker.complete:
+                await self._advance_sync(now)
+
+    async def _advance_sync(self, now: float) -> None:
+        assert self.tracker is not None
+        action = self.tracker.poll(now, self.pipeline.knows_channel, self.gossip_queries)
+        if action is Action.SEND_PROBE:
+            await self._ping(now, probe=True)
+        elif action is Action.QUERY_SCIDS:
+            scids = self.tracker.scids_to_query(self.pipeline.knows_channel)
+            log.info(
+                "peer %s: asking for %d channels its dump did not bring", self.stats.peer_id[:16], len(scids)
+            )
+            await self._send(q.QueryShortChannelIds(self.chain_hash, tuple(scids)).encode())
+        elif action is Action.GIVE_UP:
+            missing = len(self.tracker.missing(self.pipeline.knows_channel))
+            raise PeerFailure("sync_incomplete", f"{missing} channels the peer listed never arrived")
+        elif action is Action.COMPLETE:
+            t = self.tracker
+            missing = t.missing_at_completion
+            log.info(
+                "peer %s: initial sync complete after %.1f s (%d channels listed, %d never arrived%s)",
+                self.stats.peer_id[:16],
+                now - self.started,
+                len(t.range.scids) if t.range else 0,
+                missing,
+                "; the peer does not answer scid queries" if t.peer_answers_scid_queries is False else "",
+            )
+            if self.on_sync_complete is not None:
+                await self.on_sync_complete()

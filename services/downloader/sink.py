@@ -1,0 +1,44 @@
+"""Where verified gossip goes: the one interface between the peer side and persistence."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class SyncCounts:
+    """Messages forwarded during the initial sync, by kind (what ReportSyncComplete carries)."""
+
+    channel_announcements: int
+    channel_updates: int
+    node_announcements: int
+
+
+class GossipSink(Protocol):
+    """At-least-once delivery of verified messages, with a bounded window of unacknowledged ones."""
+
+    async def start(self) -> None:
+        """Begin delivering (connect in the background; sends queue until it works)."""
+
+    async def send(self, raw: bytes, received_at_us: int) -> None:
+        """Queue one message; waits while the window of unacknowledged messages is full (the
+        caller stops reading its peer meanwhile: back-pressure)."""
+
+    @property
+    def unacked(self) -> int:
+        """Messages sent but not yet acknowledged as durably stored."""
+
+    @property
+    def rejections(self) -> Mapping[str, int]:
+        """Messages persistence refused, by reason (it re-checks structure and chain)."""
+
+    async def flush(self) -> None:
+        """Return once everything sent so far is acknowledged."""
+
+    async def report_sync_complete(self, peer_id: str, counts: SyncCounts) -> None:
+        """Tell persistence this peer's initial sync is complete (after :meth:`flush`)."""
+
+    async def close(self) -> None:
+        """Stop delivering; unacknowledged messages are abandoned (the process is ending)."""
