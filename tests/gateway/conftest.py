@@ -3,8 +3,8 @@
 A random gossip history is written straight into the store (as persistence would), one peer
 reports its initial sync complete, the snapshotter publishes a generation for a reference time
 inside the history, and the gateway (two worker processes, as configured by default) is started
-once it can serve that generation. The stack lives for a test module; tests that change it (a new
-generation, a killed snapshotter) say so.
+once it can serve that generation. The stack is shared by the gateway tests of a session; tests
+that change it (a new generation, a killed snapshotter) leave it serving.
 """
 
 from __future__ import annotations
@@ -91,6 +91,18 @@ async def get(url: str, headers: dict[str, str] | None = None, method: str = "GE
         return r.status, r.headers, await r.read()
 
 
+async def wait_up(base: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if (await get(base + "/healthz"))[0] == 200:
+                return
+        except aiohttp.ClientError:
+            pass
+        assert time.monotonic() < deadline, "the gateway did not start"
+        await asyncio.sleep(0.1)
+
+
 async def wait_generation(base: str, generation: int, timeout: float = 30) -> None:
     """Until every worker serves ``generation`` (ten fresh connections in a row say so)."""
     deadline = time.monotonic() + timeout
@@ -125,7 +137,7 @@ def aligned(t: int) -> int:
     return t - t % INTERVAL
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 async def synced(pg_server: LocalPostgres, template_db: str) -> AsyncIterator[GatewayStack]:
     workdir = Path(tempfile.mkdtemp(prefix="lnsync-gw-", dir="/tmp"))
     os.chmod(workdir, 0o755)
