@@ -3,9 +3,8 @@
 ``lnsync serve gateway`` runs ``gateway.workers`` worker processes that share the listening port
 (``SO_REUSEPORT``: the kernel spreads connections over them), because one Python process cannot
 fill a machine's cores with 200 kB responses. Each worker is a complete gateway
-(:class:`services.gateway.app.Gateway`) with its own snapshot cache; the parent only starts them,
-restarts one that dies, and stops them all on SIGTERM/SIGINT. With one worker everything runs in
-the parent process.
+(:class:`services.gateway.app.Gateway`) with its own snapshot cache, on uvloop; the parent only
+starts them, restarts one that dies, and stops them all on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ import tempfile
 import time
 from typing import Any
 
+import uvloop
 from aiohttp import web
 
 from lnsync import logs
@@ -68,7 +68,9 @@ def _worker(settings_data: dict[str, Any], workers: int, index: int) -> None:  #
     _die_with_parent()
     settings = Settings(**settings_data)
     logs.configure(f"gateway/{index}", settings.log_level, settings.log_format)
-    raise SystemExit(asyncio.run(serve(settings, workers, reuse_port=True)))
+    # uvloop: about 30 % more 200 kB responses per second than asyncio's own loop (bench_gateway).
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        raise SystemExit(runner.run(serve(settings, workers, reuse_port=True)))
 
 
 def _reserve_port(listen: str) -> socket.socket:
@@ -158,7 +160,4 @@ def _mark_dead(metrics_dir: str, pid: int | None) -> None:
 
 
 async def main(settings: Settings) -> int:
-    workers = settings.gateway.workers
-    if workers == 1:
-        return await serve(settings, 1, reuse_port=False)
-    return await _supervise(settings, workers)
+    return await _supervise(settings, settings.gateway.workers)
