@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -89,6 +91,20 @@ async def get(url: str, headers: dict[str, str] | None = None, method: str = "GE
         s.request(method, url, headers=headers, timeout=aiohttp.ClientTimeout(total=60)) as r,
     ):
         return r.status, r.headers, await r.read()
+
+
+def raw_status(port: int, request: bytes) -> int:
+    """Send raw bytes to the gateway; the status code of its answer (0 if it just closed)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        data = b""
+        while b"\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    match = re.match(rb"HTTP/1\.[01] (\d{3})", data)
+    return int(match.group(1)) if match else 0
 
 
 async def wait_up(base: str, timeout: float = 30) -> None:

@@ -10,8 +10,6 @@
 from __future__ import annotations
 
 import json
-import re
-import socket
 import urllib.request
 from typing import Any
 
@@ -27,7 +25,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from services.gateway import openapi
-from tests.gateway.conftest import GatewayStack
+from tests.gateway.conftest import GatewayStack, raw_status
 
 pytestmark = pytest.mark.slow
 
@@ -71,19 +69,6 @@ _HEADER_NAMES = st.sampled_from(
 _HEADER_VALUES = st.binary(max_size=200).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
 
 
-def _status(port: int, request: bytes) -> int:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(request)
-        data = b""
-        while b"\r\n" not in data:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-    match = re.match(rb"HTTP/1\.[01] (\d{3})", data)
-    return int(match.group(1)) if match else 0
-
-
 @given(
     prefix=st.sampled_from([b"/snapshot/", b"/snapshot/v2/", b"/delta/v2/", b"/", b"/api/", b"/readyz/"]),
     tail=_PATH_BYTES,
@@ -98,5 +83,5 @@ def test_raw_requests_never_get_a_server_error(
     request = (
         method + b" " + prefix + tail + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + lines + b"\r\n"
     )
-    status = _status(synced.stack.ports["gateway"], request)
+    status = raw_status(synced.stack.ports["gateway"], request)
     assert status < 500, (request, status)

@@ -14,7 +14,6 @@ import asyncio
 import gzip
 import hashlib
 import re
-import socket
 import time
 
 import pytest
@@ -31,6 +30,7 @@ from tests.gateway.conftest import (
     MAX_DYNAMIC,
     GatewayStack,
     get,
+    raw_status,
     regenerate,
     wait_generation,
 )
@@ -133,20 +133,6 @@ async def test_bad_timestamps_and_unknown_paths(synced: GatewayStack) -> None:
     assert status == 405
 
 
-def _raw(port: int, request: bytes) -> int:
-    """Send raw bytes, return the status code of the answer (0 if the server just closed)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(request)
-        data = b""
-        while b"\r\n" not in data:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-    match = re.match(rb"HTTP/1\.[01] (\d{3})", data)
-    return int(match.group(1)) if match else 0
-
-
 async def test_malformed_and_oversized_requests_are_4xx(synced: GatewayStack) -> None:
     port = synced.stack.ports["gateway"]
     oversized = [
@@ -157,7 +143,7 @@ async def test_malformed_and_oversized_requests_are_4xx(synced: GatewayStack) ->
         + b"\r\n",
     ]
     for request in oversized:
-        status = await asyncio.to_thread(_raw, port, request)
+        status = await asyncio.to_thread(raw_status, port, request)
         assert 400 <= status < 500, (request[:60], status)
     garbage = [
         b"BREW /snapshot/v2/0 HTCPCP/1.0\r\n\r\n",
@@ -167,11 +153,11 @@ async def test_malformed_and_oversized_requests_are_4xx(synced: GatewayStack) ->
         b"GET /snapshot/v2/0 HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
     ]
     for request in garbage:
-        status = await asyncio.to_thread(_raw, port, request)
+        status = await asyncio.to_thread(raw_status, port, request)
         assert status == 0 or 400 <= status < 500, (request[:60], status)
     # A body on a GET is never read: the request is answered, the body ignored.
     ignored = b"GET /snapshot/v2/0 HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100
-    assert await asyncio.to_thread(_raw, port, ignored) == 200
+    assert await asyncio.to_thread(raw_status, port, ignored) == 200
     # The gateway is still there and well.
     assert (await get(f"{synced.base}/healthz"))[0] == 200
 
