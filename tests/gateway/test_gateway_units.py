@@ -7,7 +7,7 @@ import random
 
 import grpc
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.gateway.blobs import Blob, accepts_gzip, none_match
@@ -19,11 +19,13 @@ NOW = 1_800_000_000
 
 
 @given(st.integers(0, NOW))
+@settings(deadline=None)  # the machine is shared: a slow example is not a failure
 def test_every_canonical_timestamp_parses(value: int) -> None:
     assert parse_timestamp(str(value), NOW) == value
 
 
 @given(st.text(max_size=14))
+@settings(deadline=None)
 def test_anything_else_is_rejected_with_a_one_line_reason(text: str) -> None:
     canonical = text.isascii() and text.isdigit() and str(int(text)) == text and int(text) <= NOW + 60
     if canonical:
