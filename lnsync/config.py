@@ -193,6 +193,8 @@ class GatewaySettings(_Section):
     max_dynamic: int = Field(default=4, ge=1)
     # Cache-Control max-age for snapshots, seconds.
     cache_max_age: int = Field(default=3600, ge=0)
+    # Worker processes sharing the port (SO_REUSEPORT); max_dynamic is split between them.
+    workers: int = Field(default=2, ge=1, le=64)
 
     @field_validator("listen")
     @classmethod

@@ -7,6 +7,7 @@ turned off, started once per test session in a short /tmp path (Unix socket path
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import shutil
@@ -61,21 +62,30 @@ def template_db(pg_server: LocalPostgres) -> str:
     return name
 
 
-@pytest.fixture
-async def database_url(pg_server: LocalPostgres, template_db: str) -> AsyncIterator[str]:
-    """URL of a fresh database holding the migrated (empty) schema."""
+@contextlib.asynccontextmanager
+async def fresh_database(pg_server: LocalPostgres, template_db: str) -> AsyncIterator[str]:
+    """A new database cloned from the template, dropped afterwards (for fixtures of any scope)."""
     name = f"t_{os.getpid()}_{next(_db_counter)}"
     admin = await asyncpg.connect(pg_server.url("postgres"))
     try:
         await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
     finally:
         await admin.close()
-    yield pg_server.url(name)
-    admin = await asyncpg.connect(pg_server.url("postgres"))
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        yield pg_server.url(name)
     finally:
-        await admin.close()
+        admin = await asyncpg.connect(pg_server.url("postgres"))
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+async def database_url(pg_server: LocalPostgres, template_db: str) -> AsyncIterator[str]:
+    """URL of a fresh database holding the migrated (empty) schema."""
+    async with fresh_database(pg_server, template_db) as url:
+        yield url
 
 
 def free_port() -> int:

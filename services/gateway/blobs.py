@@ -1,0 +1,111 @@
+"""An RGS blob as served over HTTP: validators, caching headers, gzip negotiation, 304s.
+
+Everything about a blob's response that does not depend on the request (ETags, header sets, the
+gzip bytes) is computed once when the blob enters a cache, so answering a request is a dictionary
+copy and a socket write. The ETag is the blob's SHA-256 (a strong validator); the gzip
+representation, being different bytes, has its own tag (``-gzip`` suffix) and every response says
+``Vary: Accept-Encoding``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+OCTET_STREAM = "application/octet-stream"
+# Gzip only pays when it saves at least this share of the bytes.
+GZIP_MIN_SAVING = 0.05
+# Header values a client controls are looked at only this far.
+MAX_HEADER_ITEMS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    """One servable blob. ``timestamp`` is the RGS header timestamp (what the client sends next)."""
+
+    body: bytes
+    gzip: bytes | None
+    sha256: bytes
+    timestamp: int
+    cache_control: str
+    identity_headers: CIMultiDict[str] = field(init=False, repr=False, compare=False)
+    gzip_headers: CIMultiDict[str] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        tag = self.sha256.hex()
+        base = {
+            "Content-Type": OCTET_STREAM,
+            "Cache-Control": self.cache_control,
+            "Vary": "Accept-Encoding",
+            "X-RGS-Timestamp": str(self.timestamp),
+        }
+        object.__setattr__(self, "identity_headers", CIMultiDict(base, ETag=f'"{tag}"'))
+        gz = None
+        if self.gzip is not None and len(self.gzip) <= len(self.body) * (1 - GZIP_MIN_SAVING):
+            gz = CIMultiDict(base, ETag=f'"{tag}-gzip"', **{"Content-Encoding": "gzip"})
+        object.__setattr__(self, "gzip_headers", gz)
+
+    @classmethod
+    def of(cls, body: bytes, timestamp: int, cache_control: str, gzip: bytes | None = None) -> Blob:
+        return cls(body, gzip, hashlib.sha256(body).digest(), timestamp, cache_control)
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` value allows gzip (``gzip``/``x-gzip``/``*`` with q > 0)."""
+    explicit: float | None = None
+    star: float | None = None
+    for item in accept_encoding.split(",", MAX_HEADER_ITEMS)[:MAX_HEADER_ITEMS]:
+        coding, _, params = item.partition(";")
+        coding = coding.strip().lower()
+        q = _quality(params)
+        if coding in ("gzip", "x-gzip"):
+            explicit = q if explicit is None else max(explicit, q)
+        elif coding == "*":
+            star = q
+    if explicit is not None:
+        return explicit > 0
+    return star is not None and star > 0
+
+
+def _quality(params: str) -> float:
+    for param in params.split(";", 4):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                q = float(value.strip()[:8])
+            except ValueError:
+                return 0.0
+            return q if 0.0 <= q <= 1.0 else 0.0
+    return 1.0
+
+
+def none_match(if_none_match: str, etag: str) -> bool:
+    """Whether ``If-None-Match`` matches ``etag`` (weak comparison, as RFC 9110 prescribes)."""
+    value = if_none_match.strip()
+    if value == "*":
+        return True
+    wanted = etag.removeprefix("W/")
+    for item in value.split(",", MAX_HEADER_ITEMS)[:MAX_HEADER_ITEMS]:
+        if item.strip().removeprefix("W/") == wanted:
+            return True
+    return False
+
+
+def respond(request_headers: CIMultiDictProxy[str], blob: Blob) -> web.Response:
+    """The response to a GET or HEAD for ``blob`` (aiohttp leaves the body out for HEAD itself)."""
+    headers = blob.identity_headers
+    body = blob.body
+    if blob.gzip_headers is not None and blob.gzip is not None:
+        accept = request_headers.get("Accept-Encoding")
+        if accept and accepts_gzip(accept):
+            headers, body = blob.gzip_headers, blob.gzip
+    inm = request_headers.get("If-None-Match")
+    if inm is not None and none_match(inm, headers["ETag"]):
+        not_modified = CIMultiDict(headers)
+        del not_modified["Content-Type"]
+        not_modified.popall("Content-Encoding", None)
+        return web.Response(status=304, headers=not_modified)
+    return web.Response(body=body, headers=CIMultiDict(headers))

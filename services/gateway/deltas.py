@@ -1,0 +1,146 @@
+"""Dynamic deltas (``/delta/...``): coalesced, cached and bounded calls to ``Lookup.ComputeDelta``.
+
+The gateway fixes the reference time R itself, exactly as lookup would (now minus the ingest lag,
+rounded down to ``lookup.timestamp_granularity``), and passes it along. The answer for (T, version,
+R) then never changes, so it is cached under that key and every request for it within the same
+granularity step shares one computation. At most ``max_concurrent`` distinct computations run at
+once per worker; a request that would start one more is refused with 429 and ``Retry-After``
+instead of queueing without limit. A computation runs in its own task, so a client that hangs up
+does not cancel it for the others waiting on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import gzip
+import logging
+import time
+from collections import OrderedDict
+
+import grpc
+
+from lnsync import rpc
+from lnsync.v1 import lookup_pb2, lookup_pb2_grpc
+from services.gateway import metrics
+from services.gateway.blobs import Blob
+from services.gateway.errors import HttpError, from_grpc
+
+log = logging.getLogger(__name__)
+
+COMPUTE_TIMEOUT = 120.0
+CACHE_BYTES = 64 << 20
+# Answers smaller than this are not worth compressing.
+GZIP_MIN_SIZE = 1024
+
+Key = tuple[int, int, int]  # (last_sync_timestamp, version, reference time)
+
+
+class DynamicDeltas:
+    def __init__(
+        self,
+        stub: lookup_pb2_grpc.LookupStub,
+        *,
+        ingest_lag: int,
+        granularity: int,
+        max_concurrent: int,
+        max_age: int,
+        cache_bytes: int = CACHE_BYTES,
+    ) -> None:
+        self._stub = stub
+        self._lag = ingest_lag
+        self._granularity = granularity
+        self.max_concurrent = max_concurrent
+        self._cache_control = f"public, max-age={max_age}"
+        self._cache_bytes = cache_bytes
+        self._cache: OrderedDict[Key, Blob] = OrderedDict()
+        self._cached_bytes = 0
+        self._latest_reference = 0
+        self._inflight: dict[Key, asyncio.Task[Blob]] = {}
+
+    def reference_time(self, now: float) -> int:
+        r = int(now) - self._lag
+        return r - r % self._granularity
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    @property
+    def cached(self) -> tuple[int, int]:
+        """(entries, bytes) held."""
+        return len(self._cache), self._cached_bytes
+
+    async def get(self, last_sync: int, version: int, now: float | None = None) -> Blob:
+        key = (last_sync, version, self.reference_time(time.time() if now is None else now))
+        blob = self._cache.get(key)
+        if blob is not None:
+            self._cache.move_to_end(key)
+            metrics.DYNAMIC.labels("hit").inc()
+            return blob
+        task = self._inflight.get(key)
+        if task is not None:
+            metrics.DYNAMIC.labels("coalesced").inc()
+        else:
+            if len(self._inflight) >= self.max_concurrent:
+                metrics.DYNAMIC.labels("rejected").inc()
+                raise HttpError(
+                    429, f"{self.max_concurrent} dynamic deltas are being computed; retry shortly", 2
+                )
+            task = asyncio.create_task(self._compute(key), name=f"delta-{key}")
+            self._inflight[key] = task
+            metrics.DYNAMIC_INFLIGHT.set(len(self._inflight))
+            task.add_done_callback(functools.partial(self._done, key))
+        return await asyncio.shield(task)
+
+    def _done(self, key: Key, task: asyncio.Task[Blob]) -> None:
+        if not task.cancelled():
+            task.exception()  # retrieved here: waiters that went away must not leave it unobserved
+        self._inflight.pop(key, None)
+        metrics.DYNAMIC_INFLIGHT.set(len(self._inflight))
+
+    async def _compute(self, key: Key) -> Blob:
+        last_sync, version, R = key
+        request = lookup_pb2.ComputeDeltaRequest(
+            last_sync_timestamp=last_sync, version=version, reference_time=R
+        )
+        try:
+            info, data = await rpc.join_chunks(self._stub.ComputeDelta(request, timeout=COMPUTE_TIMEOUT))
+        except grpc.aio.AioRpcError as exc:
+            metrics.DYNAMIC.labels("failed").inc()
+            metrics.UPSTREAM_ERRORS.labels("lookup", exc.code().name).inc()
+            log.info("ComputeDelta(%d, v%d, R=%d) failed: %s %s", *key, exc.code().name, exc.details())
+            raise from_grpc(exc, "lookup") from None
+        if info is None or len(data) != info.size:
+            metrics.DYNAMIC.labels("failed").inc()
+            raise HttpError(502, "lookup: incomplete answer", retry_after=5)
+        compressed = await asyncio.to_thread(gzip.compress, data, 6) if len(data) >= GZIP_MIN_SIZE else None
+        blob = Blob.of(data, info.timestamp, self._cache_control, compressed)
+        metrics.DYNAMIC.labels("computed").inc()
+        self._remember(key, blob)
+        return blob
+
+    def _remember(self, key: Key, blob: Blob) -> None:
+        size = len(blob.body) + len(blob.gzip or b"")
+        if size > self._cache_bytes // 4:
+            return  # one huge answer (a full graph) must not evict everything else
+        if key[2] > self._latest_reference:
+            # Requests never ask for an older reference time again: drop those answers at once.
+            self._latest_reference = key[2]
+            for old_key in [k for k in self._cache if k[2] < key[2]]:
+                self._forget(old_key)
+        elif key[2] < self._latest_reference:
+            return
+        self._cache[key] = blob
+        self._cached_bytes += size
+        while self._cached_bytes > self._cache_bytes:
+            self._forget(next(iter(self._cache)))
+
+    def _forget(self, key: Key) -> None:
+        old = self._cache.pop(key)
+        self._cached_bytes -= len(old.body) + len(old.gzip or b"")
+
+    async def close(self) -> None:
+        for task in list(self._inflight.values()):
+            task.cancel()
+        await asyncio.gather(*self._inflight.values(), return_exceptions=True)

@@ -1,0 +1,207 @@
+"""The snapshotter's current generation, held in memory, and which blob answers a timestamp.
+
+A background task polls ``Snapshots.ListSnapshots``; when it reports a generation this gateway does
+not hold, every blob of it (v1 and v2, raw and the snapshotter's gzip bytes) is fetched, checked
+against its SHA-256 and swapped in as a whole. Requests are then answered from memory with the same
+ladder rule the snapshotter uses (:func:`lnsync.rgs.ladder.choose`), so a snapshot request costs no
+gRPC call, and the gateway keeps serving the generation it has while the snapshotter restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+import grpc
+
+from lnsync import rpc
+from lnsync.rgs import ladder
+from lnsync.rgs.encode import encode_empty
+from lnsync.v1 import snapshots_pb2, snapshots_pb2_grpc
+from services.gateway import metrics
+from services.gateway.blobs import Blob
+from services.gateway.errors import HttpError
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 5.0
+CALL_TIMEOUT = 30.0
+PARALLEL_FETCHES = 4
+VERSIONS = (1, 2)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotEntry:
+    """One blob of a generation as the status page shows it."""
+
+    version: int
+    scope: int  # seconds, or ladder.FULL / ladder.NOTHING_NEW
+    last_sync_timestamp: int
+    size: int
+    gzip_size: int
+    sha256: str
+
+    @property
+    def kind(self) -> str:
+        return ladder.Choice(self.scope).kind
+
+
+@dataclass
+class Generation:
+    id: int
+    reference_time: int
+    generated_at: int
+    interval: int
+    scopes: list[int]
+    entries: list[SnapshotEntry]
+    blobs: dict[tuple[int, int], Blob] = field(repr=False)
+    loaded_at: float = 0.0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(b.body) + len(b.gzip or b"") for b in self.blobs.values())
+
+
+def _scope_of(info: snapshots_pb2.SnapshotInfo, reference_time: int) -> int:
+    """The ladder scope a listed snapshot stands for (the listing folds FULL and NOTHING_NEW into 0)."""
+    if info.scope_seconds:
+        return int(info.scope_seconds)
+    return ladder.NOTHING_NEW if info.last_sync_timestamp == reference_time else ladder.FULL
+
+
+class GenerationChanged(Exception):
+    """The snapshotter moved to another generation while this one was being fetched."""
+
+
+class SnapshotCache:
+    def __init__(
+        self,
+        stub: snapshots_pb2_grpc.SnapshotsStub,
+        chain_hash: bytes,
+        max_age: int,
+        poll: float = POLL_SECONDS,
+    ) -> None:
+        self._stub = stub
+        self._chain_hash = chain_hash
+        self._cache_control = f"public, max-age={max_age}"
+        self._poll = poll
+        self.generation: Generation | None = None
+        self.reachable = False
+        self.last_error = "not polled yet"
+        self._loading = asyncio.Lock()
+
+    # -- following the snapshotter ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Poll forever (cancel to stop)."""
+        while True:
+            await self.refresh()
+            await asyncio.sleep(self._poll)
+
+    async def refresh(self) -> None:
+        """One poll: load the snapshotter's generation if it differs from the one held."""
+        async with self._loading:
+            try:
+                listing = await self._stub.ListSnapshots(snapshots_pb2.ListSnapshotsRequest(), timeout=10)
+                self.reachable, self.last_error = True, ""
+                current = self.generation
+                if listing.generation and (current is None or current.id != listing.generation):
+                    await self._load(listing)
+            except grpc.aio.AioRpcError as exc:
+                self.reachable = False
+                self.last_error = f"{exc.code().name}: {exc.details()}"
+                log.debug("snapshotter poll failed: %s", self.last_error)
+            except GenerationChanged as exc:
+                log.info("%s; fetching again", exc)
+
+    async def _load(self, listing: snapshots_pb2.ListSnapshotsResponse) -> None:
+        started = time.perf_counter()
+        R = listing.reference_time
+        entries = [
+            SnapshotEntry(
+                s.version, _scope_of(s, R), s.last_sync_timestamp, s.size, s.gzip_size, s.sha256.hex()
+            )
+            for s in listing.snapshots
+        ]
+        scopes = sorted({e.scope for e in entries if e.scope > 0})
+        needed = {(v, s) for v in VERSIONS for s in (*scopes, ladder.FULL, ladder.NOTHING_NEW)}
+        have = {(e.version, e.scope) for e in entries}
+        if not needed <= have:
+            missing = sorted(needed - have)
+            log.error("generation %d lacks snapshots %s; keeping the one held", listing.generation, missing)
+            return
+        limit = asyncio.Semaphore(PARALLEL_FETCHES)
+
+        async def fetch(entry: SnapshotEntry) -> tuple[tuple[int, int], Blob]:
+            async with limit:
+                return (entry.version, entry.scope), await self._fetch(listing.generation, R, entry)
+
+        results = await asyncio.gather(
+            *(fetch(e) for e in entries if e.version in VERSIONS), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        pairs = [r for r in results if not isinstance(r, BaseException)]
+        self.generation = Generation(
+            id=listing.generation,
+            reference_time=R,
+            generated_at=listing.generated_at,
+            interval=listing.interval,
+            scopes=scopes,
+            entries=sorted(entries, key=lambda e: (e.version, e.kind != "full", e.scope)),
+            blobs=dict(pairs),
+            loaded_at=time.time(),
+        )
+        metrics.SNAPSHOT_GENERATION.set(listing.generation)
+        metrics.SNAPSHOT_REFERENCE_TIME.set(R)
+        metrics.SNAPSHOT_CACHE_BYTES.set(self.generation.nbytes)
+        log.info(
+            "holding snapshot generation %d (R=%d): %d blobs, %.1f MB, fetched in %.2f s",
+            listing.generation, R, len(pairs), self.generation.nbytes / 1e6, time.perf_counter() - started,
+        )  # fmt: skip
+
+    async def _fetch(self, generation: int, R: int, entry: SnapshotEntry) -> Blob:
+        if entry.scope == ladder.FULL:
+            timestamp = 0
+        elif entry.scope == ladder.NOTHING_NEW:
+            timestamp = R
+        else:
+            timestamp = R - entry.scope
+        raw_info, raw = await self._get(timestamp, entry.version, gzip=False)
+        gz_info, gz = await self._get(timestamp, entry.version, gzip=True)
+        for info in (raw_info, gz_info):
+            if info.generation != generation:
+                raise GenerationChanged(f"generation {generation} was replaced by {info.generation}")
+        if hashlib.sha256(raw).digest() != raw_info.sha256 or len(raw) != raw_info.size:
+            raise GenerationChanged(f"snapshot v{entry.version} scope {entry.scope} arrived damaged")
+        return Blob(raw, gz, raw_info.sha256, raw_info.blob.timestamp, self._cache_control)
+
+    async def _get(
+        self, timestamp: int, version: int, gzip: bool
+    ) -> tuple[snapshots_pb2.SnapshotInfo, bytes]:
+        request = snapshots_pb2.GetSnapshotRequest(timestamp=timestamp, version=version, gzip=gzip)
+        info, data = await rpc.join_chunks(self._stub.GetSnapshot(request, timeout=CALL_TIMEOUT))
+        if info is None:
+            raise GenerationChanged("the snapshotter sent an empty stream")
+        return info, data
+
+    # -- answering --------------------------------------------------------------------------------
+
+    def select(self, last_sync: int, version: int) -> Blob:
+        """The blob for a client whose last sync is ``last_sync`` (already validated)."""
+        gen = self.generation
+        if gen is None:
+            reason = "no snapshot generation yet (waiting for the first full graph sync and generation)"
+            if not self.reachable:
+                reason = "snapshotter unavailable and no snapshot held yet"
+            raise HttpError(503, reason, retry_after=30)
+        choice = ladder.choose(last_sync, gen.reference_time, gen.scopes)
+        if choice.scope == ladder.NOTHING_NEW and last_sync > gen.reference_time:
+            # The client is ahead of this generation (it applied a newer dynamic delta): nothing new,
+            # and its own timestamp back, as the snapshotter answers.
+            return Blob.of(encode_empty(self._chain_hash, last_sync, version), last_sync, self._cache_control)
+        return gen.blobs[(version, choice.scope)]

@@ -1,0 +1,166 @@
+"""What ``/api/status``, ``/readyz`` and the status page report, gathered from the upstreams.
+
+Answers are cached for a moment and concurrent requests share one collection, so these public
+endpoints cannot multiply load on persistence and lookup. A section whose upstream fails says so
+(``{"error": ...}``) instead of failing the whole answer.
+
+Readiness: the gateway is ready once it has seen the first full graph sync and holds a snapshot
+generation, i.e. once it can give wallets what they ask for. Upstream services that do not answer
+are listed as ``degraded`` but do not make it unready, because a load balancer would then take every
+replica out at once during an upstream restart, while the cached snapshots could still be served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import grpc
+
+from lnsync.v1 import lookup_pb2, persistence_pb2
+from services.gateway import metrics
+from services.gateway.deltas import DynamicDeltas
+from services.gateway.snapshots import SnapshotCache
+from services.gateway.upstream import Upstreams
+from services.gateway.volume import VolumeSampler
+
+log = logging.getLogger(__name__)
+
+CACHE_SECONDS = 2.0
+CALL_TIMEOUT = 3.0
+
+
+class StatusCollector:
+    def __init__(
+        self, upstreams: Upstreams, snapshots: SnapshotCache, deltas: DynamicDeltas, volume: VolumeSampler
+    ) -> None:
+        self.upstreams = upstreams
+        self.snapshots = snapshots
+        self.deltas = deltas
+        self.volume = volume
+        self.first_sync_seen = False
+        self._facts: dict[str, Any] | None = None
+        self._facts_at = 0.0
+        self._collecting: asyncio.Task[dict[str, Any]] | None = None
+
+    async def facts(self) -> dict[str, Any]:
+        """Upstream health, sync state and graph counts (cached for a moment, shared)."""
+        if self._facts is not None and time.monotonic() - self._facts_at < CACHE_SECONDS:
+            return self._facts
+        if self._collecting is None or self._collecting.done():
+            self._collecting = asyncio.create_task(self._collect())
+        return await asyncio.shield(self._collecting)
+
+    async def _collect(self) -> dict[str, Any]:
+        ups = self.upstreams
+        health, sync, graph = await asyncio.gather(
+            asyncio.gather(*(u.serving() for u in ups.all)),
+            _call(
+                ups.persistence_stub.GetSyncStatus(
+                    persistence_pb2.GetSyncStatusRequest(), timeout=CALL_TIMEOUT
+                )
+            ),
+            _call(ups.lookup_stub.GraphSummary(lookup_pb2.GraphSummaryRequest(), timeout=CALL_TIMEOUT)),
+        )
+        facts: dict[str, Any] = {
+            "services": {u.name: "serving" if ok else "down" for u, ok in zip(ups.all, health, strict=True)}
+        }
+        if isinstance(sync, persistence_pb2.SyncStatus):
+            self.first_sync_seen |= sync.fully_synced
+            facts["sync"] = {
+                "fully_synced": sync.fully_synced,
+                "fully_synced_at": sync.fully_synced_at,
+                "quorum": sync.quorum,
+                "peers": [
+                    {
+                        "peer_id": p.peer_id,
+                        "initial_sync_complete": p.initial_sync_complete,
+                        "completed_at": p.completed_at,
+                        "channel_announcements": p.channel_announcements,
+                        "channel_updates": p.channel_updates,
+                        "node_announcements": p.node_announcements,
+                        "last_message_at": p.last_message_at,
+                    }
+                    for p in sync.peers
+                ],
+            }
+        else:
+            facts["sync"] = {"error": sync, "fully_synced": self.first_sync_seen}
+        if isinstance(graph, lookup_pb2.GraphSummaryResponse):
+            facts["graph"] = {
+                "channels": graph.channels,
+                "nodes": graph.nodes,
+                "directions": graph.directions,
+                "last_gossip_at": graph.last_gossip_at,
+                "channel_updates_stored": graph.channel_updates_stored,
+            }
+        else:
+            facts["graph"] = {"error": graph}
+        self._facts, self._facts_at = facts, time.monotonic()
+        return facts
+
+    def snapshots_json(self) -> dict[str, Any]:
+        gen = self.snapshots.generation
+        out: dict[str, Any] = {"snapshotter_reachable": self.snapshots.reachable}
+        if gen is None:
+            out["generation"] = None
+            return out
+        out.update(
+            generation=gen.id,
+            reference_time=gen.reference_time,
+            generated_at=gen.generated_at,
+            interval=gen.interval,
+            held_bytes=gen.nbytes,
+            blobs=[
+                {
+                    "version": e.version,
+                    "kind": e.kind,
+                    "scope_seconds": max(e.scope, 0),
+                    "last_sync_timestamp": e.last_sync_timestamp,
+                    "size": e.size,
+                    "gzip_size": e.gzip_size,
+                    "sha256": e.sha256,
+                }
+                for e in gen.entries
+            ],
+        )
+        return out
+
+    async def status(self) -> dict[str, Any]:
+        facts = await self.facts()
+        entries, nbytes = self.deltas.cached
+        return {
+            "now": int(time.time()),
+            **facts,
+            "snapshots": self.snapshots_json(),
+            "dynamic": {
+                "computing": self.deltas.inflight,
+                "max_concurrent": self.deltas.max_concurrent,
+                "cached": entries,
+                "cached_bytes": nbytes,
+            },
+            "series": self.volume.as_json(),
+        }
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        facts = await self.facts()
+        problems = []
+        if not self.first_sync_seen:
+            problems.append("the first full graph sync is not done (or persistence cannot say)")
+        if self.snapshots.generation is None:
+            problems.append("no snapshot generation held yet")
+        degraded = [name for name, state in facts["services"].items() if state != "serving"]
+        ready = not problems
+        return ready, {"ready": ready, "problems": problems, "degraded": degraded}
+
+
+async def _call(call: Any) -> Any:
+    """The call's response, or the failure's gRPC code name (counted) if it failed."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as exc:
+        metrics.UPSTREAM_ERRORS.labels("status", exc.code().name).inc()
+        log.debug("status call failed: %s %s", exc.code().name, exc.details())
+        return exc.code().name.lower()  # public: no upstream addresses or messages

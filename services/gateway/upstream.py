@@ -1,0 +1,58 @@
+"""The gateway's gRPC connections: one long-lived channel per upstream service, with stubs.
+
+Channels reconnect by themselves (gRPC), so a restarted service is picked up again without any
+action here; health checks reuse the same channels instead of dialling for every probe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from lnsync import rpc
+from lnsync.config import Settings
+from lnsync.v1 import lookup_pb2_grpc, persistence_pb2_grpc, snapshots_pb2_grpc
+
+HEALTH_TIMEOUT = 2.0
+
+
+@dataclass
+class Upstream:
+    name: str
+    target: str
+    channel: grpc.aio.Channel = field(init=False)
+    health: health_pb2_grpc.HealthStub = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.channel = rpc.channel(self.target)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+
+    async def serving(self) -> bool:
+        """True if the service answers its health check with SERVING."""
+        try:
+            resp = await self.health.Check(health_pb2.HealthCheckRequest(), timeout=HEALTH_TIMEOUT)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(resp.status == rpc.SERVING)
+
+
+class Upstreams:
+    """Persistence (sync state), lookup (dynamic deltas, graph counts) and the snapshotter."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.persistence = Upstream("persistence", settings.persistence.target)
+        self.lookup = Upstream("lookup", settings.lookup.target)
+        self.snapshotter = Upstream("snapshotter", settings.snapshotter.target)
+        self.persistence_stub = persistence_pb2_grpc.PersistenceStub(self.persistence.channel)
+        self.lookup_stub = lookup_pb2_grpc.LookupStub(self.lookup.channel)
+        self.snapshots_stub = snapshots_pb2_grpc.SnapshotsStub(self.snapshotter.channel)
+
+    @property
+    def all(self) -> tuple[Upstream, ...]:
+        return (self.persistence, self.lookup, self.snapshotter)
+
+    async def close(self) -> None:
+        for up in self.all:
+            await up.channel.close()

@@ -1,0 +1,148 @@
+"""The gateway's pure parts: URL timestamps, content negotiation, validators, error mapping, rates."""
+
+from __future__ import annotations
+
+import gzip
+import random
+
+import grpc
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.gateway.blobs import Blob, accepts_gzip, none_match
+from services.gateway.errors import from_grpc
+from services.gateway.timestamps import U32_MAX, BadTimestamp, parse_timestamp
+from services.gateway.volume import Series, VolumeSampler
+
+NOW = 1_800_000_000
+
+
+@given(st.integers(0, NOW))
+@settings(deadline=None)  # the machine is shared: a slow example is not a failure
+def test_every_canonical_timestamp_parses(value: int) -> None:
+    assert parse_timestamp(str(value), NOW) == value
+
+
+@given(st.text(max_size=14))
+@settings(deadline=None)
+def test_anything_else_is_rejected_with_a_one_line_reason(text: str) -> None:
+    canonical = text.isascii() and text.isdigit() and str(int(text)) == text and int(text) <= NOW + 60
+    if canonical:
+        assert parse_timestamp(text, NOW) == int(text)
+    else:
+        with pytest.raises(BadTimestamp) as err:
+            parse_timestamp(text, NOW)
+        assert "\n" not in str(err.value) and len(str(err.value)) < 200
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "-1",
+        "+1",
+        " 1",
+        "1 ",
+        "01",
+        "00",
+        "0x10",
+        "1_000",
+        "1e3",
+        "\u0661\u0662",
+        "\uff14",
+        str(U32_MAX + 1),
+    ],
+)
+def test_rejected_spellings(text: str) -> None:
+    with pytest.raises(BadTimestamp):
+        parse_timestamp(text, float(U32_MAX))
+
+
+def test_the_u32_bound_and_the_future() -> None:
+    assert parse_timestamp(str(U32_MAX), float(U32_MAX)) == U32_MAX
+    assert parse_timestamp(str(NOW + 60), NOW) == NOW + 60
+    with pytest.raises(BadTimestamp, match="future"):
+        parse_timestamp(str(NOW + 61), NOW)
+
+
+@pytest.mark.parametrize(
+    ("header", "gzip_ok"),
+    [
+        ("gzip", True),
+        ("GZIP", True),
+        ("x-gzip", True),
+        ("br, gzip;q=0.5", True),
+        ("gzip;q=0", False),
+        ("gzip; q=0.000", False),
+        ("*", True),
+        ("*;q=0", False),
+        ("*, gzip;q=0", False),
+        ("identity", False),
+        ("br, deflate", False),
+        ("gzip;q=banana", False),
+        ("gzip;q=2", False),
+        ("", False),
+    ],
+)
+def test_accept_encoding(header: str, gzip_ok: bool) -> None:
+    assert accepts_gzip(header) is gzip_ok
+
+
+def test_if_none_match_uses_weak_comparison() -> None:
+    tag = '"abc"'
+    assert none_match('"abc"', tag) and none_match('W/"abc"', tag) and none_match('"x", "abc"', tag)
+    assert none_match("*", tag)
+    assert not none_match('"abcd"', tag) and not none_match("abc", tag) and not none_match("", tag)
+
+
+def test_gzip_is_offered_only_when_it_saves_bytes() -> None:
+    body = b"LDK\x02" + b"\x00" * 5000
+    blob = Blob.of(body, 7, "public, max-age=1", gzip.compress(body))
+    assert blob.gzip_headers is not None and blob.gzip_headers["Content-Encoding"] == "gzip"
+    assert blob.gzip_headers["ETag"] != blob.identity_headers["ETag"]
+    noise = random.Random(1).randbytes(1024)
+    incompressible = Blob.of(noise, 7, "public, max-age=1", gzip.compress(noise))
+    assert incompressible.gzip_headers is None
+    assert incompressible.identity_headers["X-RGS-Timestamp"] == "7"
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "retry"),
+    [
+        (grpc.StatusCode.INVALID_ARGUMENT, 400, False),
+        (grpc.StatusCode.FAILED_PRECONDITION, 503, True),
+        (grpc.StatusCode.NOT_FOUND, 503, True),
+        (grpc.StatusCode.UNAVAILABLE, 503, True),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, 503, True),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, 504, True),
+        (grpc.StatusCode.INTERNAL, 502, True),
+        (grpc.StatusCode.UNKNOWN, 502, True),
+        (grpc.StatusCode.UNIMPLEMENTED, 502, True),
+    ],
+)
+def test_grpc_failures_map_to_http(code: grpc.StatusCode, status: int, retry: bool) -> None:
+    exc = grpc.aio.AioRpcError(
+        code, grpc.aio.Metadata(), grpc.aio.Metadata(), "at 10.0.0.7:50052: boom\nmore"
+    )
+    err = from_grpc(exc, "lookup")
+    assert err.status == status and (err.retry_after is not None) == retry
+    assert "\n" not in err.reason
+    if status != 400:
+        assert "10.0.0.7" not in err.reason and err.reason.startswith("lookup: ")
+
+
+def test_volume_rates_per_minute_and_counter_resets() -> None:
+    sampler = VolumeSampler()
+    sampler.add_probe(_never_called, [Series("updates", "channel_update", "messages/min")])
+    sampler.record({"updates": 1000.0}, at=100.0)
+    sampler.record({"updates": 1300.0}, at=130.0)  # 300 in 30 s
+    sampler.record({"updates": 50.0}, at=190.0)  # the source restarted: no point
+    sampler.record({"updates": 110.0}, at=250.0)
+    sampler.record({"unknown": 5.0}, at=260.0)  # a total nobody registered is ignored
+    assert list(sampler.series["updates"].points) == [(130, 600.0), (250, 60.0)]
+    assert sampler.as_json()[0]["points"] == [(130, 600.0), (250, 60.0)]
+
+
+async def _never_called() -> dict[str, float]:
+    raise AssertionError
