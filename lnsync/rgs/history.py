@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -264,80 +265,91 @@ class GossipHistory:
                 break
         return latest, seen[alive]
 
+    def _graph(self) -> dict[str, Any]:
+        """Columnar view of the announced channels and the current direction and node states,
+        rebuilt only after the store changes (queries are then vectorised over it)."""
+        g = self._cache.get("graph")
+        if g is None:
+            scids = sorted(self.channels)
+            chans = [self.channels[s] for s in scids]
+            dirs = self._dirs
+            g = {
+                "scid": np.array(scids, dtype=np.uint64),
+                "chans": chans,
+                "seen": np.array([c.seen for c in chans], dtype=np.int64),
+                "node_1": np.array([self._node_index[c.node_id_1] for c in chans], dtype=np.int64),
+                "node_2": np.array([self._node_index[c.node_id_2] for c in chans], dtype=np.int64),
+                "dirs": np.array(
+                    [(dirs.get((s, 0), -1), dirs.get((s, 1), -1)) for s in scids], dtype=np.int64
+                ).reshape(len(scids), 2),
+                "d_latest": np.array([d.latest for d in self._dir_state], dtype=np.int64),
+                "d_alive": np.array([d.alive_row for d in self._dir_state], dtype=np.int64),
+                "r_ts": np.frombuffer(self._u_ts, dtype=np.int64).copy(),
+                "r_seen": np.frombuffer(self._u_seen, dtype=np.int64).copy(),
+                "r_policy": np.array(self._u_policy, dtype=np.uint64).reshape(len(self._u_policy), 6),
+            }
+            self._cache["graph"] = g
+        return g  # type: ignore[return-value]
+
     def delta_input(self, last_sync: int, reference_time: int) -> DeltaInput:
         """Summarise the store for a client that synced at ``last_sync`` (T), as of ``reference_time`` (R)."""
         T, R = last_sync, reference_time
         cols = self._columns()
-        dead_before = R - f.STALE_AFTER
-        ts, u_seen = self._u_ts, self._u_seen
+        g = self._graph()
+        dirs = g["dirs"]
+        has_dirs = (dirs >= 0).all(axis=1) & (g["seen"] < R)
+        safe = np.where(dirs >= 0, dirs, 0)
+        latest = g["d_latest"][safe] if len(safe) else np.zeros((0, 2), np.int64)
+        alive_row = g["d_alive"][safe] if len(safe) else np.zeros((0, 2), np.int64)
+        r_seen = g["r_seen"]
+        present = np.broadcast_to(has_dirs[:, None], dirs.shape).copy()
+        alive_seen = r_seen[alive_row] if len(alive_row) else np.zeros((0, 2), np.int64)
+        # Directions whose latest or life start was seen at or after R: walk their history.
+        late = present & ((r_seen[latest] >= R) | (alive_seen >= R)) if len(latest) else present
+        for i, d in zip(*np.nonzero(late), strict=True):
+            at = self._direction_at(self._dir_state[dirs[i, d]], R)
+            if at is None:
+                present[i, d] = False
+            else:
+                latest[i, d], alive_seen[i, d] = at
+        ts = g["r_ts"][latest] if len(latest) else np.zeros((0, 2), np.int64)
+        live = present.all(axis=1) & (ts >= R - f.STALE_AFTER).all(axis=1)
+        idx = np.nonzero(live)[0]
+        n = len(idx)
+        rows = latest[idx]
+        policy = g["r_policy"][rows] if n else np.zeros((0, 2, 6), np.uint64)
 
-        scids: list[int] = []
-        latest_rows: list[tuple[int, int]] = []
-        dir_index: list[tuple[int, int]] = []
-        live_since: list[int] = []
-        chans: list[_Channel] = []
-        for scid in sorted(self.channels):
-            chan = self.channels[scid]
-            if chan.seen >= R:
-                continue
-            pair = []
-            for direction in (0, 1):
-                d_index = self._dirs.get((scid, direction))
-                if d_index is None:
-                    break
-                at = self._direction_at(self._dir_state[d_index], R)
-                if at is None or ts[at[0]] < dead_before:
-                    break
-                pair.append((d_index, at))
-            if len(pair) != 2:
-                continue
-            scids.append(scid)
-            chans.append(chan)
-            latest_rows.append((pair[0][1][0], pair[1][1][0]))
-            dir_index.append((pair[0][0], pair[1][0]))
-            live_since.append(max(chan.seen, pair[0][1][1], pair[1][1][1]))
-        del u_seen
-
-        n = len(scids)
         changes_by_dir = np.zeros(len(self._dir_state), dtype=np.uint8)
         lo, hi = np.searchsorted(cols["u_seen_sorted"], [T, R], side="left")
         if hi > lo:
             np.bitwise_or.at(changes_by_dir, cols["u_dir_sorted"][lo:hi], cols["u_mask_sorted"][lo:hi])
-        dir_idx = np.array(dir_index, dtype=np.int64).reshape(n, 2)
-        rows = np.array(latest_rows, dtype=np.int64).reshape(n, 2)
-        policy = np.array([self._u_policy[r] for r in rows.ravel()], dtype=np.uint64).reshape(n, 2, 6)
 
-        node_local: dict[bytes, int] = {}
-        node_order: list[bytes] = []
-        n1: list[int] = []
-        n2: list[int] = []
-        for chan in chans:
-            for node, dest in ((chan.node_id_1, n1), (chan.node_id_2, n2)):
-                idx = node_local.get(node)
-                if idx is None:
-                    idx = node_local[node] = len(node_order)
-                    node_order.append(node)
-                dest.append(idx)
-
+        # The node table: every node of a live channel, indexed locally.
+        used, inverse = np.unique(np.concatenate([g["node_1"][idx], g["node_2"][idx]]), return_inverse=True)
+        chans = g["chans"]
         channels = ChannelTable(
-            scid=np.array(scids, dtype=np.uint64),
-            node_1=np.array(n1, dtype=np.int32),
-            node_2=np.array(n2, dtype=np.int32),
-            features=[c.features for c in chans],
+            scid=g["scid"][idx],
+            node_1=inverse[:n].astype(np.int32),
+            node_2=inverse[n:].astype(np.int32),
+            features=[chans[i].features for i in idx.tolist()],
             funding_sats=np.array(
-                [-1 if c.funding_sats is None else c.funding_sats for c in chans], dtype=np.int64
+                [-1 if chans[i].funding_sats is None else chans[i].funding_sats for i in idx.tolist()],
+                dtype=np.int64,
             ),
-            live_since=np.array(live_since, dtype=np.int64),
+            live_since=np.maximum(g["seen"][idx], alive_seen[idx].max(axis=1))
+            if n
+            else np.zeros(0, np.int64),
             disabled=policy[..., 0].astype(np.bool_),
             cltv_expiry_delta=policy[..., 1].astype(np.int64),
             htlc_minimum_msat=policy[..., 2],
             fee_base_msat=policy[..., 3].astype(np.int64),
             fee_proportional_millionths=policy[..., 4].astype(np.int64),
             htlc_maximum_msat=policy[..., 5],
-            changes=(changes_by_dir[dir_idx] & np.uint8(DIRECTION_CHANGE_BITS))
+            changes=changes_by_dir[dirs[idx]] & np.uint8(DIRECTION_CHANGE_BITS)
             if n
             else np.zeros((0, 2), np.uint8),
         )
+        node_order = [self._node_list[i] for i in used.tolist()]
         return DeltaInput(self.chain_hash, T, R, channels, self._node_table(node_order, T, R, cols))
 
     def _node_table(self, node_order: list[bytes], T: int, R: int, cols: dict[str, np.ndarray]) -> NodeTable:

@@ -1,0 +1,130 @@
+"""The RGS core at mainnet scale, in memory: how long a full snapshot and deltas take to compute and
+serialise, and how big they are.
+
+    python -m bench.bench_rgs [--scale 1.0] [--days 14] [--repeats 5] [--ldk]
+
+The history is ``lnsync gen``'s (the real 2026-02-03 mainnet topology and policies: ~50.8k
+channels, ~17.3k nodes, 14 days of updates) loaded into the in-memory store model. Each figure is
+the median of ``--repeats`` runs of summarising the store for (T, R), running the delta engine and
+encoding (targets: full v2 <= 1.5 s, one day <= 0.15 s, one core). With ``--ldk`` the real LDK
+client's time to apply the full v2 snapshot is measured in the same run as a point of comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+from lnsync.gen import DEFAULT_END_TIME, generate_history
+
+from lnsync.chain import chain_hash
+from lnsync.rgs.delta import compute_delta
+from lnsync.rgs.encode import encode
+from lnsync.rgs.history import GossipHistory
+from lnsync.rgs.model import DeltaParams
+
+HOUR, DAY = 3600, 86400
+REFERENCE_FULL_SIZE = 3.3e6  # LDK's published mainnet full snapshot, Aug 2024 (crate README)
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), result
+
+
+def build(scale: float, days: float, seed: int) -> tuple[GossipHistory, dict[str, float]]:
+    history = GossipHistory(chain_hash("bitcoin"))
+    started = time.perf_counter()
+    counts = {"messages": 0}
+    for msg in generate_history(seed=seed, scale=scale, days=days, sign=False):
+        history.add_message(msg.raw, int(msg.received_at), funding_sats=msg.funding_sats)
+        counts["messages"] += 1
+    counts["load_seconds"] = time.perf_counter() - started
+    counts["channel_updates"] = history.update_count
+    counts["channels"] = len(history.channels)
+    return history, counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--days", type=float, default=14.0)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument(
+        "--ldk", action="store_true", help="also time the real LDK client applying the full snapshot"
+    )
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+
+    print(f"building the history (scale {args.scale}, {args.days} days)...", file=sys.stderr)
+    history, info = build(args.scale, args.days, args.seed)
+    R = DEFAULT_END_TIME
+    params = DeltaParams(apply_lag=DAY)  # as the snapshotter serves them (24 h interval)
+    rows = []
+    for label, T in (("full", 0), ("1 week", R - 7 * DAY), ("1 day", R - DAY), ("3 hours", R - 3 * HOUR)):
+        history.delta_input(T, R)  # warm the model's column cache (shared by every query)
+
+        def run(T: int = T) -> tuple[bytes, bytes, object]:
+            delta = compute_delta(history.delta_input(T, R), params)
+            return encode(delta, 2), encode(delta, 1), delta
+
+        seconds, result = median_seconds(run, args.repeats)
+        v2, v1, delta = result  # type: ignore[misc]
+        v2_only, _ = median_seconds(
+            lambda T=T: encode(compute_delta(history.delta_input(T, R), params), 2), args.repeats
+        )
+        rows.append(
+            {
+                "delta": label,
+                "v2_seconds": round(v2_only, 3),
+                "v1_and_v2_seconds": round(seconds, 3),
+                "v2_bytes": len(v2),
+                "v2_gzip_bytes": len(gzip.compress(v2, 6)),
+                "v1_bytes": len(v1),
+                "announcements": len(delta.announcements),  # type: ignore[attr-defined]
+                "updates": len(delta.updates),  # type: ignore[attr-defined]
+                "reminders": delta.stats.reminders,  # type: ignore[attr-defined]
+            }
+        )
+    out: dict[str, object] = {"history": info, "reference_time": R, "rows": rows}
+    if args.ldk:
+        from tests.ldk import LdkRgsClient
+
+        full = encode(compute_delta(history.delta_input(0, R), params), 2)
+        with LdkRgsClient() as client, client.new_graph("bitcoin") as graph:
+            result = graph.apply(full, now=R)
+            out["ldk_apply_full_v2_ms"] = result.apply_ms
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"history: {info}")
+        print(
+            "| delta | compute + v2 (s) | v2 size | v2 gzip | v1 size | announcements | updates | reminders |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for r in rows:
+            print(
+                f"| {r['delta']} | {r['v2_seconds']} | {r['v2_bytes']:,} | {r['v2_gzip_bytes']:,} | "
+                f"{r['v1_bytes']:,} | {r['announcements']:,} | {r['updates']:,} | {r['reminders']:,} |"
+            )
+        full_v2 = rows[0]["v2_bytes"]
+        print(
+            f"full v2 = {full_v2 / 1e6:.2f} MB vs the reference server's {REFERENCE_FULL_SIZE / 1e6:.1f} MB (2024)"
+        )
+        if "ldk_apply_full_v2_ms" in out:
+            print(f"LDK (WASM) applies the full v2 snapshot in {out['ldk_apply_full_v2_ms']:.0f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
