@@ -118,9 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['v1_bytes']:,} | {r['announcements']:,} | {r['updates']:,} | {r['reminders']:,} |"
             )
         full_v2 = rows[0]["v2_bytes"]
-        print(
-            f"full v2 = {full_v2 / 1e6:.2f} MB vs the reference server's {REFERENCE_FULL_SIZE / 1e6:.1f} MB (2024)"
-        )
+        ref = REFERENCE_FULL_SIZE / 1e6
+        print(f"full v2 = {full_v2 / 1e6:.2f} MB vs the reference server's {ref:.1f} MB (2024)")
         if "ldk_apply_full_v2_ms" in out:
             print(f"LDK (WASM) applies the full v2 snapshot in {out['ldk_apply_full_v2_ms']:.0f} ms")
     return 0
