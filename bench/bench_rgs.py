@@ -20,9 +20,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from lnsync.gen import DEFAULT_END_TIME, generate_history
-
 from lnsync.chain import chain_hash
+from lnsync.gen import DEFAULT_END_TIME, generate_history
 from lnsync.rgs.delta import compute_delta
 from lnsync.rgs.encode import encode
 from lnsync.rgs.history import GossipHistory

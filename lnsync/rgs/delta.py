@@ -70,11 +70,9 @@ def compute_delta(inp: DeltaInput, params: DeltaParams | None = None) -> DeltaSe
     # Channels whose announcement would put node_1 >= node_2 cannot be sent (newer LDK rejects the
     # whole blob); validation keeps them out of the store, this keeps them out of blobs.
     node_ids = inp.nodes.node_id
-    ordered = np.fromiter(
-        (node_ids[a] < node_ids[b] for a, b in zip(ch.node_1.tolist(), ch.node_2.tolist(), strict=True)),
-        dtype=np.bool_,
-        count=len(ch),
-    )
+    rank = np.empty(len(node_ids), dtype=np.int64)
+    rank[sorted(range(len(node_ids)), key=node_ids.__getitem__)] = np.arange(len(node_ids))
+    ordered = rank[ch.node_1] < rank[ch.node_2] if len(ch) else np.zeros(0, dtype=np.bool_)
 
     # -- which channels, which directions ------------------------------------------------------
     new = ch.live_since >= T
@@ -137,7 +135,7 @@ def compute_delta(inp: DeltaInput, params: DeltaParams | None = None) -> DeltaSe
     scids = ch.scid[rows].tolist()
     rec_flags = flags[rows, dirs].tolist()
     rec_values = values[rows, dirs].tolist()
-    updates = [UpdateRecord(s, fl, tuple(v)) for s, fl, v in zip(scids, rec_flags, rec_values, strict=True)]
+    updates = list(map(UpdateRecord._make, zip(scids, rec_flags, map(tuple, rec_values), strict=True)))
 
     stats.new_channels = int((new & ordered).sum())
     stats.repaired_channels = int((repair & ordered).sum())

@@ -277,6 +277,10 @@ class GossipHistory:
                 "scid": np.array(scids, dtype=np.uint64),
                 "chans": chans,
                 "seen": np.array([c.seen for c in chans], dtype=np.int64),
+                "features": [c.features for c in chans],
+                "funding": np.array(
+                    [-1 if c.funding_sats is None else c.funding_sats for c in chans], dtype=np.int64
+                ),
                 "node_1": np.array([self._node_index[c.node_id_1] for c in chans], dtype=np.int64),
                 "node_2": np.array([self._node_index[c.node_id_2] for c in chans], dtype=np.int64),
                 "dirs": np.array(
@@ -287,6 +291,15 @@ class GossipHistory:
                 "r_ts": np.frombuffer(self._u_ts, dtype=np.int64).copy(),
                 "r_seen": np.frombuffer(self._u_seen, dtype=np.int64).copy(),
                 "r_policy": np.array(self._u_policy, dtype=np.uint64).reshape(len(self._u_policy), 6),
+                "n_seen": np.frombuffer(self._n_seen, dtype=np.int64).copy(),
+                "node_latest": np.array(
+                    [self._nodes[n].latest if n in self._nodes else -1 for n in self._node_list],
+                    dtype=np.int64,
+                ),
+                "node_first": np.array(
+                    [self._nodes[n].first_row if n in self._nodes else -1 for n in self._node_list],
+                    dtype=np.int64,
+                ),
             }
             self._cache["graph"] = g
         return g  # type: ignore[return-value]
@@ -326,16 +339,12 @@ class GossipHistory:
 
         # The node table: every node of a live channel, indexed locally.
         used, inverse = np.unique(np.concatenate([g["node_1"][idx], g["node_2"][idx]]), return_inverse=True)
-        chans = g["chans"]
         channels = ChannelTable(
             scid=g["scid"][idx],
             node_1=inverse[:n].astype(np.int32),
             node_2=inverse[n:].astype(np.int32),
-            features=[chans[i].features for i in idx.tolist()],
-            funding_sats=np.array(
-                [-1 if chans[i].funding_sats is None else chans[i].funding_sats for i in idx.tolist()],
-                dtype=np.int64,
-            ),
+            features=[g["features"][i] for i in idx.tolist()],
+            funding_sats=g["funding"][idx],
             live_since=np.maximum(g["seen"][idx], alive_seen[idx].max(axis=1))
             if n
             else np.zeros(0, np.int64),
@@ -349,42 +358,40 @@ class GossipHistory:
             if n
             else np.zeros((0, 2), np.uint8),
         )
-        node_order = [self._node_list[i] for i in used.tolist()]
-        return DeltaInput(self.chain_hash, T, R, channels, self._node_table(node_order, T, R, cols))
+        return DeltaInput(self.chain_hash, T, R, channels, self._node_table(used, T, R, cols))
 
-    def _node_table(self, node_order: list[bytes], T: int, R: int, cols: dict[str, np.ndarray]) -> NodeTable:
+    def _node_table(self, used: np.ndarray, T: int, R: int, cols: dict[str, np.ndarray]) -> NodeTable:
+        """The nodes at global indices ``used``, with their latest announcement seen before R."""
+        g = self._graph()
         changes_by_node = np.zeros(len(self._node_list), dtype=np.uint8)
         lo, hi = np.searchsorted(cols["n_seen_sorted"], [T, R], side="left")
         if hi > lo:
             np.bitwise_or.at(changes_by_node, cols["n_node_sorted"][lo:hi], cols["n_mask_sorted"][lo:hi])
-        has, feats, addrs, first, changes = [], [], [], [], []
-        for node_id in node_order:
-            node = self._nodes.get(node_id)
-            latest = None
-            if node is not None:
-                for row in reversed(node.chain):
-                    if self._n_seen[row] < R:
-                        latest = row
-                        break
-            if latest is None or node is None:
-                has.append(False)
-                feats.append(b"")
-                addrs.append(b"")
-                first.append(-1)
-                changes.append(0)
-                continue
-            has.append(True)
-            feats.append(self._n_data[latest][0])
-            addrs.append(self._n_data[latest][1])
-            first.append(self._n_seen[node.first_row])
-            changes.append(int(changes_by_node[self._node_index[node_id]]))
+        n_seen = g["n_seen"]
+        latest = g["node_latest"][used]
+        first = g["node_first"][used]
+        known = latest >= 0
+        if len(n_seen):
+            has = known & (n_seen[np.where(known, latest, 0)] < R)
+            first_seen = n_seen[np.where(known, first, 0)]
+        else:
+            has, first_seen = np.zeros(len(used), dtype=np.bool_), np.full(len(used), -1, dtype=np.int64)
+        # Nodes whose latest announcement was seen at or after R: their latest before R, if any.
+        for k in np.nonzero(known & ~has)[0].tolist():
+            node = self._nodes[self._node_list[int(used[k])]]
+            for row in reversed(node.chain):
+                if self._n_seen[row] < R:
+                    latest[k], has[k] = row, True
+                    break
+        data = self._n_data
+        rows = latest.tolist()
         return NodeTable(
-            node_id=node_order,
-            has_announcement=np.array(has, dtype=np.bool_),
-            features=feats,
-            addresses=addrs,
-            first_seen=np.array(first, dtype=np.int64),
-            changes=np.array(changes, dtype=np.uint8),
+            node_id=[self._node_list[i] for i in used.tolist()],
+            has_announcement=has,
+            features=[data[r][0] if h else b"" for r, h in zip(rows, has.tolist(), strict=True)],
+            addresses=[data[r][1] if h else b"" for r, h in zip(rows, has.tolist(), strict=True)],
+            first_seen=np.where(has, first_seen, -1),
+            changes=np.where(has, changes_by_node[used], 0).astype(np.uint8),
         )
 
     # -- ground truth --------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ turns it into bytes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -150,10 +151,9 @@ class Defaults:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class UpdateRecord:
+class UpdateRecord(NamedTuple):
     """One update record; ``flags`` is the final wire byte; ``values`` the five fields (only those
-    whose bit is set in ``flags`` are written)."""
+    whose bit is set in ``flags`` are written). A NamedTuple: a full snapshot has ~100k of them."""
 
     scid: int
     flags: int
