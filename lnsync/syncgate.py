@@ -16,7 +16,7 @@ from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
 
 
 class SyncGate:
-    def __init__(self, persistence_target: str, cache_seconds: float = 5.0) -> None:
+    def __init__(self, persistence_target: str, cache_seconds: float = 1.0) -> None:
         self._channel = rpc.channel(persistence_target)
         self._stub = persistence_pb2_grpc.PersistenceStub(self._channel)
         self._cache_seconds = cache_seconds

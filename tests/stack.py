@@ -17,10 +17,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
+
 from lnsync import rpc
+from lnsync.gossip.messages import decode_gossip
+from lnsync.rgs.history import GossipHistory
+from lnsync.v1 import persistence_pb2, persistence_pb2_grpc, snapshots_pb2, snapshots_pb2_grpc
+from services.persistence.store import Incoming, write_batch
 from tests.conftest import free_port
+from tests.rgs.histories import MAINNET, event_message, random_events
 
 SERVICES = ("persistence", "lookup", "snapshotter", "gateway", "downloader")
+# The peer id tests report a finished initial sync for.
+SYNCED_PEER = "02" + "ab" * 32
 
 
 @dataclass
@@ -115,3 +124,45 @@ class Stack:
     def close(self) -> None:
         for p in reversed(self.processes):
             p.stop()
+
+
+async def load_history(database_url: str, seed: int, days: int, channels: int = 40) -> GossipHistory:
+    """Write a random history straight into the store (as persistence would) and return its model."""
+    history = GossipHistory(MAINNET)
+    items = []
+    for ev in random_events(seed, channels=channels, days=days):
+        raw = event_message(ev)
+        history.add_message(raw, ev.seen)
+        items.append(Incoming(decode_gossip(raw), ev.seen * 1_000_000))
+    conn = await asyncpg.connect(database_url)
+    try:
+        for i in range(0, len(items), 500):
+            await write_batch(conn, items[i : i + 500])
+    finally:
+        await conn.close()
+    return history
+
+
+async def report_synced(stack: Stack, peer_id: str = SYNCED_PEER) -> None:
+    """Tell persistence a peer finished its initial sync (opens the gate of lookup and snapshotter)."""
+    async with rpc.channel(stack.target("persistence")) as ch:
+        stub = persistence_pb2_grpc.PersistenceStub(ch)
+        await stub.ReportSyncComplete(persistence_pb2.ReportSyncCompleteRequest(peer_id=peer_id), timeout=10)
+
+
+async def regenerate(stack: Stack, reference_time: int, timeout: float = 300) -> int:
+    """Publish a generation for ``reference_time``; returns its id.
+
+    The snapshotter makes its own first generation (for now) as soon as the sync is done; wait for
+    it first, so it cannot be published after (and instead of) the one asked for here.
+    """
+    async with rpc.channel(stack.target("snapshotter")) as ch:
+        snaps = snapshots_pb2_grpc.SnapshotsStub(ch)
+        deadline = time.monotonic() + 60
+        while (await snaps.ListSnapshots(snapshots_pb2.ListSnapshotsRequest(), timeout=10)).generation == 0:
+            assert time.monotonic() < deadline, "the snapshotter made no generation of its own"
+            await asyncio.sleep(0.2)
+        resp = await snaps.Regenerate(
+            snapshots_pb2.RegenerateRequest(reference_time=reference_time), timeout=timeout
+        )
+        return int(resp.generation)

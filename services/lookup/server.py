@@ -41,6 +41,10 @@ COMPUTE_SECONDS = Histogram(
 )
 REQUESTS = Counter("lnsync_lookup_requests_total", "ComputeDelta requests", ["version", "outcome"])
 CACHE_SIZE = 64
+# A client whose last sync is this old has pruned everything it had (LDK forgets data 7 days after
+# the blob that wrote it), and retention may have pruned the rows its delta would read: it gets
+# the full graph, computed as for T = 0 (the header stays R).
+FULL_SYNC_AFTER = 14 * 86400
 # A dynamic delta is applied as soon as it is fetched.
 DYNAMIC_APPLY_LAG = 600
 
@@ -104,6 +108,8 @@ class LookupService(lookup_pb2_grpc.LookupServicer):
         apply_lag = request.apply_lag if request.HasField("apply_lag") else DYNAMIC_APPLY_LAG
         gran = self.settings.lookup.timestamp_granularity if not request.HasField("reference_time") else 1
 
+        if 0 < T and R - T >= FULL_SYNC_AFTER:
+            T = 0
         if T >= R:
             # The client is already at (or past) R: a well-formed "nothing new" blob at its own time.
             blob = encode_empty(self.chain_hash, max(T, R), version)

@@ -22,63 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import grpc
 import pytest
 
-from lnsync import rpc
-from lnsync.gossip.messages import decode_gossip
 from lnsync.pg import LocalPostgres
 from lnsync.rgs.history import GossipHistory
-from lnsync.v1 import persistence_pb2, persistence_pb2_grpc, snapshots_pb2, snapshots_pb2_grpc
-from services.persistence.store import Incoming, write_batch
 from tests.conftest import fresh_database
-from tests.rgs.histories import DAY, MAINNET, START, event_message, random_events
-from tests.stack import Stack
+from tests.rgs.histories import DAY, START
+from tests.stack import SYNCED_PEER, Stack, load_history, regenerate, report_synced
 
 INTERVAL = 3 * 3600
-PEER = "02" + "ab" * 32
+PEER = SYNCED_PEER
 MAX_DYNAMIC = 2
 CACHE_MAX_AGE = 1234
 GRANULARITY = 60
-
-
-async def load_history(database_url: str, seed: int, days: int) -> GossipHistory:
-    """Write a random history straight into the store (as persistence would) and return its model."""
-    history = GossipHistory(MAINNET)
-    items = []
-    for ev in random_events(seed, channels=40, days=days):
-        raw = event_message(ev)
-        history.add_message(raw, ev.seen)
-        items.append(Incoming(decode_gossip(raw), ev.seen * 1_000_000))
-    conn = await asyncpg.connect(database_url)
-    try:
-        for i in range(0, len(items), 500):
-            await write_batch(conn, items[i : i + 500])
-    finally:
-        await conn.close()
-    return history
-
-
-async def report_synced(stack: Stack) -> None:
-    async with rpc.channel(stack.target("persistence")) as ch:
-        stub = persistence_pb2_grpc.PersistenceStub(ch)
-        await stub.ReportSyncComplete(persistence_pb2.ReportSyncCompleteRequest(peer_id=PEER), timeout=10)
-
-
-async def regenerate(stack: Stack, reference_time: int) -> int:
-    """Publish a generation for ``reference_time``; returns its id."""
-    async with rpc.channel(stack.target("snapshotter")) as ch:
-        snaps = snapshots_pb2_grpc.SnapshotsStub(ch)
-        # The snapshotter makes its own first generation as soon as the sync is done; wait for it so
-        # it cannot be published after (and instead of) the one asked for here.
-        deadline = time.monotonic() + 60
-        while (await snaps.ListSnapshots(snapshots_pb2.ListSnapshotsRequest(), timeout=10)).generation == 0:
-            assert time.monotonic() < deadline, "the snapshotter made no generation of its own"
-            await asyncio.sleep(0.2)
-        request = snapshots_pb2.RegenerateRequest(reference_time=reference_time)
-        resp = await snaps.Regenerate(request, timeout=120)
-        return int(resp.generation)
 
 
 async def get(url: str, headers: dict[str, str] | None = None, method: str = "GET") -> tuple[int, Any, bytes]:
