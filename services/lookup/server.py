@@ -108,7 +108,7 @@ class LookupService(lookup_pb2_grpc.LookupServicer):
         apply_lag = request.apply_lag if request.HasField("apply_lag") else DYNAMIC_APPLY_LAG
         gran = self.settings.lookup.timestamp_granularity if not request.HasField("reference_time") else 1
 
-        if 0 < T and R - T >= FULL_SYNC_AFTER:
+        if T > 0 and R - T >= FULL_SYNC_AFTER:
             T = 0
         if T >= R:
             # The client is already at (or past) R: a well-formed "nothing new" blob at its own time.
