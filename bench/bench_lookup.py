@@ -57,8 +57,10 @@ async def build_store(url: str, scale: float) -> int:
     conn = await asyncpg.connect(url)
     try:
         await schema.migrate(conn)
-        if await conn.fetchval("SELECT count(*) FROM channel_updates"):
+        if await conn.fetchval("SELECT to_regclass('bench_store_complete') IS NOT NULL"):
             return int(await conn.fetchval("SELECT count(*) FROM channel_updates"))
+        if await conn.fetchval("SELECT count(*) FROM channel_updates"):
+            raise SystemExit("the kept store is incomplete (an interrupted run): delete it and rerun")
         cache = StateCache()
         batch: list[Incoming] = []
         count = 0
@@ -79,6 +81,7 @@ async def build_store(url: str, scale: float) -> int:
             await write_batch(conn, batch, cache)
             cache.committed()
         await conn.execute("VACUUM ANALYZE")
+        await conn.execute("CREATE TABLE bench_store_complete ()")
         return int(await conn.fetchval("SELECT count(*) FROM channel_updates"))
     finally:
         await conn.close()
