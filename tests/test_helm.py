@@ -356,6 +356,9 @@ def test_rendered_environment_is_valid_lnsync_configuration(name, monkeypatch):
             assert settings.persistence.target == "lnsync-persistence:50051"
             assert settings.lookup.target == "lnsync-lookup:50052"
             assert settings.snapshotter.target == "lnsync-snapshotter:50053"
+            if c["name"] == "gateway":
+                defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+                assert settings.gateway.workers == defaults["gateway"]["workers"]
             checked.add(c["name"])
     expected = {"persistence", "lookup", "snapshotter", "gateway"}
     expected |= {"peer-controller"} if name == "peer-controller" else {"downloader"}
@@ -601,6 +604,7 @@ BAD_VALUES = [
     ({"peers": [PEER_A, PEER_A]}, "/peers"),  # listed twice
     ({"persistence.port": 70000}, "/persistence/port"),
     ({"gateway.service.port": 0}, "/gateway/service/port"),
+    ({"gateway.workers": 0}, "/gateway/workers"),
     ({"network": "litecoin"}, "/network"),
     ({"logLevel": "verbose"}, "/logLevel"),
     ({"probes.grpc": "sometimes"}, "/probes/grpc"),
