@@ -122,9 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"history: {info}")
         print(
-            "| delta | compute + v2 (s) | v2 size | v2 gzip | v1 size | announcements | updates | reminders |"
+            "| delta | compute + v2 (s) | CPU (s) | v2 size | v2 gzip | v1 size | announcements | updates "
+            "| reminders |"
         )
-        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in rows:
             print(
                 f"| {r['delta']} | {r['v2_seconds']} | {r['v2_cpu_seconds']} | {r['v2_bytes']:,} | "
