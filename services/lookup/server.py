@@ -4,8 +4,10 @@ For a reference time R the answer depends only on gossip seen before R, and pers
 records a message as seen more than ``ingest_lag`` before it commits it; so once R + ingest_lag has
 passed, the answer for (T, R) can never change. Dynamic requests use R = now - ingest_lag rounded
 down to ``lookup.timestamp_granularity``, which makes concurrent and repeated requests share R,
-and a small cache of computed delta sets keyed by (T, R, apply lag) answers them without touching
-the database again.
+and two small caches answer them without repeating work: the live graph at R (most of a delta's
+database reads, shared by every T) and the last computed delta sets keyed by (T, R, apply lag) (the
+snapshotter asks for v1 and v2 of each scope back to back). A full delta set is ~30 MB at mainnet
+scale, so that cache is short; the gateway keeps the encoded answers.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from typing import Any
 
 import grpc
@@ -29,7 +30,8 @@ from lnsync.rgs.model import DeltaParams, DeltaSet
 from lnsync.service import ReadySignal, run_service
 from lnsync.syncgate import SyncGate
 from lnsync.v1 import lookup_pb2, lookup_pb2_grpc
-from services.lookup.store import load_delta_input
+from services.lookup.memo import Memo
+from services.lookup.store import GraphAt, load_delta_input, load_graph
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,9 @@ COMPUTE_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
 )
 REQUESTS = Counter("lnsync_lookup_requests_total", "ComputeDelta requests", ["version", "outcome"])
-CACHE_SIZE = 64
+# Delta sets and graphs kept (see the module docstring).
+DELTA_CACHE_SIZE = 2
+GRAPH_CACHE_SIZE = 2
 # A client whose last sync is this old has pruned everything it had (LDK forgets data 7 days after
 # the blob that wrote it), and retention may have pruned the rows its delta would read: it gets
 # the full graph, computed as for T = 0 (the header stays R).
@@ -59,8 +63,8 @@ class LookupService(lookup_pb2_grpc.LookupServicer):
         self.pool: Any = None
         self.gate = SyncGate(settings.persistence.target)
         self._limit = asyncio.Semaphore(settings.lookup.max_concurrent)
-        self._cache: OrderedDict[tuple[int, int, int], DeltaSet] = OrderedDict()
-        self._inflight: dict[tuple[int, int, int], asyncio.Future[DeltaSet]] = {}
+        self._deltas: Memo[tuple[int, int, int], DeltaSet] = Memo(DELTA_CACHE_SIZE)
+        self._graphs: Memo[int, GraphAt] = Memo(GRAPH_CACHE_SIZE)
 
     def register(self, server: grpc.aio.Server) -> None:
         lookup_pb2_grpc.add_LookupServicer_to_server(self, server)
@@ -142,38 +146,33 @@ class LookupService(lookup_pb2_grpc.LookupServicer):
 
     async def _delta_set(self, T: int, R: int, apply_lag: int, granularity: int) -> DeltaSet:
         """Compute (or reuse) the delta set; identical concurrent requests share one computation."""
-        key = (T, R, apply_lag)
-        cached = self._cache.get(key)
-        if cached is not None:
-            self._cache.move_to_end(key)
-            return cached
-        pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[DeltaSet] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
+
+        async def compute() -> DeltaSet:
+            graph = await self._graphs.get(R, lambda: self._load_graph(R))
             async with self._limit:
                 started = time.perf_counter()
                 async with (
                     self.pool.acquire() as conn,
                     conn.transaction(isolation="repeatable_read", readonly=True),
                 ):
-                    inp = await load_delta_input(conn, self.chain_hash, T, R)
+                    inp = await load_delta_input(conn, self.chain_hash, T, R, graph)
                 params = DeltaParams(timestamp_granularity=granularity, apply_lag=apply_lag)
                 delta = await asyncio.to_thread(compute_delta, inp, params)
                 COMPUTE_SECONDS.labels("full" if T == 0 else "delta").observe(time.perf_counter() - started)
-            self._cache[key] = delta
-            if len(self._cache) > CACHE_SIZE:
-                self._cache.popitem(last=False)
-            future.set_result(delta)
             return delta
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters get it re-raised
-            raise
-        finally:
-            del self._inflight[key]
+
+        return await self._deltas.get((T, R, apply_lag), compute)
+
+    async def _load_graph(self, R: int) -> GraphAt:
+        async with self._limit:
+            started = time.perf_counter()
+            async with (
+                self.pool.acquire() as conn,
+                conn.transaction(isolation="repeatable_read", readonly=True),
+            ):
+                graph = await load_graph(conn, R)
+            COMPUTE_SECONDS.labels("graph").observe(time.perf_counter() - started)
+        return graph
 
     # -- GraphSummary ---------------------------------------------------------------------------
 

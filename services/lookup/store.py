@@ -12,6 +12,7 @@ as :meth:`lnsync.rgs.history.GossipHistory.delta_input` on the same messages.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,6 @@ FROM channel_announcements a
 JOIN channel_directions d0 ON d0.scid = a.scid AND d0.direction = 0
 JOIN channel_directions d1 ON d1.scid = a.scid AND d1.direction = 1
 WHERE a.seen < to_timestamp($1)
-ORDER BY a.scid
 """
 _DIRECTION_SELECT = (
     "{p}.timestamp, {p}.channel_flags, {p}.cltv_expiry_delta::int8, {p}.htlc_minimum_msat, "
@@ -104,10 +104,73 @@ def _u64(values: np.ndarray) -> np.ndarray:
     return values.astype(np.int64).view(np.uint64)
 
 
-async def load_delta_input(conn: Any, chain_hash: bytes, last_sync: int, reference_time: int) -> DeltaInput:
+@dataclasses.dataclass(frozen=True)
+class GraphAt:
+    """The live graph at R: the part of every delta for R that does not depend on T.
+
+    Loading it is most of a delta's database work, and every client asking within the same
+    minute (and every scope of a snapshot generation) shares R, so lookup keeps it. Its tables
+    carry no changes (``changes`` all zero); :func:`load_delta_input` adds those for a T.
+    """
+
+    reference_time: int
+    channels: ChannelTable
+    nodes: NodeTable
+
+
+async def load_delta_input(
+    conn: Any, chain_hash: bytes, last_sync: int, reference_time: int, graph: GraphAt | None = None
+) -> DeltaInput:
+    """The engine's input for (T, R); ``graph`` (the graph at the same R) saves re-reading it."""
     T, R = last_sync, reference_time
+    if graph is None:
+        graph = await load_graph(conn, R)
+    elif graph.reference_time != R:
+        raise ValueError(f"graph at {graph.reference_time} used for R = {R}")
+    channels, nodes = graph.channels, graph.nodes
+    if T > 0:
+        channels = dataclasses.replace(channels, changes=await _channel_changes(conn, channels.scid, T, R))
+        nodes = dataclasses.replace(nodes, changes=await _node_changes(conn, nodes.node_id, T, R))
+    return DeltaInput(chain_hash, T, R, channels, nodes)
+
+
+async def _channel_changes(conn: Any, scid: np.ndarray, T: int, R: int) -> np.ndarray:
+    """Per live direction, the OR of the change masks of its updates seen in [T, R)."""
+    n = len(scid)
+    changes = np.zeros((n, 2), dtype=np.uint8)
+    ch = pgbinary.parse(await _copy(conn, CHANGES_SQL, T, R), _CHANGE_COLUMNS)
+    if n and len(ch):
+        ch_scid = _u64(ch["scid"])
+        pos = np.searchsorted(scid, ch_scid)
+        pos_ok = pos < n
+        hit = np.zeros(len(ch), dtype=np.bool_)
+        hit[pos_ok] = scid[pos[pos_ok]] == ch_scid[pos_ok]
+        np.bitwise_or.at(
+            changes,
+            (pos[hit], ch["direction"][hit].astype(np.int64)),
+            ch["mask"][hit].astype(np.uint8),
+        )
+    return changes & np.uint8(DIRECTION_CHANGE_BITS)
+
+
+async def _node_changes(conn: Any, node_list: list[bytes], T: int, R: int) -> np.ndarray:
+    """Per node, the OR of the change masks of its announcements seen in [T, R)."""
+    changes = np.zeros(len(node_list), dtype=np.uint8)
+    index = {node: i for i, node in enumerate(node_list)}
+    for r in await conn.fetch(NODE_CHANGES_SQL, T, R):
+        j = index.get(bytes(r[0]))
+        if j is not None:
+            changes[j] = int(r[1])
+    return changes
+
+
+async def load_graph(conn: Any, reference_time: int) -> GraphAt:
+    """Read the live graph at R (run it in one repeatable-read transaction)."""
+    R = reference_time
     sql = CHANNELS_SQL.format(d0=_DIRECTION_SELECT.format(p="d0"), d1=_DIRECTION_SELECT.format(p="d1"))
     rows = pgbinary.parse(await _copy(conn, sql, R), _CHANNEL_COLUMNS)
+    # Sorted here rather than by PostgreSQL: its sort spills the rows to disk at default work_mem.
+    rows = rows[np.argsort(_u64(rows["scid"]), kind="stable")]
     n = len(rows)
     d = {c: np.stack([rows[f"d0_{c}"], rows[f"d1_{c}"]], axis=1).astype(np.int64) for c in _DIR_COLUMNS}
     present = np.ones((n, 2), dtype=np.bool_)
@@ -134,22 +197,6 @@ async def load_delta_input(conn: Any, chain_hash: bytes, last_sync: int, referen
     n = len(rows)
     scid = _u64(rows["scid"])
 
-    changes = np.zeros((n, 2), dtype=np.uint8)
-    if T > 0 and n:
-        ch = pgbinary.parse(await _copy(conn, CHANGES_SQL, T, R), _CHANGE_COLUMNS)
-        if len(ch):
-            ch_scid = _u64(ch["scid"])
-            pos = np.searchsorted(scid, ch_scid)
-            pos_ok = pos < n
-            hit = np.zeros(len(ch), dtype=np.bool_)
-            hit[pos_ok] = scid[pos[pos_ok]] == ch_scid[pos_ok]
-            np.bitwise_or.at(
-                changes,
-                (pos[hit], ch["direction"][hit].astype(np.int64)),
-                ch["mask"][hit].astype(np.uint8),
-            )
-        changes &= np.uint8(DIRECTION_CHANGE_BITS)
-
     node_ids, inverse = np.unique(np.concatenate([rows["node_1"], rows["node_2"]]), return_inverse=True)
     node_list = [bytes(x) for x in node_ids.tolist()]
     features_by_scid = {
@@ -168,12 +215,12 @@ async def load_delta_input(conn: Any, chain_hash: bytes, last_sync: int, referen
         fee_base_msat=d["fbase"],
         fee_proportional_millionths=d["fprop"],
         htlc_maximum_msat=_u64(d["hmax"]),
-        changes=changes,
+        changes=np.zeros((n, 2), dtype=np.uint8),
     )
-    return DeltaInput(chain_hash, T, R, channels, await _load_nodes(conn, node_list, T, R))
+    return GraphAt(R, channels, await _load_nodes(conn, node_list, R))
 
 
-async def _load_nodes(conn: Any, node_list: list[bytes], T: int, R: int) -> NodeTable:
+async def _load_nodes(conn: Any, node_list: list[bytes], R: int) -> NodeTable:
     m = len(node_list)
     index = {node: i for i, node in enumerate(node_list)}
     has = np.zeros(m, dtype=np.bool_)
@@ -195,10 +242,5 @@ async def _load_nodes(conn: Any, node_list: list[bytes], T: int, R: int) -> Node
         for r in await conn.fetch(NODE_BEFORE_SQL, late, R):
             i = index[bytes(r[0])]
             has[i], features[i], addresses[i] = True, bytes(r[1]), bytes(r[2])
-    if T > 0:
-        for r in await conn.fetch(NODE_CHANGES_SQL, T, R):
-            j = index.get(bytes(r[0]))
-            if j is not None:
-                changes[j] = int(r[1])
     first_seen[~has] = -1
     return NodeTable(node_list, has, features, addresses, first_seen, changes)

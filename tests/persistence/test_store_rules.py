@@ -20,7 +20,7 @@ from lnsync.rgs.delta import compute_delta
 from lnsync.rgs.encode import encode
 from lnsync.rgs.history import GossipHistory
 from lnsync.rgs.model import DeltaParams
-from services.lookup.store import load_delta_input
+from services.lookup.store import GraphAt, load_delta_input, load_graph
 from services.persistence.store import Incoming, write_batch
 from tests.rgs.histories import DAY, MAINNET, START, event_message, random_events
 
@@ -44,13 +44,20 @@ async def write_events(conn: asyncpg.Connection, events: list, rng: random.Rando
 async def assert_same_blobs(
     conn: asyncpg.Connection, history: GossipHistory, pairs: list[tuple[int, int]]
 ) -> None:
+    """Also through a graph at R loaded once and shared by every T (as lookup's cache does)."""
     params = DeltaParams(apply_lag=3600)
+    graphs: dict[int, GraphAt] = {}
     for T, R in pairs:
         from_model = compute_delta(history.delta_input(T, R), params)
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             from_db = compute_delta(await load_delta_input(conn, MAINNET, T, R), params)
+            if R not in graphs:
+                graphs[R] = await load_graph(conn, R)
+            shared = compute_delta(await load_delta_input(conn, MAINNET, T, R, graphs[R]), params)
         for version in (1, 2):
-            assert encode(from_db, version) == encode(from_model, version), (T, R, version)
+            expected = encode(from_model, version)
+            assert encode(from_db, version) == expected, (T, R, version)
+            assert encode(shared, version) == expected, ("shared graph", T, R, version)
 
 
 @pytest.mark.slow
@@ -72,6 +79,9 @@ async def test_database_blobs_equal_model_blobs(database_url: str, seed: int) ->
             pairs.append((R - rng.choice([3600, DAY, 3 * DAY, 8 * DAY]), R))
         # R values that fall inside the history exercise the "seen at or after R" paths.
         pairs.append((START + 2 * DAY, events[len(events) // 2].seen))
+        # Several clients against one R, the full graph last: one graph serves them all unchanged.
+        R = START + 12 * DAY
+        pairs += [(R - 3600, R), (R - 3 * DAY, R), (R - DAY, R), (0, R)]
         await assert_same_blobs(conn, history, pairs)
     finally:
         await conn.close()
