@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -162,6 +162,33 @@ class PersistenceSettings(ServiceEndpoint):
     superseded_retention: int = Field(default=32 * 86400, ge=86400)
     # Per-peer delivery records (the gossip observer's raw data) are kept this long.
     observation_retention: int = Field(default=7 * 86400, ge=0)
+    # The gossip observer (services/observer): raw deliveries are folded into summaries of this
+    # many seconds (a divisor of a day; 0 disables the job), once no delivery can still count.
+    observation_interval: int = Field(default=3600, ge=0, le=86400)
+    # Deliveries later than this after a message's first arrival count as late, not as propagation.
+    observation_max_delay: int = Field(default=3600, ge=1, le=86400)
+    # Summaries are kept this long (0: for ever).
+    observation_summary_retention: int = Field(default=400 * 86400, ge=0)
+
+    @field_validator("observation_interval")
+    @classmethod
+    def _divides_a_day(cls, v: int) -> int:
+        if v and (v < 60 or 86400 % v):
+            raise ValueError("must be 0 or a divisor of 86400 of at least 60 seconds")
+        return v
+
+    @model_validator(mode="after")
+    def _raw_outlives_an_interval(self) -> PersistenceSettings:
+        """An interval is summarised once max_delay has passed after it; raw rows pruned before
+        that would be lost to the summaries."""
+        if self.observation_interval and self.observation_retention:
+            needed = 2 * (self.observation_interval + self.observation_max_delay)
+            if self.observation_retention < needed:
+                raise ValueError(
+                    f"observation_retention must be 0 or at least 2 x (observation_interval + "
+                    f"observation_max_delay) = {needed} s while the observer runs"
+                )
+        return self
 
 
 class LookupSettings(ServiceEndpoint):
