@@ -29,6 +29,8 @@ from lnsync.gossip.errors import GossipError
 from lnsync.retry import Backoff, retry
 from lnsync.service import ReadySignal, run_service
 from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
+from services.observer import job as observer
+from services.observer.queries import summarised_until
 from services.persistence import peers, retention
 from services.persistence.checks import check_message
 from services.persistence.ingest import Entry, IngestQueue, Job, StreamState
@@ -112,6 +114,15 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
             tasks.create_task(self._watch_database(), name="persistence-db-watch")
             if p.prune_interval:
                 tasks.create_task(self._retention(p.prune_interval), name="persistence-retention")
+            if p.observation_interval:
+                job = observer.run(
+                    pool,
+                    interval=p.observation_interval,
+                    max_delay=p.observation_max_delay,
+                    ingest_lag=self.settings.ingest_lag,
+                    summary_retention=p.observation_summary_retention,
+                )
+                tasks.create_task(job, name="persistence-observer")
 
     async def close(self) -> None:
         if self.pool is not None:
@@ -142,12 +153,18 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
         while True:
             started = time.monotonic()
             try:
+                now = time.time()
+                keep = p.observation_retention
+                if p.observation_interval:  # spare the raw rows the observer has not summarised yet
+                    async with self.pool.acquire() as conn:
+                        done = await summarised_until(conn)
+                    keep = observer.raw_retention(keep, done, now=now, max_delay=p.observation_max_delay)
                 stats = await retention.prune(
                     self.pool,
-                    now=time.time(),
+                    now=now,
                     superseded_retention=p.superseded_retention,
                     pending_update_ttl=p.pending_update_ttl,
-                    observation_retention=p.observation_retention,
+                    observation_retention=keep,
                 )
             except RETRYABLE as exc:
                 log.warning("retention pass failed (%s); next try in %d s", exc, interval)

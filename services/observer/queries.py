@@ -1,0 +1,207 @@
+"""The observer's SQL: summaries of raw deliveries computed in PostgreSQL, and summary storage.
+
+:func:`summarise_range` ranks every counted arrival of the messages first delivered in a range
+once (a temporary table, dropped at commit), then aggregates it by interval, kind and peer in a
+handful of ``GROUP BY`` queries; only per-interval sums and histograms cross the wire. It computes
+exactly what :func:`services.observer.stats.summarise` computes in Python (tests hold them equal).
+The caller wraps it in a transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from typing import Any
+
+from lnsync.gossip.messages import scid_str
+from services.observer import stats
+from services.observer.stats import KindSummary, PeerSummary
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def ts(seconds: float) -> dt.datetime:
+    return EPOCH + dt.timedelta(seconds=seconds)
+
+
+RANK_SQL = """
+CREATE TEMP TABLE observer_ranked ON COMMIT DROP AS
+WITH firsts AS (
+    SELECT o.msg_hash, min(o.kind) AS kind, min(o.received) AS first_at
+    FROM observations o
+    WHERE o.msg_hash IN (SELECT msg_hash FROM observations WHERE received >= $1 AND received < $2)
+    GROUP BY o.msg_hash
+    HAVING min(o.received) >= $1 AND min(o.received) < $2
+), arrivals AS (
+    SELECT f.msg_hash, f.kind, f.first_at, o.peer_num, min(o.received) AS at
+    FROM firsts f JOIN observations o ON o.msg_hash = f.msg_hash
+    WHERE o.received <= f.first_at + $3::int8 * INTERVAL '1 microsecond'
+    GROUP BY f.msg_hash, f.kind, f.first_at, o.peer_num
+)
+SELECT kind, peer_num,
+       extract(epoch FROM date_bin(make_interval(secs => $4::int), first_at, TIMESTAMPTZ 'epoch'))::int8
+           AS interval_start,
+       (extract(epoch FROM at - first_at) * 1000000)::int8 AS delay,
+       row_number() OVER (PARTITION BY msg_hash ORDER BY at, peer_num) AS rank,
+       count(*) OVER (PARTITION BY msg_hash) AS r
+FROM arrivals
+"""
+REDUNDANCY_SQL = """
+SELECT interval_start, kind, r, count(*) FROM observer_ranked WHERE rank = 1 GROUP BY 1, 2, 3
+"""
+# Histograms: width_bucket(delay - 1, edges) counts the edges below an integer delay, the bin
+# stats.delay_bin gives it. q = 50 / 95: the arrival at rank ceil(q * r); q = 0: every arrival
+# after the first.
+HISTOGRAMS_SQL = """
+SELECT interval_start, kind, q, width_bucket(delay - 1, $1::int8[]) AS bin, count(*), sum(delay)::int8
+FROM observer_ranked, (VALUES (50), (95)) AS qs(q)
+WHERE r >= 2 AND rank = greatest(1, (q * r + 99) / 100)
+GROUP BY 1, 2, 3, 4
+UNION ALL
+SELECT interval_start, kind, 0, width_bucket(delay - 1, $1::int8[]), count(*), sum(delay)::int8
+FROM observer_ranked WHERE rank > 1
+GROUP BY 1, 2, 3, 4
+"""
+PEERS_SQL = """
+SELECT interval_start, peer_num, kind, count(*), count(*) FILTER (WHERE rank = 1),
+       sum(rank)::int8, sum(delay)::int8
+FROM observer_ranked GROUP BY 1, 2, 3
+"""
+DELIVERIES_SQL = """
+SELECT extract(epoch FROM date_bin(make_interval(secs => $3::int), received, TIMESTAMPTZ 'epoch'))::int8,
+       peer_num, kind, count(*)
+FROM observations WHERE received >= $1 AND received < $2
+GROUP BY 1, 2, 3
+"""
+
+
+async def summarise_range(
+    conn: Any, lo: float, hi: float, *, interval: int, max_delay: int
+) -> tuple[stats.Kinds, stats.Peers]:
+    """Summaries of the intervals in [lo, hi) (seconds) from the raw rows, inside a transaction."""
+    kinds: stats.Kinds = defaultdict(KindSummary)
+    peers: stats.Peers = defaultdict(PeerSummary)
+    lo_t, hi_t = ts(lo), ts(hi)
+    await conn.execute("DROP TABLE IF EXISTS observer_ranked")
+    await conn.execute(RANK_SQL, lo_t, hi_t, max_delay * stats.US, interval)
+    for start, kind, r, n in await conn.fetch(REDUNDANCY_SQL):
+        k = kinds[start, kind]
+        k.messages += n
+        k.counted += r * n
+        stats.add_lists(k.redundancy, [0] * (r - 1) + [n])
+    for start, kind, q, b, n, total in await conn.fetch(HISTOGRAMS_SQL, list(stats.DELAY_EDGES_US)):
+        k = kinds[start, kind]
+        if q == 50:
+            k.spread += n
+            k.t50_sum += total
+            k.t50_hist[b] += n
+        elif q == 95:
+            k.t95_sum += total
+            k.t95_hist[b] += n
+        else:
+            k.delay_sum += total
+            k.delay_hist[b] += n
+    for start, peer, kind, n, firsts, rank_sum, delay_sum in await conn.fetch(PEERS_SQL):
+        peers[start, peer, kind].add(PeerSummary(0, n, firsts, rank_sum, delay_sum))
+    for start, peer, kind, n in await conn.fetch(DELIVERIES_SQL, lo_t, hi_t, interval):
+        kinds[start, kind].deliveries += n
+        peers[start, peer, kind].deliveries += n
+    await conn.execute("DROP TABLE observer_ranked")
+    return dict(kinds), dict(peers)
+
+
+INSERT_KINDS_SQL = """
+INSERT INTO observation_summaries (interval_start, seconds, kind, deliveries, messages, counted, redundancy,
+    spread, t50_sum, t95_sum, t50_hist, t95_hist, delay_sum, delay_hist)
+VALUES (to_timestamp($1), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+ON CONFLICT (interval_start, kind) DO NOTHING
+"""
+INSERT_PEERS_SQL = """
+INSERT INTO observation_peer_summaries (interval_start, peer_num, kind, deliveries, messages, firsts,
+    rank_sum, delay_sum)
+VALUES (to_timestamp($1), $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (interval_start, peer_num, kind) DO NOTHING
+"""
+
+
+async def store_summaries(conn: Any, kinds: stats.Kinds, peers: stats.Peers, interval: int) -> None:
+    await conn.executemany(
+        INSERT_KINDS_SQL,
+        [
+            (start, interval, kind, s.deliveries, s.messages, s.counted, s.redundancy, s.spread, s.t50_sum,
+             s.t95_sum, s.t50_hist, s.t95_hist, s.delay_sum, s.delay_hist)
+            for (start, kind), s in kinds.items()
+        ],
+    )  # fmt: skip
+    await conn.executemany(
+        INSERT_PEERS_SQL,
+        [
+            (start, peer, kind, p.deliveries, p.messages, p.firsts, p.rank_sum, p.delay_sum)
+            for (start, peer, kind), p in peers.items()
+        ],
+    )
+
+
+async def load_summaries(conn: Any, lo: float, hi: float) -> tuple[stats.Kinds, stats.Peers]:
+    """Stored summaries of the intervals starting in [lo, hi)."""
+    kinds: stats.Kinds = {}
+    peers: stats.Peers = {}
+    rows = await conn.fetch(
+        "SELECT extract(epoch FROM interval_start)::int8, kind, deliveries, messages, counted, redundancy,"
+        " spread, t50_sum, t95_sum, t50_hist, t95_hist, delay_sum, delay_hist FROM observation_summaries"
+        " WHERE interval_start >= $1 AND interval_start < $2",
+        ts(lo),
+        ts(hi),
+    )
+    for start, kind, *values in rows:
+        kinds[start, kind] = KindSummary(*(list(v) if isinstance(v, list) else v for v in values))
+    rows = await conn.fetch(
+        "SELECT extract(epoch FROM interval_start)::int8, peer_num, kind, deliveries, messages, firsts,"
+        " rank_sum, delay_sum FROM observation_peer_summaries WHERE interval_start >= $1 AND interval_start < $2",
+        ts(lo),
+        ts(hi),
+    )
+    for start, peer, kind, *values in rows:
+        peers[start, peer, kind] = PeerSummary(*values)
+    return kinds, peers
+
+
+async def summarised_until(conn: Any) -> float | None:
+    t = await conn.fetchval("SELECT extract(epoch FROM summarised_until)::float8 FROM observer_state")
+    return None if t is None else float(t)
+
+
+async def peer_names(conn: Any) -> dict[int, str]:
+    return {num: peer_id for num, peer_id in await conn.fetch("SELECT num, peer_id FROM peers")}
+
+
+TOP_CHANNELS_SQL = """
+SELECT scid, count(*) AS updates, count(DISTINCT direction) AS directions
+FROM channel_updates WHERE seen >= $1 AND seen < $2
+GROUP BY scid ORDER BY updates DESC, scid LIMIT $3
+"""
+# channel_updates by the node that signed them: direction 0 is node_id_1's, 1 is node_id_2's.
+TOP_UPDATE_NODES_SQL = """
+SELECT CASE WHEN u.direction = 0 THEN a.node_id_1 ELSE a.node_id_2 END AS node, count(*) AS updates
+FROM channel_updates u JOIN channel_announcements a ON a.scid = u.scid
+WHERE u.seen >= $1 AND u.seen < $2
+GROUP BY 1 ORDER BY updates DESC, node LIMIT $3
+"""
+TOP_NODE_ANNOUNCEMENTS_SQL = """
+SELECT node_id, count(*) AS announcements FROM node_announcements WHERE seen >= $1 AND seen < $2
+GROUP BY node_id ORDER BY announcements DESC, node_id LIMIT $3
+"""
+
+
+async def top_updaters(conn: Any, lo: float, hi: float, limit: int) -> dict[str, list[dict[str, Any]]]:
+    """Who gossips most in [lo, hi): distinct messages stored, from the store's own tables (these
+    keep superseded updates persistence.superseded_retention, longer than raw observations)."""
+    lo_t, hi_t = ts(lo), ts(hi)
+    channels = await conn.fetch(TOP_CHANNELS_SQL, lo_t, hi_t, limit)
+    nodes = await conn.fetch(TOP_UPDATE_NODES_SQL, lo_t, hi_t, limit)
+    announcements = await conn.fetch(TOP_NODE_ANNOUNCEMENTS_SQL, lo_t, hi_t, limit)
+    return {
+        "channels": [{"scid": scid_str(r[0]), "updates": r[1], "directions": r[2]} for r in channels],
+        "nodes_by_channel_updates": [{"node_id": bytes(r[0]).hex(), "updates": r[1]} for r in nodes],
+        "nodes_by_node_announcements": [{"node_id": bytes(r[0]).hex(), "announcements": r[1]} for r in announcements],
+    }
