@@ -83,8 +83,8 @@ async def fold(
         if oldest is not None:
             oldest_start = int(oldest) // interval * interval
             until = oldest_start if until is None else max(until, oldest_start)
-        if until is None:  # no raw rows at all: nothing before `closed` can ever be summarised
-            until = closed
+        if until is None:  # nothing recorded yet
+            return None
         lo = int(until)
         hi = min(closed, lo + MAX_INTERVALS * interval)
         if hi > lo:

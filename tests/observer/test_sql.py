@@ -8,7 +8,8 @@ import random
 import asyncpg
 import pytest
 
-from services.observer import job, queries, stats
+from services.observer import job, queries, report, stats
+from services.persistence import retention
 from services.observer.stats import US, Delivery
 from services.persistence.store import to_timestamp
 
@@ -63,3 +64,34 @@ async def test_sql_summaries_equal_the_reference(database_url: str) -> None:
         assert sum(s.messages for s in kinds.values()) == 300
     finally:
         await conn.close()
+
+
+async def test_folding_and_pruning_keep_the_report_equal(database_url: str) -> None:
+    """Report, fold every closed interval, prune the raw rows with the real retention pass: the
+    report's figures are unchanged (only where they came from differs)."""
+    rows = random_deliveries(2, messages=200)
+    end = T0 + 3600 + INTERVAL + MAX_DELAY + 60  # every interval holding a delivery is closed
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    assert pool is not None
+    try:
+        async with pool.acquire() as conn:
+            await insert(conn, rows)
+            before = await report.gather(conn, now=end, since=2 * 3600, interval=INTERVAL, max_delay=MAX_DELAY)
+        folds = 0
+        while await job.fold(pool, now=end, interval=INTERVAL, max_delay=MAX_DELAY, ingest_lag=60,
+                             summary_retention=0):  # fmt: skip
+            folds += 1
+        assert folds == 1  # seven intervals, at most MAX_INTERVALS per pass
+        pruned = await retention.prune(
+            pool, now=end + 7200, superseded_retention=86400, pending_update_ttl=86400, observation_retention=60
+        )
+        assert pruned.observations == len(rows)
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM observation_summaries") > 0
+            after = await report.gather(conn, now=end, since=2 * 3600, interval=INTERVAL, max_delay=MAX_DELAY)
+    finally:
+        await pool.close()
+    assert after["window"].pop("summarised_until") == T0 + 3600 + INTERVAL  # folded up to here
+    assert before["window"].pop("summarised_until") == before["window"]["start"]
+    assert after == before
+    assert before["total"]["messages"] == 200 and before["total"]["deliveries"] == len(rows)

@@ -1,0 +1,204 @@
+"""The observer report as JSON, CSV or one self-contained HTML page with inline SVG charts.
+
+Charts are drawn with matplotlib (Agg backend, no display needed) and embedded as SVG text, so
+the page needs no network, no scripts and no files beside it. :func:`charts` returns each chart's
+figure so callers can also save PNGs (``lnsync observe report --png-dir``).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import html
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+from matplotlib.figure import Figure  # noqa: E402
+
+KIND_ORDER = ("channel_update", "channel_announcement", "node_announcement")
+COLORS = {"channel_update": "#2b6cb0", "channel_announcement": "#c05621", "node_announcement": "#2f855a"}
+
+
+def to_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2, sort_keys=True) + "\n"
+
+
+def _flatten(prefix: str, value: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _flatten(f"{prefix}.{k}" if prefix else str(k), v)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _flatten(f"{prefix}[{i}]", v)
+    else:
+        yield prefix, value
+
+
+def to_csv(report: dict[str, Any]) -> str:
+    """One ``key,value`` row per figure (``by_kind.channel_update.t50_p50``, ``peers[0].coverage``)."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(("key", "value"))
+    for key, value in _flatten("", report):
+        w.writerow((key, "" if value is None else value))
+    return out.getvalue()
+
+
+def _bin_labels(edges: list[float]) -> list[str]:
+    def fmt(s: float) -> str:
+        if s == 0:
+            return "0"
+        if s < 1:
+            return f"{s * 1000:g}ms"
+        if s < 120:
+            return f"{s:g}s"
+        if s < 7200:
+            return f"{s / 60:g}m"
+        return f"{s / 3600:g}h"
+
+    return [f"≤{fmt(e)}" for e in edges] + [f">{fmt(edges[-1])}"]
+
+
+def _used(hists: list[list[int]]) -> slice:
+    """The bins from the first to the last that holds anything (all of them if none do)."""
+    nonzero = [i for h in hists for i, v in enumerate(h) if v]
+    return slice(min(nonzero), max(nonzero) + 1) if nonzero else slice(0, len(hists[0]))
+
+
+def charts(report: dict[str, Any]) -> dict[str, tuple[str, Figure]]:
+    """name -> (caption, figure) for every chart of the report."""
+    out: dict[str, tuple[str, Figure]] = {}
+
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    series = report["series"]
+    times = [dt.datetime.fromtimestamp(p["start"], dt.UTC) for p in series]
+    width = report["window"]["interval"] / 86400 * 0.9
+    bottom = [0] * len(series)
+    for kind in KIND_ORDER:
+        values = [p.get(kind, 0) for p in series]
+        ax.bar(times, values, width=width, bottom=bottom, label=f"{kind} (unique)", color=COLORS[kind], align="edge")
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.step(times, [p["deliveries"] for p in series], where="post", color="black", label="deliveries (all peers)")
+    ax.set_ylabel("messages per interval")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.figure.autofmt_xdate()
+    out["volume"] = ("Gossip volume: unique messages by kind (bars) and all deliveries (line), per interval.", fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    redundancy = report["total"]["redundancy"]
+    ks = sorted(int(k) for k in redundancy)
+    ax.bar([str(k) for k in ks], [redundancy[str(k)] for k in ks], color="#4a5568")
+    ax.set_xlabel("peers that delivered the message (within max_delay)")
+    ax.set_ylabel("messages")
+    mean = report["total"]["redundancy_mean"]
+    ax.set_title(f"Redundancy (mean {mean:.2f} peers per message)" if mean else "Redundancy")
+    out["redundancy"] = ("How many peers delivered each unique message.", fig)
+
+    h = report["histograms"]
+    labels = _bin_labels(h["edges_seconds"])
+    used = _used([h["t50"], h["t95"]])
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    x = list(range(len(labels)))[used]
+    ax.bar([i - 0.2 for i in x], h["t50"][used], width=0.4, label="t50: 50 % of its peers", color="#3182ce")
+    ax.bar([i + 0.2 for i in x], h["t95"][used], width=0.4, label="t95: 95 % of its peers", color="#e53e3e")
+    ax.set_xticks(x, labels[used], rotation=45, fontsize=8)
+    ax.set_ylabel("messages")
+    ax.set_title("Propagation: time from first arrival until 50 % / 95 % of the peers had delivered it")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out["propagation"] = ("Per-message propagation time, binned (messages delivered by two or more peers).", fig)
+
+    peers = report["peers"]
+    fig, ax = plt.subplots(figsize=(9, max(2.0, 0.35 * len(peers) + 1)))
+    names = [_short(p["peer_id"]) for p in peers]
+    ax.barh(names, [p["coverage"] * 100 for p in peers], color="#38a169")
+    for i, p in enumerate(peers):
+        rank = p["mean_rank"]
+        ax.text(1, i, f" mean rank {rank:.2f}" if rank is not None else "", va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("coverage: % of unique messages delivered (fastest peer on top)")
+    fig.tight_layout()
+    out["peers"] = ("Per-peer coverage, ordered by latency rank (mean arrival rank).", fig)
+
+    top = report["top"]["channels"]
+    fig, ax = plt.subplots(figsize=(9, max(2.0, 0.35 * len(top) + 1)))
+    ax.barh([c["scid"] for c in top], [c["updates"] for c in top], color="#805ad5")
+    ax.invert_yaxis()
+    ax.set_xlabel("channel_updates stored in the window")
+    ax.set_title("Most frequently updated channels")
+    fig.tight_layout()
+    out["spammers"] = ("Channels with the most channel_updates in the window.", fig)
+    return out
+
+
+def _short(peer_id: str) -> str:
+    return peer_id if len(peer_id) <= 20 else f"{peer_id[:8]}…{peer_id[-8:]}"
+
+
+def svg(fig: Figure) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg") :]  # drop the XML prolog and doctype: inline SVG in HTML
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return html.escape(str(v))
+
+
+def to_html(report: dict[str, Any], figures: dict[str, tuple[str, Figure]] | None = None) -> str:
+    figures = figures if figures is not None else charts(report)
+    w = report["window"]
+    start = dt.datetime.fromtimestamp(w["start"], dt.UTC).strftime("%Y-%m-%d %H:%M")
+    end = dt.datetime.fromtimestamp(w["end"], dt.UTC).strftime("%Y-%m-%d %H:%M")
+    columns = ("messages", "deliveries", "duplicates", "messages_per_second", "redundancy_mean",
+               "t50_p50", "t50_p95", "t95_p50", "t95_p95", "delay_p50", "delay_p95")  # fmt: skip
+    rows = [("all kinds", report["total"]), *report["by_kind"].items()]
+    table = "".join(
+        f"<tr><th>{html.escape(name)}</th>" + "".join(f"<td>{_fmt(f[c])}</td>" for c in columns) + "</tr>"
+        for name, f in rows
+    )
+    peer_columns = ("latency_rank", "coverage", "first_share", "mean_rank", "mean_delay", "messages", "deliveries")
+    peer_table = "".join(
+        f"<tr><th>{html.escape(p['peer_id'])}</th>" + "".join(f"<td>{_fmt(p[c])}</td>" for c in peer_columns)
+        + "</tr>"
+        for p in report["peers"]
+    )  # fmt: skip
+    sections = "".join(
+        f'<figure id="chart-{name}">{svg(fig)}<figcaption>{html.escape(caption)}</figcaption></figure>'
+        for name, (caption, fig) in figures.items()
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>lnsync gossip observer report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1000px; color: #1a202c; }}
+table {{ border-collapse: collapse; font-size: 0.85em; margin: 1em 0; }}
+th, td {{ border: 1px solid #cbd5e0; padding: 0.25em 0.5em; text-align: right; }}
+th {{ text-align: left; background: #f7fafc; }}
+figure {{ margin: 1.5em 0; }} figure svg {{ max-width: 100%; height: auto; }}
+figcaption {{ color: #4a5568; font-size: 0.9em; }}
+</style></head><body>
+<h1>Gossip observer report</h1>
+<p>Window {start} – {end} UTC ({w["seconds"] / 3600:.1f} h), intervals of {w["interval"]} s; arrivals more than
+{w["max_delay"]} s after a message's first arrival count as late. Delays in seconds; percentiles are
+nearest-rank upper bin edges.</p>
+<h2>Messages and propagation</h2>
+<table><tr><th></th>{"".join(f"<th>{c}</th>" for c in columns)}</tr>{table}</table>
+<h2>Peers</h2>
+<table><tr><th>peer</th>{"".join(f"<th>{c}</th>" for c in peer_columns)}</tr>{peer_table}</table>
+<h2>Charts</h2>
+{sections}
+</body></html>
+"""

@@ -1,0 +1,97 @@
+"""The observer report's figures for a window, gathered from PostgreSQL.
+
+The window ``[start, now)`` starts on an interval boundary. Intervals the aggregation job has
+folded (before ``observer_state.summarised_until``) come from the stored summaries; the rest from
+the raw rows, summarised the same way on the fly. Both add up exactly (integer sums and
+histograms), so a report does not change when the job folds intervals and retention prunes their
+raw rows.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from services.observer import queries, stats
+
+DEFAULT_INTERVAL = 3600  # bins of the volume series when the job is disabled
+
+
+def parse_duration(text: str) -> int:
+    """``90s``, ``15m``, ``24h``, ``7d`` (or plain seconds) as seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+    text = text.strip().lower()
+    scale = units.get(text[-1:], 0)
+    number = text[:-1] if scale else text
+    if not number.isdigit() or int(number) <= 0:
+        raise ValueError(f"not a duration: {text!r} (examples: 90s, 15m, 24h, 7d)")
+    return int(number) * (scale or 1)
+
+
+async def gather(
+    conn: Any, *, now: float, since: int, interval: int, max_delay: int, top: int = 10
+) -> dict[str, Any]:
+    """Every figure of the report, as plain JSON-able data."""
+    step = interval or DEFAULT_INTERVAL
+    start = int(now - since) // step * step
+    done = await queries.summarised_until(conn) if interval else None
+    edge = start if done is None else min(max(int(done), start), int(now))
+    kinds, peers = await queries.load_summaries(conn, start, edge)
+    async with conn.transaction():
+        raw_kinds, raw_peers = await queries.summarise_range(conn, edge, now, interval=step, max_delay=max_delay)
+    kinds.update(raw_kinds)
+    peers.update(raw_peers)
+    names = await queries.peer_names(conn)
+    top_lists = await queries.top_updaters(conn, start, now, top)
+    return build(kinds, peers, names, top_lists, start=start, end=now, step=step, max_delay=max_delay, edge=edge)
+
+
+def build(
+    kinds: stats.Kinds,
+    peers: stats.Peers,
+    names: dict[int, str],
+    top: dict[str, Any],
+    *,
+    start: float,
+    end: float,
+    step: int,
+    max_delay: int,
+    edge: float,
+) -> dict[str, Any]:
+    seconds = end - start
+    total = stats.merge_kinds(kinds, by_kind=False).get(0, stats.KindSummary())
+    by_kind = stats.merge_kinds(kinds)
+    series: dict[int, dict[str, int]] = {}
+    for (interval_start, kind), s in sorted(kinds.items()):
+        point = series.setdefault(interval_start, {"deliveries": 0})
+        point["deliveries"] += s.deliveries
+        point[stats.KINDS.get(kind, str(kind))] = s.messages
+    peer_rows = [
+        {"peer_id": names.get(f.peer, str(f.peer)), **{k: _finite(v) for k, v in vars(f).items() if k != "peer"}}
+        for f in stats.peer_figures(stats.merge_peers(peers), total.messages)
+    ]
+    return {
+        "window": {
+            "start": start,
+            "end": end,
+            "seconds": seconds,
+            "interval": step,
+            "max_delay": max_delay,
+            "summarised_until": edge,
+        },
+        "total": stats.kind_figures(total, seconds),
+        "by_kind": {stats.KINDS.get(k, str(k)): stats.kind_figures(s, seconds) for k, s in sorted(by_kind.items())},
+        "histograms": {
+            "edges_seconds": [e / stats.US for e in stats.DELAY_EDGES_US],
+            "t50": total.t50_hist,
+            "t95": total.t95_hist,
+            "delay": total.delay_hist,
+        },
+        "peers": peer_rows,
+        "series": [{"start": t, **point} for t, point in sorted(series.items())],
+        "top": top,
+    }
+
+
+def _finite(v: Any) -> Any:
+    return None if isinstance(v, float) and not math.isfinite(v) else v
