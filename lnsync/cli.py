@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "healthcheck": ("lnsync.commands.healthcheck", "exit 0 if a gRPC service is SERVING (probes)"),
     "gen": ("lnsync.commands.gen", "generate a realistic signed gossip history on the mainnet graph"),
     "import": ("lnsync.commands.import_", "stream gossip archives into the persistence service"),
-    "observe": ("lnsync.commands.observe", "gossip observer: propagation report (HTML, JSON, CSV) from the database"),
+    "observe": ("lnsync.commands.observe", "gossip observer: propagation report (HTML, JSON, CSV)"),
 }
 
 

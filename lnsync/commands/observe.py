@@ -27,7 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     report.add_argument("--output", metavar="FILE", help="write here instead of standard output")
     report.add_argument("--png-dir", metavar="DIR", help="also save each chart as DIR/<name>.png")
     report.add_argument("--top", type=int, default=10, help="entries in the top-updaters lists (default 10)")
-    report.add_argument("--database-url", metavar="URL", help="PostgreSQL URL (overrides $LNSYNC_DATABASE_URL)")
+    report.add_argument(
+        "--database-url", metavar="URL", help="PostgreSQL URL (overrides $LNSYNC_DATABASE_URL)"
+    )
 
 
 async def gather(settings: Settings, since: int, top: int) -> dict[str, Any]:

@@ -102,7 +102,7 @@ class SyncStatus(_message.Message):
     def __init__(self, fully_synced: _Optional[bool] = ..., fully_synced_at: _Optional[int] = ..., quorum: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[PeerSyncState, _Mapping]]] = ...) -> None: ...
 
 class PeerSyncState(_message.Message):
-    __slots__ = ("peer_id", "initial_sync_complete", "completed_at", "channel_announcements", "channel_updates", "node_announcements", "last_message_at")
+    __slots__ = ("peer_id", "initial_sync_complete", "completed_at", "channel_announcements", "channel_updates", "node_announcements", "last_message_at", "stored", "duplicates")
     PEER_ID_FIELD_NUMBER: _ClassVar[int]
     INITIAL_SYNC_COMPLETE_FIELD_NUMBER: _ClassVar[int]
     COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +110,8 @@ class PeerSyncState(_message.Message):
     CHANNEL_UPDATES_FIELD_NUMBER: _ClassVar[int]
     NODE_ANNOUNCEMENTS_FIELD_NUMBER: _ClassVar[int]
     LAST_MESSAGE_AT_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     peer_id: str
     initial_sync_complete: bool
     completed_at: int
@@ -117,4 +119,6 @@ class PeerSyncState(_message.Message):
     channel_updates: int
     node_announcements: int
     last_message_at: int
-    def __init__(self, peer_id: _Optional[str] = ..., initial_sync_complete: _Optional[bool] = ..., completed_at: _Optional[int] = ..., channel_announcements: _Optional[int] = ..., channel_updates: _Optional[int] = ..., node_announcements: _Optional[int] = ..., last_message_at: _Optional[int] = ...) -> None: ...
+    stored: int
+    duplicates: int
+    def __init__(self, peer_id: _Optional[str] = ..., initial_sync_complete: _Optional[bool] = ..., completed_at: _Optional[int] = ..., channel_announcements: _Optional[int] = ..., channel_updates: _Optional[int] = ..., node_announcements: _Optional[int] = ..., last_message_at: _Optional[int] = ..., stored: _Optional[int] = ..., duplicates: _Optional[int] = ...) -> None: ...

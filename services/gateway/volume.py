@@ -2,9 +2,10 @@
 
 A *probe* returns cumulative counters (messages received so far, by kind); the sampler calls every
 probe once a minute and keeps, per series, the rate over the last minute for the last day. Today
-the one probe is persistence's per-peer delivery counts (``GetSyncStatus``); another data source
-(the gossip observer) adds its own probe with :meth:`VolumeSampler.add_probe` and its series show
-up in ``/api/status`` and on the page without further changes.
+the one probe is persistence's per-peer delivery counts (``GetSyncStatus``): received by kind, and
+(the gossip observer's series) unique messages vs. duplicate deliveries. Another data source adds
+its own probe with :meth:`VolumeSampler.add_probe`; its series show up in ``/api/status`` and on
+the page without further changes.
 """
 
 from __future__ import annotations
@@ -94,11 +95,16 @@ def persistence_probe(stub: persistence_pb2_grpc.PersistenceStub) -> tuple[Probe
             "channel_updates": float(sum(p.channel_updates for p in status.peers)),
             "channel_announcements": float(sum(p.channel_announcements for p in status.peers)),
             "node_announcements": float(sum(p.node_announcements for p in status.peers)),
+            "unique_messages": float(sum(p.stored for p in status.peers)),
+            "duplicate_deliveries": float(sum(p.duplicates for p in status.peers)),
         }
 
     series = [
         Series("channel_updates", "channel_update received", "messages/min"),
         Series("channel_announcements", "channel_announcement received", "messages/min"),
         Series("node_announcements", "node_announcement received", "messages/min"),
+        # The gossip observer's view: messages new to us vs. deliveries of what we already had.
+        Series("unique_messages", "unique (new) messages", "messages/min"),
+        Series("duplicate_deliveries", "duplicate deliveries", "messages/min"),
     ]
     return probe, series

@@ -42,17 +42,25 @@ COUNTED = Counter(
     "Deliveries by distinct peers within max_delay (redundancy = this / messages)",
     ["kind"],
 )
-LAST_REDUNDANCY = Gauge("lnsync_observer_redundancy_mean", "Mean peers per message, last folded interval", ["kind"])
+LAST_REDUNDANCY = Gauge(
+    "lnsync_observer_redundancy_mean", "Mean peers per message, last folded interval", ["kind"]
+)
 LAST_T50 = Gauge(
-    "lnsync_observer_t50_seconds", "Median over messages of the time to reach 50 % of peers (last interval)", ["kind"]
+    "lnsync_observer_t50_seconds",
+    "Median over messages of the time to reach 50 % of peers (last interval)",
+    ["kind"],
 )
 LAST_T95 = Gauge(
-    "lnsync_observer_t95_seconds", "Median over messages of the time to reach 95 % of peers (last interval)", ["kind"]
+    "lnsync_observer_t95_seconds",
+    "Median over messages of the time to reach 95 % of peers (last interval)",
+    ["kind"],
 )
 PEER_COVERAGE = Gauge(
     "lnsync_observer_peer_coverage", "Share of the last interval's unique messages a peer delivered", ["peer"]
 )
-PEER_MEAN_RANK = Gauge("lnsync_observer_peer_mean_rank", "A peer's mean arrival rank (last interval)", ["peer"])
+PEER_MEAN_RANK = Gauge(
+    "lnsync_observer_peer_mean_rank", "A peer's mean arrival rank (last interval)", ["peer"]
+)
 SUMMARISED_UNTIL = Gauge("lnsync_observer_summarised_until_seconds", "End of the last folded interval")
 
 

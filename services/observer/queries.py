@@ -153,11 +153,14 @@ async def load_summaries(conn: Any, lo: float, hi: float) -> tuple[stats.Kinds, 
         ts(lo),
         ts(hi),
     )
-    for start, kind, *values in rows:
-        kinds[start, kind] = KindSummary(*(list(v) if isinstance(v, list) else v for v in values))
+    for r in rows:
+        kinds[r[0], r[1]] = KindSummary(
+            r[2], r[3], r[4], list(r[5]), r[6], r[7], r[8], list(r[9]), list(r[10]), r[11], list(r[12])
+        )
     rows = await conn.fetch(
         "SELECT extract(epoch FROM interval_start)::int8, peer_num, kind, deliveries, messages, firsts,"
-        " rank_sum, delay_sum FROM observation_peer_summaries WHERE interval_start >= $1 AND interval_start < $2",
+        " rank_sum, delay_sum FROM observation_peer_summaries"
+        " WHERE interval_start >= $1 AND interval_start < $2",
         ts(lo),
         ts(hi),
     )
@@ -203,5 +206,7 @@ async def top_updaters(conn: Any, lo: float, hi: float, limit: int) -> dict[str,
     return {
         "channels": [{"scid": scid_str(r[0]), "updates": r[1], "directions": r[2]} for r in channels],
         "nodes_by_channel_updates": [{"node_id": bytes(r[0]).hex(), "updates": r[1]} for r in nodes],
-        "nodes_by_node_announcements": [{"node_id": bytes(r[0]).hex(), "announcements": r[1]} for r in announcements],
+        "nodes_by_node_announcements": [
+            {"node_id": bytes(r[0]).hex(), "announcements": r[1]} for r in announcements
+        ],
     }

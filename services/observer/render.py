@@ -17,9 +17,9 @@ from typing import Any
 
 import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-from matplotlib.figure import Figure  # noqa: E402
+matplotlib.use("Agg")  # before pyplot: no display, no GUI toolkit
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 KIND_ORDER = ("channel_update", "channel_announcement", "node_announcement")
 COLORS = {"channel_update": "#2b6cb0", "channel_announcement": "#c05621", "node_announcement": "#2f855a"}
@@ -77,18 +77,32 @@ def charts(report: dict[str, Any]) -> dict[str, tuple[str, Figure]]:
 
     fig, ax = plt.subplots(figsize=(9, 3.2))
     series = report["series"]
-    times = [dt.datetime.fromtimestamp(p["start"], dt.UTC) for p in series]
-    width = report["window"]["interval"] / 86400 * 0.9
+    times = [p["start"] / 86400 for p in series]  # matplotlib date numbers: days since 1970
+    width = report["window"]["interval"] / 86400 * 0.9  # date numbers count days
     bottom = [0] * len(series)
     for kind in KIND_ORDER:
         values = [p.get(kind, 0) for p in series]
-        ax.bar(times, values, width=width, bottom=bottom, label=f"{kind} (unique)", color=COLORS[kind], align="edge")
+        ax.bar(
+            times,
+            values,
+            width=width,
+            bottom=bottom,
+            label=f"{kind} (unique)",
+            color=COLORS[kind],
+            align="edge",
+        )
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    ax.step(times, [p["deliveries"] for p in series], where="post", color="black", label="deliveries (all peers)")
+    ax.step(
+        times, [p["deliveries"] for p in series], where="post", color="black", label="deliveries (all peers)"
+    )
+    ax.xaxis_date()
     ax.set_ylabel("messages per interval")
     ax.legend(fontsize=8, loc="upper left")
     ax.figure.autofmt_xdate()
-    out["volume"] = ("Gossip volume: unique messages by kind (bars) and all deliveries (line), per interval.", fig)
+    out["volume"] = (
+        "Gossip volume: unique messages by kind (bars) and all deliveries (line), per interval.",
+        fig,
+    )
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
     redundancy = report["total"]["redundancy"]
@@ -112,7 +126,10 @@ def charts(report: dict[str, Any]) -> dict[str, tuple[str, Figure]]:
     ax.set_title("Propagation: time from first arrival until 50 % / 95 % of the peers had delivered it")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out["propagation"] = ("Per-message propagation time, binned (messages delivered by two or more peers).", fig)
+    out["propagation"] = (
+        "Per-message propagation time, binned (messages delivered by two or more peers).",
+        fig,
+    )
 
     peers = report["peers"]
     fig, ax = plt.subplots(figsize=(9, max(2.0, 0.35 * len(peers) + 1)))
@@ -144,7 +161,7 @@ def _short(peer_id: str) -> str:
 
 def svg(fig: Figure) -> str:
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     text = buf.getvalue()
     return text[text.index("<svg") :]  # drop the XML prolog and doctype: inline SVG in HTML
@@ -152,7 +169,7 @@ def svg(fig: Figure) -> str:
 
 def _fmt(v: Any) -> str:
     if v is None:
-        return "–"
+        return "-"
     if isinstance(v, float):
         return f"{v:.3g}"
     return html.escape(str(v))
@@ -170,7 +187,15 @@ def to_html(report: dict[str, Any], figures: dict[str, tuple[str, Figure]] | Non
         f"<tr><th>{html.escape(name)}</th>" + "".join(f"<td>{_fmt(f[c])}</td>" for c in columns) + "</tr>"
         for name, f in rows
     )
-    peer_columns = ("latency_rank", "coverage", "first_share", "mean_rank", "mean_delay", "messages", "deliveries")
+    peer_columns = (
+        "latency_rank",
+        "coverage",
+        "first_share",
+        "mean_rank",
+        "mean_delay",
+        "messages",
+        "deliveries",
+    )
     peer_table = "".join(
         f"<tr><th>{html.escape(p['peer_id'])}</th>" + "".join(f"<td>{_fmt(p[c])}</td>" for c in peer_columns)
         + "</tr>"
@@ -191,9 +216,9 @@ figure {{ margin: 1.5em 0; }} figure svg {{ max-width: 100%; height: auto; }}
 figcaption {{ color: #4a5568; font-size: 0.9em; }}
 </style></head><body>
 <h1>Gossip observer report</h1>
-<p>Window {start} – {end} UTC ({w["seconds"] / 3600:.1f} h), intervals of {w["interval"]} s; arrivals more than
-{w["max_delay"]} s after a message's first arrival count as late. Delays in seconds; percentiles are
-nearest-rank upper bin edges.</p>
+<p>Window {start} to {end} UTC ({w["seconds"] / 3600:.1f} h), intervals of {w["interval"]} s;
+arrivals more than {w["max_delay"]} s after a message's first arrival count as late.
+Delays in seconds; percentiles are nearest-rank upper bin edges.</p>
 <h2>Messages and propagation</h2>
 <table><tr><th></th>{"".join(f"<th>{c}</th>" for c in columns)}</tr>{table}</table>
 <h2>Peers</h2>

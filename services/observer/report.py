@@ -38,12 +38,16 @@ async def gather(
     edge = start if done is None else min(max(int(done), start), int(now))
     kinds, peers = await queries.load_summaries(conn, start, edge)
     async with conn.transaction():
-        raw_kinds, raw_peers = await queries.summarise_range(conn, edge, now, interval=step, max_delay=max_delay)
+        raw_kinds, raw_peers = await queries.summarise_range(
+            conn, edge, now, interval=step, max_delay=max_delay
+        )
     kinds.update(raw_kinds)
     peers.update(raw_peers)
     names = await queries.peer_names(conn)
     top_lists = await queries.top_updaters(conn, start, now, top)
-    return build(kinds, peers, names, top_lists, start=start, end=now, step=step, max_delay=max_delay, edge=edge)
+    return build(
+        kinds, peers, names, top_lists, start=start, end=now, step=step, max_delay=max_delay, edge=edge
+    )
 
 
 def build(
@@ -67,7 +71,10 @@ def build(
         point["deliveries"] += s.deliveries
         point[stats.KINDS.get(kind, str(kind))] = s.messages
     peer_rows = [
-        {"peer_id": names.get(f.peer, str(f.peer)), **{k: _finite(v) for k, v in vars(f).items() if k != "peer"}}
+        {
+            "peer_id": names.get(f.peer, str(f.peer)),
+            **{k: _finite(v) for k, v in vars(f).items() if k != "peer"},
+        }
         for f in stats.peer_figures(stats.merge_peers(peers), total.messages)
     ]
     return {
@@ -80,7 +87,9 @@ def build(
             "summarised_until": edge,
         },
         "total": stats.kind_figures(total, seconds),
-        "by_kind": {stats.KINDS.get(k, str(k)): stats.kind_figures(s, seconds) for k, s in sorted(by_kind.items())},
+        "by_kind": {
+            stats.KINDS.get(k, str(k)): stats.kind_figures(s, seconds) for k, s in sorted(by_kind.items())
+        },
         "histograms": {
             "edges_seconds": [e / stats.US for e in stats.DELAY_EDGES_US],
             "t50": total.t50_hist,

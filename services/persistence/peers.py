@@ -177,6 +177,8 @@ class PeerStatus:
     channel_updates: int
     node_announcements: int
     last_message_at: dt.datetime | None
+    stored: int = 0
+    duplicates: int = 0
 
 
 @dataclass
@@ -189,6 +191,6 @@ async def sync_status(conn: Any) -> SyncStatus:
     synced = await conn.fetchval("SELECT fully_synced_at FROM sync_state")
     rows = await conn.fetch(
         "SELECT peer_id, sync_completed_at, channel_announcements, channel_updates, node_announcements,"
-        " last_message_at FROM peers ORDER BY num"
+        " last_message_at, stored, duplicates FROM peers ORDER BY num"
     )
     return SyncStatus(synced, [PeerStatus(*r) for r in rows])

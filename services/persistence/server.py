@@ -338,6 +338,8 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
                     channel_updates=p.channel_updates,
                     node_announcements=p.node_announcements,
                     last_message_at=seconds(p.last_message_at),
+                    stored=p.stored,
+                    duplicates=p.duplicates,
                 )
                 for p in status.peers
                 if not p.peer_id.startswith("import:")

@@ -9,8 +9,8 @@ import asyncpg
 import pytest
 
 from services.observer import job, queries, report, stats
-from services.persistence import retention
 from services.observer.stats import US, Delivery
+from services.persistence import retention
 from services.persistence.store import to_timestamp
 
 pytestmark = pytest.mark.timeout(60)
@@ -30,7 +30,9 @@ def random_deliveries(seed: int, messages: int = 300, peers: int = 6) -> list[De
         first = (T0 + rng.randrange(3600)) * US + rng.randrange(US)
         chosen = rng.sample(range(1, peers + 1), rng.randint(1, peers))
         for i, peer in enumerate(chosen):
-            delay = 0 if i == 0 else rng.choice((rng.randrange(200 * US), rng.choice(stats.DELAY_EDGES_US[:20])))
+            delay = (
+                0 if i == 0 else rng.choice((rng.randrange(200 * US), rng.choice(stats.DELAY_EDGES_US[:20])))
+            )
             out.append(Delivery(peer, msg * 7919 - 10**6, kind, first + delay))
             if rng.random() < 0.1:
                 out.append(Delivery(peer, msg * 7919 - 10**6, kind, first + delay + rng.randrange(5 * US)))
@@ -76,14 +78,20 @@ async def test_folding_and_pruning_keep_the_report_equal(database_url: str) -> N
     try:
         async with pool.acquire() as conn:
             await insert(conn, rows)
-            before = await report.gather(conn, now=end, since=2 * 3600, interval=INTERVAL, max_delay=MAX_DELAY)
+            before = await report.gather(
+                conn, now=end, since=2 * 3600, interval=INTERVAL, max_delay=MAX_DELAY
+            )
         folds = 0
         while await job.fold(pool, now=end, interval=INTERVAL, max_delay=MAX_DELAY, ingest_lag=60,
                              summary_retention=0):  # fmt: skip
             folds += 1
         assert folds == 1  # seven intervals, at most MAX_INTERVALS per pass
         pruned = await retention.prune(
-            pool, now=end + 7200, superseded_retention=86400, pending_update_ttl=86400, observation_retention=60
+            pool,
+            now=end + 7200,
+            superseded_retention=86400,
+            pending_update_ttl=86400,
+            observation_retention=60,
         )
         assert pruned.observations == len(rows)
         async with pool.acquire() as conn:

@@ -88,7 +88,11 @@ def test_summaries_match_the_definitions(rows: list[Delivery]) -> None:
     assert {k: n for k, n in enumerate(total.redundancy, start=1) if n} == ref["redundancy"]
     assert total.t50_sum == sum(ref["t50s"]) and total.t95_sum == sum(ref["t95s"])  # type: ignore[arg-type]
     assert total.delay_sum == sum(ref["delays"])  # type: ignore[arg-type]
-    for hist, values in ((total.t50_hist, ref["t50s"]), (total.t95_hist, ref["t95s"]), (total.delay_hist, ref["delays"])):
+    for hist, values in (
+        (total.t50_hist, ref["t50s"]),
+        (total.t95_hist, ref["t95s"]),
+        (total.delay_hist, ref["delays"]),
+    ):
         assert isinstance(values, list)
         for q in (0.5, 0.95, 0.99):
             if values:
@@ -124,7 +128,11 @@ def test_quantiles_on_edges_are_exact() -> None:
 
 
 def test_peer_latency_rank_orders_by_mean_arrival_rank() -> None:
-    peers = {1: stats.PeerSummary(5, 4, 0, 12, 8 * US), 2: stats.PeerSummary(5, 4, 4, 4, 0), 3: stats.PeerSummary()}
+    peers = {
+        1: stats.PeerSummary(5, 4, 0, 12, 8 * US),
+        2: stats.PeerSummary(5, 4, 4, 4, 0),
+        3: stats.PeerSummary(),
+    }
     figures = stats.peer_figures(peers, unique_messages=8)
     assert [(f.peer, f.latency_rank, f.coverage) for f in figures] == [(2, 1, 0.5), (1, 2, 0.5), (3, 3, 0.0)]
     assert figures[1].mean_delay == 2.0 and figures[1].mean_rank == 3.0
