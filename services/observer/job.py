@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 OBSERVER_LOCK = 0x6F62_7365_7276  # pg_try_advisory_xact_lock key ("observ")
 MAX_INTERVALS = 24
-PASS_EVERY = 60.0  # seconds between passes (a pass with nothing closed is one cheap query)
+MAX_PASS_EVERY = 60  # seconds between passes, at most (a pass with nothing closed is two cheap queries)
 
 DELIVERIES = Counter("lnsync_observer_deliveries_total", "Deliveries folded into summaries", ["kind"])
 MESSAGES = Counter("lnsync_observer_messages_total", "Unique messages folded into summaries", ["kind"])
@@ -144,7 +144,9 @@ def raw_retention(observation_retention: int, summarised: float | None, *, now: 
 
 
 async def run(pool: Any, *, interval: int, max_delay: int, ingest_lag: int, summary_retention: int) -> None:
-    """Fold on a schedule until cancelled; database trouble only delays it."""
+    """Fold on a schedule (a tenth of an interval, at most a minute) until cancelled; database
+    trouble only delays it."""
+    every = max(1, min(MAX_PASS_EVERY, interval // 10))
     while True:
         try:
             while True:  # catch up without waiting between full passes
@@ -160,5 +162,5 @@ async def run(pool: Any, *, interval: int, max_delay: int, ingest_lag: int, summ
                     break
                 log.info("observer: summarised %s .. %s", queries.ts(result.lo), queries.ts(result.hi))
         except (*TRANSIENT_ERRORS, asyncpg.PostgresError) as exc:
-            log.warning("observer pass failed (%s); next try in %.0f s", exc, PASS_EVERY)
-        await asyncio.sleep(PASS_EVERY)
+            log.warning("observer pass failed (%s); next try in %d s", exc, every)
+        await asyncio.sleep(every)
