@@ -97,7 +97,7 @@ def charts(report: dict[str, Any]) -> dict[str, tuple[str, Figure]]:
     )
     ax.xaxis_date()
     ax.set_ylabel("messages per interval")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.figure.autofmt_xdate()
     out["volume"] = (
         "Gossip volume: unique messages by kind (bars) and all deliveries (line), per interval.",
