@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -26,7 +27,8 @@ from services.persistence.store import Incoming, to_timestamp, write_batch
 from tests.rgs.histories import event_message, random_events
 
 # (coverage, median delay in seconds) of each simulated peer.
-PEERS = [(0.97, 0.3), (0.95, 0.8), (0.9, 1.5), (0.85, 4.0), (0.7, 8.0), (0.6, 15.0), (0.45, 30.0), (0.3, 60.0)]
+PEERS = [(0.97, 0.3), (0.95, 0.8), (0.9, 1.5), (0.85, 4.0), (0.7, 8.0), (0.6, 15.0), (0.45, 30.0),
+         (0.3, 60.0)]  # fmt: skip
 INTERVAL, MAX_DELAY = 3600, 600
 
 
@@ -36,7 +38,9 @@ async def fill(url: str) -> float:
     try:
         await schema.migrate(conn)
         for i in range(len(PEERS)):
-            await conn.execute("INSERT INTO peers (peer_id, source) VALUES ($1, 'downloader')", f"demo-peer-{i + 1}")
+            await conn.execute(
+                "INSERT INTO peers (peer_id, source) VALUES ($1, 'demo')", f"demo-peer-{i + 1}"
+            )
         events = random_events(3, channels=300, days=3)
         batch, rows = [], []
         for ev in events:
@@ -65,19 +69,22 @@ async def fill(url: str) -> float:
         await conn.close()
 
 
-async def main(out: Path) -> None:
+async def gather(url: str) -> dict[str, Any]:
+    now = await fill(url)
+    conn = await asyncpg.connect(url)
+    try:
+        return await report.gather(conn, now=now, since=86400, interval=INTERVAL, max_delay=MAX_DELAY)
+    finally:
+        await conn.close()
+
+
+def main(out: Path) -> None:
     root = Path(tempfile.mkdtemp(prefix="lnsync-observer-demo-", dir="/tmp"))
     root.chmod(0o755)  # PostgreSQL may run as another user (see lnsync.pg)
     server = LocalPostgres(root / "pg", ephemeral=True)
     server.start()
     try:
-        url = server.ensure_database("demo")
-        now = await fill(url)
-        conn = await asyncpg.connect(url)
-        try:
-            data = await report.gather(conn, now=now, since=86400, interval=INTERVAL, max_delay=MAX_DELAY)
-        finally:
-            await conn.close()
+        data = asyncio.run(gather(server.ensure_database("demo")))
     finally:
         server.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
@@ -91,4 +98,4 @@ async def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1] if len(sys.argv) > 1 else "observer-demo")))
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "observer-demo"))

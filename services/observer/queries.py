@@ -18,6 +18,7 @@ from services.observer import stats
 from services.observer.stats import KindSummary, PeerSummary
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+WORK_MEM = "64MB"  # a day of mainnet deliveries ranks without spilling to disk
 
 
 def ts(seconds: float) -> dt.datetime:
@@ -26,16 +27,17 @@ def ts(seconds: float) -> dt.datetime:
 
 RANK_SQL = """
 CREATE TEMP TABLE observer_ranked ON COMMIT DROP AS
-WITH firsts AS (
-    SELECT o.msg_hash, min(o.kind) AS kind, min(o.received) AS first_at
-    FROM observations o
-    WHERE o.msg_hash IN (SELECT msg_hash FROM observations WHERE received >= $1 AND received < $2)
-    GROUP BY o.msg_hash
-    HAVING min(o.received) >= $1 AND min(o.received) < $2
-), arrivals AS (
+WITH firsts AS (  -- messages with a delivery in [$1, $2) and none before $1
+    SELECT w.msg_hash, min(w.kind) AS kind, min(w.received) AS first_at
+    FROM observations w
+    WHERE w.received >= $1 AND w.received < $2
+    GROUP BY w.msg_hash
+    HAVING NOT EXISTS (SELECT 1 FROM observations e WHERE e.msg_hash = w.msg_hash AND e.received < $1)
+), arrivals AS (  -- each peer's earliest counted delivery: a range scan, joined by hash
     SELECT f.msg_hash, f.kind, f.first_at, o.peer_num, min(o.received) AS at
-    FROM firsts f JOIN observations o ON o.msg_hash = f.msg_hash
-    WHERE o.received <= f.first_at + $3::int8 * INTERVAL '1 microsecond'
+    FROM observations o JOIN firsts f ON f.msg_hash = o.msg_hash
+    WHERE o.received >= $1 AND o.received <= $2 + $3::int8 * INTERVAL '1 microsecond'
+      AND o.received <= f.first_at + $3::int8 * INTERVAL '1 microsecond'
     GROUP BY f.msg_hash, f.kind, f.first_at, o.peer_num
 )
 SELECT kind, peer_num,
@@ -83,6 +85,7 @@ async def summarise_range(
     peers: stats.Peers = defaultdict(PeerSummary)
     lo_t, hi_t = ts(lo), ts(hi)
     await conn.execute("DROP TABLE IF EXISTS observer_ranked")
+    await conn.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")  # sorts in memory, for this transaction only
     await conn.execute(RANK_SQL, lo_t, hi_t, max_delay * stats.US, interval)
     for start, kind, r, n in await conn.fetch(REDUNDANCY_SQL):
         k = kinds[start, kind]
