@@ -1,0 +1,35 @@
+"""The report's JSON and CSV carry the same figures; HTML escapes peer names."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from services.observer import render, report, stats
+from services.observer.stats import US, Delivery
+
+
+def small_report() -> dict[str, object]:
+    rows = [Delivery(1, 10, 258, 0), Delivery(2, 10, 258, 2 * US), Delivery(2, 11, 257, 5 * US)]
+    kinds, peers = stats.summarise(rows, interval=60, max_delay_us=60 * US, lo_us=0, hi_us=120 * US)
+    names = {1: "<peer one>", 2: "peer-two"}
+    top = {"channels": [{"scid": "1x2x3", "updates": 4, "directions": 2}]}
+    return report.build(kinds, peers, names, top, start=0, end=120, step=60, max_delay=60, edge=0)
+
+
+def test_json_and_csv_agree() -> None:
+    data = small_report()
+    parsed = json.loads(render.to_json(data))
+    assert parsed["total"]["messages"] == 2 and parsed["total"]["redundancy"] == {"1": 1, "2": 1}
+    assert parsed["total"]["t50_p50"] == 0.0 and parsed["total"]["t95_p50"] == 2.0
+    rows = dict(csv.reader(io.StringIO(render.to_csv(data))))
+    assert rows["total.messages"] == "2" and rows["by_kind.channel_update.t95_p50"] == "2.0"
+    assert rows["peers[0].peer_id"] == "<peer one>" and rows["peers[0].coverage"] == "0.5"
+    assert rows["top.channels[0].scid"] == "1x2x3"
+
+
+def test_html_escapes_peer_names() -> None:
+    page = render.to_html(small_report())
+    assert "&lt;peer one&gt;" in page and "<peer one>" not in page
+    assert page.count("<svg") == 5

@@ -1,0 +1,49 @@
+"""Observer settings and the ``lnsync observe`` command refuse bad input with one clear line."""
+
+from __future__ import annotations
+
+import pytest
+
+from lnsync import cli
+from lnsync.config import ConfigError, load_settings
+from services.observer.report import parse_duration
+
+
+def test_interval_must_divide_a_day() -> None:
+    assert (
+        load_settings(None, persistence={"observation_interval": 900}).persistence.observation_interval == 900
+    )
+    assert load_settings(None, persistence={"observation_interval": 0}).persistence.observation_interval == 0
+    for bad in (7, 7000):
+        with pytest.raises(ConfigError, match="observation_interval"):
+            load_settings(None, persistence={"observation_interval": bad})
+
+
+def test_raw_rows_must_outlive_an_interval() -> None:
+    with pytest.raises(ConfigError, match="observation_retention"):
+        load_settings(None, persistence={"observation_retention": 3600})  # < 2 x (3600 + 3600)
+    ok = load_settings(None, persistence={"observation_retention": 3600, "observation_interval": 0})
+    assert ok.persistence.observation_retention == 3600
+
+
+def test_durations() -> None:
+    assert [parse_duration(t) for t in ("90s", "15m", "24h", "7d", "1w", "600")] == [
+        90,
+        900,
+        86400,
+        604800,
+        604800,
+        600,
+    ]
+    for bad in ("", "h", "-1h", "0h", "1.5h", "24x"):
+        with pytest.raises(ValueError, match="not a duration"):
+            parse_duration(bad)
+
+
+def test_observe_report_errors(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LNSYNC_DATABASE_URL", raising=False)
+    monkeypatch.delenv("LNSYNC_CONFIG", raising=False)
+    assert cli.main(["observe", "report", "--since", "yesterday"]) == 2
+    assert "--since: not a duration" in capsys.readouterr().err
+    assert cli.main(["observe", "report", "--since", "1h"]) == 2
+    assert "database_url is not set" in capsys.readouterr().err
