@@ -51,6 +51,10 @@ async def test_a_stream_persistence_refuses_fails_fast_instead_of_retrying(persi
             await client.flush(timeout=10)
         with pytest.raises(IngestRejected):
             await client.send(channel_update(600_001 << 40, 0, 1_770_000_000))
-        assert client.counters.streams == 1 and client.counters.unacked == 1  # one attempt, no retry
+        # No retry loop: one attempt, or two when gRPC core reported the first abort as INTERNAL
+        # (it does, rarely, for a stream aborted while the client is still sending; INTERNAL is
+        # retryable, and the retry then gets the real refusal).
+        assert client.counters.streams in (1, 2)
+        assert client.counters.unacked == 1
     finally:
         await client.close()
