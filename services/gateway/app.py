@@ -41,6 +41,8 @@ CLIENT_MAX_SIZE = 1024
 MAX_LINE_SIZE = 4096
 MAX_FIELD_SIZE = 4096
 MAX_HEADERS = 64
+# How long a starting worker waits for the snapshotter's current generation before it listens.
+FIRST_LOAD_TIMEOUT = 15.0
 _NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 _PAGE_CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
@@ -78,6 +80,14 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, app: web.Application) -> None:
+        # Load the current generation before the port opens (aiohttp binds after on_startup): a
+        # restarted worker must not answer 503 for snapshots the one it replaces was serving.
+        try:
+            await asyncio.wait_for(self.snapshots.refresh(), FIRST_LOAD_TIMEOUT)
+        except TimeoutError:
+            log.warning(
+                "no snapshot generation loaded within %.0f s; serving without one", FIRST_LOAD_TIMEOUT
+            )
         self._tasks = [
             asyncio.create_task(self.snapshots.run(), name="snapshot-cache"),
             asyncio.create_task(self.volume.run(), name="volume-sampler"),

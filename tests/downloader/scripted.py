@@ -260,8 +260,10 @@ class ScriptedPeer:
         script: Script = honest,
         behaviour: PeerBehaviour | None = None,
         host: str = "127.0.0.1",
+        secret: bytes = PEER_SECRET,
     ) -> None:
         self.graph = graph or Graph()
+        self.secret = secret  # several peers in one test need distinct node ids
         self.script = script
         self.behaviour = behaviour or PeerBehaviour()
         self.host = host
@@ -287,14 +289,14 @@ class ScriptedPeer:
     @property
     def address(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{PEER_ID.hex()}@{host}:{self.port}"
+        return f"{pubkey_of(self.secret).hex()}@{host}:{self.port}"
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
         try:
-            noise = await handshake(reader, writer, PEER_SECRET, None, timeout=5)
+            noise = await handshake(reader, writer, self.secret, None, timeout=5)
         except TransportError:
             self.handshake_failures += 1
             writer.close()
