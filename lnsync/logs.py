@@ -77,3 +77,6 @@ def configure(service: str, level: str = "info", fmt: str = "text") -> None:
     # Libraries that are chatty at INFO.
     for noisy in ("asyncio", "aiohttp.access", "kubernetes"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # asyncpg logs a full traceback each time its pool fails to reconnect while PostgreSQL is down;
+    # the services say that themselves in one line (health NOT_SERVING, "database unavailable").
+    logging.getLogger("asyncpg.pool").setLevel(max(logging.ERROR, root.level))
