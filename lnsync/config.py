@@ -265,6 +265,27 @@ class PeerControllerSettings(ServiceEndpoint):
     resync_interval: int = Field(default=300, ge=10, le=86400)
 
 
+class TlsSettings(_Section):
+    """gRPC between the services over mutual TLS: every server presents ``cert_file`` and requires a
+    client certificate signed by ``ca_file``; every client presents the same pair and checks the
+    server against ``ca_file``. Off by default (loopback under ``lnsync up``)."""
+
+    enabled: bool = False
+    cert_file: str = ""
+    key_file: str = ""
+    ca_file: str = ""
+    # Name expected in the servers' certificates; empty: the host part of the address dialled.
+    server_name: str = ""
+
+    @model_validator(mode="after")
+    def _files_given(self) -> TlsSettings:
+        if self.enabled:
+            missing = [k for k in ("cert_file", "key_file", "ca_file") if not getattr(self, k)]
+            if missing:
+                raise ValueError(f"tls.enabled needs {', '.join('tls.' + k for k in missing)}")
+        return self
+
+
 def _default_data_dir() -> Path:
     """``$XDG_DATA_HOME/lnsync`` for a user; ``/var/lib/lnsync`` for root (the embedded PostgreSQL
     runs as an unprivileged user, which cannot enter root's home)."""
@@ -305,6 +326,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = GatewaySettings()
     downloader: DownloaderSettings = DownloaderSettings()
     peer_controller: PeerControllerSettings = PeerControllerSettings()
+    tls: TlsSettings = TlsSettings()
 
     @field_validator("network")
     @classmethod

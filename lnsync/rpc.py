@@ -8,12 +8,16 @@ chunks so no message approaches gRPC's size limits; receive limits stay bounded 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
+
+from lnsync.config import ConfigError, TlsSettings
 
 # Blobs are streamed in chunks of this size.
 CHUNK_SIZE = 1 << 20
@@ -38,6 +42,43 @@ _SERVER_OPTIONS: list[tuple[str, Any]] = [
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass(frozen=True)
+class _Tls:
+    server: grpc.ServerCredentials
+    client: grpc.ChannelCredentials
+    server_name: str
+
+
+_tls: _Tls | None = None
+
+
+def configure_tls(settings: TlsSettings) -> None:
+    """Use mutual TLS for every server this process opens and every channel it dials (or plaintext
+    again when ``settings.enabled`` is false). Called once at start-up, before any channel exists."""
+    global _tls
+    if not settings.enabled:
+        _tls = None
+        return
+    try:
+        cert = Path(settings.cert_file).read_bytes()
+        key = Path(settings.key_file).read_bytes()
+        ca = Path(settings.ca_file).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"tls: cannot read {exc.filename}: {exc.strerror}") from None
+    _tls = _Tls(
+        grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True),
+        grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert),
+        settings.server_name,
+    )
+
+
+def add_port(server: grpc.aio.Server, listen: str) -> int:
+    """Listen on ``listen``, with TLS when configured; returns the port (0 on failure)."""
+    if _tls is not None:
+        return int(server.add_secure_port(listen, _tls.server))
+    return int(server.add_insecure_port(listen))
 
 
 def make_server(max_receive: int = MAX_RECEIVE) -> grpc.aio.Server:
@@ -65,8 +106,13 @@ async def set_serving(health: health_aio.HealthServicer, service_names: Iterable
 
 
 def channel(target: str, extra_options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
-    """An insecure channel on the cluster network (mTLS is configured by the chart when enabled)."""
-    return grpc.aio.insecure_channel(target, options=[*_OPTIONS, *extra_options])
+    """A channel to another service: mutual TLS when :func:`configure_tls` enabled it, else plaintext."""
+    options = [*_OPTIONS, *extra_options]
+    if _tls is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    if _tls.server_name:
+        options.append(("grpc.ssl_target_name_override", _tls.server_name))
+    return grpc.aio.secure_channel(target, _tls.client, options=options)
 
 
 async def check_health(target: str, service: str = "", timeout: float = 2.0) -> bool:

@@ -77,7 +77,7 @@ async def run_service(name: str, listen: str, service: Service, metrics_listen: 
     ready = ReadySignal(health, service.service_names)
     await ready.set(False)
     try:
-        port = server.add_insecure_port(listen)
+        port = rpc.add_port(server, listen)
     except RuntimeError as exc:
         log.error("cannot listen on %s: %s", listen, exc)
         return 2

@@ -12,7 +12,7 @@ import asyncio
 import sys
 
 from lnsync import rpc
-from lnsync.config import ConfigError, parse_listen
+from lnsync.config import ConfigError, load_settings, parse_listen
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"healthcheck --target: {exc}") from None
     if not 0 < args.timeout <= 60:
         raise ConfigError("healthcheck --timeout must be in (0, 60] seconds")
+    rpc.configure_tls(load_settings(args.config).tls)  # probes speak mTLS when the services do
     serving = asyncio.run(rpc.check_health(args.target, args.service, timeout=args.timeout))
     if not serving:
         what = f"{args.target} ({args.service})" if args.service else args.target

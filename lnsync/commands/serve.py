@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import importlib
 
-from lnsync import logs
+from lnsync import logs, rpc
 from lnsync.config import load_settings
 
 # service name -> module providing `async def main(settings) -> int`
@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         overrides[args.service.replace("-", "_")] = section
     settings = load_settings(args.config, **overrides)
     logs.configure(args.service, settings.log_level, settings.log_format)
+    rpc.configure_tls(settings.tls)
     module = importlib.import_module(SERVICES[args.service])
     try:
         return int(asyncio.run(module.main(settings)))

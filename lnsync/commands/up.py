@@ -152,5 +152,6 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, **_overrides(args))
     logs.configure("up", settings.log_level, settings.log_format)
+    rpc.configure_tls(settings.tls)  # the health checks of the children
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return asyncio.run(_run(settings, args))

@@ -23,7 +23,7 @@ from typing import Any
 import uvloop
 from aiohttp import web
 
-from lnsync import logs
+from lnsync import logs, rpc
 from lnsync.config import Settings, parse_listen
 from lnsync.supervisor import _die_with_parent
 from services.gateway.app import MAX_FIELD_SIZE, MAX_HEADERS, MAX_LINE_SIZE, Gateway, build_app
@@ -68,6 +68,7 @@ def _worker(settings_data: dict[str, Any], workers: int, index: int) -> None:  #
     _die_with_parent()
     settings = Settings(**settings_data)
     logs.configure(f"gateway/{index}", settings.log_level, settings.log_format)
+    rpc.configure_tls(settings.tls)  # a spawned interpreter: the parent's set-up is not inherited
     # uvloop: about 30 % more 200 kB responses per second than asyncio's own loop (bench_gateway).
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         raise SystemExit(runner.run(serve(settings, workers, reuse_port=True)))
