@@ -104,6 +104,7 @@ class LookupService(lookup_pb2_grpc.LookupServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"last_sync_timestamp {T} is in the future")
         R = self._reference_time(request, now)
         if now < R:
+            REQUESTS.labels(str(version), "invalid").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"reference_time {R} is in the future")
         reason = await self.gate.why_not_ready()
         if reason is not None:

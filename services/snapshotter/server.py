@@ -45,6 +45,7 @@ GENERATION_PROGRESS = Gauge("lnsync_snapshot_generation_progress", "Scopes done 
 GENERATION_SCOPES = Gauge("lnsync_snapshot_generation_scopes", "Scopes in a generation")
 CURRENT_REFERENCE = Gauge("lnsync_snapshot_reference_time", "Reference time of the generation being served")
 SERVED = Counter("lnsync_snapshots_served_total", "GetSnapshot answers", ["version", "kind"])
+REJECTED = Counter("lnsync_snapshots_rejected_total", "Requests refused as invalid", ["method", "reason"])
 # Extra apply lag on top of the interval: generation time and fetch delays.
 APPLY_MARGIN = 600
 LOOKUP_TIMEOUT = 300.0
@@ -208,10 +209,12 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
         self, request: snapshots_pb2.GetSnapshotRequest, context: grpc.aio.ServicerContext
     ) -> Any:
         if request.version not in (1, 2):
+            REJECTED.labels("GetSnapshot", "version").inc()
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"version must be 1 or 2, not {request.version}"
             )
         if request.timestamp > time.time() + 60:
+            REJECTED.labels("GetSnapshot", "future_timestamp").inc()
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"timestamp {request.timestamp} is in the future"
             )
@@ -307,6 +310,7 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
             else self.aligned_reference_time(time.time())
         )
         if time.time() - self.settings.ingest_lag < R:
+            REJECTED.labels("Regenerate", "recent_reference_time").inc()
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"reference_time {R} is too recent: gossip seen before it may still be committing",
