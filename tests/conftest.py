@@ -18,10 +18,16 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from lnsync import schema
 from lnsync.pg import LocalPostgres
 from tests.ldk import LdkPeerFactory, LdkRgsClient, LdkUnavailable, require_ldk
+
+# Property tests assert behaviour, not speed: the CI machine is shared and its timing too noisy for
+# hypothesis's default 200 ms deadline per example (benchmarks live in bench/).
+hypothesis_settings.register_profile("lnsync", deadline=None)
+hypothesis_settings.load_profile("lnsync")
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"  # present in development and CI; never needed by the product

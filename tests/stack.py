@@ -166,3 +166,16 @@ async def regenerate(stack: Stack, reference_time: int, timeout: float = 300) ->
             snapshots_pb2.RegenerateRequest(reference_time=reference_time), timeout=timeout
         )
         return int(resp.generation)
+
+
+async def stored_gossip(database_url: str) -> list[bytes]:
+    """Every stored gossip message (a node announcement is stored once per node: its latest)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT raw FROM channel_announcements UNION ALL SELECT raw FROM channel_updates "
+            "UNION ALL SELECT raw FROM node_announcements"
+        )
+    finally:
+        await conn.close()
+    return [bytes(r[0]) for r in rows]

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 import pytest
 
 from lnsync import rpc
@@ -17,21 +16,9 @@ from lnsync.v1 import downloader_pb2, downloader_pb2_grpc, persistence_pb2, pers
 from tests.conftest import free_port
 from tests.downloader.test_ldk_downloader import FIXTURE, fresh_update
 from tests.ldk import LdkPeerFactory, read_records
-from tests.stack import Stack
+from tests.stack import Stack, stored_gossip
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow, pytest.mark.timeout(120)]
-
-
-async def stored_raws(url: str) -> list[bytes]:
-    conn = await asyncpg.connect(url)
-    try:
-        rows = await conn.fetch(
-            "SELECT raw FROM channel_announcements UNION ALL SELECT raw FROM channel_updates "
-            "UNION ALL SELECT raw FROM node_announcements"
-        )
-    finally:
-        await conn.close()
-    return [bytes(r[0]) for r in rows]
 
 
 async def downloader_status(stack: Stack) -> downloader_pb2.DownloaderStatus:
@@ -77,7 +64,7 @@ async def test_the_whole_graph_reaches_postgres_then_live_gossip(
         assert (synced.channel_announcements, synced.channel_updates, synced.node_announcements) == (
             934, 1868, 50,
         )  # fmt: skip
-        rows = await stored_raws(database_url)
+        rows = await stored_gossip(database_url)
         assert sorted(rows) == sorted(fixture)  # exactly the peer's graph, each message once
 
         status = await downloader_status(stack)
@@ -106,7 +93,7 @@ async def test_the_whole_graph_reaches_postgres_then_live_gossip(
 
 
 async def _has(url: str, raw: bytes) -> bool:
-    return raw in await stored_raws(url)
+    return raw in await stored_gossip(url)
 
 
 async def test_killing_persistence_mid_dump_loses_nothing(
@@ -134,7 +121,7 @@ async def test_killing_persistence_mid_dump_loses_nothing(
 
         await stack.start_healthy("persistence")
         await until(lambda: peer_synced(stack, peer.node_id.hex()), 60, "the sync report")
-        rows = await stored_raws(database_url)
+        rows = await stored_gossip(database_url)
         assert len(rows) == len(set(rows)) == len(fixture)
         assert set(rows) == set(fixture)
         status = await downloader_status(stack)

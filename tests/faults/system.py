@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import grpc
 import psutil
 
@@ -444,18 +443,6 @@ async def _grpc_outcome(call: Any) -> str:
 
 
 # ------------------------------------------------------------------------------------- store
-
-
-async def stored_gossip(database_url: str) -> list[bytes]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        rows = await conn.fetch(
-            "SELECT raw FROM channel_announcements UNION ALL SELECT raw FROM channel_updates "
-            "UNION ALL SELECT raw FROM node_announcements"
-        )
-    finally:
-        await conn.close()
-    return [bytes(r[0]) for r in rows]
 
 
 def loss_report(peers: list[FaultPeer], rows: list[bytes]) -> dict[str, int]:
