@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gen": ("lnsync.commands.gen", "generate a realistic signed gossip history on the mainnet graph"),
     "import": ("lnsync.commands.import_", "stream gossip archives into the persistence service"),
     "observe": ("lnsync.commands.observe", "gossip observer: propagation report (HTML, JSON, CSV)"),
+    "demo-peer": (
+        "lnsync.commands.demo_peer",
+        "run the offline demo's gossip peer (lnsync up --demo starts it)",
+    ),
 }
 
 

@@ -205,6 +205,9 @@ class SnapshotterSettings(ServiceEndpoint):
     interval: int = Field(default=86400, ge=10800)
     # Generations kept after a new one is published (readers may still use them).
     keep_generations: int = Field(default=2, ge=1)
+    # When the aligned reference time precedes the first full sync (a generation for it would miss
+    # everything downloaded since), make the first generation for now - ingest_lag instead.
+    first_after_sync: bool = True
 
     @field_validator("interval")
     @classmethod

@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lnsync.retry import Backoff
 
@@ -49,6 +50,8 @@ class Child:
     restarts: int = 0
     backoff: Backoff = field(default_factory=lambda: Backoff(1.0, 60.0))
     started_at: float = 0.0
+    # Where the child's stdout and stderr go (appended); None: the supervisor's own.
+    log_file: Path | None = None
 
     @property
     def running(self) -> bool:
@@ -61,12 +64,19 @@ class Supervisor:
         self._stopping = asyncio.Event()
 
     async def _spawn(self, child: Child) -> None:
-        child.proc = await asyncio.create_subprocess_exec(
-            *child.argv,
-            env=child.env,
-            stdin=asyncio.subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
-        )
+        out = None if child.log_file is None else child.log_file.open("ab")
+        try:
+            child.proc = await asyncio.create_subprocess_exec(
+                *child.argv,
+                env=child.env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=None if out is None else asyncio.subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
+        finally:
+            if out is not None:
+                out.close()  # the child has its own copy
         child.started_at = asyncio.get_running_loop().time()
         log.info("started %s (pid %d)", child.name, child.proc.pid)
 

@@ -1,40 +1,48 @@
-"""Print the state of a running lnsync stack: which services answer, sync state, graph size and
-snapshot generations (the same facts as the gateway's /api/status)."""
+"""Print the state of a running lnsync stack: the same facts as the gateway's /api/status (services,
+sync state per peer, graph size, snapshot generation) plus what each downloader received from its
+peer. Finds the stack through the run file `lnsync up` keeps in the data directory, else through
+the settings."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+from pathlib import Path
+from typing import Any
 
 from lnsync import rpc
 from lnsync.config import Settings, load_settings
+from lnsync.statusview import RunInfo, collect, render_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument(
+        "--data-dir", type=Path, metavar="DIR", help="the data directory of the `lnsync up` to ask"
+    )
 
 
-async def collect(settings: Settings) -> dict[str, object]:
-    targets = {
-        "persistence": settings.persistence.target,
-        "lookup": settings.lookup.target,
-        "snapshotter": settings.snapshotter.target,
-    }
-    health = await asyncio.gather(*(rpc.check_health(t) for t in targets.values()))
-    return {
-        "services": {name: ("serving" if ok else "down") for name, ok in zip(targets, health, strict=True)}
-    }
+async def gather(settings: Settings) -> dict[str, Any]:
+    run = RunInfo.read(settings.data_dir) or RunInfo.from_settings(settings)
+    status = await collect(run)
+    if "services" not in status:
+        # The gateway does not answer: ask the gRPC services' health directly.
+        targets = {
+            "persistence": settings.persistence.target,
+            "lookup": settings.lookup.target,
+            "snapshotter": settings.snapshotter.target,
+        }
+        health = await asyncio.gather(*(rpc.check_health(t) for t in targets.values()))
+        status["services"] = {n: ("serving" if ok else "down") for n, ok in zip(targets, health, strict=True)}
+    return status
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config, log_level=args.log_level)
-    status = asyncio.run(collect(settings))
+    settings = load_settings(args.config, log_level=args.log_level, data_dir=args.data_dir)
+    status = asyncio.run(gather(settings))
     if args.json:
         print(json.dumps(status, indent=2))
     else:
-        services = status["services"]
-        assert isinstance(services, dict)
-        for name, state in services.items():
-            print(f"{name:<12} {state}")
-    return 0
+        print("\n".join(render_text(status)))
+    return 0 if status.get("ready") else 1

@@ -4,6 +4,13 @@ Starts PostgreSQL (an embedded server in the data directory unless --database-ur
 persistence, lookup, the snapshotter, one downloader per peer and the gateway, each in its own
 process talking gRPC on loopback. Ctrl-C (or SIGTERM) stops them all and PostgreSQL cleanly; the
 data directory is kept, so the next `lnsync up` resumes where this one stopped.
+
+--demo needs no internet: it also starts a local gossip peer serving a bundled real-topology graph
+(934 mainnet channels, re-signed) that keeps publishing fee changes, and downloads from it alone.
+Its data lives next to the normal data directory, in DATA_DIR-demo, unless --data-dir is given.
+
+Progress (per-peer counts, sync state, snapshot generation) is a live view on a terminal, where the
+services' logs go to DATA_DIR/logs/; otherwise it is log lines among the services' own.
 """
 
 from __future__ import annotations
@@ -13,13 +20,19 @@ import asyncio
 import logging
 import os
 import signal
+import socket
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 from lnsync import db, logs, rpc
+from lnsync.chain import normalize_network
 from lnsync.config import ConfigError, Settings, load_settings, parse_listen
 from lnsync.pg import LocalPostgres, PostgresError
+from lnsync.statusview import RunInfo, collect, gateway_url, render_table, render_text, summary
 from lnsync.supervisor import Child, HealthCheck, Supervisor, python_argv
 
 log = logging.getLogger("lnsync.up")
@@ -40,6 +53,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--database-url", metavar="URL", help="use this PostgreSQL instead of the embedded one"
     )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="offline demo: a local peer serves a bundled real mainnet topology and keeps changing it",
+    )
+    parser.add_argument(
+        "--plain", action="store_true", help="log lines instead of the live view, even on a terminal"
+    )
+
+
+# What --demo changes for the services, unless the environment sets it: a local peer needs no
+# minute of ingest lag, its dump settles at once, and deltas may be asked for every few seconds.
+DEMO_ENV = {
+    "LNSYNC_INGEST_LAG": "5",
+    "LNSYNC_DOWNLOADER__SYNC_SETTLE": "3",
+    "LNSYNC_LOOKUP__TIMESTAMP_GRANULARITY": "5",
+}
+PROGRESS_EVERY = 2.0
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -53,7 +84,37 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         out["peers"] = args.peer
     if args.http_port is not None:
         out["gateway"] = {"listen": f"127.0.0.1:{args.http_port}"}
+    if args.demo:
+        out.update(_demo_overrides(args))
     return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _demo_overrides(args: argparse.Namespace) -> dict[str, object]:
+    from services.demopeer.server import demo_peer_address
+
+    if args.peer:
+        raise ConfigError("--demo downloads from its own local peer only; drop --peer")
+    if args.network and normalize_network(args.network) != "bitcoin":
+        raise ConfigError("--demo serves mainnet gossip; drop --network")
+    args.demo_listen = f"127.0.0.1:{_free_port()}"
+    args.demo_health = f"127.0.0.1:{_free_port()}"
+    return {"network": "bitcoin", "peers": [demo_peer_address(args.demo_listen)]}
+
+
+def _demo_child(settings: Settings, env: dict[str, str], args: argparse.Namespace) -> Child:
+    argv = python_argv(
+        "demo-peer",
+        "--listen", args.demo_listen,
+        "--health-listen", args.demo_health,
+        "--state", str(settings.data_dir / "demo-peer.gossip"),
+    )  # fmt: skip
+    return Child("demo-peer", argv, env, _grpc_health(args.demo_health))
 
 
 def _child_env(settings: Settings, database_url: str, args: argparse.Namespace) -> dict[str, str]:
@@ -67,6 +128,9 @@ def _child_env(settings: Settings, database_url: str, args: argparse.Namespace) 
     env["LNSYNC_GATEWAY__LISTEN"] = settings.gateway.listen
     if args.config:
         env["LNSYNC_CONFIG"] = str(Path(args.config).resolve())
+    if args.demo:
+        for key, value in DEMO_ENV.items():
+            env.setdefault(key, value)
     return env
 
 
@@ -92,7 +156,7 @@ def _http_health(listen: str) -> HealthCheck:
 
 
 def build_children(settings: Settings, env: dict[str, str]) -> list[Child]:
-    children = [
+    children: list[Child] = [
         Child(
             "persistence", python_argv("serve", "persistence"), env, _grpc_health(settings.persistence.target)
         ),
@@ -112,6 +176,72 @@ def build_children(settings: Settings, env: dict[str, str]) -> list[Child]:
     return children
 
 
+def _downloader_targets(settings: Settings) -> dict[str, str]:
+    host, base_port = parse_listen(settings.downloader.listen)
+    return {str(p): f"{host}:{base_port + i}" for i, p in enumerate(settings.peer_addresses)}
+
+
+def _ready_banner(url: str) -> list[str]:
+    return [
+        f"lnsync is ready: status page {url}/",
+        f"  curl -o snapshot.bin {url}/snapshot/v2/0 && lnsync inspect snapshot.bin",
+        f"  lnsync status --data-dir <data dir>   (or: curl {url}/api/status)",
+    ]
+
+
+class Progress:
+    """Shows the stack's progress: a live view on a terminal, else a log line when something changes."""
+
+    def __init__(self, run: RunInfo, live: Any | None) -> None:
+        self.run = run
+        self.live = live
+        self._last: dict[str, Any] = {}
+        self._peer_lines: dict[str, tuple[str, float]] = {}
+        self.ready = False
+
+    def say(self, line: str) -> None:
+        if self.live is not None:
+            self.live.console.print(line)
+        else:
+            log.info("%s", line)
+
+    async def watch(self) -> None:
+        while True:
+            status = await collect(self.run)
+            self.show(status)
+            await asyncio.sleep(PROGRESS_EVERY)
+
+    def show(self, status: dict[str, Any]) -> None:
+        facts = summary(status)
+        if self.live is not None:
+            self.live.update(render_table(status))
+        else:
+            self._log_peers(status)
+        last = self._last
+        if facts["fully_synced"] and not last.get("fully_synced"):
+            self.say(f"first full sync done: {facts['channels']} channels, {facts['nodes']} nodes")
+        if facts["generation"] and facts["generation"] != last.get("generation"):
+            self.say(f"snapshot generation {facts['generation']} published (R={facts['reference_time']})")
+        if facts["ready"] and not self.ready:
+            self.ready = True
+            for line in _ready_banner(self.run.gateway_url):
+                self.say(line)
+        self._last = facts
+
+    def _log_peers(self, status: dict[str, Any]) -> None:
+        """One line per peer when its state changes, or every 30 s while its counts move."""
+        now = time.monotonic()
+        lines = render_text({**status, "downloaders": status.get("downloaders") or []})
+        for line in (ln for ln in lines if ln.startswith("peer ")):
+            peer = line.split()[1]
+            state = line.split()[2]
+            counts = line.split(";")[0]
+            old = self._peer_lines.get(peer)
+            if old is None or old[0].split()[2] != state or (old[0] != counts and now - old[1] >= 30):
+                self._peer_lines[peer] = (counts, now)
+                log.info("%s", line)
+
+
 async def _run(settings: Settings, args: argparse.Namespace) -> int:
     pg: LocalPostgres | None = None
     url = settings.database_url
@@ -128,20 +258,48 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         except Exception as exc:  # any connection failure is a configuration problem here
             raise ConfigError(f"cannot connect to the database at {logs.redact(url)}: {exc}") from None
 
-    supervisor = Supervisor(build_children(settings, _child_env(settings, url, args)))
+    env = _child_env(settings, url, args)
+    children = build_children(settings, env)
+    if args.demo:
+        children.insert(0, _demo_child(settings, env, args))
+    live = None
+    if sys.stdout.isatty() and not args.plain:
+        log_dir = settings.data_dir / "logs"
+        log_dir.mkdir(exist_ok=True)
+        for child in children:
+            child.log_file = log_dir / f"{child.name}.log"
+        from rich.live import Live
+
+        live = Live(auto_refresh=False, transient=False)
+    host, port = parse_listen(settings.gateway.listen)
+    run = RunInfo(gateway_url(host, port), _downloader_targets(settings), os.getpid(), args.demo)
+    run.write(settings.data_dir)
+    supervisor = Supervisor(children)
+    progress = Progress(run, live)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, supervisor.request_stop)
+    watcher: asyncio.Task[None] | None = None
     try:
+        if live is not None:
+            live.start()
+            progress.say(f"services log to {settings.data_dir / 'logs'}/; Ctrl-C stops everything")
         await supervisor.start()
         unhealthy = await supervisor.wait_healthy(HEALTH_TIMEOUT)
         if unhealthy:
             log.error("not healthy after %.0fs: %s", HEALTH_TIMEOUT, ", ".join(unhealthy))
         else:
-            host, port = parse_listen(settings.gateway.listen)
-            log.info("all services healthy; gateway on http://%s:%d/ (Ctrl-C stops)", host, port)
+            log.info("all services healthy; gateway on %s/ (Ctrl-C stops)", run.gateway_url)
+            progress.say(f"gateway on {run.gateway_url}/; waiting for the first full sync and snapshots")
+        watcher = asyncio.create_task(progress.watch(), name="progress")
         await supervisor.supervise()
     finally:
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        if live is not None:
+            live.stop()
+        (settings.data_dir / "up.json").unlink(missing_ok=True)
         await supervisor.stop()
         if pg is not None:
             await asyncio.to_thread(pg.stop)
@@ -151,7 +309,17 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, **_overrides(args))
+    if args.demo and args.data_dir is None:
+        settings = settings.model_copy(
+            update={"data_dir": settings.data_dir.with_name(settings.data_dir.name + "-demo")}
+        )
     logs.configure("up", settings.log_level, settings.log_format)
     rpc.configure_tls(settings.tls)  # the health checks of the children
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if sys.stdout.isatty() and not args.plain:
+        # The live view owns the terminal: our own log lines go to a file, like the services'.
+        (settings.data_dir / "logs").mkdir(exist_ok=True)
+        handler = logging.getLogger().handlers[0]
+        assert isinstance(handler, logging.StreamHandler)
+        handler.setStream(open(settings.data_dir / "logs" / "up.log", "a"))  # noqa: SIM115 - lives as long as the process
     return asyncio.run(_run(settings, args))

@@ -97,8 +97,10 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
                 log.info("waiting before the first generation: %s", reason)
                 await asyncio.sleep(10)
                 continue
-            R = self.aligned_reference_time(time.time())
+            aligned = R = self.aligned_reference_time(time.time())
             current = self.generation
+            if self.settings.snapshotter.first_after_sync:
+                R = await self._after_first_sync(R)
             if current is None or current.reference_time < R:
                 try:
                     await self.regenerate(R)
@@ -107,8 +109,23 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
                     await asyncio.sleep(30)
                     continue
             # Sleep until the next reference time is past the ingest lag.
-            wake = R + self.interval + self.settings.ingest_lag + 5
+            wake = aligned + self.interval + self.settings.ingest_lag + 5
             await asyncio.sleep(max(5.0, wake - time.time()))
+
+    async def _after_first_sync(self, R: int) -> int:
+        """``R``, unless it precedes the first full sync and no generation is at least that recent:
+        gossip seen after R is not in R's generation, so one made now for R would hold a fraction of
+        the graph until the next aligned time (up to an interval away). Then: the earliest time at
+        which the whole first sync is in, once the ingest lag lets us use it (off the grid; the
+        ladder serves any reference time)."""
+        synced_at = (await self.gate.status()).fully_synced_at
+        current = self.generation
+        if synced_at < R or (current is not None and current.reference_time > synced_at):
+            return R
+        ready_at = synced_at + 1 + self.settings.ingest_lag
+        await asyncio.sleep(max(0.0, ready_at - time.time()))
+        log.info("first full sync at %d is after the aligned reference time %d: generating now", synced_at, R)
+        return int(time.time()) - self.settings.ingest_lag
 
     async def regenerate(self, reference_time: int) -> tuple[int, float]:
         """Compute, store and publish a generation for ``reference_time``; return (id, seconds).

@@ -1,0 +1,1 @@
+"""The offline demo's gossip peer (``lnsync up --demo``)."""
