@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -181,19 +182,21 @@ def _downloader_targets(settings: Settings) -> dict[str, str]:
     return {str(p): f"{host}:{base_port + i}" for i, p in enumerate(settings.peer_addresses)}
 
 
-def _ready_banner(url: str) -> list[str]:
+def _ready_banner(url: str, data_dir: Path) -> list[str]:
     return [
-        f"lnsync is ready: status page {url}/",
-        f"  curl -o snapshot.bin {url}/snapshot/v2/0 && lnsync inspect snapshot.bin",
-        f"  lnsync status --data-dir <data dir>   (or: curl {url}/api/status)",
+        f"lnsync is ready. Status page: {url}/",
+        f"  curl -D - -o snapshot.bin {url}/snapshot/v2/0 && lnsync inspect snapshot.bin",
+        f"  curl -o delta.bin {url}/delta/v2/<X-RGS-Timestamp>   (what changed since that snapshot)",
+        f"  lnsync status --data-dir {data_dir}   (or: curl {url}/api/status)",
     ]
 
 
 class Progress:
     """Shows the stack's progress: a live view on a terminal, else a log line when something changes."""
 
-    def __init__(self, run: RunInfo, live: Any | None) -> None:
+    def __init__(self, run: RunInfo, data_dir: Path, live: Any | None) -> None:
         self.run = run
+        self.data_dir = data_dir
         self.live = live
         self._last: dict[str, Any] = {}
         self._peer_lines: dict[str, tuple[str, float]] = {}
@@ -201,7 +204,7 @@ class Progress:
 
     def say(self, line: str) -> None:
         if self.live is not None:
-            self.live.console.print(line)
+            self.live.console.print(line, markup=False, highlight=False)
         else:
             log.info("%s", line)
 
@@ -214,7 +217,7 @@ class Progress:
     def show(self, status: dict[str, Any]) -> None:
         facts = summary(status)
         if self.live is not None:
-            self.live.update(render_table(status))
+            self.live.update(render_table(status), refresh=True)
         else:
             self._log_peers(status)
         last = self._last
@@ -224,7 +227,7 @@ class Progress:
             self.say(f"snapshot generation {facts['generation']} published (R={facts['reference_time']})")
         if facts["ready"] and not self.ready:
             self.ready = True
-            for line in _ready_banner(self.run.gateway_url):
+            for line in _ready_banner(self.run.gateway_url, self.data_dir):
                 self.say(line)
         self._last = facts
 
@@ -275,9 +278,10 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
     run = RunInfo(gateway_url(host, port), _downloader_targets(settings), os.getpid(), args.demo)
     run.write(settings.data_dir)
     supervisor = Supervisor(children)
-    progress = Progress(run, live)
+    progress = Progress(run, settings.data_dir, live)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    # SIGHUP too: closing the terminal must stop PostgreSQL and the services cleanly, not orphan them.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, supervisor.request_stop)
     watcher: asyncio.Task[None] | None = None
     try:
@@ -290,20 +294,21 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
             log.error("not healthy after %.0fs: %s", HEALTH_TIMEOUT, ", ".join(unhealthy))
         else:
             log.info("all services healthy; gateway on %s/ (Ctrl-C stops)", run.gateway_url)
-            progress.say(f"gateway on {run.gateway_url}/; waiting for the first full sync and snapshots")
+            progress.say(f"gateway on {run.gateway_url}/ - waiting for the first full sync and snapshots")
         watcher = asyncio.create_task(progress.watch(), name="progress")
         await supervisor.supervise()
     finally:
         if watcher is not None:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
-        if live is not None:
-            live.stop()
         (settings.data_dir / "up.json").unlink(missing_ok=True)
         await supervisor.stop()
         if pg is not None:
             await asyncio.to_thread(pg.stop)
             log.info("PostgreSQL stopped")
+        if live is not None:
+            with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+                live.stop()
     return 0
 
 
