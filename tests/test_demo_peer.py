@@ -10,6 +10,8 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from lnsync.chain import chain_hash
 from lnsync.config import PeerAddress
 from lnsync.gossip import messages as m
@@ -22,6 +24,7 @@ from services.downloader.downloader import Downloader
 from tests.conftest import free_port
 from tests.downloader.scripted import MemorySink
 from tests.downloader.test_session import FAST
+from tests.test_cli import clean_env, lnsync
 
 MAINNET = chain_hash("bitcoin")
 NOW = 1_800_000_000
@@ -159,3 +162,22 @@ async def test_a_downloader_syncs_everything_then_gets_live_updates(tmp_path: Pa
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             await d.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["demo-peer", "--dataset", "{bad}", "--state", "{state}"], "demo peer: "),
+        (["demo-peer", "--publish-interval", "0"], "--publish-interval must be > 0"),
+        (["up", "--demo", "--peer", "02" + "11" * 32 + "@127.0.0.1:1"], "drop --peer"),
+        (["up", "--demo", "--network", "signet"], "--demo serves mainnet gossip"),
+    ],
+)
+def test_demo_misuse_is_one_clear_line(tmp_path: Path, args: list[str], fragment: str) -> None:
+    bad = tmp_path / "not-gossip.bin"
+    bad.write_bytes(b"\x00\x10 too short")
+    argv = [a.format(bad=bad, state=tmp_path / "state") for a in args]
+    out = lnsync(*argv, env=clean_env(LNSYNC_DATA_DIR=str(tmp_path)))
+    assert out.returncode == 2, out.stderr
+    assert fragment in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1

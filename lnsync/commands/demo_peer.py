@@ -12,7 +12,7 @@ import asyncio
 from pathlib import Path
 
 from lnsync import logs
-from lnsync.config import load_settings
+from lnsync.config import ConfigError, load_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, log_level=args.log_level)
     logs.configure("demo-peer", settings.log_level, settings.log_format)
     if args.publish_interval <= 0 or args.updates_per_publish < 1:
-        raise SystemExit("lnsync demo-peer: --publish-interval must be > 0 and --updates-per-publish >= 1")
+        raise ConfigError("--publish-interval must be > 0 and --updates-per-publish at least 1")
     options = DemoPeerOptions(
         listen=args.listen,
         health_listen=args.health_listen,

@@ -224,7 +224,7 @@ class Progress:
         if facts["fully_synced"] and not last.get("fully_synced"):
             self.say(f"first full sync done: {facts['channels']} channels, {facts['nodes']} nodes")
         if facts["generation"] and facts["generation"] != last.get("generation"):
-            self.say(f"snapshot generation {facts['generation']} published (R={facts['reference_time']})")
+            self.say(f"serving snapshot generation {facts['generation']} (R={facts['reference_time']})")
         if facts["ready"] and not self.ready:
             self.ready = True
             for line in _ready_banner(self.run.gateway_url, self.data_dir):

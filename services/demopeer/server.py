@@ -24,7 +24,7 @@ from pathlib import Path
 import grpc
 
 from lnsync.chain import chain_hash
-from lnsync.config import parse_listen
+from lnsync.config import ConfigError, parse_listen
 from lnsync.gossip import control as c
 from lnsync.gossip import features as feat
 from lnsync.gossip import messages as m
@@ -32,7 +32,7 @@ from lnsync.gossip import queries as q
 from lnsync.gossip.errors import GossipError
 from lnsync.gossip.signing import pubkey_of
 from lnsync.service import ReadySignal, run_service
-from services.demopeer.graph import DemoGraph
+from services.demopeer.graph import DemoDataError, DemoGraph
 from services.downloader.transport import NoiseTransport, TransportError, handshake, set_nodelay
 
 log = logging.getLogger(__name__)
@@ -228,4 +228,8 @@ def demo_peer_address(listen: str) -> str:
 
 
 async def main(options: DemoPeerOptions) -> int:
-    return await run_service("demo-peer", options.health_listen, DemoPeer(options))
+    try:
+        peer = DemoPeer(options)
+    except DemoDataError as exc:
+        raise ConfigError(f"demo peer: {exc}") from None
+    return await run_service("demo-peer", options.health_listen, peer)
