@@ -23,8 +23,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-async def gather(settings: Settings) -> dict[str, Any]:
-    run = RunInfo.read(settings.data_dir) or RunInfo.from_settings(settings)
+def find_run(settings: Settings, explicit: bool) -> RunInfo:
+    """The running stack's run file: in the data directory, or (unless one was named) in its
+    ``-demo`` sibling, where ``lnsync up --demo`` keeps its data; else the settings' addresses."""
+    dirs = [settings.data_dir]
+    if not explicit:
+        dirs.append(settings.data_dir.with_name(settings.data_dir.name + "-demo"))
+    for d in dirs:
+        run = RunInfo.read(d)
+        if run is not None:
+            return run
+    return RunInfo.from_settings(settings)
+
+
+async def gather(settings: Settings, explicit_dir: bool = True) -> dict[str, Any]:
+    run = find_run(settings, explicit_dir)
     status = await collect(run)
     if "services" not in status:
         # The gateway does not answer: ask the gRPC services' health directly.
@@ -40,7 +53,7 @@ async def gather(settings: Settings) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, log_level=args.log_level, data_dir=args.data_dir)
-    status = asyncio.run(gather(settings))
+    status = asyncio.run(gather(settings, explicit_dir=args.data_dir is not None))
     if args.json:
         print(json.dumps(status, indent=2))
     else:

@@ -65,8 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # What --demo changes for the services, unless the environment sets it: a local peer needs no
-# minute of ingest lag, its dump settles at once, and deltas may be asked for every few seconds.
+# minute of ingest lag, its dump settles at once, deltas may be asked for every few seconds, and
+# one gateway worker serves one person.
 DEMO_ENV = {
+    "LNSYNC_GATEWAY__WORKERS": "1",
     "LNSYNC_INGEST_LAG": "5",
     "LNSYNC_DOWNLOADER__SYNC_SETTLE": "3",
     "LNSYNC_LOOKUP__TIMESTAMP_GRANULARITY": "5",

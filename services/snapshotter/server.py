@@ -50,6 +50,9 @@ REJECTED = Counter("lnsync_snapshots_rejected_total", "Requests refused as inval
 APPLY_MARGIN = 600
 LOOKUP_TIMEOUT = 300.0
 RELOAD_EVERY = 2.0
+# How often the sync state is checked before the first full sync (a cheap cached call): the first
+# generation should follow the sync within seconds.
+SYNC_POLL = 2.0
 
 
 class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
@@ -91,11 +94,14 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
             await schema.migrate(conn)
         await self._refresh(force=True)
         await ready.set(True)
+        said = None
         while True:
             reason = await self.gate.why_not_ready()
             if reason is not None:
-                log.info("waiting before the first generation: %s", reason)
-                await asyncio.sleep(10)
+                if reason != said:
+                    log.info("waiting before the first generation: %s", reason)
+                    said = reason
+                await asyncio.sleep(SYNC_POLL)
                 continue
             aligned = R = self.aligned_reference_time(time.time())
             current = self.generation
