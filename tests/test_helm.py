@@ -62,6 +62,13 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "networkPolicy.gatewayFrom": [{"namespaceSelector": {"matchLabels": {"name": "ingress-nginx"}}}],
     },
     "peer-controller": {"peerController.enabled": True, "peers": [PEER_A, PEER_B]},
+    "mtls": {"tls.enabled": True, "tls.existingSecret": "lnsync-grpc-tls", "peers": [PEER_A, PEER_V6]},
+    "mtls-peer-controller": {
+        "tls.enabled": True,
+        "tls.existingSecret": "lnsync-grpc-tls",
+        "tls.serverName": "grpc.lnsync.internal",
+        "peerController.enabled": True,
+    },
     "minimal": {
         "metrics.enabled": False,
         "networkPolicy.enabled": False,
@@ -332,7 +339,7 @@ def _container_env(docs, container) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("name", ["defaults", "peer-controller", "ingress"])
+@pytest.mark.parametrize("name", ["defaults", "peer-controller", "ingress", "mtls", "mtls-peer-controller"])
 def test_rendered_environment_is_valid_lnsync_configuration(name, monkeypatch):
     """Every container's env passes lnsync's own settings loader (unknown keys are errors there)."""
     docs = render(VALUE_SETS[name])
@@ -359,10 +366,74 @@ def test_rendered_environment_is_valid_lnsync_configuration(name, monkeypatch):
             if c["name"] == "gateway":
                 defaults = yaml.safe_load((CHART / "values.yaml").read_text())
                 assert settings.gateway.workers == defaults["gateway"]["workers"]
+            assert settings.tls.enabled is bool(VALUE_SETS[name].get("tls.enabled"))
             checked.add(c["name"])
     expected = {"persistence", "lookup", "snapshotter", "gateway"}
-    expected |= {"peer-controller"} if name == "peer-controller" else {"downloader"}
+    expected |= {"peer-controller"} if "peer-controller" in name else {"downloader"}
     assert checked == expected
+
+
+def _mounted_files(pod: dict[str, Any], container: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Path -> (Secret, key) of every file ``container`` sees from a Secret volume."""
+    secrets = {v["name"]: v["secret"] for v in pod.get("volumes", []) if "secret" in v}
+    files: dict[str, tuple[str, str]] = {}
+    for mount in container.get("volumeMounts", []):
+        secret = secrets.get(mount["name"])
+        if secret is None:
+            continue
+        assert mount.get("readOnly") is True, mount
+        for item in secret["items"]:
+            files[f"{mount['mountPath']}/{item['path']}"] = (secret["secretName"], item["key"])
+    return files
+
+
+@pytest.mark.parametrize("name", ["mtls", "mtls-peer-controller"])
+def test_tls_secret_is_mounted_where_the_settings_point(name, monkeypatch):
+    """With tls.enabled every lnsync container (gRPC services, gateway, downloaders, controller)
+    reads its certificate, key and CA from the Secret, and gRPC readiness runs `lnsync
+    healthcheck` (the kubelet's native probe cannot present a client certificate)."""
+    values = VALUE_SETS[name]
+    docs = render(values, kube_version="1.33.0")
+    if values.get("peerController.enabled"):
+        cm = by_kind(docs, "ConfigMap")["lnsync-peers"]
+        template = spec.load_template(cm["data"][spec.TEMPLATE_KEY])
+        listed = spec.parse_peers(cm["data"][spec.PEERS_KEY])
+        made = [spec.render(template, p) for p in listed.peers.values()]
+        docs = docs + made
+    secret_name = values["tls.existingSecret"]
+    seen = set()
+    for workload, pod in pod_specs(docs):
+        for c in pod["containers"]:
+            if c["name"] not in LNSYNC_COMPONENTS:
+                assert not _mounted_files(pod, c), workload
+                continue
+            for var in [v for v in __import__("os").environ if v.startswith("LNSYNC_")]:
+                monkeypatch.delenv(var)
+            for key, value in _container_env(docs, c).items():
+                monkeypatch.setenv(key, value)
+            tls = load_settings().tls
+            files = _mounted_files(pod, c)
+            assert files[tls.ca_file] == (secret_name, "ca.crt"), workload
+            assert files[tls.cert_file] == (secret_name, "tls.crt"), workload
+            assert files[tls.key_file] == (secret_name, "tls.key"), workload
+            assert tls.server_name == values.get("tls.serverName", "lnsync-grpc")
+            tls_volume = next(
+                v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == secret_name
+            )
+            assert tls_volume["secret"]["defaultMode"] & 0o007 == 0, workload  # not world-readable
+            if c["name"] != "gateway":
+                command = c["readinessProbe"]["exec"]["command"]
+                assert command[:2] == ["lnsync", "healthcheck"], workload
+                port = next(p["containerPort"] for p in c["ports"] if p["name"] == "grpc")
+                assert command[3] == f"127.0.0.1:{port}", workload
+            seen.add(c["name"])
+    expected = {"persistence", "lookup", "snapshotter", "gateway", "downloader"}
+    expected |= {"peer-controller"} if values.get("peerController.enabled") else set()
+    assert seen == expected
+    # Off by default: no Secret volume anywhere, native gRPC probes.
+    for workload, pod in pod_specs(render(kube_version="1.33.0")):
+        for c in pod["containers"]:
+            assert not _mounted_files(pod, c), workload
 
 
 # --- hardening ----------------------------------------------------------------------------------
@@ -573,12 +644,17 @@ def test_peer_controller_replaces_static_downloaders_with_least_rbac():
     assert env["LNSYNC_PEER_CONTROLLER__NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
 
 
-def test_controller_builds_the_same_deployment_as_the_chart():
+@pytest.mark.parametrize(
+    "extra", [{}, {"tls.enabled": True, "tls.existingSecret": "grpc-certs"}], ids=["plain", "mtls"]
+)
+def test_controller_builds_the_same_deployment_as_the_chart(extra):
     """One definition: the controller's Deployment for a peer equals the chart's static one, apart
-    from who manages it."""
+    from who manages it (also with mTLS: the same Secret volume, env and exec probe)."""
     peers = [PEER_A, PEER_DIGITS, PEER_V6]
-    static = _downloaders(render({"peers": peers}))
-    cm = by_kind(render({"peerController.enabled": True, "peers": peers}), "ConfigMap")["lnsync-peers"]
+    static = _downloaders(render({"peers": peers, **extra}))
+    cm = by_kind(render({"peerController.enabled": True, "peers": peers, **extra}), "ConfigMap")[
+        "lnsync-peers"
+    ]
     template = spec.load_template(cm["data"][spec.TEMPLATE_KEY])
     listed = spec.parse_peers(cm["data"][spec.PEERS_KEY])
     assert listed.errors == []
@@ -621,6 +697,9 @@ BAD_VALUES = [
         "/ingress/hosts/0/host",
     ),
     ({"securityContext.runAsUser": 0}, "/securityContext/runAsUser"),
+    ({"tls.enabled": True}, "/tls/existingSecret"),
+    ({"tls.enabled": True, "tls.existingSecret": "certs", "probes.grpc": "native"}, "/probes/grpc"),
+    ({"tls.serverName": "Not A Name"}, "/tls/serverName"),
     ({"networkPolicy.gatewayFrom": [{"ipBlock": {}}]}, "/networkPolicy/gatewayFrom/0/ipBlock"),
 ]
 

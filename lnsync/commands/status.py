@@ -53,6 +53,7 @@ async def gather(settings: Settings, explicit_dir: bool = True) -> dict[str, Any
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, log_level=args.log_level, data_dir=args.data_dir)
+    rpc.configure_tls(settings.tls)
     status = asyncio.run(gather(settings, explicit_dir=args.data_dir is not None))
     if args.json:
         print(json.dumps(status, indent=2))

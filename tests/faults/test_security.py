@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
+import sys
 from pathlib import Path
 
 import grpc
@@ -32,8 +34,9 @@ def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def make_pki(directory: Path, prefix: str) -> TlsSettings:
-    """A CA and one certificate it signs (server and client use, for localhost and 127.0.0.1)."""
+def make_pki(directory: Path, prefix: str, dns_names: tuple[str, ...] = ()) -> TlsSettings:
+    """A CA and one certificate it signs (server and client use), for ``dns_names`` or else for
+    localhost and 127.0.0.1."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (
@@ -58,7 +61,8 @@ def make_pki(directory: Path, prefix: str) -> TlsSettings:
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                [x509.DNSName(n) for n in dns_names]
+                or [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
             ),
             critical=False,
         )
@@ -81,6 +85,22 @@ def make_pki(directory: Path, prefix: str) -> TlsSettings:
     )
 
 
+async def lookup_reached_persistence(stack: Stack) -> None:
+    """Lookup asked persistence for the sync state (over mTLS when configured): its answer names
+    the incomplete sync, not an unreachable persistence."""
+    async with rpc.channel(stack.target("lookup")) as ch:
+        stub = lookup_pb2_grpc.LookupStub(ch)
+
+        async def gate_answer() -> str:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                async for _ in stub.ComputeDelta(lookup_pb2.ComputeDeltaRequest(version=2), timeout=10):
+                    pass
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            return err.value.details() or ""
+
+        assert "not complete" in await until(gate_answer, 10, "lookup's answer")
+
+
 async def test_services_talk_mutual_tls_and_refuse_other_clients(database_url: str, short_tmp: Path) -> None:
     tls = make_pki(short_tmp, "cluster")
     other = make_pki(short_tmp, "stranger")
@@ -99,22 +119,62 @@ async def test_services_talk_mutual_tls_and_refuse_other_clients(database_url: s
         rpc.configure_tls(tls)
         await stack.wait_healthy("persistence")
         await stack.wait_healthy("lookup")
-        # Lookup asked persistence for the sync state over mTLS: the answer names the sync, not an
-        # unreachable persistence.
-        async with rpc.channel(stack.target("lookup")) as ch:
-            stub = lookup_pb2_grpc.LookupStub(ch)
-
-            async def gate_answer() -> str:
-                with pytest.raises(grpc.aio.AioRpcError) as err:
-                    async for _ in stub.ComputeDelta(lookup_pb2.ComputeDeltaRequest(version=2), timeout=10):
-                        pass
-                assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-                return err.value.details() or ""
-
-            assert "not complete" in await until(gate_answer, 10, "lookup's answer")
+        await lookup_reached_persistence(stack)
         # A client with a certificate from another CA is refused by the server.
         rpc.configure_tls(other)
         assert not await rpc.check_health(stack.target("persistence"), timeout=2)
+    finally:
+        rpc.configure_tls(TlsSettings())
+        stack.close()
+    for p in stack.processes:
+        assert "Traceback" not in p.log(), p.log()[-3000:]
+
+
+async def test_chart_certificate_serves_services_and_the_exec_probe(
+    database_url: str, short_tmp: Path
+) -> None:
+    """The chart's set-up: one certificate naming only ``tls.serverName`` (no address), the
+    ``LNSYNC_TLS__*`` env the chart sets, and readiness by ``lnsync healthcheck --target
+    127.0.0.1:PORT`` as the kubelet runs it. Without the server name the probe must fail: the
+    certificate does not name 127.0.0.1."""
+    tls = make_pki(short_tmp, "chart", dns_names=("lnsync-grpc",))
+    env = {
+        "LNSYNC_TLS__ENABLED": "true",
+        "LNSYNC_TLS__CA_FILE": tls.ca_file,
+        "LNSYNC_TLS__CERT_FILE": tls.cert_file,
+        "LNSYNC_TLS__KEY_FILE": tls.key_file,
+        "LNSYNC_TLS__SERVER_NAME": "lnsync-grpc",
+    }
+    stack = Stack(database_url, short_tmp, extra_env=env)
+    try:
+        stack.start("persistence")
+        stack.start("lookup")  # dials persistence by address, checks the name in the certificate
+        target = stack.target("persistence")
+        port = target.rsplit(":", 1)[1]
+
+        async def probe(extra: dict[str, str]) -> int:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "lnsync",
+                "healthcheck",
+                "--target",
+                f"127.0.0.1:{port}",
+                env={**stack.env, **extra},
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            return await asyncio.wait_for(proc.wait(), 30)
+
+        async def serving() -> bool:
+            return await probe({}) == 0
+
+        await until(serving, 60, "the exec probe over mTLS")
+        assert await probe({"LNSYNC_TLS__SERVER_NAME": ""}) == 1  # 127.0.0.1 is not in the certificate
+        assert await probe({"LNSYNC_TLS__ENABLED": "false"}) == 1  # plaintext is refused
+        rpc.configure_tls(tls.model_copy(update={"server_name": "lnsync-grpc"}))
+        await stack.wait_healthy("lookup")
+        await lookup_reached_persistence(stack)
     finally:
         rpc.configure_tls(TlsSettings())
         stack.close()

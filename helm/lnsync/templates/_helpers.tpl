@@ -96,10 +96,12 @@ database-url
 {{- if .Capabilities.APIVersions.Has "policy/v1" -}}policy/v1{{- else -}}policy/v1beta1{{- end -}}
 {{- end -}}
 
-{{/* true when readiness uses the kubelet's native gRPC probe (beta and on by default from 1.24). */}}
+{{/* true when readiness uses the kubelet's native gRPC probe (beta and on by default from 1.24).
+The kubelet cannot present a client certificate, so with tls.enabled it is never native. */}}
 {{- define "lnsync.nativeGrpcProbe" -}}
 {{- $mode := .Values.probes.grpc -}}
-{{- if eq $mode "native" -}}true
+{{- if .Values.tls.enabled -}}
+{{- else if eq $mode "native" -}}true
 {{- else if and (eq $mode "auto") (semverCompare ">=1.24-0" .Capabilities.KubeVersion.Version) -}}true
 {{- end -}}
 {{- end -}}
@@ -217,6 +219,9 @@ spec:
         {{- with .env }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
+        {{- if $root.Values.tls.enabled }}
+        {{- include "lnsync.tlsEnv" $root | nindent 8 }}
+        {{- end }}
         {{- with $root.Values.extraEnv }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -228,10 +233,26 @@ spec:
       volumeMounts:
         - name: tmp
           mountPath: /tmp
+        {{- if $root.Values.tls.enabled }}
+        - name: tls
+          mountPath: {{ include "lnsync.tlsDir" $root }}
+          readOnly: true
+        {{- end }}
   volumes:
     - name: tmp
       emptyDir:
         sizeLimit: 64Mi
+    {{- if $root.Values.tls.enabled }}
+    - name: tls
+      secret:
+        secretName: {{ required "tls.enabled needs tls.existingSecret (a Secret with ca.crt, tls.crt, tls.key)" $root.Values.tls.existingSecret }}
+        # Only the owner and fsGroup read the key; a missing key fails the mount, not the process.
+        defaultMode: 0440
+        items:
+          - {key: ca.crt, path: ca.crt}
+          - {key: tls.crt, path: tls.crt}
+          - {key: tls.key, path: tls.key}
+    {{- end }}
   {{- with $v.nodeSelector }}
   nodeSelector:
     {{- toYaml . | nindent 4 }}
@@ -244,6 +265,23 @@ spec:
   affinity:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+{{- end -}}
+
+{{/* Where every lnsync container finds tls.existingSecret, and the settings that point at it. */}}
+{{- define "lnsync.tlsDir" -}}/etc/lnsync/tls{{- end -}}
+
+{{- define "lnsync.tlsEnv" -}}
+{{- $dir := include "lnsync.tlsDir" . -}}
+- name: LNSYNC_TLS__ENABLED
+  value: "true"
+- name: LNSYNC_TLS__CA_FILE
+  value: {{ printf "%s/ca.crt" $dir | quote }}
+- name: LNSYNC_TLS__CERT_FILE
+  value: {{ printf "%s/tls.crt" $dir | quote }}
+- name: LNSYNC_TLS__KEY_FILE
+  value: {{ printf "%s/tls.key" $dir | quote }}
+- name: LNSYNC_TLS__SERVER_NAME
+  value: {{ .Values.tls.serverName | quote }}
 {{- end -}}
 
 {{/* Env entries that make a gRPC service listen on all interfaces and expose metrics. */}}
