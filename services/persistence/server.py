@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from prometheus_client import Counter
 
 from lnsync import db, schema
 from lnsync.chain import chain_hash
@@ -48,19 +49,35 @@ GC_THRESHOLDS = (50_000, 20, 100)
 FIRST_PRUNE_DELAY = 60.0
 
 
-class StreamError(Exception):
-    """A producer broke the stream protocol; the stream ends with ``code``."""
+# Whole streams or requests refused (a broken protocol, the database down); single messages
+# rejected inside a good stream are lnsync_persistence_rejections_total.
+REFUSED = Counter(
+    "lnsync_persistence_refused_total", "Ingest streams and requests refused", ["rpc", "reason"]
+)
 
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+
+class StreamError(Exception):
+    """A producer broke the stream protocol (or the request cannot be served now); the call ends
+    with ``code`` and is counted under ``reason``."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, reason: str) -> None:
         super().__init__(details)
         self.code = code
         self.details = details
+        self.reason = reason
+
+
+async def _refuse(context: grpc.aio.ServicerContext, rpc_name: str, exc: StreamError) -> None:
+    REFUSED.labels(rpc_name, exc.reason).inc()
+    await context.abort(exc.code, exc.details)
 
 
 def _check_peer_id(peer_id: str) -> None:
     if not peer_id or len(peer_id) > MAX_PEER_ID or not peer_id.isprintable():
         raise StreamError(
-            grpc.StatusCode.INVALID_ARGUMENT, f"peer_id must be 1..{MAX_PEER_ID} printable characters"
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"peer_id must be 1..{MAX_PEER_ID} printable characters",
+            "invalid_peer_id",
         )
 
 
@@ -186,11 +203,13 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
         header = first.header
         try:
             if not first.HasField("header"):
-                raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry the header")
+                raise StreamError(
+                    grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry the header", "no_header"
+                )
             _check_peer_id(header.peer_id)
             num = await self._peer_num(header.peer_id, header.source[:MAX_SOURCE] or "unknown")
         except StreamError as exc:
-            await context.abort(exc.code, exc.details)
+            await _refuse(context, "Ingest", exc)
         state = StreamState(header.peer_id, num, live=not header.historical)
         reader = asyncio.create_task(self._read_stream(first, request_iterator, state))
         try:
@@ -204,7 +223,7 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
                     continue
                 failure = reader.exception()
                 if isinstance(failure, StreamError):
-                    await context.abort(failure.code, failure.details)
+                    await _refuse(context, "Ingest", failure)
                 if failure is not None:
                     raise failure
                 if state.all_committed:
@@ -222,12 +241,18 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
         if num is not None:
             return num
         if self.pool is None:
-            raise StreamError(grpc.StatusCode.UNAVAILABLE, "persistence is starting (database not ready)")
+            raise StreamError(
+                grpc.StatusCode.UNAVAILABLE,
+                "persistence is starting (database not ready)",
+                "database_unavailable",
+            )
         try:
             async with self.pool.acquire(timeout=5) as conn:
                 num = await peers.register_peer(conn, peer_id, source)
         except RETRYABLE as exc:
-            raise StreamError(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}") from None
+            raise StreamError(
+                grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}", "database_unavailable"
+            ) from None
         if len(self._peer_nums) >= MAX_CACHED_PEERS:
             self._peer_nums.clear()
         self._peer_nums[peer_id] = num
@@ -243,7 +268,11 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
             await self._accept(first, state)
             async for request in requests:
                 if request.HasField("header"):
-                    raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "only the first request has a header")
+                    raise StreamError(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        "only the first request has a header",
+                        "second_header",
+                    )
                 await self._accept(request, state)
         finally:
             state.input_finished()  # also wakes the handler when reading failed
@@ -266,6 +295,7 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
                     raise StreamError(
                         grpc.StatusCode.INVALID_ARGUMENT,
                         f"seq {seq} is not above the previous seq {last_seq} of this stream",
+                        "seq_not_increasing",
                     )
                 last_seq = job.last_seq = seq
                 try:
@@ -301,7 +331,7 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
         try:
             _check_peer_id(request.peer_id)
         except StreamError as exc:
-            await context.abort(exc.code, exc.details)
+            await _refuse(context, "ReportSyncComplete", exc)
         counts = (request.channel_announcements, request.channel_updates, request.node_announcements)
         try:
             async with self._acquire() as conn:
