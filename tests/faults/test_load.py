@@ -1,7 +1,7 @@
 """Sustained load on the real processes, short enough for CI (a few seconds of load each).
 
-* The gateway: 32 concurrent HTTP clients for ~10 s while ``Snapshots.Regenerate`` publishes new
-  generations back to back. Every answer must be a complete snapshot or delta (a dynamic delta may
+* The gateway: 32 concurrent HTTP clients for ~10 s while ``Snapshots.Regenerate`` publishes a new
+  generation every second. Every answer must be a complete snapshot or delta (a dynamic delta may
   be shed with 429 + ``Retry-After``, the gateway's documented back-pressure), and the gateway's
   memory (parent + worker) stays under a ceiling.
 * Ingest from 8 peers at once: 8 ``IngestClient`` streams into one persistence process, each
@@ -129,6 +129,10 @@ async def test_gateway_under_concurrent_load_while_snapshots_regenerate(
                         bad.append(f"Regenerate: {exc.code().name} {exc.details()}")
                         continue
                     generations.append(int(resp.generation))
+                    # One a second: a generation must outlive the gateway's fetch of it (the
+                    # snapshotter keeps two), and real ones come hours apart.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 1.0)
             return generations
 
         async def gateway_ready() -> None:
