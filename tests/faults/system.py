@@ -469,3 +469,19 @@ async def until(check: Any, timeout: float, what: str) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(0.1)
+
+
+def metric_sum(text: str, name: str, label_filter: str = "") -> float:
+    """Sum of a Prometheus metric's samples in exposition ``text`` (those whose labels contain
+    ``label_filter``, when given)."""
+    total = 0.0
+    for line in text.splitlines():
+        if (line.startswith(name + "{") or line.startswith(name + " ")) and label_filter in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def scrape(listen: str) -> str:
+    """The metrics text a service exposes on ``listen`` (its ``--metrics-listen``)."""
+    async with aiohttp.ClientSession() as s, s.get(f"http://{listen}/metrics") as r:
+        return await r.text()

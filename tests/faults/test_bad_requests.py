@@ -16,7 +16,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import aiohttp
 import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -32,6 +31,7 @@ from lnsync.v1 import (
     snapshots_pb2_grpc,
 )
 from tests.conftest import free_port, fresh_database
+from tests.faults.system import metric_sum, scrape
 from tests.stack import Stack, load_history, report_synced
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -86,19 +86,6 @@ async def _call(target: str, make) -> grpc.StatusCode:  # type: ignore[no-untype
     return grpc.StatusCode.OK
 
 
-def _counter(text: str, name: str, label_filter: str = "") -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and label_filter in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-async def _metrics(listen: str) -> str:
-    async with aiohttp.ClientSession() as s, s.get(f"http://{listen}/metrics") as r:
-        return await r.text()
-
-
 refused = {"lookup": 0, "snapshotter": 0}
 
 
@@ -143,10 +130,10 @@ def test_every_refusal_was_counted_and_huge_requests_are_refused(services) -> No
     stack, metrics = services
 
     async def check() -> None:
-        text = await _metrics(metrics["lookup"])
-        assert _counter(text, "lnsync_lookup_requests_total", 'outcome="invalid"') == refused["lookup"]
-        text = await _metrics(metrics["snapshotter"])
-        assert _counter(text, "lnsync_snapshots_rejected_total") == refused["snapshotter"]
+        text = await scrape(metrics["lookup"])
+        assert metric_sum(text, "lnsync_lookup_requests_total", 'outcome="invalid"') == refused["lookup"]
+        text = await scrape(metrics["snapshotter"])
+        assert metric_sum(text, "lnsync_snapshots_rejected_total") == refused["snapshotter"]
         # 9 MB in one message: over the receive limit, refused by gRPC before any handler runs.
         async with rpc.channel(
             stack.target("persistence"), [("grpc.max_send_message_length", 16 << 20)]

@@ -22,7 +22,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -36,6 +35,7 @@ from services.persistence.checks import check_message
 from services.persistence.client import IngestClient
 from services.persistence.server import MAX_PEER_ID
 from tests.conftest import free_port
+from tests.faults.system import metric_sum, scrape
 from tests.persistence.conftest import channel_announcement, channel_update, node_announcement
 from tests.stack import Stack, stored_gossip
 
@@ -138,19 +138,6 @@ async def stream_status(
     return await call.code(), write_failed
 
 
-def metric(text: str, name: str, label_filter: str = "") -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and label_filter in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-async def scrape(listen: str) -> str:
-    async with aiohttp.ClientSession() as s, s.get(f"http://{listen}/metrics") as r:
-        return await r.text()
-
-
 async def test_fuzzed_gossip_and_streams_into_ingest(database_url: str, short_tmp: Path) -> None:
     batches = draw_all(BATCHES, 100)
     streams = draw_all(STREAMS, 80)
@@ -211,10 +198,10 @@ async def test_fuzzed_gossip_and_streams_into_ingest(database_url: str, short_tm
         assert refusals, streams  # the drawn streams broke at least one rule
 
         text = await scrape(metrics_listen)
-        assert metric(text, "lnsync_persistence_rejections_total") == rejected
-        assert metric(text, "lnsync_persistence_messages_total", 'outcome="stored"') >= stored
+        assert metric_sum(text, "lnsync_persistence_rejections_total") == rejected
+        assert metric_sum(text, "lnsync_persistence_messages_total", 'outcome="stored"') >= stored
         for reason in ("no_header", "invalid_peer_id", "second_header", "seq_not_increasing"):
-            counted = metric(text, "lnsync_persistence_refused_total", f'reason="{reason}"')
+            counted = metric_sum(text, "lnsync_persistence_refused_total", f'reason="{reason}"')
             assert counted == refusals[reason], (reason, counted, refusals)
         assert await rpc.check_health(target)
     finally:

@@ -28,6 +28,7 @@ import pytest
 from lnsync import rpc
 from lnsync.v1 import snapshots_pb2, snapshots_pb2_grpc
 from services.persistence.client import IngestClient
+from tests.faults.system import metric_sum
 from tests.persistence.conftest import channel_announcement, channel_update, node_announcement
 from tests.stack import ServiceProcess, Stack, load_history, regenerate, report_synced, stored_gossip
 
@@ -175,21 +176,12 @@ async def test_gateway_under_concurrent_load_while_snapshots_regenerate(
     assert answers["snapshot 200"] > 20 * HTTP_CLIENTS // 4 and answers["delta 200"] > 0
     assert 0 < peak < GATEWAY_RSS_CEILING, report
     # The gateway counted what the clients saw, never failed upstream, and followed the new generations.
-    served_ok = _sum(metrics, "lnsync_gateway_requests_total", 'status="200"')
+    served_ok = metric_sum(metrics, "lnsync_gateway_requests_total", 'status="200"')
     assert served_ok >= answers["snapshot 200"] + answers["delta 200"]
-    assert _sum(metrics, "lnsync_gateway_upstream_errors_total") == 0
-    assert _sum(metrics, "lnsync_gateway_snapshot_generation") > first
+    assert metric_sum(metrics, "lnsync_gateway_upstream_errors_total") == 0
+    assert metric_sum(metrics, "lnsync_gateway_snapshot_generation") > first
     for p in stack.processes:
         assert "Traceback" not in p.log(), p.log()[-3000:]
-
-
-def _sum(metrics: str, name: str, label_filter: str = "") -> float:
-    """Sum of a metric's samples (optionally those whose labels contain ``label_filter``)."""
-    total = 0.0
-    for line in metrics.splitlines():
-        if (line.startswith(name + "{") or line.startswith(name + " ")) and label_filter in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def peer_messages(peer: int, channels: int, shared: list[bytes]) -> list[bytes]:
