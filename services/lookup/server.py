@@ -203,7 +203,10 @@ SELECT
   (SELECT count(*) FROM nodes)::int4 AS nodes,
   (SELECT count(*) FROM channel_directions WHERE timestamp >= $1)::int4 AS directions,
   (SELECT floor(extract(epoch FROM max(seen)))::int8 FROM channel_directions) AS last_seen,
-  (SELECT greatest(reltuples, 0)::int8 FROM pg_class WHERE relname = 'channel_updates') AS updates,
+  -- Large tables: the planner's estimate (a count would scan millions of rows); small ones, or one
+  -- never analysed yet (-1), are counted.
+  (SELECT CASE WHEN reltuples >= 100000 THEN reltuples::int8 ELSE (SELECT count(*) FROM channel_updates) END
+     FROM pg_class WHERE relname = 'channel_updates') AS updates,
   (SELECT coalesce(max(id), 0) FROM channel_updates) AS generation
 """
 

@@ -101,6 +101,12 @@ async def test_compute_delta_matches_the_engine_and_checks_its_input(stack: Stac
         assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         summary = await lookup.GraphSummary(lookup_pb2.GraphSummaryRequest(), timeout=10)
         assert summary.nodes > 0
+        conn = await asyncpg.connect(database_url)
+        try:
+            stored = await conn.fetchval("SELECT count(*) FROM channel_updates")
+        finally:
+            await conn.close()
+        assert summary.channel_updates_stored == stored > 0  # small tables are counted exactly
 
 
 async def get_snapshot(stub: snapshots_pb2_grpc.SnapshotsStub, T: int, version: int) -> tuple[object, bytes]:
