@@ -9,7 +9,10 @@ process's user+system time over the same span (psutil). Reference, measured in t
 gossip core alone (``GossipValidator.validate`` of the same messages, in this process), i.e.
 parse + signature checks with no I/O, per message.
 
-    python -m bench.bench_downloader [--repeats 3] [--graph-in FILE[.xz]]
+    python -m bench.bench_downloader [--repeats 3] [--graph-in FILE[.xz]] [--json FILE]
+
+The downloader's peak RSS is sampled along (it grows with the graph: the channel and node keys
+it remembers to check signatures).
 
 ``--graph-in`` serves a serialized LDK NetworkGraph instead of the 934-channel fixture, e.g. the
 mainnet-size ``cln2026_full_ldk0.1.2_networkgraph.bin.xz`` from the shared data (by hand; the
@@ -36,6 +39,7 @@ from pathlib import Path
 import asyncpg
 import psutil
 
+from bench import results
 from lnsync import rpc, schema
 from lnsync.chain import chain_hash
 from lnsync.gossip.validate import GossipValidator
@@ -55,6 +59,7 @@ class Run:
     cpu: float  # downloader process, user + system
     persistence_cpu: float
     stored: int
+    rss_mb: float  # the downloader's peak
 
     @property
     def rate(self) -> float:
@@ -126,6 +131,7 @@ async def one_run(pg: LocalPostgres, peer: LdkPeer, workdir: Path, index: int) -
             )
         )
         downloader = psutil.Process(procs[1].pid)
+        rss = results.PeakRss(procs[1].pid)
         await _wait_healthy(downloader_at)
         async with rpc.channel(downloader_at) as ch:
             stub = downloader_pb2_grpc.DownloaderStub(ch)
@@ -146,14 +152,16 @@ async def one_run(pg: LocalPostgres, peer: LdkPeer, workdir: Path, index: int) -
                     done_at = None
                 if s.initial_sync_complete and done_at is not None:
                     break
+                rss.sample()
                 await asyncio.sleep(0.02)
+            rss.sample()
         assert t0 is not None
         assert cpu0 is not None
         assert pcpu0 is not None
         assert done_at is not None
         raws = await stored_raws(url)
         stored = len(raws)
-        run = Run(total, done_at[0] - t0, done_at[2] - cpu0, done_at[3] - pcpu0, stored)
+        run = Run(total, done_at[0] - t0, done_at[2] - cpu0, done_at[3] - pcpu0, stored, rss.peak_mb)
         return run, raws
     finally:
         for p in reversed(procs):
@@ -218,7 +226,8 @@ async def main_async(args: argparse.Namespace) -> None:
             print(
                 f"  run {i + 1}: {run.messages} messages in {run.seconds:.2f} s = {run.rate:,.0f}/s; "
                 f"downloader CPU {run.cpu:.2f} s ({run.cpu_per_message_us:.0f} µs/msg), "
-                f"persistence CPU {run.persistence_cpu:.2f} s; stored {run.stored}",
+                f"persistence CPU {run.persistence_cpu:.2f} s; stored {run.stored}; "
+                f"downloader peak RSS {run.rss_mb:.0f} MB",
                 flush=True,
             )
         expected = len(list(read_records(FIXTURE))) if graph is None else None
@@ -241,6 +250,21 @@ async def main_async(args: argparse.Namespace) -> None:
         print(f"  persistence CPU: median {pcpu:.0f} µs/message")
         print(f"  reference, gossip core parse+verify in-process: {ref * 1e6:.0f} µs/message")
         print(f"  downloader CPU / reference: {cpu / (ref * 1e6):.2f}x")
+        print(f"  downloader peak RSS: {max(r.rss_mb for r in runs):.0f} MB")
+        results.write(
+            args.json,
+            {
+                "graph": source,
+                "messages": runs[0].messages,
+                "repeats": len(runs),
+                "rate": round(rate),
+                "cpu_us_per_msg": round(cpu, 1),
+                "persistence_cpu_us_per_msg": round(pcpu, 1),
+                "reference_us_per_msg": round(ref * 1e6, 1),
+                "ratio_cpu": round(cpu / (ref * 1e6), 3),
+                "rss_mb": max(r.rss_mb for r in runs),
+            },
+        )
     finally:
         peer.close()
         pg.stop("immediate")
@@ -255,6 +279,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--graph-in", help="a serialized LDK NetworkGraph (.bin or .bin.xz) for the peer")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (service logs)")
+    parser.add_argument("--json", metavar="FILE", help="also write the key figures as JSON (- = stdout)")
     asyncio.run(main_async(parser.parse_args()))
 
 

@@ -11,7 +11,10 @@ noise hits both; medians are reported with their ratio.
 
 Needs ``wrk`` and ``nginx``: installed with apt-get when missing (as root).
 
-    python -m bench.bench_gateway [--repeats 3] [--seconds 10] [--connections 32]
+    python -m bench.bench_gateway [--repeats 3] [--seconds 10] [--connections 32] [--channels 12000]
+                                  [--json FILE]
+
+(``--channels`` sizes the store: 12,000 gives the ~200 kB blob; fewer make a quick smoke run.)
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pathlib import Path
 
 import asyncpg
 
+from bench import results as bench_results
 from lnsync import rpc, schema
 from lnsync.gossip.messages import decode_gossip
 from lnsync.pg import LocalPostgres
@@ -59,10 +63,10 @@ def ensure_tools() -> None:
         os.environ["PATH"] += ":/usr/sbin"
 
 
-async def load_store(url: str) -> None:
+async def load_store(url: str, channels: int = CHANNELS) -> None:
     items = [
         Incoming(decode_gossip(event_message(ev)), ev.seen * 1_000_000)
-        for ev in random_events(7, nodes=200, channels=CHANNELS, days=DAYS)
+        for ev in random_events(7, nodes=min(200, channels), channels=channels, days=DAYS)
     ]
     conn = await asyncpg.connect(url)
     try:
@@ -71,7 +75,7 @@ async def load_store(url: str) -> None:
             await write_batch(conn, items[i : i + 2000])
     finally:
         await conn.close()
-    print(f"store: {len(items)} messages, {CHANNELS} channels over {DAYS} days", flush=True)
+    print(f"store: {len(items)} messages, {channels} channels over {DAYS} days", flush=True)
 
 
 async def generate(stack: Stack, reference_time: int) -> None:
@@ -178,7 +182,7 @@ async def run(args: argparse.Namespace) -> int:
     try:
         await asyncio.to_thread(pg.start)
         url = await asyncio.to_thread(pg.ensure_database)
-        await load_store(url)
+        await load_store(url, args.channels)
         stack = Stack(
             url, root, extra_env={"LNSYNC_SNAPSHOTTER__INTERVAL": str(INTERVAL), "LNSYNC_INGEST_LAG": "1"}
         )
@@ -214,11 +218,14 @@ async def run(args: argparse.Namespace) -> int:
         assert same == blob
         print(f"blob: {path}, {len(blob):,} bytes (v2, one day before R={R})", flush=True)
 
+        gateway_rss = {pid: bench_results.PeakRss(pid) for pid in (procs[0].pid, procs[1].pid)}
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
         for i in range(args.repeats):
             for name, u in servers.items():
                 rps, p99 = await asyncio.to_thread(wrk, u, args.seconds, args.connections)
                 results[name].append((rps, p99))
+                for rss in gateway_rss.values():
+                    rss.sample()
                 print(f"  repeat {i + 1}: {name:<30} {rps:>9,.0f} req/s  p99 {p99:6.1f} ms", flush=True)
         ref = statistics.median(r for r, _ in results["nginx (same file, sendfile)"])
         print(
@@ -228,10 +235,26 @@ async def run(args: argparse.Namespace) -> int:
         )
         print("| server | median req/s | ratio to nginx | median p99 |")
         print("|---|---:|---:|---:|")
-        for name, rows in results.items():
+        figures: dict[str, object] = {}
+        for (name, rows), key in zip(results.items(), ("gateway", "gateway_1_worker", "nginx"), strict=True):
             rps = statistics.median(r for r, _ in rows)
             p99 = statistics.median(p for _, p in rows)
             print(f"| {name} | {rps:,.0f} | {rps / ref:.2f}x | {p99:.1f} ms |")
+            figures[key] = {"rps": round(rps), "ratio": round(rps / ref, 3), "p99_ms": round(p99, 1)}
+        rss = [r.peak_mb for r in gateway_rss.values()]
+        print(f"gateway peak RSS (all its processes): {rss[0]:.0f} MB with 2 workers, {rss[1]:.0f} MB with 1")
+        bench_results.write(
+            args.json,
+            {
+                **figures,
+                "blob_bytes": len(blob),
+                "connections": args.connections,
+                "seconds": args.seconds,
+                "repeats": args.repeats,
+                "rss_mb": rss[0],
+                "rss_mb_1_worker": rss[1],
+            },
+        )
         return 0
     finally:
         for p in procs:
@@ -252,6 +275,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--channels", type=int, default=CHANNELS, help="channels in the synthetic store")
+    parser.add_argument("--json", metavar="FILE", help="also write the key figures as JSON (- = stdout)")
     return asyncio.run(run(parser.parse_args()))
 
 

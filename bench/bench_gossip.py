@@ -10,7 +10,7 @@ Python-side work at all, which no real code path can beat.
 Repeats alternate reference and ours so that machine noise hits both; we report medians and the
 median of the per-repeat ratios. Data: the 1,868 re-signed real-topology updates in data/.
 
-    python -m bench.bench_gossip [--repeats 9] [--rounds 3]
+    python -m bench.bench_gossip [--repeats 9] [--rounds 3] [--json FILE]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from coincurve._libsecp256k1 import ffi, lib
 from coincurve.context import GLOBAL_CONTEXT
 from coincurve.ecdsa import cdata_to_der, deserialize_compact
 
+from bench import results
 from lnsync.chain import chain_hash
 from lnsync.gossip import messages as m
 from lnsync.gossip.signing import sha256d
@@ -58,6 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--rounds", type=int, default=3, help="passes over the updates per measurement")
+    parser.add_argument("--json", metavar="FILE", help="also write the key figures as JSON (- = stdout)")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
@@ -141,6 +143,17 @@ def main() -> None:
             f"{label:24}{statistics.median(values):>12,.0f}{min(values):>10,.0f}{max(values):>10,.0f}{ratio:>8}"
         )
     sys.stdout.flush()
+    results.write(
+        args.json,
+        {
+            "updates": len(work),
+            "repeats": args.repeats,
+            "rates": {k: round(statistics.median(v)) for k, v in rates.items()},
+            "ratio": round(statistics.median(ratios["ours"]), 3),
+            "ratio_batch": round(statistics.median(ratios["ours_batch"]), 3),
+            "ratio_floor": round(statistics.median(ratios["floor"]), 3),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ channel_directions, node_announcements, nodes), read back and COPYed with
 ``copy_records_to_table`` into a fresh database with the same schema and indexes. Ratio = the
 service's messages/s over (messages / COPY seconds).
 
-    python -m bench.bench_ingest [--scale 1.0] [--repeats 3] [--profile DIR]
+    python -m bench.bench_ingest [--scale 1.0] [--repeats 3] [--profile DIR] [--json FILE]
 
 ``--profile DIR`` records both processes with py-spy (if installed) into collapsed-stack files.
 """
@@ -36,6 +36,7 @@ from pathlib import Path
 import asyncpg
 import psutil
 
+from bench import results as bench_results
 from lnsync import rpc, schema
 from lnsync.gen import generate_history
 from lnsync.pg import LocalPostgres
@@ -198,9 +199,10 @@ async def copy_once(pg: LocalPostgres) -> tuple[float, float]:
 
 async def run(
     messages: list[tuple[bytes, int]], pg: LocalPostgres, root: Path, repeats: int, profile: Path | None
-) -> None:
+) -> dict[str, object]:
     port = rpc_port()
     results = []
+    cpu_us: list[tuple[float, float, float, float]] = []
     for i in range(repeats):
         svc = await ingest_once(pg, messages, port, root, profile)
         copy_seconds, copy_cpu = await copy_once(pg)
@@ -208,6 +210,7 @@ async def run(
         ratio = svc["rate"] / copy_rate
         results.append((svc["rate"], copy_rate, ratio, svc["rss_mb"]))
         n = len(messages) / 1e6
+        cpu_us.append((svc["cpu_service"] / n, svc["cpu_client"] / n, svc["cpu_postgres"] / n, copy_cpu / n))
         print(
             f"repeat {i + 1}: service {svc['rate']:,.0f} msgs/s ({svc['seconds']:.1f} s), raw COPY "
             f"{copy_rate:,.0f} msgs/s ({copy_seconds:.1f} s), ratio {ratio:.2f}, service peak RSS "
@@ -223,6 +226,16 @@ async def run(
         f"(targets: >= 25,000 msgs/s, >= 0.5x, <= 300 MB)\nmachine: {platform.machine()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, load {os.getloadavg()[0]:.1f}"
     )
+    cpu_med = [round(statistics.median(col), 1) for col in zip(*cpu_us, strict=True)]
+    return {
+        "messages": len(messages),
+        "repeats": repeats,
+        "rate": round(med[0]),
+        "copy_rate": round(med[1]),
+        "ratio": round(statistics.median(r[2] for r in results), 3),
+        "rss_mb": round(max(r[3] for r in results), 1),
+        "cpu_us_per_msg": dict(zip(("service", "client", "postgres", "raw_copy"), cpu_med, strict=True)),
+    }
 
 
 def rpc_port() -> int:
@@ -240,6 +253,7 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--profile", type=Path, metavar="DIR", help="record both processes with py-spy")
+    parser.add_argument("--json", metavar="FILE", help="also write the key figures as JSON (- = stdout)")
     args = parser.parse_args()
     t0 = time.perf_counter()
     messages = history(args.scale)
@@ -257,7 +271,8 @@ def main() -> None:
     pg = LocalPostgres(root / "pg")
     pg.start()
     try:
-        asyncio.run(run(messages, pg, root, args.repeats, args.profile))
+        figures = asyncio.run(run(messages, pg, root, args.repeats, args.profile))
+        bench_results.write(args.json, {"scale": args.scale, **figures})
     finally:
         pg.stop()
         shutil.rmtree(root, ignore_errors=True)

@@ -1,27 +1,30 @@
 """Lookup and snapshotter on a mainnet-scale store, end to end through gRPC.
 
-    python -m bench.bench_lookup [--scale 1.0] [--repeats 5] [--keep DIR]
+    python -m bench.bench_lookup [--scale 1.0] [--repeats 5] [--keep DIR] [--json FILE]
 
 The store is filled with ``lnsync gen``'s history (the real 2026-02-03 mainnet topology: ~54k
-channels, ~17k nodes, ~1.5M channel_updates over 14 days) written through persistence's own writer
-(``services.persistence.store.write_batch``), in a PostgreSQL of its own (``--keep DIR`` keeps it for
-the next run). Then ``lnsync serve persistence``, ``lookup`` and ``snapshotter`` run as their own
-processes and are measured as a client sees them:
+channels, ~17k nodes, ~1.5M channel_updates over 14 days) sent to ``lnsync serve persistence`` on
+one historical ingest stream, in a PostgreSQL of its own (``--keep DIR`` keeps it for the next
+run). Then ``lnsync serve lookup`` and ``snapshotter`` run as their own processes and are measured
+as a client sees them:
 
 * ``Lookup.ComputeDelta`` v2 for a full sync and for clients one week, one day and three hours
   behind (p50 of ``--repeats`` calls; each call uses a distinct apply lag, so lookup's cache never
   answers it); targets: full <= 3 s, one day <= 0.3 s, one week <= 1.5 s;
 * the reference, measured in the same run: the time PostgreSQL alone needs to return the rows the
   delta depends on (the same SQL, results discarded);
-* the lookup process's RSS (target <= 300 MB);
 * ``Snapshots.Regenerate``: the whole ladder (every scope, v1 and v2) for the 24 h interval
-  (target <= 30 s).
+  (target <= 30 s), wall time and the CPU time of lookup + snapshotter;
+* the peak RSS of persistence (while ingesting, when the store is built), lookup, snapshotter and
+  ``lnsync serve gateway`` (started last; measured once it holds the generation), sampled every
+  0.25 s over all of a service's processes (target <= 300 MB each).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import os
 import platform
 import shutil
@@ -30,13 +33,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import psutil
 
+from bench import results
+from bench.bench_gateway import fetch
+from bench.results import PeakRss
 from lnsync import rpc, schema
 from lnsync.gen import DEFAULT_END_TIME, generate_history
-from lnsync.gossip.messages import decode_gossip
 from lnsync.pg import LocalPostgres
 from lnsync.v1 import (
     lookup_pb2,
@@ -47,66 +53,79 @@ from lnsync.v1 import (
     snapshots_pb2_grpc,
 )
 from services.lookup import store as lookup_store
-from services.persistence.store import Incoming, StateCache, write_batch
+from services.persistence.client import IngestClient
+from tests.conftest import free_port
 
 HOUR, DAY = 3600, 86400
-PORTS = {"persistence": 51051, "lookup": 51052, "snapshotter": 51053}
 
 
-async def build_store(url: str, scale: float) -> int:
+async def build_store(url: str, scale: float, persistence: str) -> tuple[int, float]:
+    """Fill the store through the running persistence service (a historical ingest stream, as
+    ``lnsync import`` would), unless a completed one is kept. Returns (channel_updates, seconds
+    spent ingesting, 0 if reused)."""
     conn = await asyncpg.connect(url)
     try:
-        await schema.migrate(conn)
         if await conn.fetchval("SELECT to_regclass('bench_store_complete') IS NOT NULL"):
-            return int(await conn.fetchval("SELECT count(*) FROM channel_updates"))
+            return int(await conn.fetchval("SELECT count(*) FROM channel_updates")), 0.0
         if await conn.fetchval("SELECT count(*) FROM channel_updates"):
             raise SystemExit("the kept store is incomplete (an interrupted run): delete it and rerun")
-        cache = StateCache()
-        batch: list[Incoming] = []
-        count = 0
         started = time.perf_counter()
-        for msg in generate_history(seed=1, scale=scale, days=14, sign=False):
-            batch.append(Incoming(decode_gossip(msg.raw), int(msg.received_at * 1e6), msg.funding_sats))
-            if len(batch) == 5000:
-                await write_batch(conn, batch, cache)
-                cache.committed()
-                count += len(batch)
-                batch = []
+        count = 0
+        async with IngestClient(persistence, "import:bench", source="import", historical=True) as client:
+            for msg in generate_history(seed=1, scale=scale, days=14, sign=False):
+                await client.send(msg.raw, int(msg.received_at * 1e6), funding_sats=msg.funding_sats)
+                count += 1
                 if count % 200_000 == 0:
-                    print(
-                        f"  stored {count:,} messages ({time.perf_counter() - started:.0f} s)",
-                        file=sys.stderr,
-                    )
-        if batch:
-            await write_batch(conn, batch, cache)
-            cache.committed()
+                    elapsed = time.perf_counter() - started
+                    print(f"  sent {count:,} messages ({elapsed:.0f} s)", file=sys.stderr)
+            await client.flush()
+        seconds = time.perf_counter() - started
+        if client.counters.rejected:
+            raise RuntimeError(f"persistence rejected messages: {client.counters}")
         await conn.execute("VACUUM ANALYZE")
         await conn.execute("CREATE TABLE bench_store_complete ()")
-        return int(await conn.fetchval("SELECT count(*) FROM channel_updates"))
+        return int(await conn.fetchval("SELECT count(*) FROM channel_updates")), seconds
     finally:
         await conn.close()
 
 
-async def start(name: str, url: str, workdir: Path) -> asyncio.subprocess.Process:
+def service_env(url: str, ports: dict[str, int]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LNSYNC_")}
     env.update(
         LNSYNC_DATABASE_URL=url,
         LNSYNC_LOG_LEVEL="warning",
-        LNSYNC_PERSISTENCE__LISTEN=f"127.0.0.1:{PORTS['persistence']}",
         LNSYNC_PERSISTENCE__PRUNE_INTERVAL="0",
-        LNSYNC_LOOKUP__LISTEN=f"127.0.0.1:{PORTS['lookup']}",
-        LNSYNC_SNAPSHOTTER__LISTEN=f"127.0.0.1:{PORTS['snapshotter']}",
+        LNSYNC_PERSISTENCE__LISTEN=f"127.0.0.1:{ports['persistence']}",
+        LNSYNC_LOOKUP__LISTEN=f"127.0.0.1:{ports['lookup']}",
+        LNSYNC_SNAPSHOTTER__LISTEN=f"127.0.0.1:{ports['snapshotter']}",
+        LNSYNC_GATEWAY__LISTEN=f"127.0.0.1:{ports['gateway']}",
     )
+    return env
+
+
+async def start(
+    name: str, env: dict[str, str], ports: dict[str, int], workdir: Path
+) -> asyncio.subprocess.Process:
     log = (workdir / f"{name}.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "lnsync", "serve", name, env=env, stdout=log, stderr=asyncio.subprocess.STDOUT
     )
+    if name == "gateway":  # HTTP, not gRPC: the caller waits for it to serve
+        return proc
     deadline = time.monotonic() + 120
-    while not await rpc.check_health(f"127.0.0.1:{PORTS[name]}", timeout=1):
+    while not await rpc.check_health(f"127.0.0.1:{ports[name]}", timeout=1):
         if time.monotonic() > deadline or proc.returncode is not None:
             raise RuntimeError(f"{name} did not start; see {workdir / f'{name}.log'}")
         await asyncio.sleep(0.2)
     return proc
+
+
+def cpu_seconds(*pids: int) -> float:
+    total = 0.0
+    for pid in pids:
+        t = psutil.Process(pid).cpu_times()
+        total += t.user + t.system
+    return total
 
 
 async def bare_sql_seconds(url: str, T: int, R: int) -> float:
@@ -129,29 +148,54 @@ async def bare_sql_seconds(url: str, T: int, R: int) -> float:
         await conn.close()
 
 
-async def run(args: argparse.Namespace) -> None:
+async def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="lnsync-bl-", dir="/tmp"))
     workdir.mkdir(parents=True, exist_ok=True)
     workdir.chmod(0o755)
     pg = LocalPostgres(workdir / "pg", ephemeral=True)
     pg.start()
-    procs: list[asyncio.subprocess.Process] = []
+    procs: dict[str, asyncio.subprocess.Process] = {}
+    rss: dict[str, PeakRss] = {}
+    sampler: asyncio.Task[None] | None = None
+    figures: dict[str, Any] = {"scale": args.scale, "repeats": args.repeats}
+
+    async def sample() -> None:
+        while True:
+            for r in rss.values():
+                r.sample()
+            await asyncio.sleep(0.25)
+
     try:
         url = pg.ensure_database("bench")
+        conn = await asyncpg.connect(url)
+        try:
+            await schema.migrate(conn)
+        finally:
+            await conn.close()
+        ports = {name: free_port() for name in ("persistence", "lookup", "snapshotter", "gateway")}
+        env = service_env(url, ports)
+        procs["persistence"] = await start("persistence", env, ports, workdir)
+        rss["persistence"] = PeakRss(procs["persistence"].pid)
+        sampler = asyncio.create_task(sample())
         started = time.perf_counter()
-        updates = await build_store(url, args.scale)
+        updates, ingest_seconds = await build_store(url, args.scale, f"127.0.0.1:{ports['persistence']}")
         print(f"store: {updates:,} channel_updates ({time.perf_counter() - started:.0f} s to build or reuse)")
-        for name in ("persistence", "lookup", "snapshotter"):
-            procs.append(await start(name, url, workdir))
-        async with rpc.channel(f"127.0.0.1:{PORTS['persistence']}") as ch:
+        figures.update(channel_updates=updates, ingest_seconds=round(ingest_seconds, 1))
+        figures["rss_mb_persistence_ingest"] = rss["persistence"].peak_mb if ingest_seconds else None
+        for name in ("lookup", "snapshotter"):
+            procs[name] = await start(name, env, ports, workdir)
+            rss[name] = PeakRss(procs[name].pid)
+        async with rpc.channel(f"127.0.0.1:{ports['persistence']}") as ch:
             await persistence_pb2_grpc.PersistenceStub(ch).ReportSyncComplete(
                 persistence_pb2.ReportSyncCompleteRequest(peer_id="02" + "ab" * 32), timeout=10
             )
         await asyncio.sleep(1.5)
         R = DEFAULT_END_TIME
-        print("| delta | ComputeDelta v2 p50 (s) | bare SQL p50 (s) | ratio | size |")
-        print("|---|---:|---:|---:|---:|")
-        async with rpc.channel(f"127.0.0.1:{PORTS['lookup']}") as ch:
+        lookup_pid = procs["lookup"].pid
+        print("| delta | ComputeDelta v2 p50 (s) | lookup CPU p50 (s) | bare SQL p50 (s) | ratio | size |")
+        print("|---|---:|---:|---:|---:|---:|")
+        deltas: dict[str, Any] = {}
+        async with rpc.channel(f"127.0.0.1:{ports['lookup']}") as ch:
             lookup = lookup_pb2_grpc.LookupStub(ch)
             lag = 1000
             for label, T in (
@@ -160,47 +204,94 @@ async def run(args: argparse.Namespace) -> None:
                 ("1 day", R - DAY),
                 ("3 hours", R - 3 * HOUR),
             ):
-                times, sql_times, size = [], [], 0
+                times, cpus, sql_times, data = [], [], [], b""
                 for _ in range(args.repeats):
                     lag += 1
                     request = lookup_pb2.ComputeDeltaRequest(
                         last_sync_timestamp=T, version=2, reference_time=R, apply_lag=lag
                     )
+                    cpu0 = cpu_seconds(lookup_pid)
                     t0 = time.perf_counter()
                     _, data = await rpc.join_chunks(lookup.ComputeDelta(request, timeout=120))
                     times.append(time.perf_counter() - t0)
-                    size = len(data)
+                    cpus.append(cpu_seconds(lookup_pid) - cpu0)
                     sql_times.append(await bare_sql_seconds(url, T, R))
-                p50, sql50 = statistics.median(times), statistics.median(sql_times)
-                print(f"| {label} | {p50:.3f} | {sql50:.3f} | {p50 / sql50:.1f}x | {size:,} |")
-        rss = psutil.Process(procs[1].pid).memory_info().rss
-        print(f"lookup RSS: {rss / 2**20:.0f} MB")
-        async with rpc.channel(f"127.0.0.1:{PORTS['snapshotter']}") as ch:
+                p50, cpu50, sql50 = (statistics.median(x) for x in (times, cpus, sql_times))
+                print(
+                    f"| {label} | {p50:.3f} | {cpu50:.3f} | {sql50:.3f} | {p50 / sql50:.1f}x "
+                    f"| {len(data):,} |"
+                )
+                deltas[label] = {
+                    "p50_seconds": round(p50, 3),
+                    "max_seconds": round(max(times), 3),
+                    "lookup_cpu_seconds": round(cpu50, 3),
+                    "bare_sql_seconds": round(sql50, 3),
+                    "ratio_to_sql": round(p50 / sql50, 2),
+                    "v2_bytes": len(data),
+                    "v2_gzip_bytes": len(gzip.compress(data, 6)),
+                }
+        figures["deltas"] = deltas
+        print(f"lookup peak RSS so far: {rss['lookup'].peak_mb:.0f} MB")
+        async with rpc.channel(f"127.0.0.1:{ports['snapshotter']}") as ch:
             snaps = snapshots_pb2_grpc.SnapshotsStub(ch)
+            cpu0 = cpu_seconds(lookup_pid, procs["snapshotter"].pid)
             t0 = time.perf_counter()
             resp = await snaps.Regenerate(snapshots_pb2.RegenerateRequest(reference_time=R), timeout=600)
             wall = time.perf_counter() - t0
+            ladder_cpu = cpu_seconds(lookup_pid, procs["snapshotter"].pid) - cpu0
             listing = await snaps.ListSnapshots(snapshots_pb2.ListSnapshotsRequest(), timeout=10)
         print(
-            f"snapshot ladder (24 h interval: {len(listing.snapshots)} blobs): {wall:.1f} s "
-            f"(snapshotter reports {resp.seconds:.1f} s)"
+            f"snapshot ladder (24 h interval: {len(listing.snapshots)} blobs): {wall:.1f} s wall, "
+            f"{ladder_cpu:.1f} s CPU of lookup + snapshotter (snapshotter reports {resp.seconds:.1f} s)"
         )
-        rss_s = psutil.Process(procs[2].pid).memory_info().rss
+        figures["ladder"] = {
+            "seconds": round(wall, 2),
+            "cpu_seconds": round(ladder_cpu, 2),
+            "blobs": len(listing.snapshots),
+            "generation": listing.generation,
+        }
+        # The gateway holds the whole generation in memory: measured once it serves it.
+        procs["gateway"] = await start("gateway", env, ports, workdir)
+        rss["gateway"] = PeakRss(procs["gateway"].pid)
+        await wait_gateway(f"http://127.0.0.1:{ports['gateway']}/snapshot/v2/{R - DAY}", R)
+        await asyncio.sleep(1)
+        for r in rss.values():
+            r.sample()
+        figures["rss_mb"] = {name: r.peak_mb for name, r in rss.items()}
         print(
-            f"snapshotter RSS: {rss_s / 2**20:.0f} MB; lookup RSS after the ladder: "
-            f"{psutil.Process(procs[1].pid).memory_info().rss / 2**20:.0f} MB"
+            "peak RSS (MB, all of a service's processes): "
+            + ", ".join(f"{name} {r.peak_mb:.0f}" for name, r in rss.items())
         )
         print(
             f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
             f"load {os.getloadavg()[0]:.1f}"
         )
+        return figures
     finally:
-        for p in procs:
+        if sampler is not None:
+            sampler.cancel()
+        for p in procs.values():
             p.terminate()
-        await asyncio.gather(*(p.wait() for p in procs), return_exceptions=True)
+        await asyncio.gather(*(p.wait() for p in procs.values()), return_exceptions=True)
         pg.stop()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def wait_gateway(url: str, reference_time: int, timeout: float = 120) -> None:
+    """Until the gateway answers ``url`` with a v2 blob of the generation for ``reference_time``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            status, body = await asyncio.to_thread(fetch, url, 5)
+            stamp = int.from_bytes(body[36:40], "big")
+            if status == 200 and body[:4] == b"LDK\x02" and stamp == reference_time:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the gateway did not serve the generation at {url}")
+        await asyncio.sleep(0.5)
 
 
 def main() -> None:
@@ -208,7 +299,9 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--keep", metavar="DIR", help="keep (and reuse) the database in DIR")
-    asyncio.run(run(ap.parse_args()))
+    ap.add_argument("--json", metavar="FILE", help="also write the key figures as JSON (- = stdout)")
+    args = ap.parse_args()
+    results.write(args.json, asyncio.run(run(args)))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The RGS core at mainnet scale, in memory: how long a full snapshot and deltas take to compute and
 serialise, and how big they are.
 
-    python -m bench.bench_rgs [--scale 1.0] [--days 14] [--repeats 5] [--ldk]
+    python -m bench.bench_rgs [--scale 1.0] [--days 14] [--repeats 5] [--ldk] [--json FILE]
 
 The history is ``lnsync gen``'s (the real 2026-02-03 mainnet topology and policies: ~50.8k
 channels, ~17.3k nodes, 14 days of updates) loaded into the in-memory store model. Each figure is
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import statistics
 import sys
 import time
 from collections.abc import Callable
 
+from bench import results
 from lnsync.chain import chain_hash
 from lnsync.gen import DEFAULT_END_TIME, generate_history
 from lnsync.rgs.delta import compute_delta
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--ldk", action="store_true", help="also time the real LDK client applying the full snapshot"
     )
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON (- = stdout)")
     args = ap.parse_args(argv)
 
     print(f"building the history (scale {args.scale}, {args.days} days)...", file=sys.stderr)
@@ -117,26 +117,24 @@ def main(argv: list[str] | None = None) -> int:
         with LdkRgsClient() as client, client.new_graph("bitcoin") as graph:
             result = graph.apply(full, now=R)
             out["ldk_apply_full_v2_ms"] = result.apply_ms
-    if args.json:
-        print(json.dumps(out, indent=2))
-    else:
-        print(f"history: {info}")
+    print(f"history: {info}")
+    print(
+        "| delta | compute + v2 wall (s) | CPU (s) | v2 size | v2 gzip | v1 size | announcements "
+        "| updates | reminders |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
         print(
-            "| delta | compute + v2 (s) | CPU (s) | v2 size | v2 gzip | v1 size | announcements | updates "
-            "| reminders |"
+            f"| {r['delta']} | {r['v2_seconds']} | {r['v2_cpu_seconds']} | {r['v2_bytes']:,} | "
+            f"{r['v2_gzip_bytes']:,} | "
+            f"{r['v1_bytes']:,} | {r['announcements']:,} | {r['updates']:,} | {r['reminders']:,} |"
         )
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for r in rows:
-            print(
-                f"| {r['delta']} | {r['v2_seconds']} | {r['v2_cpu_seconds']} | {r['v2_bytes']:,} | "
-                f"{r['v2_gzip_bytes']:,} | "
-                f"{r['v1_bytes']:,} | {r['announcements']:,} | {r['updates']:,} | {r['reminders']:,} |"
-            )
-        full_v2 = rows[0]["v2_bytes"]
-        ref = REFERENCE_FULL_SIZE / 1e6
-        print(f"full v2 = {full_v2 / 1e6:.2f} MB vs the reference server's {ref:.1f} MB (2024)")
-        if "ldk_apply_full_v2_ms" in out:
-            print(f"LDK (WASM) applies the full v2 snapshot in {out['ldk_apply_full_v2_ms']:.0f} ms")
+    full_v2 = rows[0]["v2_bytes"]
+    ref = REFERENCE_FULL_SIZE / 1e6
+    print(f"full v2 = {full_v2 / 1e6:.2f} MB vs the reference server's {ref:.1f} MB (2024)")
+    if "ldk_apply_full_v2_ms" in out:
+        print(f"LDK (WASM) applies the full v2 snapshot in {out['ldk_apply_full_v2_ms']:.0f} ms")
+    results.write(args.json, {"scale": args.scale, "repeats": args.repeats, **out})
     return 0
 
 

@@ -1,18 +1,276 @@
-"""Run every ``bench/bench_*.py`` module in turn (what ``make bench`` does)."""
+"""Run every benchmark and print the targets table (what ``make bench`` does).
+
+    python -m bench.run_all [--quick | --scale S] [--only NAME ...] [--markdown FILE]
+                            [--results DIR] [--from-results DIR] [--keep-store DIR]
+
+Each bench runs as its own process (``python -m bench.<name> ... --json FILE``) with the options
+chosen below, so that the whole suite finishes in about 15 minutes on two cores at mainnet scale;
+``--quick`` runs everything at a tiny scale in well under a minute (the figures then mean nothing:
+it only proves the runner and every bench still work). The table compares each key figure with its
+target (docs/benchmarks.md). ``--from-results DIR`` re-renders the table from the JSON files a
+previous run left in ``--results DIR`` without running anything.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import platform
+import resource
 import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+BENCHES = ("gossip", "ingest", "downloader", "gateway", "rgs", "lookup")
+REFERENCE_FULL_V2_BYTES = 3.3e6  # the reference server's full mainnet snapshot (LDK's crate README)
 
 
-def main() -> int:
-    failed = 0
-    for path in sorted(Path(__file__).parent.glob("bench_*.py")):
-        print(f"== python -m bench.{path.stem}", flush=True)
-        failed |= subprocess.call([sys.executable, "-m", f"bench.{path.stem}"])
-    return failed
+def bench_args(name: str, quick: bool, scale: float, keep_store: str | None) -> list[str]:
+    """Options per bench: sized so that the full suite fits in ~15 minutes on two shared cores."""
+    if quick:
+        tiny = str(min(scale, 0.005))
+        return {
+            "gossip": ["--repeats", "1", "--rounds", "1"],
+            "ingest": ["--scale", tiny, "--repeats", "1"],
+            "downloader": ["--repeats", "1"],
+            "gateway": ["--repeats", "1", "--seconds", "1", "--channels", "300"],
+            "rgs": ["--scale", tiny, "--repeats", "1"],
+            "lookup": ["--scale", tiny, "--repeats", "1"],
+        }[name]
+    s = str(scale)
+    args = {
+        "gossip": ["--repeats", "9", "--rounds", "3"],
+        "ingest": ["--scale", s, "--repeats", "2"],
+        "downloader": ["--repeats", "3"],
+        "gateway": ["--repeats", "3", "--seconds", "8"],
+        "rgs": ["--scale", s, "--repeats", "3", "--ldk"],
+        "lookup": ["--scale", s, "--repeats", "3"],
+    }[name]
+    if name == "lookup" and keep_store:
+        args += ["--keep", keep_store]
+    return args
+
+
+@dataclass
+class Target:
+    """One row of the table: where its figure comes from and what it must be."""
+
+    measure: str
+    bench: str
+    figure: Callable[[dict[str, Any]], float | None]
+    target: float | None  # None: reported only
+    at_least: bool  # True: measured >= target; False: measured <= target
+    show: Callable[[float], str]
+
+
+def _rss(service: str) -> Callable[[dict[str, Any]], float | None]:
+    return lambda r: (r.get("rss_mb") or {}).get(service)
+
+
+def _delta(label: str) -> Callable[[dict[str, Any]], float | None]:
+    return lambda r: r["deltas"][label]["p50_seconds"]
+
+
+def _x(v: float) -> str:
+    return f"{v:.2f}x"
+
+
+def _s(v: float) -> str:
+    return f"{v:.2f} s"
+
+
+def _mb(v: float) -> str:
+    return f"{v:.0f} MB"
+
+
+TARGETS = [
+    Target("parse + verify vs raw coincurve", "gossip", lambda r: r["ratio"], 0.7, True, _x),
+    Target("ingest, msgs/s", "ingest", lambda r: r["rate"], 25_000, True, lambda v: f"{v:,.0f}"),
+    Target("ingest vs raw COPY", "ingest", lambda r: r["ratio"], 0.5, True, _x),
+    Target("full v2 delta via gRPC, p50", "lookup", _delta("full"), 3.0, False, _s),
+    Target("1-day delta via gRPC, p50", "lookup", _delta("1 day"), 0.3, False, _s),
+    Target("whole snapshot ladder", "lookup", lambda r: r["ladder"]["seconds"], 30.0, False, _s),
+    Target("gateway vs nginx, req/s", "gateway", lambda r: r["gateway"]["ratio"], 0.5, True, _x),
+    Target("gateway p99 at 32 connections", "gateway", lambda r: r["gateway"]["p99_ms"], 50.0, False,
+           lambda v: f"{v:.1f} ms"),
+    Target("RSS persistence (ingesting)", "ingest", lambda r: r["rss_mb"], 300.0, False, _mb),
+    Target("RSS downloader", "downloader", lambda r: r["rss_mb"], 300.0, False, _mb),
+    Target("RSS lookup", "lookup", _rss("lookup"), 300.0, False, _mb),
+    Target("RSS snapshotter", "lookup", _rss("snapshotter"), 300.0, False, _mb),
+    Target("RSS gateway (2 workers, PSS sum)", "lookup", _rss("gateway"), 300.0, False, _mb),
+    Target("full v2 snapshot size", "lookup", lambda r: r["deltas"]["full"]["v2_bytes"], None, False,
+           lambda v: f"{v / 1e6:.2f} MB"),
+]  # fmt: skip
+
+
+def verdict(t: Target, value: float) -> str:
+    if t.target is None:
+        return f"{value / REFERENCE_FULL_V2_BYTES:.2f}x the reference's 3.3 MB"
+    ok = value >= t.target if t.at_least else value <= t.target
+    if ok:
+        return "met"
+    gap = abs(value - t.target)
+    return f"**missed** by {t.show(gap)} ({(value - t.target) / t.target:+.0%})"
+
+
+def table(results: dict[str, dict[str, Any]], errors: dict[str, str]) -> list[str]:
+    lines = ["| measure | measured | target | verdict |", "|---|---:|---|---|"]
+    for t in TARGETS:
+        target = "reported" if t.target is None else f"{'≥' if t.at_least else '≤'} {t.show(t.target)}"
+        try:
+            value = t.figure(results[t.bench])
+        except KeyError:
+            value = None
+        if value is None:
+            why = errors.get(t.bench, "no figure")
+            lines.append(f"| {t.measure} | not measured | {target} | bench_{t.bench}: {why} |")
+        else:
+            lines.append(f"| {t.measure} | {t.show(value)} | {target} | {verdict(t, value)} |")
+    return lines
+
+
+def details(results: dict[str, dict[str, Any]]) -> list[str]:
+    """The figures behind the table that a reader needs to judge it (references, CPU, sizes)."""
+    out = []
+    if g := results.get("gossip"):
+        r = g["rates"]
+        out.append(f"gossip: ours {r['ours']:,}/s, coincurve {r['reference']:,}/s (one core)")
+    if i := results.get("ingest"):
+        c = i["cpu_us_per_msg"]
+        out.append(
+            f"ingest: {i['messages']:,} messages; raw COPY {i['copy_rate']:,}/s; CPU µs/msg service "
+            f"{c['service']}, client {c['client']}, PostgreSQL {c['postgres']}, raw COPY {c['raw_copy']}"
+        )
+    if d := results.get("downloader"):
+        out.append(
+            f"downloader: {d['messages']:,} messages ({d['graph']}), {d['rate']:,}/s end to end, "
+            f"{d['cpu_us_per_msg']} µs CPU/msg vs {d['reference_us_per_msg']} µs for parse + verify alone"
+        )
+    if gw := results.get("gateway"):
+        n = gw["nginx"]
+        out.append(
+            f"gateway: {gw['gateway']['rps']:,} req/s vs nginx {n['rps']:,} req/s (p99 {n['p99_ms']} ms), "
+            f"{gw['blob_bytes']:,}-byte blob; 1 worker {gw['gateway_1_worker']['ratio']}x"
+        )
+    if rg := results.get("rgs"):
+        full = rg["rows"][0]
+        day = rg["rows"][2]
+        ldk = rg.get("ldk_apply_full_v2_ms")
+        out.append(
+            f"RGS engine in memory: full v2 {full['v2_seconds']} s wall / {full['v2_cpu_seconds']} s CPU, "
+            f"1 day {day['v2_seconds']} s / {day['v2_cpu_seconds']} s"
+            + (f"; LDK applies the full v2 in {ldk:.0f} ms" if ldk else "")
+        )
+    if lk := results.get("lookup"):
+        parts = [
+            f"{label} {v['p50_seconds']} s (lookup CPU {v['lookup_cpu_seconds']} s, bare SQL "
+            f"{v['bare_sql_seconds']} s, {v['v2_bytes']:,} B)"
+            for label, v in lk["deltas"].items()
+        ]
+        out.append(f"lookup ({lk['channel_updates']:,} channel_updates): " + "; ".join(parts))
+        full = lk["deltas"]["full"]
+        out.append(
+            f"full v2: {full['v2_bytes']:,} B, {full['v2_gzip_bytes']:,} B gzipped; ladder "
+            f"{lk['ladder']['blobs']} blobs, {lk['ladder']['cpu_seconds']} s CPU (lookup + snapshotter); "
+            f"RSS MB {lk['rss_mb']}"
+        )
+    return out
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny scale: proves the runner works, nothing more")
+    ap.add_argument("--scale", type=float, default=1.0, help="share of mainnet for ingest, rgs and lookup")
+    ap.add_argument("--only", nargs="+", choices=BENCHES, metavar="NAME", help=", ".join(BENCHES))
+    ap.add_argument("--markdown", metavar="FILE", help="also write the table (and the machine) to FILE")
+    ap.add_argument("--results", metavar="DIR", help="keep each bench's JSON and log in DIR")
+    ap.add_argument("--from-results", metavar="DIR", help="render the table from a previous --results DIR")
+    ap.add_argument("--keep-store", metavar="DIR", help="bench_lookup keeps (and reuses) its store in DIR")
+    args = ap.parse_args(argv)
+
+    results: dict[str, dict[str, Any]] = {}
+    errors: dict[str, str] = {}
+    timings: list[str] = []
+    started = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    if args.from_results:
+        outdir = Path(args.from_results)
+        names: tuple[str, ...] | list[str] = args.only or BENCHES
+        for name in names:
+            path = outdir / f"{name}.json"
+            if path.exists():
+                results[name] = json.loads(path.read_text())
+            else:
+                errors[name] = f"no {path}"
+    else:
+        outdir = Path(args.results or tempfile.mkdtemp(prefix="lnsync-bench-results-"))
+        outdir.mkdir(parents=True, exist_ok=True)
+        for name in args.only or BENCHES:
+            out = outdir / f"{name}.json"
+            out.unlink(missing_ok=True)
+            options = bench_args(name, args.quick, args.scale, args.keep_store)
+            argv_ = [sys.executable, "-m", f"bench.bench_{name}", *options, "--json", str(out)]
+            print(f"== {' '.join(['python', *argv_[1:]])}", flush=True)
+            t0, cpu0 = time.perf_counter(), children_cpu()
+            with (outdir / f"{name}.log").open("w") as log:
+                proc = subprocess.Popen(argv_, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                assert proc.stdout is not None
+                for line in proc.stdout:  # shown as it comes, and kept
+                    sys.stdout.write(line)
+                    log.write(line)
+                rc = proc.wait()
+            wall, cpu = time.perf_counter() - t0, children_cpu() - cpu0
+            timings.append(f"{name} {wall:.0f} s wall / {cpu:.0f} s CPU")
+            print(f"-- bench_{name}: exit {rc}, {wall:.1f} s wall, {cpu:.1f} s CPU of the bench process "
+                  f"(services it reaps included), load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+            if rc == 0 and out.exists():
+                results[name] = json.loads(out.read_text())
+            else:
+                errors[name] = f"exit {rc} (see {outdir / (name + '.log')})"
+
+    loads = sorted({r["machine"]["load"] for r in results.values()})
+    machine = (
+        f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}; load average "
+        f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+        + (f", {loads[0]:.1f}-{loads[-1]:.1f} at the end of each bench" if loads else "")
+    )
+    command = "python -m bench.run_all " + " ".join(argv if argv is not None else sys.argv[1:])
+    lines = [
+        f"Command: `{command.strip()}` ({time.strftime('%Y-%m-%d %H:%M %Z')}), "
+        f"{time.perf_counter() - started:.0f} s in all",
+        f"Machine: {machine}",
+    ]
+    if timings:
+        lines.append("Per bench: " + "; ".join(timings))
+    if args.quick:
+        lines.append("(--quick: tiny scale, one repeat; these figures mean nothing)")
+    lines += ["", *table(results, errors), "", *(f"- {d}" for d in details(results))]
+    print("\n" + "\n".join(lines))
+    if args.markdown:
+        Path(args.markdown).write_text("\n".join(lines) + "\n")
+    print(f"\nper-bench JSON and logs: {outdir}")
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":
