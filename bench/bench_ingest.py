@@ -115,14 +115,7 @@ async def ingest_once(
     spies = []
     if profile is not None:
         for name, pid in (("service", proc.pid), ("client", os.getpid())):
-            out = str(profile / f"{name}.txt")
-            spies.append(
-                await asyncio.create_subprocess_exec(
-                    "py-spy", "record", "-p", str(pid), "-r", "200", "-f", "raw", "-o", out,
-                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-                )
-            )  # fmt: skip
-        await asyncio.sleep(1)
+            spies.append(await bench_results.start_py_spy(pid, profile / f"{name}.txt"))
     peak_rss = 0
 
     async def sample() -> None:
@@ -148,9 +141,7 @@ async def ingest_once(
         cpu = [cpu_delta(a, cpu_seconds(p)) for a, p in zip(cpu0, ({0: ps}, {0: me}, pg_procs), strict=True)]
     finally:
         sampler.cancel()
-        for spy in spies:
-            spy.send_signal(2)
-            await spy.wait()
+        await bench_results.stop_py_spy(spies)
         proc.terminate()
         await proc.wait()
     c = client.counters

@@ -1,6 +1,6 @@
 """Lookup and snapshotter on a mainnet-scale store, end to end through gRPC.
 
-    python -m bench.bench_lookup [--scale 1.0] [--repeats 5] [--keep DIR] [--json FILE]
+    python -m bench.bench_lookup [--scale 1.0] [--repeats 5] [--keep DIR] [--json FILE] [--profile DIR]
 
 The store is filled with ``lnsync gen``'s history (the real 2026-02-03 mainnet topology: ~54k
 channels, ~17k nodes, ~1.5M channel_updates over 14 days) sent to ``lnsync serve persistence`` on
@@ -195,6 +195,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         print("| delta | ComputeDelta v2 p50 (s) | lookup CPU p50 (s) | bare SQL p50 (s) | ratio | size |")
         print("|---|---:|---:|---:|---:|---:|")
         deltas: dict[str, Any] = {}
+        spies = []
+        if args.profile:
+            spies.append(await results.start_py_spy(lookup_pid, Path(args.profile) / "lookup.txt"))
         async with rpc.channel(f"127.0.0.1:{ports['lookup']}") as ch:
             lookup = lookup_pb2_grpc.LookupStub(ch)
             lag = 1000
@@ -229,7 +232,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "ratio_to_sql": round(p50 / sql50, 2),
                     "v2_bytes": len(data),
                     "v2_gzip_bytes": len(gzip.compress(data, 6)),
+                    "lookup_rss_mb_after": round(rss["lookup"].sample() / 2**20),
                 }
+        await results.stop_py_spy(spies)
         figures["deltas"] = deltas
         print(f"lookup peak RSS so far: {rss['lookup'].peak_mb:.0f} MB")
         async with rpc.channel(f"127.0.0.1:{ports['snapshotter']}") as ch:
@@ -300,7 +305,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--keep", metavar="DIR", help="keep (and reuse) the database in DIR")
     ap.add_argument("--json", metavar="FILE", help="also write the key figures as JSON (- = stdout)")
+    ap.add_argument("--profile", metavar="DIR", help="record lookup with py-spy during the deltas")
     args = ap.parse_args()
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
     results.write(args.json, asyncio.run(run(args)))
 
 

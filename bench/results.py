@@ -7,6 +7,7 @@ never has to parse the human-readable output.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -68,3 +69,19 @@ class PeakRss:
     @property
     def peak_mb(self) -> float:
         return round(self.peak / 2**20, 1)
+
+
+async def start_py_spy(pid: int, out: Path, rate: int = 200) -> asyncio.subprocess.Process:
+    """Record ``pid`` with py-spy (collapsed stacks, one line per stack) until sent SIGINT."""
+    spy = await asyncio.create_subprocess_exec(
+        "py-spy", "record", "-p", str(pid), "-r", str(rate), "-f", "raw", "-o", str(out),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    await asyncio.sleep(1)  # attached
+    return spy
+
+
+async def stop_py_spy(spies: list[asyncio.subprocess.Process]) -> None:
+    for spy in spies:
+        spy.send_signal(2)
+        await spy.wait()

@@ -1,14 +1,15 @@
 """Run every benchmark and print the targets table (what ``make bench`` does).
 
     python -m bench.run_all [--quick | --scale S] [--only NAME ...] [--markdown FILE]
-                            [--results DIR] [--from-results DIR] [--keep-store DIR]
+                            [--results DIR] [--from-results DIR] [--keep-store DIR] [--jobs N]
 
 Each bench runs as its own process (``python -m bench.<name> ... --json FILE``) with the options
 chosen below, so that the whole suite finishes in about 15 minutes on two cores at mainnet scale;
 ``--quick`` runs everything at a tiny scale in well under a minute (the figures then mean nothing:
 it only proves the runner and every bench still work). The table compares each key figure with its
 target (docs/benchmarks.md). ``--from-results DIR`` re-renders the table from the JSON files a
-previous run left in ``--results DIR`` without running anything.
+previous run left in ``--results DIR`` without running anything. ``--jobs N`` runs N benches at
+once: only for smoke tests, since they then compete for the cores.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -193,9 +193,29 @@ def cpu_model() -> str:
     return platform.processor() or "?"
 
 
-def children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
+def start_bench(argv: list[str], log: Path, stream: bool) -> subprocess.Popen[str]:
+    """Start one bench; its output goes to ``log`` (and, when ``stream``, to our stdout as it comes)."""
+    if not stream:
+        with log.open("w") as f:
+            return subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    with log.open("w") as f:
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            f.write(line)
+    return proc
+
+
+def wait_any(running: dict[str, tuple[subprocess.Popen[str], float]]) -> tuple[str, int, float]:
+    """Reap the next bench to finish: (name, exit code, its CPU seconds, services it reaped included)."""
+    by_pid = {proc.pid: name for name, (proc, _) in running.items()}
+    while True:
+        pid, status, usage = os.wait4(-1, 0)
+        if pid in by_pid:
+            proc = running[by_pid[pid]][0]
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return by_pid[pid], proc.returncode, usage.ru_utime + usage.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", metavar="DIR", help="keep each bench's JSON and log in DIR")
     ap.add_argument("--from-results", metavar="DIR", help="render the table from a previous --results DIR")
     ap.add_argument("--keep-store", metavar="DIR", help="bench_lookup keeps (and reuses) its store in DIR")
+    ap.add_argument(
+        "--jobs", type=int, default=1, help="benches run at the same time (> 1 only to smoke-test the runner)"
+    )
     args = ap.parse_args(argv)
 
     results: dict[str, dict[str, Any]] = {}
@@ -226,24 +249,30 @@ def main(argv: list[str] | None = None) -> int:
     else:
         outdir = Path(args.results or tempfile.mkdtemp(prefix="lnsync-bench-results-"))
         outdir.mkdir(parents=True, exist_ok=True)
-        for name in args.only or BENCHES:
-            out = outdir / f"{name}.json"
-            out.unlink(missing_ok=True)
-            options = bench_args(name, args.quick, args.scale, args.keep_store)
-            argv_ = [sys.executable, "-m", f"bench.bench_{name}", *options, "--json", str(out)]
-            print(f"== {' '.join(['python', *argv_[1:]])}", flush=True)
-            t0, cpu0 = time.perf_counter(), children_cpu()
-            with (outdir / f"{name}.log").open("w") as log:
-                proc = subprocess.Popen(argv_, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                assert proc.stdout is not None
-                for line in proc.stdout:  # shown as it comes, and kept
-                    sys.stdout.write(line)
-                    log.write(line)
-                rc = proc.wait()
-            wall, cpu = time.perf_counter() - t0, children_cpu() - cpu0
+        names = args.only or BENCHES
+        if args.jobs > 1:
+            print(f"running {args.jobs} benches at a time: they disturb each other's figures", flush=True)
+        running: dict[str, tuple[subprocess.Popen[str], float]] = {}
+        pending = list(names)
+        while pending or running:
+            while pending and len(running) < args.jobs:
+                name = pending.pop(0)
+                out = outdir / f"{name}.json"
+                out.unlink(missing_ok=True)
+                options = bench_args(name, args.quick, args.scale, args.keep_store)
+                argv_ = [sys.executable, "-m", f"bench.bench_{name}", *options, "--json", str(out)]
+                print(f"== {' '.join(['python', *argv_[1:]])}", flush=True)
+                proc = start_bench(argv_, outdir / f"{name}.log", stream=args.jobs == 1)
+                running[name] = (proc, time.perf_counter())
+            name, rc, cpu = wait_any(running)
+            wall = time.perf_counter() - running.pop(name)[1]
             timings.append(f"{name} {wall:.0f} s wall / {cpu:.0f} s CPU")
-            print(f"-- bench_{name}: exit {rc}, {wall:.1f} s wall, {cpu:.1f} s CPU of the bench process "
-                  f"(services it reaps included), load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+            print(
+                f"-- bench_{name}: exit {rc}, {wall:.1f} s wall, {cpu:.1f} s CPU (the bench and the "
+                f"services it reaped; not PostgreSQL), load {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
+            out = outdir / f"{name}.json"
             if rc == 0 and out.exists():
                 results[name] = json.loads(out.read_text())
             else:
