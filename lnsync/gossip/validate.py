@@ -103,17 +103,23 @@ def check_channel_update(
 
 
 def _check_update_fields(msg: m.ChannelUpdate, reject_htlc_min_above_max: bool) -> None:
-    where = f"channel_update {m.scid_str(msg.short_channel_id)}/{msg.direction}"
-    if not msg.message_flags & m.MESSAGE_FLAG_HTLC_MAX:
-        raise HtlcMaximumMissing(f"{where}: message_flags bit 0 (must_be_one) is clear")
-    if msg.message_flags & m.MESSAGE_FLAG_DONT_FORWARD:
-        raise DontForward(f"{where}: dont_forward is set; private updates are not gossip")
+    flags = msg.message_flags
+    if not flags & m.MESSAGE_FLAG_HTLC_MAX:
+        raise HtlcMaximumMissing(f"{_where(msg)}: message_flags bit 0 (must_be_one) is clear")
+    if flags & m.MESSAGE_FLAG_DONT_FORWARD:
+        raise DontForward(f"{_where(msg)}: dont_forward is set; private updates are not gossip")
     if msg.htlc_maximum_msat > MAX_VALUE_MSAT:
-        raise HtlcMaximumTooLarge(f"{where}: htlc_maximum_msat {msg.htlc_maximum_msat} exceeds 21M BTC")
+        raise HtlcMaximumTooLarge(f"{_where(msg)}: htlc_maximum_msat {msg.htlc_maximum_msat} exceeds 21M BTC")
     if reject_htlc_min_above_max and msg.htlc_minimum_msat > msg.htlc_maximum_msat:
         raise HtlcMinimumAboveMaximum(
-            f"{where}: htlc_minimum_msat {msg.htlc_minimum_msat} > htlc_maximum_msat {msg.htlc_maximum_msat}"
+            f"{_where(msg)}: htlc_minimum_msat {msg.htlc_minimum_msat} > "
+            f"htlc_maximum_msat {msg.htlc_maximum_msat}"
         )
+
+
+def _where(msg: m.ChannelUpdate) -> str:
+    """Built only for an error: formatting it for every update cost ~1 µs each (bench_ingest)."""
+    return f"channel_update {m.scid_str(msg.short_channel_id)}/{msg.direction}"
 
 
 def check_node_announcement(

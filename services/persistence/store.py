@@ -278,15 +278,10 @@ async def _direction_states(
     states: dict[tuple[int, int], DirectionState] = {}
     missing = keys
     if cache is not None:
-        cached = cache.directions
-        missing = set()
-        for k in keys:
-            st = cached.get(k)
-            if st is None:
-                missing.add(k)
-            else:
-                states[k] = st
-        cache.hits += len(keys) - len(missing)
+        get = cache.directions.get
+        states = {k: st for k in keys if (st := get(k)) is not None}
+        missing = keys.difference(states)
+        cache.hits += len(states)
         cache.misses += len(missing)
     if missing:
         ordered = sorted(missing)
@@ -311,8 +306,9 @@ async def _write_updates(
     before = await _direction_states(conn, {k[3] for k in keyed}, cache)
     # Rows already stored under older timestamps (a direction's latest has its highest one), as
     # [id, seen as stored, seen after this batch]; the latest rows are added when met.
+    get_before = before.get
     older = sorted(
-        {(d[0], d[1], u.timestamp) for _, _, u, d in keyed if d in before and u.timestamp < before[d][1]}
+        {(d[0], d[1], u.timestamp) for _, _, u, d in keyed if (b := get_before(d)) and u.timestamp < b[1]}
     )
     existing: dict[tuple[int, int, int], list[int]] = {}
     if older:
