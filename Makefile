@@ -5,13 +5,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: up test lint typecheck proto bench test-k8s clean help
 
 help:
 	@echo "make up      install into $(VENV) and run the whole stack (embedded PostgreSQL); ARGS='--demo' etc."
 	@echo "make test    install what the tests need and run them all (lint, types, unit, interop, services)"
-	@echo "make bench   run the benchmarks and print the figures recorded in docs/benchmarks.md"
+	@echo "make bench   run the benchmarks (~15 min) and print the targets table; BENCH_ARGS='--quick' etc."
 	@echo "make proto   regenerate lnsync/v1/*_pb2*.py from protos/"
 	@echo "make test-k8s build the offline kube-apiserver (cached) and run the Kubernetes tier"
 
@@ -58,7 +59,7 @@ proto: $(VENV)/.dev
 	$(BIN)/python scripts/protogen.py
 
 bench: $(VENV)/.dev tools/ldk/node_modules/.installed
-	$(BIN)/python -m bench.run_all
+	$(BIN)/python -m bench.run_all $(BENCH_ARGS)
 
 test-k8s: $(VENV)/.dev $(BIN)/helm
 	scripts/build-kube-apiserver.sh "$${LNSYNC_K8S_BIN:-$$HOME/.cache/lnsync/k8s}"

@@ -2,10 +2,11 @@
 a raw asyncpg COPY of the same rows into the same tables in the same run.
 
 The history is ``lnsync gen``'s (``generate_history(sign=False)``: placeholder signatures, which
-persistence never checks): the real 2026 mainnet topology, ~54k channels, ~17k nodes and ~1.5M
-channel_updates over 14 days in received order. One ``IngestClient`` (a historical stream: seen
-is the received time) sends it to ``lnsync serve persistence``, its own process, backed by a
-durable PostgreSQL (lnsync's LocalPostgres, default settings) in a temporary directory.
+persistence never checks; cached by ``bench.history``): the real 2026 mainnet topology, ~54k
+channels, ~17k nodes and ~1.5M channel_updates over 14 days in received order. One
+``IngestClient`` (a historical stream: seen is the received time) sends it to ``lnsync serve
+persistence``, its own process, backed by a durable PostgreSQL (lnsync's LocalPostgres, default
+settings) in a temporary directory.
 Throughput is messages over the time from the first send to the last acknowledgement. The
 service's RSS is sampled throughout (peak reported), and the CPU time of each process (service,
 client, PostgreSQL) is reported per message: on a shared machine that is the steadier figure.
@@ -37,8 +38,8 @@ import asyncpg
 import psutil
 
 from bench import results as bench_results
+from bench.history import history as cached_history
 from lnsync import rpc, schema
-from lnsync.gen import generate_history
 from lnsync.pg import LocalPostgres
 from services.persistence.client import IngestClient
 
@@ -47,10 +48,7 @@ TABLES = ("channel_announcements", "channel_updates", "channel_directions", "nod
 
 def history(scale: float, seed: int = 1) -> list[tuple[bytes, int]]:
     """(raw, received_at_us) in received order: ``lnsync gen``'s unsigned history."""
-    return [
-        (msg.raw, int(msg.received_at * 1_000_000))
-        for msg in generate_history(seed=seed, scale=scale, days=14, sign=False)
-    ]
+    return [(msg.raw, round(msg.received_at * 1_000_000)) for msg in cached_history(seed, scale, 14)]
 
 
 async def start_service(url: str, port: int, log: Path) -> asyncio.subprocess.Process:

@@ -40,9 +40,10 @@ import psutil
 
 from bench import results
 from bench.bench_gateway import fetch
+from bench.history import history
 from bench.results import PeakRss
 from lnsync import rpc, schema
-from lnsync.gen import DEFAULT_END_TIME, generate_history
+from lnsync.gen import DEFAULT_END_TIME
 from lnsync.pg import LocalPostgres
 from lnsync.v1 import (
     lookup_pb2,
@@ -72,8 +73,8 @@ async def build_store(url: str, scale: float, persistence: str) -> tuple[int, fl
         started = time.perf_counter()
         count = 0
         async with IngestClient(persistence, "import:bench", source="import", historical=True) as client:
-            for msg in generate_history(seed=1, scale=scale, days=14, sign=False):
-                await client.send(msg.raw, int(msg.received_at * 1e6), funding_sats=msg.funding_sats)
+            for msg in history(seed=1, scale=scale, days=14):
+                await client.send(msg.raw, round(msg.received_at * 1e6), funding_sats=msg.funding_sats)
                 count += 1
                 if count % 200_000 == 0:
                     elapsed = time.perf_counter() - started

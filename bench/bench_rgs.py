@@ -20,8 +20,9 @@ import time
 from collections.abc import Callable
 
 from bench import results
+from bench.history import history as cached_history
 from lnsync.chain import chain_hash
-from lnsync.gen import DEFAULT_END_TIME, generate_history
+from lnsync.gen import DEFAULT_END_TIME
 from lnsync.rgs.delta import compute_delta
 from lnsync.rgs.encode import encode
 from lnsync.rgs.history import GossipHistory
@@ -54,7 +55,7 @@ def build(scale: float, days: float, seed: int) -> tuple[GossipHistory, dict[str
     history = GossipHistory(chain_hash("bitcoin"))
     started = time.perf_counter()
     counts = {"messages": 0}
-    for msg in generate_history(seed=seed, scale=scale, days=days, sign=False):
+    for msg in cached_history(seed, scale, days):
         history.add_message(msg.raw, int(msg.received_at), funding_sats=msg.funding_sats)
         counts["messages"] += 1
     counts["load_seconds"] = time.perf_counter() - started

@@ -39,7 +39,7 @@ def bench_args(name: str, quick: bool, scale: float, keep_store: str | None) -> 
             "gossip": ["--repeats", "1", "--rounds", "1"],
             "ingest": ["--scale", tiny, "--repeats", "1"],
             "downloader": ["--repeats", "1"],
-            "gateway": ["--repeats", "1", "--seconds", "1", "--channels", "300"],
+            "gateway": ["--repeats", "1", "--seconds", "1", "--channels", "300", "--no-one-worker"],
             "rgs": ["--scale", tiny, "--repeats", "1"],
             "lookup": ["--scale", tiny, "--repeats", "1"],
         }[name]
@@ -154,9 +154,11 @@ def details(results: dict[str, dict[str, Any]]) -> list[str]:
         )
     if gw := results.get("gateway"):
         n = gw["nginx"]
+        one = gw.get("gateway_1_worker")
         out.append(
             f"gateway: {gw['gateway']['rps']:,} req/s vs nginx {n['rps']:,} req/s (p99 {n['p99_ms']} ms), "
-            f"{gw['blob_bytes']:,}-byte blob; 1 worker {gw['gateway_1_worker']['ratio']}x"
+            f"{gw['blob_bytes']:,}-byte blob, 2 workers {gw['rss_mb']} MB (PSS)"
+            + (f"; 1 worker {one['rps']:,} req/s = {one['ratio']}x, p99 {one['p99_ms']} ms" if one else "")
         )
     if rg := results.get("rgs"):
         full = rg["rows"][0]
@@ -262,8 +264,8 @@ def main(argv: list[str] | None = None) -> int:
                 options = bench_args(name, args.quick, args.scale, args.keep_store)
                 argv_ = [sys.executable, "-m", f"bench.bench_{name}", *options, "--json", str(out)]
                 print(f"== {' '.join(['python', *argv_[1:]])}", flush=True)
-                proc = start_bench(argv_, outdir / f"{name}.log", stream=args.jobs == 1)
-                running[name] = (proc, time.perf_counter())
+                t0 = time.perf_counter()
+                running[name] = (start_bench(argv_, outdir / f"{name}.log", stream=args.jobs == 1), t0)
             name, rc, cpu = wait_any(running)
             wall = time.perf_counter() - running.pop(name)[1]
             timings.append(f"{name} {wall:.0f} s wall / {cpu:.0f} s CPU")
