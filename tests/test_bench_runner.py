@@ -66,11 +66,16 @@ def test_a_failed_bench_leaves_its_rows_in_the_table() -> None:
     assert table["gateway vs nginx, req/s"] == ["not measured", "≥ 0.50x", "bench_gateway: exit 1"]
 
 
+def test_runner_knows_every_bench() -> None:
+    on_disk = {p.stem.removeprefix("bench_") for p in (ROOT / "bench").glob("bench_*.py")}
+    assert on_disk == set(run_all.BENCHES), "add the new bench to bench/run_all.py (BENCHES, bench_args)"
+
+
 @pytest.mark.slow
 def test_quick_run_of_every_bench_fills_every_row(tmp_path: Path) -> None:
     markdown = tmp_path / "table.md"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.run_all", "--quick", "--jobs", "6", "--markdown", str(markdown),
+        [sys.executable, "-m", "bench.run_all", "--quick", "--jobs", "7", "--markdown", str(markdown),
          "--results", str(tmp_path / "results")],
         cwd=ROOT, capture_output=True, text=True, timeout=280,
         env={**os.environ, "LNSYNC_BENCH_CACHE": str(tmp_path / "cache")},
