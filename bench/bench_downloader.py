@@ -45,8 +45,8 @@ from lnsync.chain import chain_hash
 from lnsync.gossip.validate import GossipValidator
 from lnsync.pg import LocalPostgres
 from lnsync.v1 import downloader_pb2, downloader_pb2_grpc
-from tests.downloader.test_with_persistence import stored_raws
 from tests.ldk import LdkPeer, read_records
+from tests.stack import stored_gossip
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "data" / "cln2026_top50_resigned_mainnet.bin"
@@ -159,7 +159,7 @@ async def one_run(pg: LocalPostgres, peer: LdkPeer, workdir: Path, index: int) -
         assert cpu0 is not None
         assert pcpu0 is not None
         assert done_at is not None
-        raws = await stored_raws(url)
+        raws = await stored_gossip(url)
         stored = len(raws)
         run = Run(total, done_at[0] - t0, done_at[2] - cpu0, done_at[3] - pcpu0, stored, rss.peak_mb)
         return run, raws

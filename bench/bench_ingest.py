@@ -61,7 +61,8 @@ async def start_service(url: str, port: int, log: Path) -> asyncio.subprocess.Pr
     deadline = time.monotonic() + 60
     while not await rpc.check_health(target, "lnsync.v1.Persistence"):
         if time.monotonic() > deadline or proc.returncode is not None:
-            raise RuntimeError(f"persistence did not start; see {log}")
+            text = await asyncio.to_thread(log.read_text, errors="replace")
+            raise RuntimeError(f"persistence did not start:\n{text[-3000:]}")
         await asyncio.sleep(0.1)
     return proc
 

@@ -2,7 +2,8 @@
 
 Three benches (ingest, rgs, lookup) need the same mainnet-scale history; generating it costs 35 s
 of CPU (100 s of wall time on a busy machine), reading it back a few seconds. The cache lives in
-``$LNSYNC_BENCH_CACHE`` (default ``~/.cache/lnsync/bench``), one file per (seed, scale, days, end
+``$BENCH_HISTORY_CACHE`` (default ``~/.cache/lnsync/bench``; not an ``LNSYNC_`` name, which
+the services would refuse as an unknown setting), one file per (seed, scale, days, end
 time): records of received time (µs), funding amount (-1: none), length and wire bytes. A file is
 written under a temporary name and renamed when complete, so a crash never leaves half a history.
 """
@@ -21,7 +22,7 @@ _MAGIC = b"lnsync-bench-history-1\n"
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("LNSYNC_BENCH_CACHE") or Path.home() / ".cache" / "lnsync" / "bench")
+    return Path(os.environ.get("BENCH_HISTORY_CACHE") or Path.home() / ".cache" / "lnsync" / "bench")
 
 
 def history(seed: int, scale: float, days: float = 14.0) -> Iterator[GeneratedMessage]:

@@ -78,7 +78,7 @@ def test_quick_run_of_every_bench_fills_every_row(tmp_path: Path) -> None:
         [sys.executable, "-m", "bench.run_all", "--quick", "--jobs", "7", "--markdown", str(markdown),
          "--results", str(tmp_path / "results")],
         cwd=ROOT, capture_output=True, text=True, timeout=280,
-        env={**os.environ, "LNSYNC_BENCH_CACHE": str(tmp_path / "cache")},
+        env={**os.environ, "BENCH_HISTORY_CACHE": str(tmp_path / "cache")},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     table = rows(markdown.read_text().splitlines())
