@@ -259,7 +259,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         # The gateway holds the whole generation in memory: measured once it serves it.
         procs["gateway"] = await start("gateway", env, ports, workdir)
         rss["gateway"] = PeakRss(procs["gateway"].pid)
-        await wait_gateway(f"http://127.0.0.1:{ports['gateway']}/snapshot/v2/{R - DAY}", R)
+        try:
+            await wait_gateway(f"http://127.0.0.1:{ports['gateway']}/snapshot/v2/{R - DAY}", R)
+        except RuntimeError as exc:
+            log = await asyncio.to_thread((workdir / "gateway.log").read_text, errors="replace")
+            raise RuntimeError(f"{exc}; gateway log:\n{log[-3000:]}") from None
         await asyncio.sleep(1)
         for r in rss.values():
             r.sample()
@@ -287,16 +291,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 async def wait_gateway(url: str, reference_time: int, timeout: float = 120) -> None:
     """Until the gateway answers ``url`` with a v2 blob of the generation for ``reference_time``."""
     deadline = time.monotonic() + timeout
+    last = "no answer"
     while True:
         try:
             status, body = await asyncio.to_thread(fetch, url, 5)
             stamp = int.from_bytes(body[36:40], "big")
             if status == 200 and body[:4] == b"LDK\x02" and stamp == reference_time:
                 return
-        except OSError:
-            pass
+            last = f"status {status}, {body[:4]!r}, timestamp {stamp}"
+        except OSError as exc:
+            last = repr(exc)
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the gateway did not serve the generation at {url}")
+            raise RuntimeError(f"the gateway did not serve the generation at {url} (last: {last})")
         await asyncio.sleep(0.5)
 
 
