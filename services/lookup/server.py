@@ -5,9 +5,9 @@ records a message as seen more than ``ingest_lag`` before it commits it; so once
 passed, the answer for (T, R) can never change. Dynamic requests use R = now - ingest_lag rounded
 down to ``lookup.timestamp_granularity``, which makes concurrent and repeated requests share R,
 and two small caches answer them without repeating work: the live graph at R (most of a delta's
-database reads, shared by every T) and the last computed delta sets keyed by (T, R, apply lag) (the
+database reads, shared by every T) and the last computed delta set, keyed by (T, R, apply lag) (the
 snapshotter asks for v1 and v2 of each scope back to back). A full delta set is ~30 MB at mainnet
-scale, so that cache is short; the gateway keeps the encoded answers.
+scale, so that cache holds one; the gateway keeps the encoded answers.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from lnsync import db, rpc, schema
 from lnsync.chain import chain_hash
 from lnsync.commands._common import require_database_url
 from lnsync.config import Settings
+from lnsync.memory import release_free_memory
 from lnsync.rgs.delta import compute_delta
 from lnsync.rgs.encode import encode, encode_empty
 from lnsync.rgs.model import DeltaParams, DeltaSet
@@ -43,8 +44,10 @@ COMPUTE_SECONDS = Histogram(
 )
 REQUESTS = Counter("lnsync_lookup_requests_total", "ComputeDelta requests", ["version", "outcome"])
 # Delta sets and graphs kept (see the module docstring).
-DELTA_CACHE_SIZE = 2
+DELTA_CACHE_SIZE = 1
 GRAPH_CACHE_SIZE = 2
+# After a delta this large, freed heap memory is handed back to the system (lnsync/memory.py).
+TRIM_AFTER_RECORDS = 20_000
 # A client whose last sync is this old has pruned everything it had (LDK forgets data 7 days after
 # the blob that wrote it), and retention may have pruned the rows its delta would read: it gets
 # the full graph, computed as for T = 0 (the header stays R).
@@ -128,6 +131,8 @@ class LookupService(lookup_pb2_grpc.LookupServicer):
                 REQUESTS.labels(str(version), "unavailable").inc()
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
             blob = await asyncio.to_thread(encode, delta, version)
+            if T == 0 or len(delta.updates) > TRIM_AFTER_RECORDS:
+                release_free_memory()  # the delta's transient records were tens of MB
             info = lookup_pb2.BlobInfo(
                 version=version,
                 timestamp=delta.timestamp,
