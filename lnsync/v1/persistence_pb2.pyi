@@ -122,3 +122,25 @@ class PeerSyncState(_message.Message):
     stored: int
     duplicates: int
     def __init__(self, peer_id: _Optional[str] = ..., initial_sync_complete: _Optional[bool] = ..., completed_at: _Optional[int] = ..., channel_announcements: _Optional[int] = ..., channel_updates: _Optional[int] = ..., node_announcements: _Optional[int] = ..., last_message_at: _Optional[int] = ..., stored: _Optional[int] = ..., duplicates: _Optional[int] = ...) -> None: ...
+
+class KnownChannelsRequest(_message.Message):
+    __slots__ = ("max_channels",)
+    MAX_CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    max_channels: int
+    def __init__(self, max_channels: _Optional[int] = ...) -> None: ...
+
+class KnownChannelsChunk(_message.Message):
+    __slots__ = ("channels",)
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    channels: _containers.RepeatedCompositeFieldContainer[KnownChannel]
+    def __init__(self, channels: _Optional[_Iterable[_Union[KnownChannel, _Mapping]]] = ...) -> None: ...
+
+class KnownChannel(_message.Message):
+    __slots__ = ("short_channel_id", "node_id_1", "node_id_2")
+    SHORT_CHANNEL_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_1_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_2_FIELD_NUMBER: _ClassVar[int]
+    short_channel_id: int
+    node_id_1: bytes
+    node_id_2: bytes
+    def __init__(self, short_channel_id: _Optional[int] = ..., node_id_1: _Optional[bytes] = ..., node_id_2: _Optional[bytes] = ...) -> None: ...

@@ -51,6 +51,11 @@ class PersistenceStub:
                 request_serializer=lnsync_dot_v1_dot_persistence__pb2.GetSyncStatusRequest.SerializeToString,
                 response_deserializer=lnsync_dot_v1_dot_persistence__pb2.SyncStatus.FromString,
                 _registered_method=True)
+        self.KnownChannels = channel.unary_stream(
+                '/lnsync.v1.Persistence/KnownChannels',
+                request_serializer=lnsync_dot_v1_dot_persistence__pb2.KnownChannelsRequest.SerializeToString,
+                response_deserializer=lnsync_dot_v1_dot_persistence__pb2.KnownChannelsChunk.FromString,
+                _registered_method=True)
 
 
 class PersistenceServicer:
@@ -84,6 +89,15 @@ class PersistenceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def KnownChannels(self, request, context):
+        """The stored channels' node ids, so that a restarted downloader can verify channel_updates for
+        channels announced before it started and ask its peer only for recent gossip. Streamed in
+        ascending scid order, at most `max_channels` (the newest by scid when there are more).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PersistenceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -101,6 +115,11 @@ def add_PersistenceServicer_to_server(servicer, server):
                     servicer.GetSyncStatus,
                     request_deserializer=lnsync_dot_v1_dot_persistence__pb2.GetSyncStatusRequest.FromString,
                     response_serializer=lnsync_dot_v1_dot_persistence__pb2.SyncStatus.SerializeToString,
+            ),
+            'KnownChannels': grpc.unary_stream_rpc_method_handler(
+                    servicer.KnownChannels,
+                    request_deserializer=lnsync_dot_v1_dot_persistence__pb2.KnownChannelsRequest.FromString,
+                    response_serializer=lnsync_dot_v1_dot_persistence__pb2.KnownChannelsChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -186,6 +205,33 @@ class Persistence:
             '/lnsync.v1.Persistence/GetSyncStatus',
             lnsync_dot_v1_dot_persistence__pb2.GetSyncStatusRequest.SerializeToString,
             lnsync_dot_v1_dot_persistence__pb2.SyncStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def KnownChannels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/lnsync.v1.Persistence/KnownChannels',
+            lnsync_dot_v1_dot_persistence__pb2.KnownChannelsRequest.SerializeToString,
+            lnsync_dot_v1_dot_persistence__pb2.KnownChannelsChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,6 +4,11 @@ The pipeline (verified channels, held updates, recently seen messages) and the c
 here, not to a connection, so a reconnect continues where the last connection stopped. The
 initial sync is reported to persistence once per process, after everything delivered so far is
 acknowledged (a report must never overtake the messages it vouches for).
+
+A downloader whose peer already completed an initial sync into the store (an earlier process)
+resumes instead: it learns the stored channels' node ids and asks the peer only for gossip from
+shortly before the peer's last delivery. After a reconnect it likewise asks only for what came
+after the last connection's end, once that connection had caught up with the peer.
 """
 
 from __future__ import annotations
@@ -23,6 +28,12 @@ from services.downloader.sink import GossipSink
 from services.downloader.transport import NoiseTransport, TransportError, connect
 
 log = logging.getLogger(__name__)
+
+# Asked-for gossip starts this long before the last moment we were in touch with the peer: peers
+# batch their relays (LDK and CLN every ~60 s), gossip takes minutes to cross the network, and
+# origins' clocks drift. Re-receiving an hour of gossip is cheap; a gap stays until the channel's
+# next update (up to two weeks).
+RESUME_MARGIN = 3600
 
 
 class Downloader:
@@ -59,6 +70,8 @@ class Downloader:
         self.session: PeerSession | None = None
         self.sync_reported = asyncio.Event()
         self._report_task: asyncio.Task[None] | None = None
+        # Unix time up to which we hold the peer's gossip (less RESUME_MARGIN); None: nothing yet.
+        self.resume_from: float | None = None
 
     @property
     def label(self) -> str:
@@ -66,6 +79,7 @@ class Downloader:
 
     async def run(self) -> None:
         """Keep a connection to the peer until cancelled; nothing the peer does ends this."""
+        await self._resume()
         while True:
             started = asyncio.get_running_loop().time()
             new_messages = await self._connect_once()
@@ -97,8 +111,9 @@ class Downloader:
             stats.connections += 1
             stats.connected = True
             self.pipeline.connection = stats.connections
-            complete = self.sync_reported.is_set() or self._report_task is not None
+            complete = self.synced
             stats.state = st.SYNCED if complete else st.INITIAL_SYNC
+            first_timestamp = self._first_timestamp() if complete else o.first_timestamp
             self.session = PeerSession(
                 transport,
                 self.chain_hash,
@@ -106,9 +121,10 @@ class Downloader:
                 stats,
                 o,
                 track_sync=not complete,
+                first_timestamp=first_timestamp,
                 on_sync_complete=self._sync_complete,
             )
-            log.info("peer %s: connected to %s", self.label, self.peer)
+            log.info("peer %s: connected to %s (gossip from %d)", self.label, self.peer, first_timestamp)
             await self.session.run()
         except PeerFailure as e:
             reason = e.reason
@@ -124,7 +140,49 @@ class Downloader:
                 await transport.close()
         stats.disconnects[reason] += 1
         session, self.session = self.session, None
+        if session is not None and session.caught_up_at is not None and self.synced:
+            # Live until its last message: the next connection needs only what came after.
+            self.resume_from = max(session.caught_up_at, stats.last_message_at)
         return session.new_messages if session is not None else 0
+
+    @property
+    def synced(self) -> bool:
+        """The initial sync is done (reported, being reported, or by an earlier process)."""
+        return self.sync_reported.is_set() or self._report_task is not None
+
+    def _first_timestamp(self) -> int:
+        if self.resume_from is None:
+            return self.options.first_timestamp
+        return max(self.options.first_timestamp, int(self.resume_from) - RESUME_MARGIN, 0)
+
+    async def _resume(self) -> None:
+        """Skip the initial sync when the store already holds this peer's graph: learn the stored
+        channels (so updates for them verify), then ask only for recent gossip. Any failure means
+        a full sync, which is always correct, only slower."""
+        started = asyncio.get_running_loop().time()
+        channels = 0
+        try:
+            point = await self.sink.resume_point(self.peer.node_id)
+            if point is None:
+                return
+            async for scid, node_id_1, node_id_2 in self.sink.known_channels(
+                self.pipeline.validator.max_channels
+            ):
+                self.pipeline.remember_channel(scid, node_id_1, node_id_2)
+                channels += 1
+        except Exception as e:  # the channels learnt so far do no harm to a full sync
+            log.warning("peer %s: reading the stored channels failed (%s); full sync", self.label, e)
+            return
+        self.resume_from = point
+        self.stats.initial_sync_complete = True
+        self.sync_reported.set()
+        log.info(
+            "peer %s: resuming (initial sync already stored; %d channels known in %.1f s; gossip from %d)",
+            self.label,
+            channels,
+            asyncio.get_running_loop().time() - started,
+            self._first_timestamp(),
+        )
 
     async def _sync_complete(self) -> None:
         if self._report_task is None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
 
 import grpc
 
@@ -11,7 +13,14 @@ from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
 from services.downloader.sink import SyncCounts
 from services.persistence.client import IngestClient
 
+log = logging.getLogger(__name__)
+
 REPORT_TIMEOUT = 10.0
+# Beyond this age a peer's last delivery is too old to resume from: channels closed and gossip
+# pruned meanwhile are easier to get right with a fresh full sync (it stores nothing twice).
+RESUME_MAX_AGE = 7 * 86400
+# Reading the stored channels: a mainnet graph (~50k) takes about a second.
+KNOWN_CHANNELS_TIMEOUT = 120.0
 
 
 class PersistenceSink:
@@ -52,6 +61,31 @@ class PersistenceSink:
         )
         stub = persistence_pb2_grpc.PersistenceStub(self._channel)
         await stub.ReportSyncComplete(request, timeout=REPORT_TIMEOUT, wait_for_ready=True)
+
+    async def resume_point(self, peer_id: str) -> int | None:
+        assert self._channel is not None, "start() first"
+        stub = persistence_pb2_grpc.PersistenceStub(self._channel)
+        try:
+            status = await stub.GetSyncStatus(
+                persistence_pb2.GetSyncStatusRequest(), timeout=REPORT_TIMEOUT, wait_for_ready=True
+            )
+        except grpc.aio.AioRpcError as e:
+            log.warning("no resume point for %s (%s); syncing from scratch", peer_id[:16], e.details())
+            return None
+        now = time.time()
+        for p in status.peers:
+            if p.peer_id != peer_id or not p.initial_sync_complete or p.last_message_at <= 0:
+                continue
+            return int(p.last_message_at) if now - p.last_message_at <= RESUME_MAX_AGE else None
+        return None
+
+    async def known_channels(self, max_channels: int) -> AsyncIterator[tuple[int, bytes, bytes]]:
+        assert self._channel is not None, "start() first"
+        stub = persistence_pb2_grpc.PersistenceStub(self._channel)
+        request = persistence_pb2.KnownChannelsRequest(max_channels=max_channels)
+        async for chunk in stub.KnownChannels(request, timeout=KNOWN_CHANNELS_TIMEOUT):
+            for ch in chunk.channels:
+                yield ch.short_channel_id, ch.node_id_1, ch.node_id_2
 
     async def close(self) -> None:
         await self.client.close()

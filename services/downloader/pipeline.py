@@ -119,6 +119,11 @@ class GossipPipeline:
         f = self.stats.forwarded
         return SyncCounts(f["channel_announcement"], f["channel_update"], f["node_announcement"])
 
+    def remember_channel(self, scid: int, node_id_1: bytes, node_id_2: bytes) -> None:
+        """Learn a channel's node ids from the store (a resuming downloader's peer does not send
+        the announcements again), so that its updates verify instead of waiting in pending."""
+        self.validator.remember_channel(scid, node_id_1, node_id_2)
+
     def knows_channel(self, scid: int) -> bool:
         return self.validator.node_ids(scid) is not None
 

@@ -26,7 +26,7 @@ from services.downloader.limits import EventWindow, TokenBucket
 from services.downloader.options import OUR_FEATURES, PeerOptions
 from services.downloader.pipeline import GossipPipeline, Outcome
 from services.downloader.stats import PeerStats
-from services.downloader.sync import Action, SyncTracker
+from services.downloader.sync import Action, RateWindow, SyncTracker
 from services.downloader.transport import NoiseTransport, TransportError
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,8 @@ class PeerSession:
         options: PeerOptions,
         *,
         track_sync: bool,
+        # The gossip_timestamp_filter's first_timestamp: 0 for the whole graph, later to resume.
+        first_timestamp: int = 0,
         # Called once when the initial sync completes; it must return quickly (start a task).
         on_sync_complete: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
@@ -69,6 +71,11 @@ class PeerSession:
         self._loop = loop
         self.started = now
         self.tracker: SyncTracker | None = SyncTracker(options.sync, now) if track_sync else None
+        self.first_timestamp = first_timestamp
+        # When the peer's backfill for our filter was over (unix time): from then on it relays
+        # live gossip, so a later reconnect only needs what came after this connection's end.
+        self.caught_up_at: float | None = None
+        self._gossip_rate = RateWindow(options.sync.settle_seconds)
         self.their_init: c.Init | None = None
         self.gossip_queries = False
         self.new_messages = 0
@@ -161,12 +168,13 @@ class PeerSession:
             )
 
     async def _start_gossip(self) -> None:
-        """Learn the peer's channel set and ask for its whole graph and everything new after it."""
+        """Learn the peer's channel set (initial sync only) and ask for its gossip from
+        ``first_timestamp`` on (0: the whole graph) and everything new after it."""
         if self.tracker is not None:
             query = q.QueryChannelRange(self.chain_hash, 0, ALL_BLOCKS)
             self.tracker.range_sent(query, self._loop.time())
             await self._send(query.encode())
-        flt = q.GossipTimestampFilter(self.chain_hash, self.options.first_timestamp, ALL_TIMESTAMPS)
+        flt = q.GossipTimestampFilter(self.chain_hash, self.first_timestamp, ALL_TIMESTAMPS)
         await self._send(flt.encode())
         await self.pipeline.release_known()
 
@@ -196,6 +204,7 @@ class PeerSession:
 
     async def _gossip(self, raw: bytes, now: float) -> None:
         result = await self.pipeline.handle(raw, time.time_ns() // 1000, now)
+        self._gossip_rate.add(now)
         if result.outcome in (Outcome.NEW, Outcome.PENDING):
             self.new_messages += 1
             if self.tracker is not None:
@@ -325,6 +334,17 @@ class PeerSession:
                 self.pipeline.expire_pending(now)
             if self.tracker is not None and not self.tracker.complete:
                 await self._advance_sync(now)
+            elif self.caught_up_at is None:
+                self._check_caught_up(now)
+
+    def _check_caught_up(self, now: float) -> None:
+        """The backfill is over once the gossip rate, over a whole settle window, fell to what
+        live relaying brings (the same test the initial sync uses)."""
+        s = self.options.sync
+        if now - self.started < s.settle_seconds:
+            return
+        if self._gossip_rate.count(now) <= s.settled_rate * s.settle_seconds:
+            self.caught_up_at = time.time()
 
     async def _advance_sync(self, now: float) -> None:
         assert self.tracker is not None
@@ -341,6 +361,7 @@ class PeerSession:
             missing = len(self.tracker.missing(self.pipeline.knows_channel))
             raise PeerFailure("sync_incomplete", f"{missing} channels the peer listed never arrived")
         elif action is Action.COMPLETE:
+            self.caught_up_at = time.time()
             t = self.tracker
             missing = t.missing_at_completion
             log.info(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -39,6 +39,15 @@ class GossipSink(Protocol):
 
     async def report_sync_complete(self, peer_id: str, counts: SyncCounts) -> None:
         """Tell persistence this peer's initial sync is complete (after :meth:`flush`)."""
+
+    async def resume_point(self, peer_id: str) -> int | None:
+        """Unix time from which this peer's gossip is still needed, when the store already holds
+        its graph (a completed initial sync, recently active); None means sync from scratch.
+        Never raises: whatever goes wrong, None is the safe answer."""
+
+    def known_channels(self, max_channels: int) -> AsyncIterator[tuple[int, bytes, bytes]]:
+        """(scid, node_id_1, node_id_2) of up to ``max_channels`` stored channels, so that updates
+        for channels announced before this process started can be verified. May raise."""
 
     async def close(self) -> None:
         """Stop delivering; unacknowledged messages are abandoned (the process is ending)."""

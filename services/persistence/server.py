@@ -47,6 +47,12 @@ QUEUE_BATCHES = 4  # the queue holds this many maximal batches
 DB_CHECK_INTERVAL = 2.0
 GC_THRESHOLDS = (50_000, 20, 100)
 FIRST_PRUNE_DELAY = 60.0
+# KnownChannels: at most this many channels per call (a downloader's validator holds 400k), read
+# and sent this many at a time so neither side holds the whole list in one message.
+MAX_KNOWN_CHANNELS = 400_000
+KNOWN_CHANNELS_CHUNK = 5_000
+# The database is down or not connected yet: the caller may retry later.
+UNAVAILABLE: tuple[type[BaseException], ...] = (*RETRYABLE, ConnectionError)
 
 
 # Whole streams or requests refused (a broken protocol, the database down); single messages
@@ -375,6 +381,47 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
                 if not p.peer_id.startswith("import:")
             ],
         )
+
+    async def KnownChannels(
+        self, request: persistence_pb2.KnownChannelsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[persistence_pb2.KnownChannelsChunk]:
+        limit = min(request.max_channels or MAX_KNOWN_CHANNELS, MAX_KNOWN_CHANNELS)
+        try:
+            async for rows in self._known_channels(limit):
+                yield persistence_pb2.KnownChannelsChunk(
+                    channels=[
+                        persistence_pb2.KnownChannel(
+                            short_channel_id=scid % (1 << 64), node_id_1=bytes(n1), node_id_2=bytes(n2)
+                        )
+                        for scid, n1, n2 in rows
+                    ]
+                )
+        except UNAVAILABLE as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
+
+    async def _known_channels(self, limit: int) -> AsyncIterator[list[Any]]:
+        """Up to ``limit`` stored channels, the newest by scid, in ascending scid order and in
+        keyset-paged chunks (scids are stored as signed bigints with the u64's bits, so the order
+        is by the signed value; real scids are below 2**63 and sort the same either way)."""
+        async with self._acquire() as conn:
+            start = await conn.fetchval(
+                "SELECT scid FROM channel_announcements ORDER BY scid DESC OFFSET $1 LIMIT 1", limit - 1
+            )
+        after: int | None = None if start is None or start == -(1 << 63) else start - 1
+        sent = 0
+        while sent < limit:
+            async with self._acquire() as conn:
+                rows = await conn.fetch(
+                    "SELECT scid, node_id_1, node_id_2 FROM channel_announcements"
+                    " WHERE $1::int8 IS NULL OR scid > $1 ORDER BY scid LIMIT $2",
+                    after,
+                    min(KNOWN_CHANNELS_CHUNK, limit - sent),
+                )
+            if not rows:
+                return
+            sent += len(rows)
+            after = rows[-1][0]
+            yield [tuple(r) for r in rows]
 
     @contextlib.asynccontextmanager
     async def _acquire(self) -> AsyncIterator[Any]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from lnsync.chain import chain_hash
@@ -67,6 +67,26 @@ class Graph:
             out.extend(self.updates[s])
         return out + self.nodes
 
+    def matching(self, flt: q.GossipTimestampFilter) -> list[bytes]:
+        """The dump a ``gossip_timestamp_filter`` asks for (BOLT 7): updates and node announcements
+        in its window, each announcement before its channel's first update in the window. Junk a
+        test planted (anything without a readable timestamp) is always sent."""
+        if flt.first_timestamp == 0 and flt.timestamp_range == 0xFFFFFFFF:
+            return self.dump()
+
+        def wanted(raw: bytes) -> bool:
+            try:
+                return flt.matches(m.decode_gossip(raw).timestamp)  # type: ignore[union-attr]
+            except Exception:
+                return True
+
+        out: list[bytes] = []
+        for s, ann in self.announcements.items():
+            ups = [u for u in self.updates[s] if wanted(u)]
+            if ups:
+                out += [ann, *ups]
+        return out + [n for n in self.nodes if wanted(n)]
+
     def channel(self, s: int) -> list[bytes]:
         return [self.announcements[s], *self.updates[s]]
 
@@ -108,6 +128,11 @@ class MemorySink:
         self.acked = 0
         self.reports: list[tuple[str, SyncCounts]] = []
         self.fail_reports = 0  # the next N reports raise
+        # What resume_point and known_channels answer (None: a fresh store, sync from scratch);
+        # known_channels raises after ``fail_known_after`` channels when that is set.
+        self.resume_at: int | None = None
+        self.stored_channels: list[tuple[int, bytes, bytes]] = []
+        self.fail_known_after: int | None = None
         self._changed = asyncio.Condition()
 
     @property
@@ -155,6 +180,15 @@ class MemorySink:
             raise ConnectionError("persistence unavailable")
         self.reports.append((peer_id, counts))
 
+    async def resume_point(self, peer_id: str) -> int | None:
+        return self.resume_at
+
+    async def known_channels(self, max_channels: int) -> AsyncIterator[tuple[int, bytes, bytes]]:
+        for i, channel in enumerate(self.stored_channels[:max_channels]):
+            if i == self.fail_known_after:
+                raise ConnectionError("persistence went away")
+            yield channel
+
     async def close(self) -> None:
         return None
 
@@ -186,6 +220,7 @@ class PeerConnection:
         self.behaviour = behaviour
         self.received: list[bytes] = []
         self.their_init: c.Init | None = None
+        self.filter: q.GossipTimestampFilter | None = None
         self.dumped = asyncio.Event()
         self.closed = asyncio.Event()
 
@@ -218,7 +253,8 @@ class PeerConnection:
                     )
                     await self.send(reply.encode())
                 elif t == q.GOSSIP_TIMESTAMP_FILTER and b.dump:
-                    for msg in self.graph.dump():
+                    self.filter = q.decode_gossip_timestamp_filter(raw)
+                    for msg in self.graph.matching(self.filter):
                         if self._withheld(msg):
                             continue
                         self.noise.write_message(msg)

@@ -1,0 +1,224 @@
+"""A restarted or reconnecting downloader asks its peer only for recent gossip.
+
+The peer-side tests use :class:`MemorySink` (it says what the store would answer); the last one
+runs the real persistence service: a downloader syncs, a second one (a restart) resumes from what
+persistence reports, receives only the recent part, and verifies and stores new updates for
+channels it never saw announced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from lnsync import rpc
+from lnsync.config import PeerAddress
+from lnsync.gossip import messages as m
+from lnsync.gossip import queries as q
+from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
+from services.downloader.downloader import RESUME_MARGIN, Downloader
+from services.downloader.forward import PersistenceSink
+from services.downloader.sink import GossipSink
+from tests.downloader.scripted import MAINNET, Graph, MemorySink, ScriptedPeer, make_graph
+from tests.downloader.test_session import FAST, eventually, running
+from tests.stack import Stack
+
+DAY = 86400
+
+
+def stored_channels(graph: Graph) -> list[tuple[int, bytes, bytes]]:
+    out = []
+    for raw in graph.announcements.values():
+        ann = m.decode_channel_announcement(raw)
+        out.append((ann.short_channel_id, ann.node_id_1, ann.node_id_2))
+    return out
+
+
+def sent_types(conn_received: list[bytes]) -> list[int]:
+    return [m.message_type(raw) for raw in conn_received]
+
+
+def old_graph(channels: int) -> Graph:
+    return make_graph(channels, timestamp=int(time.time()) - 3 * DAY)
+
+
+async def test_a_resumed_downloader_asks_for_recent_gossip_and_verifies_old_channels():
+    now = int(time.time())
+    graph = old_graph(20)
+    scids = list(graph.announcements)
+    fresh = graph.update(scids[3], 0, now - 60, fee=9)
+    graph.updates[scids[3]][0] = fresh
+    sink = MemorySink()
+    sink.resume_at = now - 600
+    sink.stored_channels = stored_channels(graph)
+    async with ScriptedPeer(graph) as peer, running(peer, sink) as d:
+        await asyncio.wait_for(peer.connected.wait(), 5)
+        conn = peer.connections[0]
+        await asyncio.wait_for(conn.dumped.wait(), 5)
+        assert conn.filter is not None and conn.filter.first_timestamp == now - 600 - RESUME_MARGIN
+        assert q.QUERY_CHANNEL_RANGE not in sent_types(conn.received)  # no initial sync again
+        await sink.wait_for(2)
+        # Only the recent part: the fresh update and its channel's announcement.
+        assert sorted(sink.raws) == sorted([graph.announcements[scids[3]], fresh])
+        assert d.stats.state == "synced" and d.stats.initial_sync_complete
+        # Live gossip for a channel announced before this process started verifies at once.
+        live = graph.update(scids[7], 1, now, fee=11)
+        await conn.send(live)
+        await sink.wait_for(3)
+        assert sink.raws[-1] == live
+        assert d.stats.pending["held"] == 0 and d.stats.invalid_total == 0
+        # A forged update for such a channel is still caught.
+        forged = graph.update(scids[8], 1, now, fee=12)
+        await conn.send(forged[:10] + bytes([forged[10] ^ 1]) + forged[11:])
+        await eventually(lambda: d.stats.invalid_total == 1)
+        assert sink.reports == []  # the sync was reported by the earlier process
+
+
+async def test_without_the_stored_channels_a_downloader_syncs_from_scratch():
+    graph = old_graph(10)
+    sink = MemorySink()
+    sink.resume_at = int(time.time()) - 600
+    sink.stored_channels = stored_channels(graph)
+    sink.fail_known_after = 4
+    async with ScriptedPeer(graph) as peer, running(peer, sink) as d:
+        await asyncio.wait_for(d.sync_reported.wait(), 10)
+        conn = peer.connections[0]
+        assert conn.filter is not None and conn.filter.first_timestamp == 0
+        assert q.QUERY_CHANNEL_RANGE in sent_types(conn.received)
+        assert sorted(sink.raws) == sorted(graph.dump())
+        assert len(sink.reports) == 1
+
+
+async def test_no_resume_point_means_a_full_sync():
+    graph = old_graph(5)
+    sink = MemorySink()
+    sink.stored_channels = stored_channels(graph)  # ignored without a resume point
+    async with ScriptedPeer(graph) as peer, running(peer, sink) as d:
+        await asyncio.wait_for(d.sync_reported.wait(), 10)
+        assert peer.connections[0].filter.first_timestamp == 0  # type: ignore[union-attr]
+        assert sorted(sink.raws) == sorted(graph.dump())
+
+
+async def test_a_reconnect_after_the_sync_asks_from_the_last_connection_end():
+    graph = old_graph(10)
+    sink = MemorySink()
+    async with ScriptedPeer(graph) as peer, running(peer, sink) as d:
+        await asyncio.wait_for(d.sync_reported.wait(), 10)
+        first = peer.connections[0]
+        assert first.filter is not None and first.filter.first_timestamp == 0
+        session = d.session
+        assert session is not None and session.caught_up_at is not None
+        await first.noise.close()  # the peer drops us
+        await eventually(lambda: len(peer.connections) == 2 and peer.connections[1].filter is not None)
+        second = peer.connections[1]
+        assert second.filter is not None
+        assert abs(second.filter.first_timestamp - (time.time() - RESUME_MARGIN)) < 30
+        assert q.QUERY_CHANNEL_RANGE not in sent_types(second.received)
+        await asyncio.sleep(0.3)
+        assert len(sink.raws) == len(graph.dump())  # the old graph did not cross the wire again
+        assert d.stats.duplicates == 0
+
+
+async def test_a_reconnect_before_the_backfill_was_over_keeps_the_earlier_point():
+    """A resumed connection that drops before its backfill drained has not caught up: the next
+    connection must ask from the same point, not from when the first one ended."""
+    now = int(time.time())
+    graph = old_graph(4)
+    sink = MemorySink()
+    sink.resume_at = now - 2 * DAY
+    sink.stored_channels = stored_channels(graph)
+    slow = replace(FAST, sync=replace(FAST.sync, settle_seconds=30.0))
+    async with ScriptedPeer(graph) as peer, running(peer, sink, slow) as d:
+        await asyncio.wait_for(peer.connected.wait(), 5)
+        await asyncio.wait_for(peer.connections[0].dumped.wait(), 5)
+        await peer.connections[0].noise.close()
+        await eventually(lambda: len(peer.connections) == 2 and peer.connections[1].filter is not None)
+        for conn in peer.connections:
+            assert conn.filter is not None
+            assert conn.filter.first_timestamp == now - 2 * DAY - RESUME_MARGIN
+        assert d.resume_from == now - 2 * DAY
+
+
+# -- with the real persistence service ----------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def downloader_into(
+    target: str, peer: ScriptedPeer
+) -> AsyncIterator[tuple[Downloader, PersistenceSink]]:
+    address = PeerAddress.parse(peer.address)
+    sink = PersistenceSink(target, address.node_id, window=1000)
+    await sink.start()
+    sink_: GossipSink = sink
+    d = Downloader(address, MAINNET, sink_, FAST)
+    task = asyncio.create_task(d.run())
+    try:
+        yield d, sink
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await d.close()
+        await sink.close()
+
+
+async def until_stored(database_url: str, raw: bytes, timeout: float = 10.0) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while not await conn.fetchval("SELECT count(*) FROM channel_updates WHERE raw = $1", raw):
+            assert time.monotonic() < deadline, "the update never reached the store"
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_a_restarted_downloader_resumes_from_persistence(database_url: str, short_tmp: Path) -> None:
+    now = int(time.time())
+    graph = old_graph(40)
+    scids = list(graph.announcements)
+    total = len(graph.dump())
+    stack = Stack(database_url, short_tmp)
+    try:
+        await stack.start_healthy("persistence")
+        target = stack.target("persistence")
+        async with ScriptedPeer(graph) as peer:
+            async with downloader_into(target, peer) as (d, _):
+                await asyncio.wait_for(d.sync_reported.wait(), 20)
+                assert d.stats.forwarded.total() == total
+            # A new update published while the downloader was down, then the restart.
+            fresh = graph.update(scids[5], 1, now - 30, fee=21)
+            graph.updates[scids[5]][1] = fresh
+            async with downloader_into(target, peer) as (d, _):
+                await eventually(lambda: len(peer.connections) == 2 and peer.connections[1].dumped.is_set())
+                conn = peer.connections[1]
+                assert (
+                    conn.filter is not None and abs(conn.filter.first_timestamp - (now - RESUME_MARGIN)) < 120
+                )
+                assert d.stats.initial_sync_complete and d.stats.state == "synced"
+                # Live updates for channels this process never saw announced.
+                live = [graph.update(s, 0, now, fee=31) for s in scids[10:13]]
+                for raw in live:
+                    await conn.send(raw)
+                for raw in [fresh, *live]:
+                    await until_stored(database_url, raw)
+                received = sum(d.stats.received[k] for k in ("channel_announcement", "channel_update"))
+                assert received == 2 + len(live), d.stats.received  # not the 120 of the graph
+                assert d.stats.pending["held"] == 0 and d.stats.invalid_total == 0
+        # What seeded it: the stored channels, the newest by scid when the caller holds fewer.
+        async with rpc.channel(target) as ch:
+            stub = persistence_pb2_grpc.PersistenceStub(ch)
+            request = persistence_pb2.KnownChannelsRequest(max_channels=5)
+            chunks = [c async for c in stub.KnownChannels(request, timeout=10)]
+        got = [(k.short_channel_id, k.node_id_1, k.node_id_2) for c in chunks for k in c.channels]
+        assert got == sorted(stored_channels(graph))[-5:]
+    finally:
+        stack.close()
