@@ -211,9 +211,17 @@ class Progress:
             log.info("%s", line)
 
     async def watch(self) -> None:
+        """Poll until cancelled. A failing poll is reported and the next one tried: the view must
+        not go silent for the rest of the run because one answer was odd."""
+        failing = False
         while True:
-            status = await collect(self.run)
-            self.show(status)
+            try:
+                self.show(await collect(self.run))
+                failing = False
+            except Exception:
+                if not failing:
+                    log.warning("progress view: could not read the stack's status", exc_info=True)
+                failing = True
             await asyncio.sleep(PROGRESS_EVERY)
 
     def show(self, status: dict[str, Any]) -> None:
