@@ -22,13 +22,21 @@ SYNCED = {
 }
 
 
+# A status the peer lines cannot be rendered from (no generated_at): milestones must still show.
+ODD = {**SYNCED, "snapshots": {"generation": 7, "reference_time": 100}, "downloaders": [{"peer": "x"}]}
+
+
+@pytest.mark.parametrize("status", [SYNCED, ODD], ids=["complete", "unrenderable"])
 async def test_a_failed_poll_is_reported_once_and_polling_goes_on(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    status: dict[str, Any],
 ) -> None:
-    answers: list[Any] = [RuntimeError("odd answer"), RuntimeError("odd again"), SYNCED]
+    answers: list[Any] = [RuntimeError("odd answer"), RuntimeError("odd again"), status]
 
     async def collect(run: RunInfo) -> dict[str, Any]:
-        answer = answers.pop(0) if answers else SYNCED
+        answer = answers.pop(0) if answers else status
         if isinstance(answer, Exception):
             raise answer
         return answer

@@ -226,10 +226,6 @@ class Progress:
 
     def show(self, status: dict[str, Any]) -> None:
         facts = summary(status)
-        if self.live is not None:
-            self.live.update(render_table(status), refresh=True)
-        else:
-            self._log_peers(status)
         last = self._last
         if facts["fully_synced"] and not last.get("fully_synced"):
             self.say(f"first full sync done: {facts['channels']} channels, {facts['nodes']} nodes")
@@ -240,6 +236,11 @@ class Progress:
             for line in _ready_banner(self.run.gateway_url, self.data_dir):
                 self.say(line)
         self._last = facts
+        # The milestones above first: a rendering problem below must not hide them.
+        if self.live is not None:
+            self.live.update(render_table(status), refresh=True)
+        else:
+            self._log_peers(status)
 
     def _log_peers(self, status: dict[str, Any]) -> None:
         """One line per peer when its state changes, or every 30 s while its counts move."""
