@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -181,3 +182,15 @@ async def stored_gossip(database_url: str) -> list[bytes]:
     finally:
         await conn.close()
     return [bytes(r[0]) for r in rows]
+
+
+async def until(check: Any, timeout: float, what: str) -> Any:
+    """Poll the async ``check`` until it returns something truthy (returned), or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.05)

@@ -16,7 +16,7 @@ from lnsync.v1 import downloader_pb2, downloader_pb2_grpc, persistence_pb2, pers
 from tests.conftest import free_port
 from tests.downloader.test_ldk_downloader import FIXTURE, fresh_update
 from tests.ldk import LdkPeerFactory, read_records
-from tests.stack import Stack, stored_gossip
+from tests.stack import Stack, stored_gossip, until
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -32,17 +32,6 @@ async def peer_synced(stack: Stack, peer_id: str) -> persistence_pb2.PeerSyncSta
         stub = persistence_pb2_grpc.PersistenceStub(ch)
         status = await stub.GetSyncStatus(persistence_pb2.GetSyncStatusRequest(), timeout=5)
     return next((p for p in status.peers if p.peer_id == peer_id and p.initial_sync_complete), None)
-
-
-async def until(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def stack_for(database_url: str, workdir: Path, **env: str) -> Stack:

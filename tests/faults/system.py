@@ -460,17 +460,6 @@ def loss_report(peers: list[FaultPeer], rows: list[bytes]) -> dict[str, int]:
     }
 
 
-async def until(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
 def metric_sum(text: str, name: str, label_filter: str = "") -> float:
     """Sum of a Prometheus metric's samples in exposition ``text`` (those whose labels contain
     ``label_filter``, when given)."""

@@ -22,8 +22,8 @@ import pytest
 
 from lnsync import rpc
 from lnsync.v1 import persistence_pb2, persistence_pb2_grpc, snapshots_pb2, snapshots_pb2_grpc
-from tests.faults.system import Clients, FaultPeer, UpSystem, loss_report, until
-from tests.stack import stored_gossip
+from tests.faults.system import Clients, FaultPeer, UpSystem, loss_report
+from tests.stack import stored_gossip, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from lnsync.pg import LocalPostgres
-from tests.faults.system import Clients, FaultPeer, UpSystem, loss_report, until
+from tests.faults.system import Clients, FaultPeer, UpSystem, loss_report
 from tests.faults.test_kill9 import current_generation, synced_peers
 from tests.persistence.test_faults import pg_ctl
-from tests.stack import stored_gossip
+from tests.stack import stored_gossip, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(200)]
 OUTAGE = 4.0

@@ -24,8 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from lnsync import rpc
 from lnsync.config import TlsSettings
 from lnsync.v1 import lookup_pb2, lookup_pb2_grpc
-from tests.faults.system import until
-from tests.stack import Stack
+from tests.stack import Stack, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
