@@ -92,6 +92,9 @@ async def _api_status(url: str) -> dict[str, Any]:
         return {"error": f"gateway unreachable ({type(exc).__name__})"}
 
 
+_PEER_FIELDS = frozenset({"peer_id", "address"})
+
+
 async def _downloader_status(peer: str, target: str) -> dict[str, Any]:
     out: dict[str, Any] = {"peer": peer, "target": target}
     try:
@@ -102,18 +105,8 @@ async def _downloader_status(peer: str, target: str) -> dict[str, Any]:
     except grpc.aio.AioRpcError as exc:
         out["error"] = exc.code().name.lower()
         return out
-    out.update(
-        state=s.state,
-        connected=s.connected,
-        initial_sync_complete=s.initial_sync_complete,
-        channel_announcements=s.channel_announcements,
-        channel_updates=s.channel_updates,
-        node_announcements=s.node_announcements,
-        invalid=s.invalid,
-        unacknowledged=s.unacknowledged,
-        last_message_at=s.last_message_at,
-        reconnects=s.reconnects,
-    )
+    # Every field of the answer but the peer's identity, which ``peer``/``target`` already give.
+    out.update({f.name: getattr(s, f.name) for f in s.DESCRIPTOR.fields if f.name not in _PEER_FIELDS})
     return out
 
 
