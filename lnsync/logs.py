@@ -80,3 +80,6 @@ def configure(service: str, level: str = "info", fmt: str = "text") -> None:
     # asyncpg logs a full traceback each time its pool fails to reconnect while PostgreSQL is down;
     # the services say that themselves in one line (health NOT_SERVING, "database unavailable").
     logging.getLogger("asyncpg.pool").setLevel(max(logging.ERROR, root.level))
+    # gRPC's Cython layer logs a line at DEBUG for every RPC it serves ("Loaded running loop"):
+    # at debug level it would bury the services' own lines.
+    logging.getLogger("grpc._cython.cygrpc").setLevel(max(logging.INFO, root.level))

@@ -125,8 +125,12 @@ class Stack:
         return service
 
     def close(self) -> None:
+        """Stop every process, then print the tail of each log: pytest shows captured output only
+        for a failing test, where these lines are what explains the failure."""
         for p in reversed(self.processes):
             p.stop()
+        for p in self.processes:
+            print(f"----- {p.log_path.name} (last lines) -----\n{p.log()[-6000:]}")
 
 
 async def load_history(database_url: str, seed: int, days: int, channels: int = 40) -> GossipHistory:

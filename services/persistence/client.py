@@ -98,6 +98,11 @@ class _StreamEnded(Exception):
     """Persistence closed the stream while messages were unacknowledged."""
 
 
+# A stream that finished between two writes makes the next write raise InvalidStateError ("RPC
+# already finished") rather than the stream's own error: one more failed stream, like the others.
+_STREAM_FAILURES = (grpc.aio.AioRpcError, _StreamEnded, grpc.aio.UsageError, asyncio.InvalidStateError)
+
+
 class IngestClient:
     """At-least-once sender of gossip messages to ``Persistence.Ingest`` (see the module doc)."""
 
@@ -216,7 +221,7 @@ class IngestClient:
             call = stub.Ingest(wait_for_ready=True)
             try:
                 await self._stream(call)
-            except (grpc.aio.AioRpcError, _StreamEnded, grpc.aio.UsageError) as exc:
+            except _STREAM_FAILURES as exc:
                 detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
                 code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "ENDED"
                 if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in _FATAL_CODES:
@@ -231,6 +236,9 @@ class IngestClient:
                     "ingest stream to %s failed (%s: %s); %d unacknowledged, reconnecting",
                     self.target, code, detail, len(self._pending),
                 )  # fmt: skip
+            except Exception:  # a bug must not silently end delivery: log it, retry on a new stream
+                log.exception("ingest stream to %s broke; %d unacknowledged, reconnecting", self.target,
+                              len(self._pending))  # fmt: skip
             finally:
                 self.connected = False
                 call.cancel()
