@@ -11,8 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import signal
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +25,7 @@ from lnsync.gossip.signing import pubkey_of
 from lnsync.service import run_service
 from services.persistence.server import PersistenceService
 from tests.conftest import free_port
+from tests.stack import until
 
 MAINNET = chain_hash("bitcoin")
 ZERO_SIG = b"\0" * 64
@@ -60,15 +60,6 @@ def node_announcement(i: int, timestamp: int) -> bytes:
     return m.with_type(m.NODE_ANNOUNCEMENT, ZERO_SIG, body)
 
 
-async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    """Poll ``predicate`` (external state: a socket, a table) until it holds."""
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 @dataclass
 class RunningPersistence:
     target: str
@@ -77,7 +68,7 @@ class RunningPersistence:
     settings: Settings
 
     async def wait_serving(self, timeout: float = 20.0) -> None:
-        await wait_until(lambda: rpc.check_health(self.target, "lnsync.v1.Persistence"), timeout, "SERVING")
+        await until(lambda: rpc.check_health(self.target, "lnsync.v1.Persistence"), timeout, "SERVING")
 
     async def stop(self) -> None:
         self.task.cancel()

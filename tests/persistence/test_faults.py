@@ -21,7 +21,8 @@ import pytest
 from lnsync import rpc
 from services.persistence.client import IngestClient
 from tests.conftest import free_port
-from tests.persistence.conftest import channel_announcement, channel_update, start_persistence, wait_until
+from tests.persistence.conftest import channel_announcement, channel_update, start_persistence
+from tests.stack import until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 PEER = "02" + "ab" * 32
@@ -76,9 +77,7 @@ async def test_acknowledged_messages_survive_kill_9_and_unacknowledged_are_resen
             sys.executable, "-m", "lnsync", "serve", "persistence", "--listen", target,
             "--database-url", database_url, env=env, stdout=log, stderr=log,
         )  # fmt: skip
-        await wait_until(
-            lambda: rpc.check_health(target, "lnsync.v1.Persistence"), 30, "persistence to serve"
-        )
+        await until(lambda: rpc.check_health(target, "lnsync.v1.Persistence"), 30, "persistence to serve")
         return proc
 
     procs = [await spawn(1)]
@@ -89,7 +88,7 @@ async def test_acknowledged_messages_survive_kill_9_and_unacknowledged_are_resen
             async def enough_acked() -> bool:
                 return client.counters.acked >= 2000
 
-            await wait_until(enough_acked, 30, "2000 acknowledgements")
+            await until(enough_acked, 30, "2000 acknowledgements")
             procs[0].send_signal(signal.SIGKILL)
             await procs[0].wait()
             acked = client.counters.acked
@@ -147,13 +146,13 @@ async def test_postgres_restart_mid_ingest_loses_nothing_and_the_service_survive
             async def acked_some() -> bool:
                 return client.counters.acked >= 1000
 
-            await wait_until(acked_some, 30, "1000 acknowledgements")
+            await until(acked_some, 30, "1000 acknowledgements")
             await pg_ctl(root, "stop")  # immediate: as abrupt as a crash
 
             async def not_serving() -> bool:
                 return not await rpc.check_health(running.target, "lnsync.v1.Persistence")
 
-            await wait_until(not_serving, 15, "health NOT_SERVING while PostgreSQL is down")
+            await until(not_serving, 15, "health NOT_SERVING while PostgreSQL is down")
             acked_during_outage = client.counters.acked
             await asyncio.sleep(1.0)
             assert client.counters.acked == acked_during_outage  # nothing acknowledged without a database

@@ -21,8 +21,9 @@ from lnsync.rgs.model import DeltaParams
 from services.lookup.store import load_delta_input
 from services.persistence import retention
 from services.persistence.store import Incoming, write_batch
-from tests.persistence.conftest import channel_announcement, channel_update, wait_until
+from tests.persistence.conftest import channel_announcement, channel_update
 from tests.rgs.histories import DAY, MAINNET, START, event_message, random_events
+from tests.stack import until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -149,7 +150,7 @@ async def test_the_service_prunes_on_its_interval(persistence_factory, database_
         async def pruned() -> bool:
             return bool(await conn.fetchval("SELECT count(*) FROM observations") == 1)
 
-        await wait_until(pruned, 20, "the old observation to be pruned")
+        await until(pruned, 20, "the old observation to be pruned")
         assert await conn.fetchval("SELECT msg_hash FROM observations") == 2
     finally:
         await conn.close()
