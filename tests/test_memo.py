@@ -1,12 +1,13 @@
-"""Lookup's memo: shared in-flight computations, failures not remembered, bounded size."""
+"""The shared memo (lnsync/memo.py): shared in-flight computations, failures not remembered, bounded size."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import pytest
 
-from services.lookup.memo import Memo
+from lnsync.memo import Memo
 
 
 async def test_concurrent_callers_share_one_computation() -> None:
@@ -87,3 +88,33 @@ async def test_a_cancelled_caller_does_not_cancel_the_others(cancelled: int) -> 
     with pytest.raises(asyncio.CancelledError):
         await callers[cancelled]
     assert len(memo) == 1
+
+
+async def test_a_weighted_memo_holds_at_most_its_capacity_and_never_one_heavier_value() -> None:
+    memo: Memo[str, bytes] = Memo(10, weight=len)
+
+    async def value(v: bytes) -> bytes:
+        return v
+
+    for key, v in (("a", b"1234"), ("b", b"1234"), ("c", b"123")):
+        await memo.get(key, functools.partial(value, v))
+    assert list(memo) == ["b", "c"] and memo.weight == 7  # "a" went to make room for "c"
+    assert await memo.get("huge", functools.partial(value, b"x" * 11)) == b"x" * 11
+    assert "huge" not in memo and list(memo) == ["b", "c"]  # returned, not remembered
+
+
+async def test_admit_decides_what_is_remembered_and_may_forget_others() -> None:
+    def admit(key: int, v: int) -> bool:
+        for old in memo:
+            if old < key - 1:
+                memo.forget(old)
+        return v % 2 == 0
+
+    memo: Memo[int, int] = Memo(100, admit=admit)
+
+    async def value(v: int) -> int:
+        return v
+
+    for k in (1, 2, 4, 5):
+        assert await memo.get(k, functools.partial(value, k)) == k
+    assert list(memo) == [4] and memo.weight == 1  # 1 and 5 odd; 2 forgotten when 4 came

@@ -16,11 +16,11 @@ import functools
 import gzip
 import logging
 import time
-from collections import OrderedDict
 
 import grpc
 
 from lnsync import rpc
+from lnsync.memo import Memo
 from lnsync.v1 import lookup_pb2, lookup_pb2_grpc
 from services.gateway import metrics
 from services.gateway.blobs import Blob
@@ -52,11 +52,8 @@ class DynamicDeltas:
         self._granularity = granularity
         self.max_concurrent = max_concurrent
         self._cache_control = f"public, max-age={max_age}"
-        self._cache_bytes = cache_bytes
-        self._cache: OrderedDict[Key, Blob] = OrderedDict()
-        self._cached_bytes = 0
+        self._memo: Memo[Key, Blob] = Memo(cache_bytes, weight=_size, admit=self._admit)
         self._latest_reference = 0
-        self._inflight: dict[Key, asyncio.Task[Blob]] = {}
 
     def reference_time(self, now: float) -> int:
         r = int(now) - self._lag
@@ -64,40 +61,27 @@ class DynamicDeltas:
 
     @property
     def inflight(self) -> int:
-        return len(self._inflight)
+        return self._memo.computing
 
     @property
     def cached(self) -> tuple[int, int]:
         """(entries, bytes) held."""
-        return len(self._cache), self._cached_bytes
+        return len(self._memo), self._memo.weight
 
     async def get(self, last_sync: int, version: int, now: float | None = None) -> Blob:
         key = (last_sync, version, self.reference_time(time.time() if now is None else now))
-        blob = self._cache.get(key)
-        if blob is not None:
-            self._cache.move_to_end(key)
+        memo = self._memo
+        if key in memo:
             metrics.DYNAMIC.labels("hit").inc()
-            return blob
-        task = self._inflight.get(key)
-        if task is not None:
+        elif memo.is_computing(key):
             metrics.DYNAMIC.labels("coalesced").inc()
-        else:
-            if len(self._inflight) >= self.max_concurrent:
-                metrics.DYNAMIC.labels("rejected").inc()
-                raise HttpError(
-                    429, f"{self.max_concurrent} dynamic deltas are being computed; retry shortly", 2
-                )
-            task = asyncio.create_task(self._compute(key), name=f"delta-{key}")
-            self._inflight[key] = task
-            metrics.DYNAMIC_INFLIGHT.set(len(self._inflight))
-            task.add_done_callback(functools.partial(self._done, key))
-        return await asyncio.shield(task)
-
-    def _done(self, key: Key, task: asyncio.Task[Blob]) -> None:
-        if not task.cancelled():
-            task.exception()  # retrieved here: waiters that went away must not leave it unobserved
-        self._inflight.pop(key, None)
-        metrics.DYNAMIC_INFLIGHT.set(len(self._inflight))
+        elif memo.computing >= self.max_concurrent:
+            metrics.DYNAMIC.labels("rejected").inc()
+            raise HttpError(429, f"{self.max_concurrent} dynamic deltas are being computed; retry shortly", 2)
+        try:
+            return await memo.get(key, functools.partial(self._compute, key))
+        finally:
+            metrics.DYNAMIC_INFLIGHT.set(memo.computing)
 
     async def _compute(self, key: Key) -> Blob:
         last_sync, version, R = key
@@ -117,30 +101,22 @@ class DynamicDeltas:
         compressed = await asyncio.to_thread(gzip.compress, data, 6) if len(data) >= GZIP_MIN_SIZE else None
         blob = Blob.of(data, info.timestamp, self._cache_control, compressed)
         metrics.DYNAMIC.labels("computed").inc()
-        self._remember(key, blob)
         return blob
 
-    def _remember(self, key: Key, blob: Blob) -> None:
-        size = len(blob.body) + len(blob.gzip or b"")
-        if size > self._cache_bytes // 4:
-            return  # one huge answer (a full graph) must not evict everything else
+    def _admit(self, key: Key, blob: Blob) -> bool:
+        if _size(blob) > self._memo.capacity // 4:
+            return False  # one huge answer (a full graph) must not evict everything else
         if key[2] > self._latest_reference:
             # Requests never ask for an older reference time again: drop those answers at once.
             self._latest_reference = key[2]
-            for old_key in [k for k in self._cache if k[2] < key[2]]:
-                self._forget(old_key)
-        elif key[2] < self._latest_reference:
-            return
-        self._cache[key] = blob
-        self._cached_bytes += size
-        while self._cached_bytes > self._cache_bytes:
-            self._forget(next(iter(self._cache)))
-
-    def _forget(self, key: Key) -> None:
-        old = self._cache.pop(key)
-        self._cached_bytes -= len(old.body) + len(old.gzip or b"")
+            for old_key in self._memo:
+                if old_key[2] < key[2]:
+                    self._memo.forget(old_key)
+        return key[2] >= self._latest_reference
 
     async def close(self) -> None:
-        for task in list(self._inflight.values()):
-            task.cancel()
-        await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        await self._memo.close()
+
+
+def _size(blob: Blob) -> int:
+    return len(blob.body) + len(blob.gzip or b"")
