@@ -246,6 +246,9 @@ class DownloaderSettings(ServiceEndpoint):
     # The initial sync counts as complete once new gossip has stayed below a trickle for this many
     # seconds and a ping round trip confirmed it (services/downloader/sync.py).
     sync_settle: float = Field(default=10.0, gt=0, le=600)
+    # Seconds between reports to persistence of how far the peer is caught up (everything it sent
+    # before then is stored): the point a restarted downloader asks its peer to resume from.
+    caught_up_interval: float = Field(default=60.0, gt=0, le=3600)
 
     @field_validator("peer")
     @classmethod

@@ -68,16 +68,18 @@ class Rejection(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ReportSyncCompleteRequest(_message.Message):
-    __slots__ = ("peer_id", "channel_announcements", "channel_updates", "node_announcements")
+    __slots__ = ("peer_id", "channel_announcements", "channel_updates", "node_announcements", "caught_up_to")
     PEER_ID_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_ANNOUNCEMENTS_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_UPDATES_FIELD_NUMBER: _ClassVar[int]
     NODE_ANNOUNCEMENTS_FIELD_NUMBER: _ClassVar[int]
+    CAUGHT_UP_TO_FIELD_NUMBER: _ClassVar[int]
     peer_id: str
     channel_announcements: int
     channel_updates: int
     node_announcements: int
-    def __init__(self, peer_id: _Optional[str] = ..., channel_announcements: _Optional[int] = ..., channel_updates: _Optional[int] = ..., node_announcements: _Optional[int] = ...) -> None: ...
+    caught_up_to: int
+    def __init__(self, peer_id: _Optional[str] = ..., channel_announcements: _Optional[int] = ..., channel_updates: _Optional[int] = ..., node_announcements: _Optional[int] = ..., caught_up_to: _Optional[int] = ...) -> None: ...
 
 class ReportSyncCompleteResponse(_message.Message):
     __slots__ = ("fully_synced",)
@@ -102,7 +104,7 @@ class SyncStatus(_message.Message):
     def __init__(self, fully_synced: _Optional[bool] = ..., fully_synced_at: _Optional[int] = ..., quorum: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[PeerSyncState, _Mapping]]] = ...) -> None: ...
 
 class PeerSyncState(_message.Message):
-    __slots__ = ("peer_id", "initial_sync_complete", "completed_at", "channel_announcements", "channel_updates", "node_announcements", "last_message_at", "stored", "duplicates")
+    __slots__ = ("peer_id", "initial_sync_complete", "completed_at", "channel_announcements", "channel_updates", "node_announcements", "last_message_at", "stored", "duplicates", "caught_up_to")
     PEER_ID_FIELD_NUMBER: _ClassVar[int]
     INITIAL_SYNC_COMPLETE_FIELD_NUMBER: _ClassVar[int]
     COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +114,7 @@ class PeerSyncState(_message.Message):
     LAST_MESSAGE_AT_FIELD_NUMBER: _ClassVar[int]
     STORED_FIELD_NUMBER: _ClassVar[int]
     DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    CAUGHT_UP_TO_FIELD_NUMBER: _ClassVar[int]
     peer_id: str
     initial_sync_complete: bool
     completed_at: int
@@ -121,7 +124,8 @@ class PeerSyncState(_message.Message):
     last_message_at: int
     stored: int
     duplicates: int
-    def __init__(self, peer_id: _Optional[str] = ..., initial_sync_complete: _Optional[bool] = ..., completed_at: _Optional[int] = ..., channel_announcements: _Optional[int] = ..., channel_updates: _Optional[int] = ..., node_announcements: _Optional[int] = ..., last_message_at: _Optional[int] = ..., stored: _Optional[int] = ..., duplicates: _Optional[int] = ...) -> None: ...
+    caught_up_to: int
+    def __init__(self, peer_id: _Optional[str] = ..., initial_sync_complete: _Optional[bool] = ..., completed_at: _Optional[int] = ..., channel_announcements: _Optional[int] = ..., channel_updates: _Optional[int] = ..., node_announcements: _Optional[int] = ..., last_message_at: _Optional[int] = ..., stored: _Optional[int] = ..., duplicates: _Optional[int] = ..., caught_up_to: _Optional[int] = ...) -> None: ...
 
 class KnownChannelsRequest(_message.Message):
     __slots__ = ("max_channels",)

@@ -5,10 +5,14 @@ here, not to a connection, so a reconnect continues where the last connection st
 initial sync is reported to persistence once per process, after everything delivered so far is
 acknowledged (a report must never overtake the messages it vouches for).
 
-A downloader whose peer already completed an initial sync into the store (an earlier process)
-resumes instead: it learns the stored channels' node ids and asks the peer only for gossip from
-shortly before the peer's last delivery. After a reconnect it likewise asks only for what came
-after the last connection's end, once that connection had caught up with the peer.
+While a connection is caught up with the peer, the downloader reports that to persistence every
+``caught_up_interval`` (again after a flush: "everything the peer sent before T is stored"). A
+downloader whose peer already completed an initial sync into the store (an earlier process)
+resumes instead of syncing again: it learns the stored channels' node ids and asks the peer only
+for gossip from shortly before the last caught-up point. That point, not the last delivery: a
+process killed while catching up after downtime has recent deliveries but not all the older
+gossip. After a reconnect it likewise asks only for what came after the last connection's end,
+once that connection had caught up with the peer.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 
 from lnsync.config import PeerAddress
 from lnsync.retry import Backoff
@@ -70,6 +75,7 @@ class Downloader:
         self.session: PeerSession | None = None
         self.sync_reported = asyncio.Event()
         self._report_task: asyncio.Task[None] | None = None
+        self._caught_up_task: asyncio.Task[None] | None = None
         # Unix time up to which we hold the peer's gossip (less RESUME_MARGIN); None: nothing yet.
         self.resume_from: float | None = None
 
@@ -80,6 +86,8 @@ class Downloader:
     async def run(self) -> None:
         """Keep a connection to the peer until cancelled; nothing the peer does ends this."""
         await self._resume()
+        if self._caught_up_task is None:
+            self._caught_up_task = asyncio.create_task(self._report_caught_up(), name="report-caught-up")
         while True:
             started = asyncio.get_running_loop().time()
             new_messages = await self._connect_once()
@@ -187,15 +195,15 @@ class Downloader:
     async def _sync_complete(self) -> None:
         if self._report_task is None:
             self.stats.state = st.SYNCED
-            self._report_task = asyncio.create_task(self._report(), name="report-sync")
+            self._report_task = asyncio.create_task(self._report(int(time.time())), name="report-sync")
 
-    async def _report(self) -> None:
+    async def _report(self, caught_up_to: int) -> None:
         """Wait until persistence holds everything, then report (retrying until it works)."""
         while True:
             try:
                 await self.sink.flush()
                 counts = self.pipeline.counts()
-                await self.sink.report_sync_complete(self.peer.node_id, counts)
+                await self.sink.report_sync_complete(self.peer.node_id, counts, caught_up_to)
             except Exception as e:
                 log.warning("peer %s: reporting the initial sync failed (%s); retrying", self.label, e)
                 await asyncio.sleep(2.0)
@@ -211,8 +219,27 @@ class Downloader:
             )
             return
 
+    async def _report_caught_up(self) -> None:
+        """Every ``caught_up_interval`` while the current connection is caught up (and the initial
+        sync is reported): flush, then tell persistence everything before the flush started is
+        stored. A failure only skips a report; the next one carries a later time."""
+        while True:
+            await asyncio.sleep(self.options.caught_up_interval)
+            session = self.session
+            if not self.sync_reported.is_set() or session is None or session.caught_up_at is None:
+                continue
+            point = int(time.time())
+            try:
+                await self.sink.flush()
+                await self.sink.report_sync_complete(self.peer.node_id, self.pipeline.counts(), point)
+            except Exception as e:
+                log.warning("peer %s: reporting how far it is caught up failed (%s)", self.label, e)
+            else:
+                log.debug("peer %s: caught up to %d", self.label, point)
+
     async def close(self) -> None:
         COLLECTOR.untrack(self.stats)
-        if self._report_task is not None:
-            self._report_task.cancel()
-            await asyncio.gather(self._report_task, return_exceptions=True)
+        for task in (self._report_task, self._caught_up_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)

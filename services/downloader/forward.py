@@ -51,13 +51,14 @@ class PersistenceSink:
     async def flush(self) -> None:
         await self.client.flush()
 
-    async def report_sync_complete(self, peer_id: str, counts: SyncCounts) -> None:
+    async def report_sync_complete(self, peer_id: str, counts: SyncCounts, caught_up_to: int) -> None:
         assert self._channel is not None, "start() first"
         request = persistence_pb2.ReportSyncCompleteRequest(
             peer_id=peer_id,
             channel_announcements=counts.channel_announcements,
             channel_updates=counts.channel_updates,
             node_announcements=counts.node_announcements,
+            caught_up_to=caught_up_to,
         )
         stub = persistence_pb2_grpc.PersistenceStub(self._channel)
         await stub.ReportSyncComplete(request, timeout=REPORT_TIMEOUT, wait_for_ready=True)
@@ -74,9 +75,12 @@ class PersistenceSink:
             return None
         now = time.time()
         for p in status.peers:
-            if p.peer_id != peer_id or not p.initial_sync_complete or p.last_message_at <= 0:
+            if p.peer_id != peer_id or not p.initial_sync_complete:
                 continue
-            return int(p.last_message_at) if now - p.last_message_at <= RESUME_MAX_AGE else None
+            # How far the peer was caught up; a store from before caught_up_to was kept has only
+            # the last delivery (too late a point if the downloader died while catching up).
+            point = p.caught_up_to or p.last_message_at
+            return point if point > 0 and now - point <= RESUME_MAX_AGE else None
         return None
 
     async def known_channels(self, max_channels: int) -> AsyncIterator[tuple[int, bytes, bytes]]:

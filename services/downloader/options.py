@@ -50,6 +50,8 @@ class PeerOptions:
     backoff_max: float = 300.0
     # A connection this long (or one that brought new gossip) resets the backoff.
     healthy_after: float = 60.0
+    # While caught up, tell persistence so this often (the point a restart resumes from).
+    caught_up_interval: float = 60.0
     sync: SyncSettings = field(default_factory=SyncSettings)
 
     @classmethod
@@ -60,5 +62,6 @@ class PeerOptions:
             ping_timeout=min(30.0, d.stall_timeout / 3),
             backoff_min=d.backoff_min,
             backoff_max=max(d.backoff_max, d.backoff_min),
+            caught_up_interval=d.caught_up_interval,
             sync=SyncSettings(settle_seconds=d.sync_settle, grace=min(1.0, d.sync_settle / 2)),
         )

@@ -37,12 +37,14 @@ class GossipSink(Protocol):
     async def flush(self) -> None:
         """Return once everything sent so far is acknowledged."""
 
-    async def report_sync_complete(self, peer_id: str, counts: SyncCounts) -> None:
-        """Tell persistence this peer's initial sync is complete (after :meth:`flush`)."""
+    async def report_sync_complete(self, peer_id: str, counts: SyncCounts, caught_up_to: int) -> None:
+        """Tell persistence this peer's initial sync is complete and everything it sent before
+        ``caught_up_to`` (Unix time) is stored (after :meth:`flush`). Sent again, later, to move
+        ``caught_up_to`` forward."""
 
     async def resume_point(self, peer_id: str) -> int | None:
         """Unix time from which this peer's gossip is still needed, when the store already holds
-        its graph (a completed initial sync, recently active); None means sync from scratch.
+        its graph (a completed initial sync, caught up recently); None means sync from scratch.
         Never raises: whatever goes wrong, None is the safe answer."""
 
     def known_channels(self, max_channels: int) -> AsyncIterator[tuple[int, bytes, bytes]]:

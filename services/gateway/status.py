@@ -82,6 +82,7 @@ class StatusCollector:
                         "channel_updates": p.channel_updates,
                         "node_announcements": p.node_announcements,
                         "last_message_at": p.last_message_at,
+                        "caught_up_to": p.caught_up_to,
                     }
                     for p in sync.peers
                 ],

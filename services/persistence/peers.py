@@ -141,10 +141,11 @@ async def record(
 
 REPORT_SQL = """
 INSERT INTO peers (peer_id, source, sync_completed_at, sync_channel_announcements, sync_channel_updates,
-                   sync_node_announcements)
-VALUES ($1, 'downloader', now(), $2, $3, $4)
+                   sync_node_announcements, caught_up_to)
+VALUES ($1, 'downloader', now(), $2, $3, $4, $5::timestamptz)
 ON CONFLICT (peer_id) DO UPDATE SET
     sync_completed_at = COALESCE(peers.sync_completed_at, EXCLUDED.sync_completed_at),
+    caught_up_to = GREATEST(peers.caught_up_to, EXCLUDED.caught_up_to),
     sync_channel_announcements = CASE WHEN peers.sync_completed_at IS NULL
         THEN EXCLUDED.sync_channel_announcements ELSE peers.sync_channel_announcements END,
     sync_channel_updates = CASE WHEN peers.sync_completed_at IS NULL
@@ -159,14 +160,24 @@ WHERE fully_synced_at IS NULL
 """
 
 
-async def report_sync_complete(conn: Any, peer_id: str, counts: tuple[int, int, int], quorum: int) -> bool:
-    """Record the peer's report (only its first counts); True once the graph is fully synced."""
+async def report_sync_complete(
+    conn: Any,
+    peer_id: str,
+    counts: tuple[int, int, int],
+    quorum: int,
+    caught_up_to: dt.datetime | None = None,
+) -> tuple[bool, bool]:
+    """Record the peer's report (only its first counts; ``caught_up_to``, which the caller keeps
+    out of the future, only forward). Returns (the graph is fully synced, this was the peer's
+    first report)."""
     async with conn.transaction():
         # The row lock serialises concurrent reports, so the quorum is counted exactly once.
         await conn.execute("SELECT 1 FROM sync_state FOR UPDATE")
-        await conn.execute(REPORT_SQL, peer_id, *counts)
+        earlier = await conn.fetchval("SELECT sync_completed_at FROM peers WHERE peer_id = $1", peer_id)
+        await conn.execute(REPORT_SQL, peer_id, *counts, caught_up_to)
         await conn.execute(REACH_QUORUM_SQL, quorum)
-        return bool(await conn.fetchval("SELECT fully_synced_at IS NOT NULL FROM sync_state"))
+        synced = bool(await conn.fetchval("SELECT fully_synced_at IS NOT NULL FROM sync_state"))
+        return synced, earlier is None
 
 
 @dataclass
@@ -179,6 +190,7 @@ class PeerStatus:
     last_message_at: dt.datetime | None
     stored: int = 0
     duplicates: int = 0
+    caught_up_to: dt.datetime | None = None
 
 
 @dataclass
@@ -191,6 +203,6 @@ async def sync_status(conn: Any) -> SyncStatus:
     synced = await conn.fetchval("SELECT fully_synced_at FROM sync_state")
     rows = await conn.fetch(
         "SELECT peer_id, sync_completed_at, channel_announcements, channel_updates, node_announcements,"
-        " last_message_at, stored, duplicates FROM peers ORDER BY num"
+        " last_message_at, stored, duplicates, caught_up_to FROM peers ORDER BY num"
     )
     return SyncStatus(synced, [PeerStatus(*r) for r in rows])

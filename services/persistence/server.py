@@ -35,6 +35,7 @@ from services.observer.queries import summarised_until
 from services.persistence import peers, retention
 from services.persistence.checks import check_message
 from services.persistence.ingest import Entry, IngestQueue, Job, StreamState
+from services.persistence.store import to_timestamp
 from services.persistence.writer import RETRYABLE, Writer
 
 log = logging.getLogger(__name__)
@@ -339,14 +340,20 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
         except StreamError as exc:
             await _refuse(context, "ReportSyncComplete", exc)
         counts = (request.channel_announcements, request.channel_updates, request.node_announcements)
+        # Never in the future (a peer cannot be caught up to a time that has not come).
+        reported = min(request.caught_up_to, int(time.time()))
+        caught_up_to = to_timestamp(reported * 1_000_000) if reported > 0 else None
         try:
             async with self._acquire() as conn:
-                synced = await peers.report_sync_complete(
-                    conn, request.peer_id, counts, self.settings.persistence.sync_quorum
+                synced, first = await peers.report_sync_complete(
+                    conn, request.peer_id, counts, self.settings.persistence.sync_quorum, caught_up_to
                 )
         except RETRYABLE as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
-        log.info("peer %s reported its initial sync complete (fully synced: %s)", request.peer_id, synced)
+        if first:
+            log.info("peer %s reported its initial sync complete (fully synced: %s)", request.peer_id, synced)
+        else:
+            log.debug("peer %s is caught up to %s", request.peer_id, caught_up_to)
         return persistence_pb2.ReportSyncCompleteResponse(fully_synced=synced)
 
     async def GetSyncStatus(
@@ -376,6 +383,7 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
                     last_message_at=seconds(p.last_message_at),
                     stored=p.stored,
                     duplicates=p.duplicates,
+                    caught_up_to=seconds(p.caught_up_to),
                 )
                 for p in status.peers
                 if not p.peer_id.startswith("import:")

@@ -127,6 +127,7 @@ class MemorySink:
         self.messages: list[tuple[bytes, int]] = []
         self.acked = 0
         self.reports: list[tuple[str, SyncCounts]] = []
+        self.caught_up: list[int] = []  # caught_up_to of each report
         self.fail_reports = 0  # the next N reports raise
         # What resume_point and known_channels answer (None: a fresh store, sync from scratch);
         # known_channels raises after ``fail_known_after`` channels when that is set.
@@ -174,11 +175,12 @@ class MemorySink:
 
         await asyncio.wait_for(enough(), timeout)
 
-    async def report_sync_complete(self, peer_id: str, counts: SyncCounts) -> None:
+    async def report_sync_complete(self, peer_id: str, counts: SyncCounts, caught_up_to: int) -> None:
         if self.fail_reports:
             self.fail_reports -= 1
             raise ConnectionError("persistence unavailable")
         self.reports.append((peer_id, counts))
+        self.caught_up.append(caught_up_to)
 
     async def resume_point(self, peer_id: str) -> int | None:
         return self.resume_at

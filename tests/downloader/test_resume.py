@@ -25,10 +25,11 @@ from lnsync.gossip import queries as q
 from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
 from services.downloader.downloader import RESUME_MARGIN, Downloader
 from services.downloader.forward import PersistenceSink
+from services.downloader.options import PeerOptions
 from services.downloader.sink import GossipSink
 from tests.downloader.scripted import MAINNET, Graph, MemorySink, ScriptedPeer, make_graph
 from tests.downloader.test_session import FAST, eventually, running
-from tests.stack import Stack
+from tests.stack import Stack, until
 
 DAY = 86400
 
@@ -151,13 +152,13 @@ async def test_a_reconnect_before_the_backfill_was_over_keeps_the_earlier_point(
 
 @contextlib.asynccontextmanager
 async def downloader_into(
-    target: str, peer: ScriptedPeer
+    target: str, peer: ScriptedPeer, options: PeerOptions = FAST
 ) -> AsyncIterator[tuple[Downloader, PersistenceSink]]:
     address = PeerAddress.parse(peer.address)
     sink = PersistenceSink(target, address.node_id, window=1000)
     await sink.start()
     sink_: GossipSink = sink
-    d = Downloader(address, MAINNET, sink_, FAST)
+    d = Downloader(address, MAINNET, sink_, options)
     task = asyncio.create_task(d.run())
     try:
         yield d, sink
@@ -222,3 +223,78 @@ async def test_a_restarted_downloader_resumes_from_persistence(database_url: str
         assert got == sorted(stored_channels(graph))[-5:]
     finally:
         stack.close()
+
+
+async def peer_state(target: str, peer_id: str) -> persistence_pb2.PeerSyncState:
+    async with rpc.channel(target) as ch:
+        status = await persistence_pb2_grpc.PersistenceStub(ch).GetSyncStatus(
+            persistence_pb2.GetSyncStatusRequest(), timeout=10
+        )
+    return next(p for p in status.peers if p.peer_id == peer_id)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_a_downloader_killed_while_catching_up_resumes_from_the_point_it_had_reached(
+    database_url: str, short_tmp: Path
+) -> None:
+    """Down for two days, restarted, killed again before its backfill was over: the deliveries of
+    that short run are recent, but only the caught-up point says how far the store really holds
+    the peer's gossip. The next start must ask from there (the old rule, last delivery minus an
+    hour, would leave most of the two days unasked)."""
+    now = int(time.time())
+    graph = old_graph(12)
+    scids = list(graph.announcements)
+    reporting = replace(FAST, caught_up_interval=0.2)
+    stack = Stack(database_url, short_tmp)
+    try:
+        await stack.start_healthy("persistence")
+        target = stack.target("persistence")
+        async with ScriptedPeer(graph) as peer:
+            peer_id = PeerAddress.parse(peer.address).node_id
+            async with downloader_into(target, peer, reporting) as (d, _):
+                await asyncio.wait_for(d.sync_reported.wait(), 20)
+                await until(lambda: _caught_up_after(target, peer_id, now - 5), 10, "a caught-up report")
+            # The store as a downloader that has been down for two days left it.
+            conn = await asyncpg.connect(database_url)
+            try:
+                await conn.execute(
+                    "UPDATE peers SET caught_up_to = to_timestamp($2), last_message_at = to_timestamp($2)"
+                    " WHERE peer_id = $1", peer_id, now - 2 * DAY,
+                )  # fmt: skip
+            finally:
+                await conn.close()
+            # Meanwhile the peer got new gossip, spread over the two days.
+            backlog = [
+                graph.update(s, 0, now - (i + 1) * 3 * 3600, fee=40 + i) for i, s in enumerate(scids[:6])
+            ]
+            for s, raw in zip(scids, backlog, strict=False):
+                graph.updates[s][0] = raw
+            # The restart: it never settles (30 s), so it is killed while still catching up.
+            never_settles = replace(reporting, sync=replace(FAST.sync, settle_seconds=30.0))
+            async with downloader_into(target, peer, never_settles) as (d, _):
+                await eventually(lambda: len(peer.connections) == 2 and peer.connections[1].dumped.is_set())
+                assert peer.connections[1].filter.first_timestamp == now - 2 * DAY - RESUME_MARGIN  # type: ignore[union-attr]
+                for raw in backlog[:2]:
+                    await until_stored(database_url, raw)
+            state = await peer_state(target, peer_id)
+            assert state.caught_up_to == now - 2 * DAY  # never caught up: the point did not move
+            assert state.last_message_at >= now - 60  # while deliveries were recent
+
+            async with downloader_into(target, peer, reporting) as (d, _):
+                await eventually(lambda: len(peer.connections) == 3 and peer.connections[2].dumped.is_set())
+                third = peer.connections[2]
+                assert third.filter is not None
+                assert (
+                    third.filter.first_timestamp == now - 2 * DAY - RESUME_MARGIN
+                )  # not last delivery - 1 h
+                for raw in backlog:
+                    await until_stored(database_url, raw)
+                # Caught up this time: the point moves to the present.
+                await until(lambda: _caught_up_after(target, peer_id, now - 5), 10, "a caught-up report")
+    finally:
+        stack.close()
+
+
+async def _caught_up_after(target: str, peer_id: str, t: int) -> bool:
+    return (await peer_state(target, peer_id)).caught_up_to >= t

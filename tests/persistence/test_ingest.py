@@ -267,3 +267,26 @@ async def test_sync_quorum_counts_each_peer_once(persistence_factory) -> None:
         assert await conn.fetchval("SELECT sync_channel_updates FROM peers WHERE peer_id = $1", a) == 10
     finally:
         await conn.close()
+
+
+async def test_caught_up_to_only_moves_forward_and_never_past_now(persistence) -> None:
+    a, b = "0c" * 33, "0d" * 33
+    report = persistence_pb2.ReportSyncCompleteRequest
+    now = int(time.time())
+
+    async def caught_up() -> dict[str, int]:
+        status = await stub.GetSyncStatus(persistence_pb2.GetSyncStatusRequest())
+        return {p.peer_id: p.caught_up_to for p in status.peers}
+
+    async with rpc.channel(persistence.target) as ch:
+        stub = persistence_pb2_grpc.PersistenceStub(ch)
+        await stub.ReportSyncComplete(report(peer_id=a))  # a downloader that predates caught_up_to
+        assert (await caught_up())[a] == 0
+        await stub.ReportSyncComplete(report(peer_id=a, caught_up_to=now - 7200))
+        await stub.ReportSyncComplete(report(peer_id=b, caught_up_to=now - 60))
+        assert await caught_up() == {a: now - 7200, b: now - 60}  # per peer
+        await stub.ReportSyncComplete(report(peer_id=a, caught_up_to=now - 9000))  # late, older
+        await stub.ReportSyncComplete(report(peer_id=a, caught_up_to=0))  # not given
+        assert (await caught_up())[a] == now - 7200
+        await stub.ReportSyncComplete(report(peer_id=b, caught_up_to=now + 10 * 86400))  # the future
+        assert now - 60 < (await caught_up())[b] <= int(time.time())
