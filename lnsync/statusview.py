@@ -28,6 +28,9 @@ from lnsync.v1 import downloader_pb2, downloader_pb2_grpc
 
 RUN_FILE = "up.json"
 CALL_TIMEOUT = 3.0
+# The gateway's /api/status itself waits up to 3 s on each upstream (in parallel) and answers with
+# whatever it got; a shorter wait here would turn one slow upstream into no status at all.
+API_STATUS_TIMEOUT = 10.0
 
 
 @dataclass
@@ -79,7 +82,7 @@ def gateway_url(host: str, port: int) -> str:
 
 async def _api_status(url: str) -> dict[str, Any]:
     try:
-        timeout = aiohttp.ClientTimeout(total=CALL_TIMEOUT)
+        timeout = aiohttp.ClientTimeout(total=API_STATUS_TIMEOUT)
         async with aiohttp.ClientSession(timeout=timeout) as s:
             async with s.get(f"{url}/api/status") as r:
                 if r.status != 200:

@@ -227,6 +227,10 @@ class Progress:
     def show(self, status: dict[str, Any]) -> None:
         facts = summary(status)
         last = self._last
+        error = status.get("error")
+        if error and error != last.get("error"):
+            log.info("progress view: no status from the gateway yet (%s)", error)
+        facts["error"] = error
         if facts["fully_synced"] and not last.get("fully_synced"):
             self.say(f"first full sync done: {facts['channels']} channels, {facts['nodes']} nodes")
         if facts["generation"] and facts["generation"] != last.get("generation"):

@@ -188,6 +188,8 @@ async def test_demo_serves_snapshots_and_deltas_and_resumes(
         assert status["snapshots"]["generation"]  # type: ignore[index]
         first_stored = run.metric(metrics_port, 'lnsync_persistence_messages_total{outcome="stored"}')
         assert first_stored >= CHANNELS + DIRECTIONS + NODES
+        # The progress view polls every 2 s: its milestones follow readiness within a few polls.
+        await asyncio.to_thread(run.wait, "the ready banner", lambda: "lnsync is ready" in run.log(), 20)
         await asyncio.to_thread(run.stop)
     finally:
         run.kill()
