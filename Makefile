@@ -7,22 +7,25 @@ ARGS ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: up test lint typecheck proto bench test-k8s clean help
+.PHONY: up test lint typecheck proto bench test-k8s k8s-deps k8s-up k8s-down image clean help
 
 help:
 	@echo "make up      install into $(VENV) and run the whole stack (embedded PostgreSQL); ARGS='--demo' etc."
 	@echo "make test    install what the tests need and run them all (lint, types, unit, interop, services)"
 	@echo "make bench   run the benchmarks (~15 min) and print the targets table; BENCH_ARGS='--quick' etc."
 	@echo "make proto   regenerate lnsync/v1/*_pb2*.py from protos/"
-	@echo "make test-k8s build the offline kube-apiserver (cached) and run the Kubernetes tier"
+	@echo "make test-k8s build Kubernetes and the images (cached), then run the Kubernetes tiers on a real node"
+	@echo "make k8s-up  start a local single-node cluster to try the chart on (make k8s-down stops it)"
+	@echo "make image   build the lnsync and PostgreSQL (and pause) images without Docker (~/.cache/lnsync/images)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip==26.3"
 
-# Runtime install (what `make up` needs).
+# Runtime install (what `make up` needs): embedded PostgreSQL and the live view ([local]), and the
+# observer report's charts ([report]). The service image has neither (see Dockerfile).
 $(VENV)/.runtime: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[local,report]'
 	@touch $@
 
 # Development install (tests, linters, code generators).
@@ -53,7 +56,7 @@ test: $(VENV)/.dev tools/ldk/node_modules/.installed $(BIN)/helm
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy lnsync services
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not cluster" $(PYTEST_ARGS)
 
 proto: $(VENV)/.dev
 	$(BIN)/python scripts/protogen.py
@@ -61,9 +64,34 @@ proto: $(VENV)/.dev
 bench: $(VENV)/.dev tools/ldk/node_modules/.installed
 	$(BIN)/python -m bench.run_all $(BENCH_ARGS)
 
-test-k8s: $(VENV)/.dev $(BIN)/helm
-	scripts/build-kube-apiserver.sh "$${LNSYNC_K8S_BIN:-$$HOME/.cache/lnsync/k8s}"
-	$(BIN)/python -m pytest -q -m k8s tests/k8s
+# The Kubernetes tiers: the API-server tier (chart against a real kube-apiserver) and the cluster
+# tier (the chart's pods on a real single-node cluster, run inside its own network namespace).
+# Cold: Kubernetes built from Debian's source (~6-20 min) and the images (~5 min), both cached.
+k8s-deps: $(VENV)/.dev $(BIN)/helm tools/ldk/node_modules/.installed
+	scripts/k8s-host-packages.sh
+	scripts/build-kube.sh "$${LNSYNC_K8S_BIN:-$$HOME/.cache/lnsync/k8s}"
+	scripts/build-image.sh
+
+test-k8s: k8s-deps
+	scripts/k8s-cluster.sh up >/dev/null
+	rm -f /tmp/lnsync-k8s-figures.json
+	rc=0; LNSYNC_K8S_FIGURES=/tmp/lnsync-k8s-figures.json scripts/k8s-cluster.sh exec \
+	  $(BIN)/python -m pytest -q -m k8s tests/k8s $(PYTEST_ARGS) || rc=$$?; \
+	  [ -f /tmp/lnsync-k8s-figures.json ] && cat /tmp/lnsync-k8s-figures.json; \
+	  scripts/k8s-cluster.sh down; exit $$rc
+
+# A cluster for a person to try the chart on (helm/lnsync/README.md, "Try it on a local cluster").
+k8s-up: k8s-deps
+	scripts/k8s-cluster.sh up
+	ln -sf "$${LNSYNC_K8S_BIN:-$$HOME/.cache/lnsync/k8s}/kubectl" $(BIN)/kubectl
+
+k8s-down:
+	scripts/k8s-cluster.sh down
+
+# Container images built here without Docker (buildah, debootstrap) into ~/.cache/lnsync/images,
+# as archives for `ctr -n k8s.io images import` (scripts/build-image.sh).
+image:
+	scripts/build-image.sh
 
 clean:
 	rm -rf $(VENV) tools/ldk/node_modules .mypy_cache .ruff_cache .pytest_cache

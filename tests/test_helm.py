@@ -644,6 +644,46 @@ def test_peer_controller_replaces_static_downloaders_with_least_rbac():
     assert env["LNSYNC_PEER_CONTROLLER__NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
 
 
+def _images(docs: list[dict[str, Any]]) -> dict[str, str]:
+    return {
+        name: d["spec"]["template"]["spec"]["containers"][0]["image"]
+        for name, d in by_kind(docs, "Deployment").items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({}, "lnsync-controller:0.1.0"),
+        (
+            {"image.repository": "reg.example.com/lnsync", "image.tag": "1.2"},
+            "reg.example.com/lnsync-controller:1.2",
+        ),
+        (
+            {"peerController.image.repository": "reg.example.com/ctl", "peerController.image.tag": "7"},
+            "reg.example.com/ctl:7",
+        ),
+        (
+            {"peerController.image.repository": "ctl", "peerController.image.digest": "sha256:" + "ab" * 32},
+            "ctl@sha256:" + "ab" * 32,
+        ),
+    ],
+    ids=["default", "follows-image", "explicit-tag", "digest"],
+)
+def test_only_the_peer_controller_runs_the_controller_image(extra, expected):
+    """The Kubernetes client is in the Dockerfile's `controller` target only: the controller's pod
+    runs it, every other lnsync pod (the downloaders it makes too) the services image."""
+    docs = render({**VALUE_SETS["peer-controller"], **extra})
+    images = _images(docs)
+    assert images.pop("lnsync-peer-controller") == expected
+    services = set(images.values())
+    assert len(services) == 1
+    assert "controller" not in services.pop()
+    template = json.loads(by_kind(docs, "ConfigMap")["lnsync-peers"]["data"][spec.TEMPLATE_KEY])
+    assert "controller" not in template["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert not any("controller" in image for image in _images(render({"peers": [PEER_A]})).values())
+
+
 @pytest.mark.parametrize(
     "extra", [{}, {"tls.enabled": True, "tls.existingSecret": "grpc-certs"}], ids=["plain", "mtls"]
 )

@@ -61,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--since: {exc}") from None
     if not 1 <= args.top <= 1000:
         raise ConfigError("--top must be 1..1000")
+    if args.format == "html" or args.png_dir:
+        render.pyplot()  # before the query: the charts need the [report] extra
     data = asyncio.run(gather(settings, since, args.top))
     figures = render.charts(data) if args.format == "html" or args.png_dir else None
     if args.png_dir and figures is not None:

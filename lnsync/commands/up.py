@@ -32,6 +32,7 @@ import aiohttp
 from lnsync import db, logs, rpc
 from lnsync.chain import normalize_network
 from lnsync.config import ConfigError, Settings, load_settings, parse_listen
+from lnsync.extras import MissingExtraError, require
 from lnsync.pg import LocalPostgres, PostgresError
 from lnsync.statusview import RunInfo, collect, gateway_url, render_table, render_text, summary
 from lnsync.supervisor import Child, HealthCheck, Supervisor, python_argv
@@ -264,8 +265,8 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
     pg: LocalPostgres | None = None
     url = settings.database_url
     if not url:
-        pg = LocalPostgres(settings.data_dir / "pg")
         try:
+            pg = LocalPostgres(settings.data_dir / "pg")
             await asyncio.to_thread(pg.start)
             url = await asyncio.to_thread(pg.ensure_database)
         except PostgresError as exc:
@@ -327,6 +328,16 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _have_live_view() -> bool:
+    """Whether rich (the [local] extra) is there to draw the live view; if not, say so."""
+    try:
+        require("rich.live", "lnsync up's live view")
+    except MissingExtraError as exc:
+        log.warning("%s; printing log lines instead", exc)
+        return False
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, **_overrides(args))
     if args.demo and args.data_dir is None:
@@ -336,6 +347,8 @@ def run(args: argparse.Namespace) -> int:
     logs.configure("up", settings.log_level, settings.log_format)
     rpc.configure_tls(settings.tls)  # the health checks of the children
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if sys.stdout.isatty() and not args.plain and not _have_live_view():
+        args.plain = True
     if sys.stdout.isatty() and not args.plain:
         # The live view owns the terminal: our own log lines go to a file, like the services'.
         (settings.data_dir / "logs").mkdir(exist_ok=True)

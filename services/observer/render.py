@@ -2,7 +2,8 @@
 
 Charts are drawn with matplotlib (Agg backend, no display needed) and embedded as SVG text, so
 the page needs no network, no scripts and no files beside it. :func:`charts` returns each chart's
-figure so callers can also save PNGs (``lnsync observe report --png-dir``).
+figure so callers can also save PNGs (``lnsync observe report --png-dir``). matplotlib is the
+``[report]`` extra, imported only by the charts (:func:`pyplot`); JSON and CSV do without it.
 """
 
 from __future__ import annotations
@@ -13,16 +14,23 @@ import html
 import io
 import json
 from collections.abc import Iterator
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+from lnsync.extras import require
 
-matplotlib.use("Agg")  # before pyplot: no display, no GUI toolkit
-import matplotlib.pyplot as plt
-from matplotlib.figure import Figure
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 KIND_ORDER = ("channel_update", "channel_announcement", "node_announcement")
 COLORS = {"channel_update": "#2b6cb0", "channel_announcement": "#c05621", "node_announcement": "#2f855a"}
+
+
+def pyplot() -> ModuleType:
+    """matplotlib.pyplot on the Agg backend, or MissingExtraError naming the ``[report]`` extra."""
+    matplotlib = require("matplotlib", "the observer report's charts (HTML page, --png-dir)")
+    matplotlib.use("Agg")  # before pyplot: no display, no GUI toolkit
+    return require("matplotlib.pyplot", "the observer report's charts (HTML page, --png-dir)")
 
 
 def to_json(report: dict[str, Any]) -> str:
@@ -73,6 +81,7 @@ def _used(hists: list[list[int]]) -> slice:
 
 def charts(report: dict[str, Any]) -> dict[str, tuple[str, Figure]]:
     """name -> (caption, figure) for every chart of the report."""
+    plt = pyplot()
     out: dict[str, tuple[str, Figure]] = {}
 
     fig, ax = plt.subplots(figsize=(9, 3.2))
@@ -162,7 +171,7 @@ def _short(peer_id: str) -> str:
 def svg(fig: Figure) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
-    plt.close(fig)
+    pyplot().close(fig)
     text = buf.getvalue()
     return text[text.index("<svg") :]  # drop the XML prolog and doctype: inline SVG in HTML
 

@@ -7,7 +7,9 @@ Rounds run when a watch sees the ConfigMap or a managed Deployment change, and a
 because the cluster misbehaves. Health: SERVING after a round that fully succeeded.
 
 The ``kubernetes`` client is synchronous, so API calls run in worker threads with request
-timeouts, and the watches in daemon threads that only wake the event loop.
+timeouts, and the watches in daemon threads that only wake the event loop. It is the
+``[controller]`` extra, imported when a controller is made (:func:`kube`), so that this module,
+like every service module, imports without it.
 """
 
 from __future__ import annotations
@@ -20,34 +22,57 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
-import urllib3
-from kubernetes import client
-from kubernetes import config as _config
-from kubernetes import watch as _watch
-from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
 from prometheus_client import Counter, Gauge
 
 from lnsync.config import Settings
+from lnsync.extras import require
 from lnsync.retry import Backoff
 from lnsync.service import ReadySignal, run_service
 from services.peer_controller import spec
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from kubernetes import client
 
-# kubernetes.config and kubernetes.watch have no type hints (kubernetes.client has).
-config: Any = _config
-watch: Any = _watch
+log = logging.getLogger(__name__)
 
 # (connect, read) seconds for every API call: a hung API server must not hang a round.
 REQUEST_TIMEOUT = (5.0, 20.0)
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-# Failures worth a retry: the API server answered with an error, or could not be reached.
-API_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError, ConfigException)
+
+
+@dataclass(frozen=True)
+class Kube:
+    """The parts of the ``kubernetes`` client the controller uses."""
+
+    client: Any
+    config: Any  # kubernetes.config and kubernetes.watch have no type hints
+    watch: Any
+    ApiException: Any
+    # Failures worth a retry: the API server answered with an error, or could not be reached.
+    api_errors: tuple[type[BaseException], ...]
+
+
+@cache
+def kube() -> Kube:
+    """Import the Kubernetes client, or say which extra installs it (MissingExtraError)."""
+    require(
+        "kubernetes",
+        "the peer controller (lnsync serve peer-controller; its container image is the Dockerfile's "
+        "`controller` target, lnsync-controller, which has it)",
+    )
+    import urllib3  # a dependency of kubernetes
+    from kubernetes import client, config, watch
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.config.config_exception import ConfigException
+
+    errors = (ApiException, urllib3.exceptions.HTTPError, OSError, ConfigException)
+    return Kube(client, config, watch, ApiException, errors)
+
 
 ROUNDS = Counter("lnsync_peer_controller_rounds_total", "Reconciliation rounds", ["result"])
 ACTIONS = Counter("lnsync_peer_controller_actions_total", "Deployments changed", ["action"])
@@ -82,14 +107,14 @@ class _Watcher(threading.Thread):
     def run(self) -> None:
         backoff = Backoff(1.0, 60.0)
         while not self.stopping.is_set():
-            self._watch = watch.Watch()
+            self._watch = kube().watch.Watch()
             try:
                 for _event in self._watch.stream(
                     self.list_fn, timeout_seconds=self.timeout, _request_timeout=self.timeout + 30, **self.kw
                 ):
                     self.notify()
                     backoff.reset()
-            except API_ERRORS as exc:
+            except kube().api_errors as exc:
                 log.debug("watch of %s failed (%s); retrying", self.what, exc)
                 self.stopping.wait(backoff.next_delay())
             except Exception as exc:  # a client bug must not end the thread for good
@@ -106,6 +131,7 @@ class PeerController:
     service_names: tuple[str, ...] = ()
 
     def __init__(self, settings: Settings) -> None:
+        self.k = kube()
         self.settings = settings.peer_controller
         self.namespace = self.settings.namespace
         self.api: client.ApiClient | None = None
@@ -118,6 +144,7 @@ class PeerController:
     # --- connection -------------------------------------------------------------------------
 
     def _connect(self) -> client.ApiClient:
+        config = self.k.config
         if self.api is None:
             if os.environ.get("KUBERNETES_SERVICE_HOST"):
                 config.load_incluster_config()
@@ -129,7 +156,7 @@ class PeerController:
                     _, active = config.list_kube_config_contexts()
                     self.namespace = active.get("context", {}).get("namespace", "")
             self.namespace = self.namespace or "default"
-            self.api = client.ApiClient()
+            self.api = self.k.client.ApiClient()
             log.info("watching ConfigMap %s/%s", self.namespace, self.settings.configmap)
         return self.api
 
@@ -142,7 +169,7 @@ class PeerController:
         def notify() -> None:
             loop.call_soon_threadsafe(changed.set)
 
-        core, apps = client.CoreV1Api(self.api), client.AppsV1Api(self.api)
+        core, apps = self.k.client.CoreV1Api(self.api), self.k.client.AppsV1Api(self.api)
         timeout = self.settings.resync_interval
         self.watchers = [
             _Watcher(
@@ -169,12 +196,12 @@ class PeerController:
 
     def reconcile_once(self) -> RoundResult:
         api = self._connect()
-        core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+        core, apps = self.k.client.CoreV1Api(api), self.k.client.AppsV1Api(api)
         result = RoundResult()
         name = self.settings.configmap
         try:
             cm = core.read_namespaced_config_map(name, self.namespace, _request_timeout=REQUEST_TIMEOUT)
-        except ApiException as exc:
+        except self.k.ApiException as exc:
             if exc.status == 404:
                 result.problems.append(f"ConfigMap {self.namespace}/{name} does not exist (yet)")
                 return result
@@ -222,7 +249,7 @@ class PeerController:
                     action.name, ns, propagation_policy="Background", _request_timeout=REQUEST_TIMEOUT
                 )
                 result.deleted += 1
-        except ApiException as exc:
+        except self.k.ApiException as exc:
             if exc.status == 409 and action.kind == "create":
                 result.problems.append(
                     f"Deployment {action.name} exists but is not managed by the peer controller; left alone"
@@ -254,7 +281,7 @@ class PeerController:
             started = time.monotonic()
             try:
                 result = await asyncio.to_thread(self.reconcile_once)
-            except API_ERRORS as exc:
+            except self.k.api_errors as exc:
                 ROUNDS.labels("error").inc()
                 await ready.set(False)
                 if backoff.attempts % 5 == 0:
@@ -308,7 +335,7 @@ def _existing(meta: client.V1ObjectMeta) -> spec.Existing:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ApiException):
+    if isinstance(exc, kube().ApiException):
         return f"HTTP {exc.status} {exc.reason}"
     return str(exc) or type(exc).__name__
 

@@ -58,6 +58,18 @@ app.kubernetes.io/managed-by: {{ .managedBy | default .root.Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/* The peer controller's image: the lnsync image plus the Kubernetes client (the Dockerfile's
+`controller` target), by default image.repository + "-controller" with the same tag. */}}
+{{- define "lnsync.controllerImage" -}}
+{{- $img := .Values.peerController.image -}}
+{{- $repository := $img.repository | default (printf "%s-controller" .Values.image.repository) -}}
+{{- if $img.digest -}}
+{{- printf "%s@%s" $repository $img.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repository ($img.tag | default .Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "lnsync.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "lnsync.fullname" .) .Values.serviceAccount.name -}}
@@ -193,7 +205,7 @@ spec:
     {{- include "lnsync.podSecurityContext" $root.Values.securityContext | nindent 4 }}
   containers:
     - name: {{ .component }}
-      image: {{ include "lnsync.image" $root }}
+      image: {{ .image | default (include "lnsync.image" $root) }}
       imagePullPolicy: {{ $root.Values.image.pullPolicy }}
       args: ["serve", "{{ .component }}"]
       ports:
