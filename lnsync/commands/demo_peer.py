@@ -1,8 +1,8 @@
 """Run the demo gossip peer: a local Lightning node that serves a bundled real-topology graph,
 re-timed to now, and keeps publishing fee changes (what ``lnsync up --demo`` downloads from).
 
-It needs no internet. Its node id is fixed; ``lnsync up --demo`` starts it and points a
-downloader at it.
+It needs no internet. Its node id is fixed (derived from ``--identity``, so that a second demo peer
+can have another); ``lnsync up --demo`` starts it and points a downloader at it.
 """
 
 from __future__ import annotations
@@ -28,13 +28,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset", type=Path, metavar="FILE", help="gossip to serve ([u16 length][message] records)"
     )
+    parser.add_argument(
+        "--identity",
+        default="lnsync-demo-peer",
+        metavar="NAME",
+        help="name the node id is derived from (a second demo peer needs another one)",
+    )
+    parser.add_argument(
+        "--print-address",
+        action="store_true",
+        help="print this peer's pubkey@host:port (from --identity and --listen) and exit",
+    )
     parser.add_argument("--publish-interval", type=float, default=5.0, metavar="SECONDS")
     parser.add_argument("--updates-per-publish", type=int, default=3, metavar="N")
 
 
 def run(args: argparse.Namespace) -> int:
     from services.demopeer.graph import DEFAULT_DATASET
-    from services.demopeer.server import DemoPeerOptions, main
+    from services.demopeer.server import DemoPeerOptions, demo_peer_address, main
+
+    if args.print_address:
+        print(demo_peer_address(args.listen, args.identity))
+        return 0
 
     settings = load_settings(args.config, log_level=args.log_level)
     logs.configure("demo-peer", settings.log_level, settings.log_format)
@@ -48,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         publish_interval=args.publish_interval,
         updates_per_publish=args.updates_per_publish,
         network=settings.network,
+        identity=args.identity,
     )
     try:
         return asyncio.run(main(options))

@@ -25,7 +25,9 @@ from lnsync.gossip import queries as q
 from lnsync.gossip.archive import ArchiveFormat, read_archive
 from lnsync.gossip.signing import pubkey_of, sha256d, sign
 
-DEFAULT_DATASET = Path(__file__).resolve().parents[2] / "data" / "cln2026_top50_resigned_mainnet.bin"
+# Shipped inside the package (an installed lnsync and the image have no data/ folder); data/ in the
+# repository links to it.
+DEFAULT_DATASET = Path(__file__).resolve().parent / "cln2026_top50_resigned_mainnet.bin"
 # The dataset's nodes are numbered 0..49; see data/SOURCE.md.
 DATASET_NODES = 50
 # Re-timed gossip spans this window, ending a minute ago.

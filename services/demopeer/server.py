@@ -37,8 +37,17 @@ from services.downloader.transport import NoiseTransport, TransportError, handsh
 
 log = logging.getLogger(__name__)
 
-# The demo peer's identity: fixed, so `lnsync up --demo` knows the pubkey to dial.
-DEMO_SECRET = hashlib.sha256(b"lnsync-demo-peer").digest()
+# The demo peer's identity: fixed, so `lnsync up --demo` knows the pubkey to dial. A second demo
+# peer (a cluster test with two peers) takes another name and so another node id.
+DEFAULT_IDENTITY = "lnsync-demo-peer"
+
+
+def demo_secret(identity: str = DEFAULT_IDENTITY) -> bytes:
+    """The node secret of the demo peer called ``identity`` (public by design: demo data only)."""
+    return hashlib.sha256(identity.encode()).digest()
+
+
+DEMO_SECRET = demo_secret()
 DEMO_NODE_ID = pubkey_of(DEMO_SECRET)
 FEATURES = feat.from_bits([feat.GOSSIP_QUERIES + 1])  # gossip_queries, optional
 HANDSHAKE_TIMEOUT = 10.0
@@ -56,6 +65,7 @@ class DemoPeerOptions:
     publish_interval: float = 5.0
     updates_per_publish: int = 3
     network: str = "bitcoin"
+    identity: str = DEFAULT_IDENTITY
 
 
 class DemoConnection:
@@ -172,7 +182,7 @@ class DemoPeer:
         g = self.graph
         log.info(
             "demo peer %s@%s: %d channels, %d updates, %d nodes (%s)",
-            DEMO_NODE_ID.hex(), o.listen, len(g.channels), len(g.updates), len(g.nodes),
+            pubkey_of(demo_secret(o.identity)).hex(), o.listen, len(g.channels), len(g.updates), len(g.nodes),
             "resumed from its state file" if self.resumed else "re-timed from the bundled dataset",
         )  # fmt: skip
         await ready.set(True)
@@ -195,7 +205,8 @@ class DemoPeer:
             return
         set_nodelay(writer)
         try:
-            noise = await handshake(reader, writer, DEMO_SECRET, None, timeout=HANDSHAKE_TIMEOUT)
+            secret = demo_secret(self.options.identity)
+            noise = await handshake(reader, writer, secret, None, timeout=HANDSHAKE_TIMEOUT)
         except TransportError as exc:
             log.info("demo peer: handshake failed: %s", exc)
             writer.close()
@@ -221,10 +232,10 @@ class DemoPeer:
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
 
 
-def demo_peer_address(listen: str) -> str:
-    """``pubkey@host:port`` of a demo peer listening on ``listen``."""
+def demo_peer_address(listen: str, identity: str = DEFAULT_IDENTITY) -> str:
+    """``pubkey@host:port`` of the demo peer called ``identity`` listening on ``listen``."""
     host, port = parse_listen(listen)
-    return f"{DEMO_NODE_ID.hex()}@{host}:{port}"
+    return f"{pubkey_of(demo_secret(identity)).hex()}@{host}:{port}"
 
 
 async def main(options: DemoPeerOptions) -> int:
