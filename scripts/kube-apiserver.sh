@@ -37,7 +37,7 @@ start() {
   local t0
   t0=$(date +%s%N)
   for b in etcd kube-apiserver; do
-    [ -x "$bin/$b" ] || { echo "no $bin/$b: run scripts/build-kube-apiserver.sh" >&2; exit 1; }
+    [ -x "$bin/$b" ] || { echo "no $bin/$b: run scripts/build-kube.sh" >&2; exit 1; }
   done
   mkdir -p "$R"
   [ -f "$R/sa.key" ] || openssl genrsa -out "$R/sa.key" 2048 2>/dev/null

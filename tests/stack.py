@@ -188,7 +188,7 @@ async def stored_gossip(database_url: str) -> list[bytes]:
     return [bytes(r[0]) for r in rows]
 
 
-async def until(check: Any, timeout: float, what: str) -> Any:
+async def until(check: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
     """Poll the async ``check`` until it returns something truthy (returned), or fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -197,4 +197,4 @@ async def until(check: Any, timeout: float, what: str) -> Any:
             return result
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(interval)

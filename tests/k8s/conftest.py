@@ -1,5 +1,5 @@
 """A real Kubernetes API server (kube-apiserver 1.20.2 + etcd, built offline by
-scripts/build-kube-apiserver.sh) on loopback for the whole session.
+scripts/build-kube.sh) on loopback for the whole session.
 
 There is no scheduler, kubelet or controller-manager: objects are stored, validated and admitted
 (RBAC included), but pods never run and nothing is garbage-collected. Skipped, with the reason,
@@ -12,8 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,18 +52,6 @@ class Cluster:
         from kubernetes import config
 
         return config.new_client_from_config(str(kubeconfig or self.kubeconfig))
-
-
-def wait_for(check: Callable[[], T], what: str, timeout: float = 30.0) -> T:
-    """Poll ``check`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def _write_kubeconfig(path: Path, server: str, ca: Path, token: str, namespace: str) -> None:

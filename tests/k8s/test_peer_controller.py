@@ -20,7 +20,8 @@ from lnsync import rpc
 from services.peer_controller import spec
 from tests.conftest import free_port
 from tests.helm_tools import PEER_A, PEER_B, PEER_C, render
-from tests.k8s.conftest import CONTROLLER_NAMESPACE, Cluster, wait_for
+from tests.k8s.cluster import wait_for
+from tests.k8s.conftest import CONTROLLER_NAMESPACE, Cluster
 
 pytestmark = pytest.mark.k8s
 

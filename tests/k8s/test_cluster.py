@@ -1,0 +1,343 @@
+"""`helm install lnsync` on a real node: images built here (scripts/build-image.sh), pods run by a
+kubelet on containerd + runc, Services routed by kube-proxy and named by cluster DNS
+(scripts/k8s-cluster.sh). One release for the module, exercised in order as an operator would:
+install, sync from an in-cluster demo peer, serve the real LDK client, `helm test`, a second peer
+by `helm upgrade`, pods deleted under load, `helm uninstall`.
+
+Figures (install-to-ready, recovery times, failed requests) go to $LNSYNC_K8S_FIGURES for
+docs/kubernetes.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import grpc
+import pytest
+
+from lnsync.gossip import messages as m
+from lnsync.rgs.decode import decode
+from lnsync.v1 import lookup_pb2, lookup_pb2_grpc
+from services.demopeer.server import demo_peer_address
+from tests.helm_tools import CHART, values_args
+from tests.k8s.cluster import Kube, demo_peer_docs, http_get, inside_cluster_network, record, wait_for
+from tests.ldk import LdkRgsClient
+from tests.stack import until
+
+pytestmark = [pytest.mark.k8s, pytest.mark.cluster, pytest.mark.timeout(900)]
+
+NS = "lnsync-e2e"
+PEER_A = ("demo-peer", "lnsync-demo-peer")
+PEER_B = ("demo-peer-b", "second-demo-peer")
+CHANNELS, NODES = 934, 50  # the demo peer's bundled graph (data/cln2026_top50_resigned_mainnet.bin)
+
+
+def address(peer: tuple[str, str]) -> str:
+    return demo_peer_address(f"{peer[0]}:9735", peer[1])
+
+
+def values(*peers: tuple[str, str]) -> dict[str, Any]:
+    """The chart's defaults but for what this one node and its locally built images need."""
+    return {
+        "peers": [address(p) for p in peers],
+        "image.pullPolicy": "Never",  # built here and imported: nothing may be pulled
+        "postgresql.image.repository": "lnsync-postgres",
+        "postgresql.image.tag": "15",
+        "postgresql.image.pullPolicy": "Never",
+        "postgresql.persistence.size": "1Gi",
+        "gateway.autoscaling.enabled": False,  # no metrics-server: an HPA would only log errors
+        "gateway.replicaCount": 2,
+        "gateway.workers": 1,
+        "lookup.autoscaling.enabled": False,
+        "lookup.replicaCount": 1,
+    }
+
+
+@dataclass
+class Release:
+    kube: Kube
+    namespace: str
+    installed_in: float
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def gateway(self) -> str:
+        return f"http://{self.kube.service_ip(self.namespace, 'lnsync-gateway')}"
+
+    def selector(self, component: str) -> str:
+        return f"app.kubernetes.io/instance=lnsync,app.kubernetes.io/component={component}"
+
+
+@pytest.fixture(scope="module")
+def kube() -> Kube:
+    why = inside_cluster_network()
+    if why:
+        pytest.skip(why)
+    return Kube()
+
+
+@pytest.fixture(scope="module")
+def release(kube: Kube) -> Iterator[Release]:
+    kube.kubectl("delete", "namespace", NS, "--ignore-not-found", "--wait=true", timeout=180)
+    kube.kubectl("create", "namespace", NS)
+    kube.apply(demo_peer_docs(*PEER_A), NS)
+    started = time.monotonic()
+    install = kube.helm(
+        "install", "lnsync", str(CHART), "-n", NS, *values_args(values(PEER_A)),
+        "--wait", "--timeout", "8m", check=False,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    if install.returncode != 0:
+        pytest.fail(f"helm install --wait failed after {elapsed:.0f} s:\n{install.stderr}\n"
+                    f"{kube.describe_problems(NS)}")  # fmt: skip
+    record("install", install_to_ready_s=round(elapsed, 1))
+    yield Release(kube, NS, elapsed)
+    kube.kubectl("delete", "namespace", NS, "--ignore-not-found", "--wait=false", check=False)
+
+
+def test_every_pod_runs_and_is_ready(kube: Kube, release: Release) -> None:
+    pods = kube.pods(NS, "app.kubernetes.io/instance=lnsync")
+    by_component = Counter(p["metadata"]["labels"]["app.kubernetes.io/component"] for p in pods)
+    assert by_component == {
+        "persistence": 1, "lookup": 1, "snapshotter": 1, "gateway": 2, "downloader": 1, "postgresql": 1,
+    }  # fmt: skip
+    for pod in pods:
+        statuses = pod["status"]["containerStatuses"]
+        assert all(s["ready"] for s in statuses), pod["metadata"]["name"]
+        # Non-root, as the chart says, in the image built here.
+        spec = pod["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        images = {s["image"] for s in statuses}
+        assert images <= {"docker.io/library/lnsync:0.1.0", "docker.io/library/lnsync-postgres:15"}, images
+
+
+def _full_snapshot(release: Release) -> tuple[int, bytes] | None:
+    code, headers, body = http_get(release.gateway() + "/snapshot/v2/0", timeout=20)
+    if code != 200:
+        return None
+    if len(decode(body).announcements) < CHANNELS:
+        return None  # a generation from before the first sync finished
+    return int(headers["X-RGS-Timestamp"]), body
+
+
+def test_gateway_serves_the_peers_graph_to_the_real_ldk_client(
+    release: Release, ldk_client: LdkRgsClient
+) -> None:
+    started = time.monotonic()
+    T, full = wait_for(lambda: _full_snapshot(release), "a full snapshot of the peer's graph", 300, 2)
+    record("install", full_snapshot_after_ready_s=round(time.monotonic() - started, 1))
+    with ldk_client.new_graph("bitcoin") as graph:
+        applied = graph.apply(full, now=int(time.time()))
+        assert applied.accepted, applied.error_message
+        assert (applied.channels, applied.nodes) == (CHANNELS, NODES)
+
+        def delta() -> bytes | None:
+            code, _, body = http_get(f"{release.gateway()}/delta/v2/{T}", timeout=20)
+            return body if code == 200 and decode(body).updates else None
+
+        # The demo peer changes a few fees every 5 s: a later delta carries them.
+        body = wait_for(delta, f"/delta/v2/{T} with the peer's newer updates", 120, 2)
+        applied = graph.apply(body, now=int(time.time()))
+        assert applied.accepted, applied.error_message
+        assert applied.channels == CHANNELS
+
+
+async def _compute_delta(kube: Kube) -> tuple[lookup_pb2.BlobInfo, bytes]:
+    """A full v2 delta from lookup's Service over gRPC, from this process (outside every pod)."""
+    target = f"{kube.service_ip(NS, 'lnsync-lookup')}:50052"
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = lookup_pb2_grpc.LookupStub(channel)
+        request = lookup_pb2.ComputeDeltaRequest(last_sync_timestamp=0, version=2)
+        chunks = [c async for c in stub.ComputeDelta(request, timeout=60)]
+    return chunks[0].info, b"".join(c.data for c in chunks)
+
+
+async def test_lookup_compute_delta_over_grpc_from_outside_the_pods(kube: Kube, release: Release) -> None:
+    info, blob = await _compute_delta(kube)
+    assert (info.version, info.size, info.announcement_count) == (2, len(blob), CHANNELS)
+    assert len(decode(blob).announcements) == CHANNELS
+
+
+def test_helm_test_checks_health_and_a_snapshot(kube: Kube, release: Release) -> None:
+    out = kube.helm("test", "lnsync", "-n", NS, "--logs", "--timeout", "3m", check=False)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "lookup: SERVING" in out.stdout
+    assert "bytes of RGS v2" in out.stdout
+
+
+async def _store_query(kube: Kube, sql: str, *args: Any) -> list[asyncpg.Record]:
+    secret = kube.json("get", "secret", "lnsync-postgresql", "-n", NS)
+    password = base64.b64decode(secret["data"]["password"]).decode()
+    host = kube.service_ip(NS, "lnsync-postgresql")
+    conn = await asyncpg.connect(host=host, user="lnsync", password=password, database="lnsync", timeout=10)
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
+async def test_helm_upgrade_adds_and_removes_a_peer(kube: Kube, release: Release) -> None:
+    kube.apply(demo_peer_docs(*PEER_B), NS)
+    b_id = address(PEER_B).split("@")[0]
+    name_b = f"lnsync-downloader-{b_id[:16]}"
+    started = time.monotonic()
+    kube.helm(
+        "upgrade", "lnsync", str(CHART), "-n", NS, *values_args(values(PEER_A, PEER_B)),
+        "--wait", "--timeout", "5m",
+    )  # fmt: skip
+    record("upgrade", second_downloader_ready_s=round(time.monotonic() - started, 1))
+    deployment = kube.json("get", "deployment", name_b, "-n", NS)
+    assert deployment["status"].get("readyReplicas") == 1
+
+    async def stored_from_b() -> int:
+        rows = await _store_query(
+            kube,
+            "SELECT channel_announcements + channel_updates + node_announcements AS n FROM peers "
+            "WHERE peer_id = $1",
+            b_id,
+        )
+        return int(rows[0]["n"]) if rows else 0
+
+    async def all_of_b_stored() -> bool:
+        return await stored_from_b() >= CHANNELS
+
+    await until(all_of_b_stored, 180, "the second peer's graph committed (peers row)", interval=2)
+
+    kube.helm("upgrade", "lnsync", str(CHART), "-n", NS, *values_args(values(PEER_A)), "--wait")
+    gone = kube.kubectl("get", "deployment", name_b, "-n", NS, check=False)
+    assert gone.returncode != 0 and b"NotFound" in gone.stderr
+    kube.kubectl("delete", "-n", NS, "deployment/demo-peer-b", "service/demo-peer-b")
+
+
+class Prober:
+    """GETs /snapshot/v2/0 through the gateway's Service, back to back, and counts the answers."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.codes: Counter[int] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            code, _, body = http_get(self.url, timeout=10)
+            self.codes[code if (code != 200 or body[:3] == b"LDK") else -1] += 1
+            time.sleep(0.1)
+
+    def __enter__(self) -> Prober:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+
+def _peer_state(kube: Kube) -> list[m.ChannelUpdate]:
+    """The demo peer's current channel_updates, read from its state file in the pod."""
+    raw = kube.kubectl("exec", "-n", NS, "deploy/demo-peer", "--", "cat", "/tmp/demo-peer.gossip").stdout
+    updates, i = [], 0
+    while i < len(raw):
+        (size,) = struct.unpack_from(">H", raw, i)
+        msg = raw[i + 2 : i + 2 + size]
+        i += 2 + size
+        if m.message_type(msg) == m.CHANNEL_UPDATE:
+            updates.append(m.decode_channel_update(msg))
+    return updates
+
+
+def _i64(u: int) -> int:
+    return u - (1 << 64) if u >= 1 << 63 else u
+
+
+async def test_pods_deleted_while_the_peer_sends_recover_and_lose_nothing(
+    kube: Kube, release: Release
+) -> None:
+    outcomes: dict[str, Any] = {}
+
+    def persistence_ready() -> bool:
+        return bool(kube.ready_pods(NS, release.selector("persistence")))
+
+    with Prober(release.gateway() + "/snapshot/v2/0") as prober:
+        for component in ("persistence", "lookup", "postgresql"):
+            selector = release.selector(component)
+            (old,) = kube.ready_pods(NS, selector)
+            t0 = time.monotonic()
+            kube.kubectl("delete", "pod", "-n", NS, old["metadata"]["name"], "--wait=false")
+
+            def replaced(sel: str = selector, uid: str = old["metadata"]["uid"]) -> bool:
+                # A StatefulSet's pod comes back under the same name: compare uids.
+                return any(p["metadata"]["uid"] != uid for p in kube.ready_pods(NS, sel))
+
+            await asyncio.to_thread(wait_for, replaced, f"a new Ready {component} pod", 240, 0.5)
+            pod_ready_s = time.monotonic() - t0
+            # Recovered = the whole path works again: persistence healthy (it follows the database)
+            # and lookup answering a delta.
+            await asyncio.to_thread(wait_for, persistence_ready, "persistence Ready", 240)
+            _, blob = await _compute_delta(kube)
+            assert len(decode(blob).announcements) == CHANNELS
+            outcomes[component] = {
+                "replacement_ready_s": round(pod_ready_s, 1),
+                "recovered_s": round(time.monotonic() - t0, 1),
+            }
+        served_during = dict(prober.codes)
+
+    failed = {code: n for code, n in served_during.items() if code != 200}
+    record("faults", **outcomes, snapshot_requests=sum(served_during.values()), failed_requests=failed)
+    assert not failed, f"the gateway failed snapshot requests during the faults: {served_during}"
+
+    # Nothing lost: every channel_update the peer holds now is in the store within a minute.
+    published = await asyncio.to_thread(_peer_state, kube)
+    assert len(published) >= CHANNELS
+    wanted = {(_i64(u.short_channel_id), u.direction, u.timestamp) for u in published}
+
+    async def missing() -> set[tuple[int, int, int]]:
+        rows = await _store_query(
+            kube,
+            "SELECT u.scid, u.direction, u.timestamp FROM channel_updates u "
+            "JOIN unnest($1::int8[], $2::int2[], $3::int8[]) AS w(scid, direction, timestamp) "
+            "USING (scid, direction, timestamp)",
+            [w[0] for w in wanted], [w[1] for w in wanted], [w[2] for w in wanted],
+        )  # fmt: skip
+        return wanted - {(r["scid"], r["direction"], r["timestamp"]) for r in rows}
+
+    lost: set[tuple[int, int, int]] = set()
+
+    async def nothing_missing() -> bool:
+        lost.clear()
+        lost.update(await missing())
+        return not lost
+
+    with contextlib.suppress(AssertionError):
+        await until(nothing_missing, 90, "every update the peer holds in the store", interval=3)
+    record("faults", peer_updates_checked=len(wanted), lost=len(lost))
+    assert not lost, f"{len(lost)} of the peer's {len(wanted)} current updates never reached the store"
+
+
+def test_helm_uninstall_leaves_only_what_the_chart_keeps(kube: Kube, release: Release) -> None:
+    kube.helm("uninstall", "lnsync", "-n", NS, "--wait", "--timeout", "3m")
+    kube.kubectl("delete", "-n", NS, "deployment/demo-peer", "service/demo-peer")
+    kinds = (
+        "deployments,statefulsets,replicasets,pods,services,configmaps,secrets,networkpolicies,"
+        "serviceaccounts,roles,rolebindings,persistentvolumeclaims,poddisruptionbudgets,jobs"
+    )
+
+    def leftovers() -> list[str]:
+        items = kube.json("get", kinds, "-n", NS, "-l", "app.kubernetes.io/instance=lnsync")["items"]
+        return sorted(f"{i['kind']}/{i['metadata']['name']}" for i in items)
+
+    # Pods terminate within their grace period; then only the documented keepers remain.
+    wait_for(lambda: not any(x.startswith("Pod/") for x in leftovers()), "the pods to go", 120, 1)
+    assert leftovers() == [
+        "PersistentVolumeClaim/data-lnsync-postgresql-0",  # the StatefulSet's data (Kubernetes keeps it)
+        "Secret/lnsync-postgresql",  # its password (helm.sh/resource-policy: keep)
+    ]
