@@ -165,7 +165,8 @@ up() {
   command -v containerd >/dev/null && command -v runc >/dev/null && [ -x /usr/lib/cni/bridge ] ||
     die "containerd, runc and containernetworking-plugins are needed (scripts/k8s-host-packages.sh)"
   if alive kubelet && alive kube-apiserver; then
-    log "already up: KUBECONFIG=$RUN/kubeconfig"
+    log "already up"
+    usage_hint
     return 0
   fi
   down_quietly
@@ -254,10 +255,15 @@ reclaimPolicy: Delete
 volumeBindingMode: Immediate
 EOF
   log "cluster ready in $((SECONDS - t0)) s"
+  usage_hint
+}
+
+usage_hint() {
   cat <<EOF
 export KUBECONFIG=$RUN/kubeconfig
-# kubectl: $BIN/kubectl (make k8s-up links it into .venv/bin)
-# inside the cluster's network (Service and pod IPs reachable): scripts/k8s-cluster.sh exec CMD
+# kubectl is $BIN/kubectl (make k8s-up links it and helm into .venv/bin); reach a Service with
+#   kubectl port-forward svc/NAME LOCAL_PORT:PORT
+# or run a command inside the cluster's network (Service and pod IPs answer): scripts/k8s-cluster.sh exec CMD
 EOF
 }
 
@@ -319,7 +325,13 @@ case "$cmd" in
     exec 9>"$LOCK"
     flock 9
     down_quietly
-    log "down"
+    # A full teardown leaves nothing behind: say what survived, and fail.
+    left=$( { pgrep -af -- "$RUN/" || true; grep " $RUN" /proc/mounts || true;
+      [ -e "/run/netns/$NETNS" ] && echo "network namespace $NETNS"; ls /run/netns 2>/dev/null | grep '^cni-' || true; } )
+    if [ -n "$left" ]; then
+      log "teardown left:"; echo "$left" >&2; exit 1
+    fi
+    log "down: nothing left"
     ;;
   exec)
     shift

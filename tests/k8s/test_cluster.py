@@ -30,7 +30,15 @@ from lnsync.rgs.decode import decode
 from lnsync.v1 import lookup_pb2, lookup_pb2_grpc
 from services.demopeer.server import demo_peer_address
 from tests.helm_tools import CHART, values_args
-from tests.k8s.cluster import Kube, demo_peer_docs, http_get, inside_cluster_network, record, wait_for
+from tests.k8s.cluster import (
+    Kube,
+    demo_peer_docs,
+    http_get,
+    inside_cluster_network,
+    pod_ready,
+    record,
+    wait_for,
+)
 from tests.ldk import LdkRgsClient
 from tests.stack import until
 
@@ -259,6 +267,27 @@ def _i64(u: int) -> int:
     return u - (1 << 64) if u >= 1 << 63 else u
 
 
+def _delete_and_wait_for_replacement(kube: Kube, selector: str) -> dict[str, float]:
+    """Delete the one Ready pod of ``selector``; seconds until it was gone and a new one Ready."""
+    (old,) = kube.ready_pods(NS, selector)
+    uid = old["metadata"]["uid"]  # a StatefulSet's pod comes back under the same name
+    t0 = time.monotonic()
+    kube.kubectl("delete", "pod", "-n", NS, old["metadata"]["name"], "--wait=false")
+    seen: dict[str, float] = {}
+
+    def both() -> bool:
+        pods = kube.pods(NS, selector)
+        now = time.monotonic() - t0
+        if all(p["metadata"]["uid"] != uid for p in pods):
+            seen.setdefault("gone", now)
+        if any(p["metadata"]["uid"] != uid and pod_ready(p) for p in pods):
+            seen.setdefault("ready", now)
+        return len(seen) == 2
+
+    wait_for(both, f"a new Ready pod for {selector}", 240, 0.5)
+    return seen
+
+
 async def test_pods_deleted_while_the_peer_sends_recover_and_lose_nothing(
     kube: Kube, release: Release
 ) -> None:
@@ -270,23 +299,16 @@ async def test_pods_deleted_while_the_peer_sends_recover_and_lose_nothing(
     with Prober(release.gateway() + "/snapshot/v2/0") as prober:
         for component in ("persistence", "lookup", "postgresql"):
             selector = release.selector(component)
-            (old,) = kube.ready_pods(NS, selector)
             t0 = time.monotonic()
-            kube.kubectl("delete", "pod", "-n", NS, old["metadata"]["name"], "--wait=false")
-
-            def replaced(sel: str = selector, uid: str = old["metadata"]["uid"]) -> bool:
-                # A StatefulSet's pod comes back under the same name: compare uids.
-                return any(p["metadata"]["uid"] != uid for p in kube.ready_pods(NS, sel))
-
-            await asyncio.to_thread(wait_for, replaced, f"a new Ready {component} pod", 240, 0.5)
-            pod_ready_s = time.monotonic() - t0
+            seen = await asyncio.to_thread(_delete_and_wait_for_replacement, kube, selector)
             # Recovered = the whole path works again: persistence healthy (it follows the database)
             # and lookup answering a delta.
             await asyncio.to_thread(wait_for, persistence_ready, "persistence Ready", 240)
             _, blob = await _compute_delta(kube)
             assert len(decode(blob).announcements) == CHANNELS
             outcomes[component] = {
-                "replacement_ready_s": round(pod_ready_s, 1),
+                "old_pod_gone_s": round(seen["gone"], 1),
+                "replacement_ready_s": round(seen["ready"], 1),
                 "recovered_s": round(time.monotonic() - t0, 1),
             }
         served_during = dict(prober.codes)
