@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 from lnsync.gossip.messages import scid_str
-from services.observer import stats
+from services.observer import recon, stats
 from services.observer.stats import KindSummary, PeerSummary
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -213,3 +214,87 @@ async def top_updaters(conn: Any, lo: float, hi: float, limit: int) -> dict[str,
             {"node_id": bytes(r[0]).hex(), "announcements": r[1]} for r in announcements
         ],
     }
+
+
+# The reconciliation estimate (services/observer/recon.py defines it; this computes the same).
+# pairs: every (observed peer, message) with when the others had it (o: the earliest arrival by
+# another peer) and when the peer had it (p), kept if the earlier lies in the peer's span of
+# deliveries; then per interval each pair is common (0), ours only (1) or theirs only (2), and
+# active rounds are grouped by their difference size.
+RECON_SQL = """
+WITH d AS (
+    SELECT msg_hash, peer_num, (extract(epoch FROM received) * 1000000)::int8 AS at,
+           coalesce(size, ($3::int4[])[kind - 255]) AS size
+    FROM observations WHERE received >= $1 AND received < $2
+), arr AS (  -- each peer's earliest delivery of each message
+    SELECT DISTINCT ON (msg_hash, peer_num) msg_hash, peer_num, at, size FROM d
+    ORDER BY msg_hash, peer_num, at
+), top2 AS (
+    SELECT msg_hash, min(at) FILTER (WHERE rk = 1) AS t1, min(peer_num) FILTER (WHERE rk = 1) AS p1,
+           min(at) FILTER (WHERE rk = 2) AS t2
+    FROM (SELECT msg_hash, peer_num, at,
+                 row_number() OVER (PARTITION BY msg_hash ORDER BY at, peer_num) AS rk FROM arr) r
+    WHERE rk <= 2 GROUP BY msg_hash
+), spans AS (
+    SELECT peer_num, min(at) AS first, max(at) AS last FROM d GROUP BY peer_num
+), pairs AS (
+    SELECT s.peer_num, CASE WHEN t.p1 = s.peer_num THEN t.t2 ELSE t.t1 END AS o, a.at AS p, a.size
+    FROM top2 t CROSS JOIN spans s
+    LEFT JOIN arr a ON a.msg_hash = t.msg_hash AND a.peer_num = s.peer_num
+    WHERE least(CASE WHEN t.p1 = s.peer_num THEN t.t2 ELSE t.t1 END, a.at) BETWEEN s.first AND s.last
+), classified AS (
+    SELECT peer_num, iv, least(o, p) AS at, least(o, p) / (iv * 1000000) AS round, size,
+           CASE WHEN o / (iv * 1000000) = p / (iv * 1000000) THEN 0
+                WHEN p IS NULL OR o < p THEN 1 ELSE 2 END AS side
+    FROM pairs, unnest($4::int8[]) AS iv
+), rounds AS (
+    SELECT peer_num, iv, count(*) FILTER (WHERE side = 1) AS ours,
+           count(*) FILTER (WHERE side = 2) AS theirs, count(*) FILTER (WHERE side = 0) AS common,
+           coalesce(sum(size) FILTER (WHERE side = 2), 0) AS bytes,
+           coalesce(sum((round + 1) * iv * 1000000 - at) FILTER (WHERE side > 0), 0) AS delay_sum,
+           coalesce(max((round + 1) * iv * 1000000 - at) FILTER (WHERE side > 0), 0) AS delay_max
+    FROM classified GROUP BY peer_num, iv, round
+)
+SELECT peer_num, iv, ours + theirs AS d, count(*), sum(ours)::int8, sum(theirs)::int8, sum(common)::int8,
+       sum(bytes)::int8, sum(delay_sum)::int8, max(delay_max)::int8
+FROM rounds GROUP BY 1, 2, 3
+"""
+FLOOD_SQL = """
+SELECT peer_num, count(*), sum(coalesce(size, ($3::int4[])[kind - 255]))::int8
+FROM observations WHERE received >= $1 AND received < $2 GROUP BY peer_num
+"""
+
+
+async def oldest_delivery(conn: Any) -> float | None:
+    """Receive time (seconds) of the oldest raw delivery still kept."""
+    value = await conn.fetchval("SELECT extract(epoch FROM min(received))::float8 FROM observations")
+    return None if value is None else float(value)
+
+
+def _nominal_sizes() -> list[int]:
+    """recon.NOMINAL_SIZE as an array indexed by kind - 255 (PostgreSQL arrays start at 1)."""
+    return [recon.size_of(kind, None) for kind in (256, 257, 258)]
+
+
+async def reconciliation(
+    conn: Any, lo: float, hi: float, intervals: Sequence[int]
+) -> tuple[recon.Links, dict[int, recon.FloodTally]]:
+    """:func:`services.observer.recon.tally` of the deliveries received in [lo, hi), in PostgreSQL."""
+    lo_t, hi_t, sizes = ts(lo), ts(hi), _nominal_sizes()
+    await conn.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
+    links: recon.Links = {}
+    for peer, iv, d, n, ours, theirs, common, size, delay_sum, delay_max in await conn.fetch(
+        RECON_SQL, lo_t, hi_t, sizes, list(intervals)
+    ):
+        link = links.setdefault((peer, iv), recon.LinkTally())
+        link.ours_only += ours
+        link.theirs_only += theirs
+        link.common += common
+        link.transfer_bytes += size
+        link.delay_sum_us += delay_sum
+        link.delay_max_us = max(link.delay_max_us, delay_max)
+        link.add_round(d, n)
+    floods = {
+        peer: recon.FloodTally(n, size) for peer, n, size in await conn.fetch(FLOOD_SQL, lo_t, hi_t, sizes)
+    }
+    return links, floods
