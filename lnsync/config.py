@@ -191,6 +191,21 @@ class PersistenceSettings(ServiceEndpoint):
         return self
 
 
+class ObserverSettings(_Section):
+    """The gossip observer's report (``lnsync observe report``)."""
+
+    # Reconciliation intervals (seconds) at which the report estimates what set reconciliation
+    # would have spent instead of flooding (services/observer/recon.py).
+    reconcile_intervals: list[int] = Field(default_factory=lambda: [1, 10, 60, 600])
+
+    @field_validator("reconcile_intervals")
+    @classmethod
+    def _intervals_ok(cls, v: list[int]) -> list[int]:
+        if not 1 <= len(v) <= 8 or any(not 1 <= x <= 86400 for x in v) or sorted(set(v)) != v:
+            raise ValueError("must be 1 to 8 increasing intervals of 1..86400 seconds")
+        return v
+
+
 class LookupSettings(ServiceEndpoint):
     listen: str = "127.0.0.1:50052"
     # Largest number of ComputeDelta calls computed at the same time.
@@ -332,6 +347,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = GatewaySettings()
     downloader: DownloaderSettings = DownloaderSettings()
     peer_controller: PeerControllerSettings = PeerControllerSettings()
+    observer: ObserverSettings = ObserverSettings()
     tls: TlsSettings = TlsSettings()
 
     @field_validator("network")

@@ -22,7 +22,7 @@ from lnsync import schema
 from lnsync.gossip.messages import decode_gossip
 from lnsync.pg import LocalPostgres
 from services.observer import render, report
-from services.persistence.peers import kind_of, message_hash
+from services.persistence.peers import OBSERVATION_COLUMNS, kind_of, message_hash
 from services.persistence.store import Incoming, to_timestamp, write_batch
 from tests.rgs.histories import event_message, random_events
 
@@ -55,15 +55,13 @@ async def fill(url: str) -> float:
             fastest = min(delays.values())
             for num, d in delays.items():
                 at = ev.seen * 1_000_000 + int((d - fastest) * 1_000_000)
-                rows.append((num, message_hash(msg), kind_of(msg), to_timestamp(at), d == fastest))
+                rows.append((num, message_hash(msg), kind_of(msg), to_timestamp(at), d == fastest, len(raw)))
             if len(batch) >= 500:
                 await write_batch(conn, batch)
                 batch = []
         if batch:
             await write_batch(conn, batch)
-        await conn.copy_records_to_table(
-            "observations", records=rows, columns=("peer_num", "msg_hash", "kind", "received", "first")
-        )
+        await conn.copy_records_to_table("observations", records=rows, columns=OBSERVATION_COLUMNS)
         return max(ev.seen for ev in events) + 60.0
     finally:
         await conn.close()

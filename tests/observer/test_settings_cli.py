@@ -47,3 +47,6 @@ def test_observe_report_errors(capsys: pytest.CaptureFixture[str], monkeypatch: 
     assert "--since: not a duration" in capsys.readouterr().err
     assert cli.main(["observe", "report", "--since", "1h"]) == 2
     assert "database_url is not set" in capsys.readouterr().err
+    for bad in ("10,1", "0", "1,x"):
+        assert cli.main(["observe", "report", "--intervals", bad, "--database-url", "postgresql:///x"]) == 2
+        assert "--intervals: " in capsys.readouterr().err
