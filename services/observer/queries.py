@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lnsync.gossip.messages import scid_str
-from services.observer import recon, stats
+from services.observer import outliers, recon, stats
 from services.observer.stats import KindSummary, PeerSummary
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -298,3 +298,83 @@ async def reconciliation(
         peer: recon.FloodTally(n, size) for peer, n, size in await conn.fetch(FLOOD_SQL, lo_t, hi_t, sizes)
     }
     return links, floods
+
+
+# Outliers (services/observer/outliers.py decides; these read counts and the rows behind flags).
+JUMPS_SQL = """
+WITH b AS (
+    SELECT {key} AS e, date_bin(make_interval(secs => $4::int), seen, TIMESTAMPTZ 'epoch') AS b, count(*) AS n
+    FROM {table} WHERE seen >= $1 AND seen < $2 GROUP BY 1, 2
+), t AS (SELECT e, b, n, sum(n) OVER (PARTITION BY e) AS total FROM b)
+SELECT e, extract(epoch FROM b)::int8, n, total::int8,
+       (SELECT count(*) FROM {table} h WHERE h.{key} = t.e AND h.seen >= $3 AND h.seen < $1)
+FROM t WHERE n >= $5
+"""
+JUMP_SOURCES = {  # category -> (table, key column, how to name a key)
+    "channel_updates": ("channel_updates", "scid", scid_str),
+    "node_announcements": ("node_announcements", "node_id", lambda key: bytes(key).hex()),
+}
+JUMP_ROWS_SQL = {
+    "channel_updates": "SELECT extract(epoch FROM seen)::float8 AS seen, direction, timestamp, change_mask,"
+    " channel_flags & 2 = 2 AS disabled, fee_base_msat, fee_proportional_millionths FROM channel_updates"
+    " WHERE scid = $1 AND seen >= $2 AND seen < $3 ORDER BY seen LIMIT $4",
+    "node_announcements": "SELECT extract(epoch FROM seen)::float8 AS seen, timestamp, change_mask, alias"
+    " FROM node_announcements WHERE node_id = $1 AND seen >= $2 AND seen < $3 ORDER BY seen LIMIT $4",
+}
+NEW_NODES_SQL = """
+SELECT extract(epoch FROM date_bin(make_interval(secs => $3::int), first_seen, TIMESTAMPTZ 'epoch'))::int8,
+       count(*)
+FROM nodes WHERE first_seen >= $1 AND first_seen < $2 GROUP BY 1
+"""
+NEW_NODE_ROWS_SQL = """
+SELECT n.node_id, extract(epoch FROM n.first_seen)::float8 AS first_seen, a.alias
+FROM nodes n LEFT JOIN node_announcements a ON a.id = n.first_announcement_id
+WHERE n.first_seen >= $1 AND n.first_seen < $2 ORDER BY n.first_seen LIMIT $3
+"""
+ROWS_PER_FLAG = 50
+
+
+def _plain(row: Any) -> dict[str, Any]:
+    """A record as JSON-able data (bytes as hex, aliases as text)."""
+    out = {}
+    for k, v in dict(row).items():
+        if k == "alias" and v is not None:
+            v = bytes(v).rstrip(b"\0").decode("utf-8", "replace")
+        elif isinstance(v, bytes | bytearray | memoryview):
+            v = bytes(v).hex()
+        out[k] = v
+    return out
+
+
+async def rate_jumps(conn: Any, window: outliers.Window) -> list[outliers.Flag]:
+    """Channels and nodes whose counts jump against their history, each with its bucket's rows."""
+    lo, hi, hist = ts(window.start), ts(window.end), ts(window.start - outliers.HISTORY)
+    flags = []
+    for category, (table, key, name) in JUMP_SOURCES.items():
+        keys = {}
+        counts = []
+        sql = JUMPS_SQL.format(table=table, key=key)
+        for e, bucket, n, total, history in await conn.fetch(
+            sql, lo, hi, hist, window.bucket, outliers.MIN_COUNT
+        ):
+            keys[name(e)] = e
+            counts.append(outliers.BucketCount(name(e), bucket, n, total, history))
+        what = "updates" if category == "channel_updates" else "announcements"
+        for f in outliers.rate_jumps(category, counts, window, what):
+            assert f.bucket is not None
+            rows = await conn.fetch(JUMP_ROWS_SQL[category], keys[f.subject], ts(f.bucket),
+                                    ts(f.bucket + window.bucket), ROWS_PER_FLAG)  # fmt: skip
+            f.rows = [_plain(r) for r in rows]
+            flags.append(f)
+    return flags
+
+
+async def new_node_bursts(conn: Any, window: outliers.Window) -> list[outliers.Flag]:
+    """Buckets with bursts of newly seen nodes, each with those nodes."""
+    rows = await conn.fetch(NEW_NODES_SQL, ts(window.start - outliers.HISTORY), ts(window.end), window.bucket)
+    flags = outliers.new_node_bursts({b: n for b, n in rows}, window)
+    for f in flags:
+        assert f.bucket is not None
+        nodes = await conn.fetch(NEW_NODE_ROWS_SQL, ts(f.bucket), ts(f.bucket + window.bucket), ROWS_PER_FLAG)
+        f.rows = [_plain(r) for r in nodes]
+    return flags

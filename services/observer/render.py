@@ -232,6 +232,45 @@ RECON_COLUMNS = ("flood_bytes", "recon_bytes", "saving", "sketch_bytes", "transf
                  "ours_only", "theirs_only", "common", "delay_mean", "delay_max")  # fmt: skip
 
 
+def _outliers_html(flags: list[dict[str, Any]]) -> str:
+    """The flags as a table, each linking to a table of the rows behind it."""
+    if not flags:
+        return "<p>No outliers in this window.</p>"
+    head = (
+        "<tr><th>flag</th><th>category</th><th>subject</th><th>score</th><th>what</th><th>interval</th></tr>"
+    )
+    lines = "".join(
+        f'<tr><th><a href="#flag-{f["id"]}">#{f["id"]}</a></th><td>{html.escape(f["category"])}</td>'
+        f"<td>{html.escape(_short(f['subject']))}</td><td>{_fmt(f['score'])}</td>"
+        f"<td>{html.escape(f['summary'])}</td><td>{_fmt(_time_cell('seen', f['bucket']))}</td></tr>"
+        for f in flags
+    )
+    details = []
+    for f in flags:
+        columns = list(f["rows"][0]) if f["rows"] else []
+        body = "".join(
+            "<tr>" + "".join(f"<td>{_fmt(_time_cell(c, r[c]))}</td>" for c in columns) + "</tr>"
+            for r in f["rows"]
+        )
+        details.append(
+            f'<section id="flag-{f["id"]}"><h3>#{f["id"]} {html.escape(f["category"])}: '
+            f"{html.escape(f['subject'])}</h3><table><tr>"
+            + "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+            + f"</tr>{body}</table></section>"
+        )
+    return f"<table>{head}{lines}</table>{''.join(details)}"
+
+
+def _time_cell(column: str, value: Any) -> Any:
+    """Times (seconds since the epoch) of the flag tables as UTC date and time."""
+    if column in TIME_COLUMNS and value is not None:
+        return dt.datetime.fromtimestamp(value, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return value
+
+
+TIME_COLUMNS = frozenset({"seen", "first_seen", "interval_start"})
+
+
 def _when(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M")
 
@@ -261,6 +300,7 @@ def to_html(report: dict[str, Any], figures: dict[str, tuple[str, Figure]] | Non
         + "</tr>"
         for p in report["peers"]
     )  # fmt: skip
+    out = report["outliers"]
     rec = report["reconciliation"]
     recon_table = "".join(
         f"<tr><th>{_seconds(r['interval'])}</th>" + "".join(f"<td>{_fmt(r[c])}</td>" for c in RECON_COLUMNS)
@@ -294,6 +334,12 @@ Delays in seconds; percentiles are nearest-rank upper bin edges.</p>
 bytes the observed peers sent us (direction peer to observer), BOLT 8 framing included. Model and
 assumptions: docs/observer.md.</p>
 <table><tr><th>interval</th>{"".join(f"<th>{c}</th>" for c in RECON_COLUMNS)}</tr>{recon_table}</table>
+<h2>Patterns nobody asked about</h2>
+<p>Outliers found without being told what to look for (docs/observer.md): counts in one interval
+that jump against the {out["history_seconds"] // 86400}-day history of the same channel or node (or of new
+nodes), chance below {out["alpha"]:g}; peers whose coverage or delay is off by a modified z-score
+beyond {out["z_limit"]} in at least half of their intervals. Each flag links to its rows.</p>
+{_outliers_html(out["flags"])}
 <h2>Charts</h2>
 {sections}
 </body></html>

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from services.observer import queries, recon, stats
+from services.observer import outliers, queries, recon, stats
 
 DEFAULT_INTERVAL = 3600  # bins of the volume series when the job is disabled
 DEFAULT_MODEL = recon.SketchModel()
@@ -57,7 +57,23 @@ async def gather(
         kinds, peers, names, top_lists, start=start, end=now, step=step, max_delay=max_delay, edge=edge
     )
     data["reconciliation"] = await reconciliation(conn, start, now, reconcile_intervals, names)
+    window = outliers.Window(start, now, step)
+    flags = [
+        *await queries.rate_jumps(conn, window),
+        *await queries.new_node_bursts(conn, window),
+        *outliers.peer_flags(kinds, peers, names),
+    ]
+    data["outliers"] = build_outliers(flags)
     return data
+
+
+def build_outliers(flags: list[outliers.Flag]) -> dict[str, Any]:
+    return {
+        "history_seconds": outliers.HISTORY,
+        "alpha": outliers.ALPHA,
+        "z_limit": outliers.Z_LIMIT,
+        "flags": outliers.as_json(flags),
+    }
 
 
 async def reconciliation(

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 
-from services.observer import recon, render, report, stats
+from services.observer import outliers, recon, render, report, stats
 from services.observer.stats import US, Delivery
 
 
@@ -21,6 +21,10 @@ def small_report() -> dict[str, object]:
     data["reconciliation"] = report.build_reconciliation(
         links, floods, names, intervals=(1, 60), start=0, end=120
     )
+    flag = outliers.Flag(
+        "peer_late", "<peer one>", 1.0, "late", rows=[{"interval_start": 0, "coverage": 0.5}]
+    )
+    data["outliers"] = report.build_outliers([flag])
     return data
 
 
@@ -44,3 +48,4 @@ def test_html_escapes_peer_names() -> None:
     assert "&lt;peer one&gt;" in page and "<peer one>" not in page
     assert page.count("<svg") == 6 and '<figure id="chart-reconciliation">' in page
     assert "<h2>Set reconciliation vs flooding</h2>" in page
+    assert '<a href="#flag-1">' in page and '<section id="flag-1"><h3>#1 peer_late: &lt;peer one&gt;' in page
