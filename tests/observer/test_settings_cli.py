@@ -26,6 +26,14 @@ def test_raw_rows_must_outlive_an_interval() -> None:
     assert ok.persistence.observation_retention == 3600
 
 
+def test_reconcile_intervals_are_increasing_seconds() -> None:
+    assert load_settings(None).observer.reconcile_intervals == [1, 10, 60, 600]
+    assert load_settings(None, observer={"reconcile_intervals": [5]}).observer.reconcile_intervals == [5]
+    for bad in ([60, 10], [], [0, 1], [1, 86401], list(range(1, 10))):
+        with pytest.raises(ConfigError, match="reconcile_intervals"):
+            load_settings(None, observer={"reconcile_intervals": bad})
+
+
 def test_durations() -> None:
     assert [parse_duration(t) for t in ("90s", "15m", "24h", "7d", "1w", "600")] == [
         90,
