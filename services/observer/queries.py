@@ -220,8 +220,11 @@ async def top_updaters(conn: Any, lo: float, hi: float, limit: int) -> dict[str,
 # pairs: every (observed peer, message) with when the others had it (o: the earliest arrival by
 # another peer) and when the peer had it (p), kept if the earlier lies in the peer's span of
 # deliveries; then per interval each pair is common (0), ours only (1) or theirs only (2), and
-# active rounds are grouped by their difference size.
-RECON_SQL = """
+# active rounds are grouped by their difference size. The pairs go into a temporary table that is
+# ANALYZEd, so the planner groups the rounds by hashing in memory (estimated from the CTEs, it sorted
+# them on disk: 5.8 s instead of about 1 s for 30,000 messages).
+PAIRS_SQL = """
+CREATE TEMP TABLE observer_pairs ON COMMIT DROP AS
 WITH d AS (
     SELECT msg_hash, peer_num, (extract(epoch FROM received) * 1000000)::int8 AS at,
            coalesce(size, ($3::int4[])[kind - 255]) AS size
@@ -242,11 +245,15 @@ WITH d AS (
     FROM top2 t CROSS JOIN spans s
     LEFT JOIN arr a ON a.msg_hash = t.msg_hash AND a.peer_num = s.peer_num
     WHERE least(CASE WHEN t.p1 = s.peer_num THEN t.t2 ELSE t.t1 END, a.at) BETWEEN s.first AND s.last
-), classified AS (
+)
+SELECT * FROM pairs
+"""
+ROUNDS_SQL = """
+WITH classified AS (
     SELECT peer_num, iv, least(o, p) AS at, least(o, p) / (iv * 1000000) AS round, size,
            CASE WHEN o / (iv * 1000000) = p / (iv * 1000000) THEN 0
                 WHEN p IS NULL OR o < p THEN 1 ELSE 2 END AS side
-    FROM pairs, unnest($4::int8[]) AS iv
+    FROM observer_pairs, unnest($1::int8[]) AS iv
 ), rounds AS (
     SELECT peer_num, iv, count(*) FILTER (WHERE side = 1) AS ours,
            count(*) FILTER (WHERE side = 2) AS theirs, count(*) FILTER (WHERE side = 0) AS common,
@@ -282,9 +289,12 @@ async def reconciliation(
     """:func:`services.observer.recon.tally` of the deliveries received in [lo, hi), in PostgreSQL."""
     lo_t, hi_t, sizes = ts(lo), ts(hi), _nominal_sizes()
     await conn.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
+    await conn.execute("DROP TABLE IF EXISTS observer_pairs")
+    await conn.execute(PAIRS_SQL, lo_t, hi_t, sizes)
+    await conn.execute("ANALYZE observer_pairs")
     links: recon.Links = {}
     for peer, iv, d, n, ours, theirs, common, size, delay_sum, delay_max in await conn.fetch(
-        RECON_SQL, lo_t, hi_t, sizes, list(intervals)
+        ROUNDS_SQL, list(intervals)
     ):
         link = links.setdefault((peer, iv), recon.LinkTally())
         link.ours_only += ours
@@ -297,6 +307,7 @@ async def reconciliation(
     floods = {
         peer: recon.FloodTally(n, size) for peer, n, size in await conn.fetch(FLOOD_SQL, lo_t, hi_t, sizes)
     }
+    await conn.execute("DROP TABLE observer_pairs")
     return links, floods
 
 
