@@ -232,6 +232,22 @@ RECON_COLUMNS = ("flood_bytes", "recon_bytes", "saving", "sketch_bytes", "transf
                  "ours_only", "theirs_only", "common", "delay_mean", "delay_max")  # fmt: skip
 
 
+def _savings_by_peer(rec: dict[str, Any]) -> str:
+    """One row per observed peer, one column per interval: its link's saving."""
+    intervals = [r["interval"] for r in rec["intervals"]]
+    savings: dict[str, dict[int, Any]] = {}
+    for row in rec["links"]:
+        savings.setdefault(row["peer_id"], {})[row["interval"]] = row["saving"]
+    head = "".join(f"<th>{_seconds(i)}</th>" for i in intervals)
+    body = "".join(
+        f"<tr><th>{html.escape(_short(peer))}</th>"
+        + "".join(f"<td>{_fmt(by.get(i))}</td>" for i in intervals)
+        + "</tr>"
+        for peer, by in savings.items()
+    )
+    return f"<table><tr><th>peer</th>{head}</tr>{body}</table>"
+
+
 def _outliers_html(flags: list[dict[str, Any]]) -> str:
     """The flags as a table, each linking to a table of the rows behind it."""
     if not flags:
@@ -334,6 +350,9 @@ Delays in seconds; percentiles are nearest-rank upper bin edges.</p>
 bytes the observed peers sent us (direction peer to observer), BOLT 8 framing included. Model and
 assumptions: docs/observer.md.</p>
 <table><tr><th>interval</th>{"".join(f"<th>{c}</th>" for c in RECON_COLUMNS)}</tr>{recon_table}</table>
+<p>Saving per observed peer and interval (1 - reconciliation / flooding bytes; negative: reconciliation
+would cost more):</p>
+{_savings_by_peer(rec)}
 <h2>Patterns nobody asked about</h2>
 <p>Outliers found without being told what to look for (docs/observer.md): counts in one interval
 that jump against the {out["history_seconds"] // 86400}-day history of the same channel or node (or of new

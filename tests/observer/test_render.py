@@ -48,4 +48,5 @@ def test_html_escapes_peer_names() -> None:
     assert "&lt;peer one&gt;" in page and "<peer one>" not in page
     assert page.count("<svg") == 6 and '<figure id="chart-reconciliation">' in page
     assert "<h2>Set reconciliation vs flooding</h2>" in page
+    assert "<tr><th>peer</th><th>1 s</th><th>1 min</th></tr><tr><th>&lt;peer one&gt;</th>" in page
     assert '<a href="#flag-1">' in page and '<section id="flag-1"><h3>#1 peer_late: &lt;peer one&gt;' in page
