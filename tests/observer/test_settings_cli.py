@@ -58,3 +58,25 @@ def test_observe_report_errors(capsys: pytest.CaptureFixture[str], monkeypatch: 
     for bad in ("10,1", "0", "1,x"):
         assert cli.main(["observe", "report", "--intervals", bad, "--database-url", "postgresql:///x"]) == 2
         assert "--intervals: " in capsys.readouterr().err
+
+
+def test_random_peer_set_is_bounded() -> None:
+    o = load_settings(None).observer
+    assert (o.random_peers, o.max_random_peers, o.rotate_interval, o.rotate_share) == (0, 32, 3600, 0.25)
+    ok = load_settings(None, observer={"random_peers": 40, "max_random_peers": 40}).observer
+    assert ok.random_peers == 40
+    too_many = r"observer\.random_peers \(33\) exceeds observer\.max_random_peers \(32\)"
+    with pytest.raises(ConfigError, match=too_many):
+        load_settings(None, observer={"random_peers": 33})
+    with pytest.raises(ConfigError, match=r"observer\.max_random_peers"):
+        load_settings(None, observer={"max_random_peers": 501})
+    for key, bad in (
+        ("rotate_share", 0),
+        ("rotate_share", 1.5),
+        ("rotate_interval", 0),
+        ("attempts_per_minute", 0),
+        ("stall_timeout", 1),
+        ("random_peers", -1),
+    ):
+        with pytest.raises(ConfigError, match=rf"observer\.{key}"):
+            load_settings(None, observer={key: bad})
