@@ -18,7 +18,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from lnsync import db
+from lnsync import db, rpc
+from lnsync.commands.up import build_children
 from lnsync.config import PeerAddress, Settings, load_settings
 from lnsync.gossip import control as c
 from lnsync.gossip.addresses import AddressType, SocketAddress, encode_addresses
@@ -27,6 +28,7 @@ from lnsync.gossip.signing import pubkey_of, sign_node_announcement
 from services.observer import peerset as ps
 from services.observer.random_peers import RandomPeerSet, load_candidates
 from services.persistence.store import Incoming, write_batch
+from tests.conftest import free_port
 from tests.downloader.scripted import PeerConnection, ScriptedPeer, make_graph
 from tests.stack import Stack, until
 
@@ -76,6 +78,18 @@ async def announce(url: str, nodes: dict[bytes, list[SocketAddress]]) -> None:
 
 def local(port: int) -> list[SocketAddress]:
     return [SocketAddress(AddressType.IPV4, "127.0.0.1", port)]
+
+
+@contextlib.asynccontextmanager
+async def announced_peers(url: str, name: str, n: int, *, channels: int) -> AsyncIterator[list[ScriptedPeer]]:
+    """``n`` honest scripted peers serving one small graph, each announced in the store."""
+    graph = make_graph(channels)
+    honest = [ScriptedPeer(graph, secret=secret(f"{name}-{i}")) for i in range(n)]
+    async with contextlib.AsyncExitStack() as peers:
+        for p in honest:
+            await peers.enter_async_context(p)
+        await announce(url, {p.secret: local(p.port) for p in honest})
+        yield honest
 
 
 @contextlib.asynccontextmanager
@@ -182,12 +196,7 @@ async def _delivered(url: str, peers: set[str]) -> bool:
 async def test_the_set_rotates_reproducibly_and_epochs_are_recorded(
     database_url: str, short_tmp: Path
 ) -> None:
-    graph = make_graph(3)
-    honest = [ScriptedPeer(graph, secret=secret(f"rot-{i}")) for i in range(6)]
-    async with contextlib.AsyncExitStack() as peers:
-        for p in honest:
-            await peers.enter_async_context(p)
-        await announce(database_url, {p.secret: local(p.port) for p in honest})
+    async with announced_peers(database_url, "rot", 6, channels=3) as honest:
         ids = {pubkey_of(p.secret).hex(): p for p in honest}
         async with persistence(database_url, short_tmp) as stack:
             pool = await db.create_pool(database_url, max_size=2)
@@ -248,3 +257,54 @@ def _rotates_every_epoch(ids: dict[str, ScriptedPeer], seed: int, lo: int, hi: i
         {c.peer.node_id for c in ps.choose(cands, k=2, seed=seed, epoch=e, period=2)} for e in range(lo, hi)
     ]
     return all(len(a) == 2 and len(a & b) == 1 for a, b in itertools.pairwise(sets))
+
+
+async def test_lnsync_up_runs_the_set_as_a_service(database_url: str, short_tmp: Path) -> None:
+    """``lnsync up`` adds a random-peers child when observer.random_peers > 0; that child (the real
+    ``lnsync serve random-peers`` process) reports healthy and observes the stored graph's peers."""
+    plain = load_settings(None, network="bitcoin", peers=[])
+    on = load_settings(None, network="bitcoin", peers=[], observer={"random_peers": 2})
+    assert "random-peers" not in [ch.name for ch in build_children(plain, {})]
+    child = next(ch for ch in build_children(on, {}) if ch.name == "random-peers")
+    assert child.argv[-2:] == ["serve", "random-peers"]
+
+    async with announced_peers(database_url, "up", 3, channels=2):
+        listen = f"127.0.0.1:{free_port()}"
+        stack = Stack(
+            database_url,
+            short_tmp,
+            extra_env={
+                "LNSYNC_OBSERVER__RANDOM_PEERS": "2",
+                "LNSYNC_OBSERVER__SEED": "3",
+                "LNSYNC_OBSERVER__LISTEN": listen,
+            },
+        )
+        try:
+            await stack.start_healthy("persistence")
+            service = stack.start("random-peers")
+            await until(lambda: rpc.check_health(listen, timeout=1), 60, "random-peers healthy")
+
+            async def observed() -> list[asyncpg.Record]:
+                got = await rows(database_url)
+                return got if len({r["peer_id"] for r in got if r["outcome"] is None}) == 2 else []
+
+            open_rows = await until(observed, 60, "two peers observed")
+            want = {
+                c.peer.node_id
+                for c in ps.choose(
+                    await _candidates(database_url), k=2, seed=3, epoch=open_rows[0]["epoch"], period=4
+                )
+            }
+            assert {r["peer_id"] for r in open_rows if r["outcome"] is None} == want
+            assert service.stop() == 0  # SIGTERM: the rows are closed as stopped
+            assert {r["outcome"] for r in await rows(database_url)} == {ps.STOPPED}
+        finally:
+            stack.close()
+
+
+async def _candidates(url: str) -> dict[str, PeerAddress]:
+    conn = await asyncpg.connect(url)
+    try:
+        return await load_candidates(conn)
+    finally:
+        await conn.close()
