@@ -10,6 +10,7 @@ CREATE TABLE peer_set_epochs (
     address   text        NOT NULL,   -- host:port dialled
     seed      bigint      NOT NULL,   -- observer.seed of the run
     started   timestamptz NOT NULL,
+    joined    timestamptz NOT NULL,   -- when the peer joined the set (= started unless continued)
     ended     timestamptz,            -- NULL while observed
     -- NULL while observed; else continued (the next epoch's row follows), rotated, refused,
     -- stalled, misbehaved, closed (by the peer), gone (no longer dialable) or stopped.

@@ -65,6 +65,15 @@ def outcome_of(reason: str) -> str:
     return MISBEHAVED
 
 
+def store_verdict(joined: float, last_delivery: float | None, now: float, stall_timeout: float) -> str | None:
+    """Judge a peer by what the store saw of it (the peer controller's view: its downloaders run in
+    other pods). None while it is fine; REFUSED when nothing arrived in ``stall_timeout`` since it
+    joined the set; STALLED when its deliveries stopped for that long."""
+    if last_delivery is not None and last_delivery >= joined:
+        return STALLED if now - last_delivery > stall_timeout else None
+    return REFUSED if now - joined > stall_timeout else None
+
+
 def dialable(node_id: bytes, addresses: bytes) -> PeerAddress | None:
     """The first address of a node's announcement the downloader can dial, as a peer; None if
     there is none (no address, only Tor, port 0, a malformed field)."""

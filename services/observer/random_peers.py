@@ -34,7 +34,7 @@ from prometheus_client import Gauge
 from lnsync import db, schema
 from lnsync.chain import chain_hash
 from lnsync.commands._common import require_database_url
-from lnsync.config import PeerAddress, Settings
+from lnsync.config import ObserverSettings, PeerAddress, Settings
 from lnsync.service import ReadySignal, run_service
 from services.downloader.downloader import Downloader
 from services.downloader.forward import PersistenceSink
@@ -69,17 +69,22 @@ async def load_candidates(conn: Any) -> dict[str, PeerAddress]:
     return out
 
 
-async def open_row(conn: Any, epoch: int, choice: ps.Choice, seed: int, now: float) -> int:
+async def open_row(
+    conn: Any, epoch: int, choice: ps.Choice, seed: int, now: float, joined: float | None = None
+) -> int:
+    """A row for ``choice`` observed from ``now`` in ``epoch``; ``joined``: when it joined the set
+    (a continuation's), else now."""
     return int(
         await conn.fetchval(
-            "INSERT INTO peer_set_epochs (epoch, slot, peer_id, address, seed, started)"
-            " VALUES ($1, $2, $3, $4, $5, to_timestamp($6)) RETURNING id",
+            "INSERT INTO peer_set_epochs (epoch, slot, peer_id, address, seed, started, joined)"
+            " VALUES ($1, $2, $3, $4, $5, to_timestamp($6), to_timestamp($7)) RETURNING id",
             epoch,
             choice.slot,
             choice.peer.node_id,
             f"{choice.peer.host}:{choice.peer.port}",
             seed,
             now,
+            now if joined is None else joined,
         )
     )
 
@@ -103,6 +108,81 @@ async def close_stale(conn: Any, now: float) -> int:
     return int(result.split()[-1])
 
 
+RANDOM_SET_LOCK = 0x7065_6572_7365  # pg_advisory_xact_lock key ("peerse")
+OPEN_ROWS_SQL = """
+SELECT id, epoch, peer_id, extract(epoch FROM joined)::float8 AS joined
+FROM peer_set_epochs WHERE ended IS NULL
+"""
+LAST_DELIVERY_SQL = """
+SELECT peer_id, extract(epoch FROM last_message_at)::float8 AS at FROM peers WHERE peer_id = ANY($1::text[])
+"""
+EXCLUDED_SQL = """
+SELECT DISTINCT peer_id FROM peer_set_epochs WHERE outcome = ANY($1::text[]) AND ended > to_timestamp($2)
+"""
+# New members (not continuations) that joined in the last minute: the attempt budget's use.
+RECENT_JOINS_SQL = """
+SELECT count(*) FROM peer_set_epochs WHERE started = joined AND started > to_timestamp($1)
+"""
+
+
+async def maintain(conn: Any, o: ObserverSettings, now: float) -> tuple[list[ps.Choice], Counter[str]]:
+    """One round of the random set kept entirely in the store (the peer controller's mode, whose
+    downloaders run in their own pods): judge each open row by its peer's deliveries
+    (:func:`~services.observer.peerset.store_verdict`), choose, and record the set. Returns the
+    peers in the set now (new ones within the attempt budget) and this round's failures."""
+    outcomes: Counter[str] = Counter()
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", RANDOM_SET_LOCK)
+        candidates = await load_candidates(conn)
+        rows = await conn.fetch(OPEN_ROWS_SQL)
+        last = {
+            r["peer_id"]: r["at"] for r in await conn.fetch(LAST_DELIVERY_SQL, [r["peer_id"] for r in rows])
+        }
+        members = {}
+        for r in rows:
+            verdict = ps.store_verdict(r["joined"], last.get(r["peer_id"]), now, o.stall_timeout)
+            if verdict is None:
+                members[r["peer_id"]] = r
+                continue
+            await close_row(conn, r["id"], verdict, now)
+            outcomes[verdict] += 1
+            REPLACED.labels(verdict).inc()
+        excluded: set[str] = set()
+        if o.exclude_failed_for:
+            found = await conn.fetch(EXCLUDED_SQL, list(ps.FAILURES), now - o.exclude_failed_for)
+            excluded = {r["peer_id"] for r in found}
+        epoch = ps.epoch_of(now, o.rotate_interval)
+        desired = ps.choose(
+            candidates,
+            k=o.random_peers,
+            seed=o.seed,
+            epoch=epoch,
+            period=ps.period_of(o.rotate_share),
+            excluded=excluded,
+        )
+        wanted = {c.peer.node_id: c for c in desired}
+        for peer, r in members.items():
+            if peer not in wanted:
+                await close_row(conn, r["id"], ps.ROTATED if peer in candidates else ps.GONE, now)
+            elif r["epoch"] != epoch:
+                await close_row(conn, r["id"], CONTINUED, now)
+                await open_row(conn, epoch, wanted[peer], o.seed, now, r["joined"])
+        recent = int(await conn.fetchval(RECENT_JOINS_SQL, now - 60))
+        allowance = max(0, o.attempts_per_minute - recent)
+        in_set = []
+        for choice in desired:
+            if choice.peer.node_id in members:
+                in_set.append(choice)
+            elif allowance > 0:
+                allowance -= 1
+                await open_row(conn, epoch, choice, o.seed, now)
+                in_set.append(choice)
+    CANDIDATES.set(len(candidates))
+    MEMBERS.set(len(in_set))
+    EPOCH.set(epoch)
+    return in_set, outcomes
+
+
 @dataclass
 class Member:
     """One observed peer: its slot's choice, its open epoch row and its running downloader."""
@@ -112,6 +192,7 @@ class Member:
     downloader: Downloader
     sink: GossipSink
     task: asyncio.Task[None]
+    joined: float
     attempts_charged: int = 1
 
     @property
@@ -201,7 +282,7 @@ class RandomPeerSet:
                 for node, member in self.members.items():
                     await close_row(conn, member.row_id, CONTINUED, now)
                     member.choice = wanted[node]
-                    member.row_id = await open_row(conn, epoch, member.choice, o.seed, now)
+                    member.row_id = await open_row(conn, epoch, member.choice, o.seed, now, member.joined)
         self.epoch = epoch
         EPOCH.set(epoch)
         for node, choice in wanted.items():
@@ -238,7 +319,7 @@ class RandomPeerSet:
         async with self.pool.acquire() as conn:
             row_id = await open_row(conn, epoch, choice, self.observer.seed, now)
         task = asyncio.create_task(downloader.run(), name=f"random-peer-{choice.peer.node_id[:16]}")
-        self.members[choice.peer.node_id] = Member(choice, row_id, downloader, sink, task)
+        self.members[choice.peer.node_id] = Member(choice, row_id, downloader, sink, task, now)
         log.info("random set: observing %s (slot %d, epoch %d)", choice.peer, choice.slot, epoch)
 
     async def _stop(self, member: Member, outcome: str, now: float) -> None:

@@ -149,3 +149,21 @@ def test_budget_refills_and_reconnects_are_charged() -> None:
     assert not budget.take(10.0)
     budget.charge(10.0, 3)  # reconnects made anyway: the next new connection waits longer
     assert not budget.take(40.0) and budget.take(50.0)  # -3 tokens: 40 s to the next one
+
+
+times = st.floats(min_value=0, max_value=1e6)
+
+
+@given(times, st.one_of(st.none(), times), times, st.floats(min_value=1, max_value=3600))
+def test_store_verdict(joined: float, last: float | None, later: float, stall: float) -> None:
+    now = joined + later
+    verdict = ps.store_verdict(joined, last, now, stall)
+    delivered = last is not None and last >= joined
+    if verdict is None:  # fine: something arrived recently enough, or it is too early to say
+        assert (delivered and last is not None and now - last <= stall) or (
+            not delivered and now - joined <= stall
+        )
+    elif verdict == ps.REFUSED:
+        assert not delivered and now - joined > stall
+    else:
+        assert verdict == ps.STALLED and delivered and last is not None and now - last > stall
