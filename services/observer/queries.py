@@ -182,6 +182,41 @@ async def peer_names(conn: Any) -> dict[int, str]:
     return {num: peer_id for num, peer_id in await conn.fetch("SELECT num, peer_id FROM peers")}
 
 
+# Random peer sets (migration 007): the epoch rows overlapping a window, and the deliveries of each
+# epoch's peers received in the window while they were in the set.
+PEER_SET_ROWS_SQL = """
+SELECT epoch, peer_id, extract(epoch FROM started)::float8 AS started,
+       coalesce(outcome, 'observing') AS outcome
+FROM peer_set_epochs WHERE started < $2 AND (ended IS NULL OR ended > $1)
+"""
+PEER_SET_DELIVERIES_SQL = """
+SELECT epoch, count(*) AS deliveries, count(DISTINCT msg_hash) AS messages
+FROM peer_set_observations WHERE received >= $1 AND received < $2
+GROUP BY epoch
+"""
+
+
+async def peer_set_epochs(conn: Any, start: float, end: float) -> list[dict[str, Any]]:
+    """Per random-set epoch overlapping ``[start, end)``: when its first row started, its peers,
+    how their rows ended (outcome -> rows; "observing" while open), and the deliveries and
+    distinct messages its peers made in the window while in the set."""
+    lo, hi = ts(start), ts(end)
+    epochs: dict[int, dict[str, Any]] = {}
+    peers: dict[int, set[str]] = defaultdict(set)
+    for r in await conn.fetch(PEER_SET_ROWS_SQL, lo, hi):
+        e = epochs.setdefault(
+            r["epoch"],
+            {"epoch": r["epoch"], "started": r["started"], "deliveries": 0, "messages": 0, "outcomes": {}},
+        )
+        e["started"] = min(e["started"], r["started"])
+        e["outcomes"][r["outcome"]] = e["outcomes"].get(r["outcome"], 0) + 1
+        peers[r["epoch"]].add(r["peer_id"])
+    for r in await conn.fetch(PEER_SET_DELIVERIES_SQL, lo, hi):
+        if r["epoch"] in epochs:
+            epochs[r["epoch"]].update(deliveries=r["deliveries"], messages=r["messages"])
+    return [{**e, "peers": len(peers[n])} for n, e in sorted(epochs.items())]
+
+
 TOP_CHANNELS_SQL = """
 SELECT scid, count(*) AS updates, count(DISTINCT direction) AS directions
 FROM channel_updates WHERE seen >= $1 AND seen < $2

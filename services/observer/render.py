@@ -277,6 +277,22 @@ def _outliers_html(flags: list[dict[str, Any]]) -> str:
     return f"<table>{head}{lines}</table>{''.join(details)}"
 
 
+def _peer_sets_html(epochs: list[dict[str, Any]]) -> str:
+    """One row per random peer-set epoch in the window."""
+    if not epochs:
+        return "<p>No random peer sets in this window (observer.random_peers is 0).</p>"
+    columns = ("epoch", "started", "peers", "deliveries", "messages", "rows ended as")
+    head = "<tr>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr>"
+    body = "".join(
+        f"<tr><th>{e['epoch']}</th><td>{_fmt(_time_cell('seen', e['started']))}</td><td>{e['peers']}</td>"
+        f"<td>{e['deliveries']}</td><td>{e['messages']}</td><td>"
+        + html.escape(", ".join(f"{k} {v}" for k, v in sorted(e["outcomes"].items())))
+        + "</td></tr>"
+        for e in epochs
+    )
+    return f"<table>{head}{body}</table>"
+
+
 def _time_cell(column: str, value: Any) -> Any:
     """Times (seconds since the epoch) of the flag tables as UTC date and time."""
     if column in TIME_COLUMNS and value is not None:
@@ -359,6 +375,11 @@ that jump against the {out["history_seconds"] // 86400}-day history of the same 
 nodes), chance below {out["alpha"]:g}; peers whose coverage or delay is off by a modified z-score
 beyond {out["z_limit"]} in at least half of their intervals. Each flag links to its rows.</p>
 {_outliers_html(out["flags"])}
+<h2>Random peer sets</h2>
+<p>Epochs of the observer's random peer sets in the window (docs/observer.md): peers observed,
+their deliveries while in the set, and why their rows ended. Query peer_set_observations for any
+other figure per epoch.</p>
+{_peer_sets_html(report.get("peer_sets", {}).get("epochs", []))}
 <h2>Charts</h2>
 {sections}
 </body></html>

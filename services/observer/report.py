@@ -64,6 +64,7 @@ async def gather(
         *outliers.peer_flags(kinds, peers, names),
     ]
     data["outliers"] = build_outliers(flags)
+    data["peer_sets"] = {"epochs": await queries.peer_set_epochs(conn, start, now)}
     return data
 
 

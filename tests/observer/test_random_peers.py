@@ -26,6 +26,7 @@ from lnsync.gossip.addresses import AddressType, SocketAddress, encode_addresses
 from lnsync.gossip.messages import decode_gossip
 from lnsync.gossip.signing import pubkey_of, sign_node_announcement
 from services.observer import peerset as ps
+from services.observer import render, report
 from services.observer.random_peers import RandomPeerSet, load_candidates
 from services.persistence.store import Incoming, write_batch
 from tests.conftest import free_port
@@ -226,7 +227,8 @@ async def test_the_set_rotates_reproducibly_and_epochs_are_recorded(
         async with asyncpg.create_pool(database_url, min_size=1, max_size=1) as p2, p2.acquire() as conn:
             candidates = await load_candidates(conn)
             per_epoch = await conn.fetch(
-                "SELECT epoch, count(*) AS deliveries, count(DISTINCT peer_id) AS peers"
+                "SELECT epoch, count(*) AS deliveries, count(DISTINCT peer_id) AS peers,"
+                " count(DISTINCT msg_hash) AS messages"
                 " FROM peer_set_observations GROUP BY epoch ORDER BY epoch"
             )
         epochs = sorted({r["epoch"] for r in recorded})
@@ -249,6 +251,24 @@ async def test_the_set_rotates_reproducibly_and_epochs_are_recorded(
         # with a newcomer has deliveries, and only from that epoch's peers.
         assert per_epoch and all(r["peers"] <= 2 for r in per_epoch)
         assert per_epoch[0]["epoch"] == epochs[0] and per_epoch[0]["deliveries"] >= 2 * 9
+        # The report reads the same per epoch (JSON, CSV and an HTML table).
+        conn = await asyncpg.connect(database_url)
+        try:
+            data = await report.gather(conn, now=time.time(), since=3600, interval=3600, max_delay=3600)
+        finally:
+            await conn.close()
+        sets = data["peer_sets"]["epochs"]
+        assert [e["epoch"] for e in sets] == epochs
+        assert all(
+            e["peers"] == len({r["peer_id"] for r in recorded if r["epoch"] == e["epoch"]}) for e in sets
+        )
+        delivered = {r["epoch"]: (r["deliveries"], r["messages"]) for r in per_epoch}
+        assert {e["epoch"]: (e["deliveries"], e["messages"]) for e in sets if e["deliveries"]} == delivered
+        assert sets[-1]["outcomes"] == {ps.STOPPED: 2}
+        assert sum(e["outcomes"].get(ps.ROTATED, 0) for e in sets) >= len(epochs) - 2
+        assert f"peer_sets.epochs[0].epoch,{epochs[0]}" in render.to_csv(data)
+        page = render.to_html(data, figures={})
+        assert "<h2>Random peer sets</h2>" in page and f"<tr><th>{epochs[-1]}</th>" in page
 
 
 def _rotates_every_epoch(ids: dict[str, ScriptedPeer], seed: int, lo: int, hi: int) -> bool:
