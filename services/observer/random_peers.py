@@ -116,9 +116,6 @@ FROM peer_set_epochs WHERE ended IS NULL
 LAST_DELIVERY_SQL = """
 SELECT peer_id, extract(epoch FROM last_message_at)::float8 AS at FROM peers WHERE peer_id = ANY($1::text[])
 """
-EXCLUDED_SQL = """
-SELECT DISTINCT peer_id FROM peer_set_epochs WHERE outcome = ANY($1::text[]) AND ended > to_timestamp($2)
-"""
 # New members (not continuations) that joined in the last minute: the attempt budget's use.
 RECENT_JOINS_SQL = """
 SELECT count(*) FROM peer_set_epochs WHERE started = joined AND started > to_timestamp($1)
@@ -147,10 +144,7 @@ async def maintain(conn: Any, o: ObserverSettings, now: float) -> tuple[list[ps.
             await close_row(conn, r["id"], verdict, now)
             outcomes[verdict] += 1
             REPLACED.labels(verdict).inc()
-        excluded: set[str] = set()
-        if o.exclude_failed_for:
-            found = await conn.fetch(EXCLUDED_SQL, list(ps.FAILURES), now - o.exclude_failed_for)
-            excluded = {r["peer_id"] for r in found}
+        excluded = set(await failed_until(conn, o.exclude_failed_for, now))
         epoch = ps.epoch_of(now, o.rotate_interval)
         desired = ps.choose(
             candidates,
@@ -181,6 +175,20 @@ async def maintain(conn: Any, o: ObserverSettings, now: float) -> tuple[list[ps.
     MEMBERS.set(len(in_set))
     EPOCH.set(epoch)
     return in_set, outcomes
+
+
+async def failed_until(conn: Any, exclude_for: int, now: float) -> dict[str, float]:
+    """Peers that failed within ``exclude_for`` seconds, and until when they stay excluded (a
+    restarted observer keeps excluding them)."""
+    if not exclude_for:
+        return {}
+    rows = await conn.fetch(
+        "SELECT peer_id, extract(epoch FROM max(ended))::float8 AS at FROM peer_set_epochs"
+        " WHERE outcome = ANY($1::text[]) AND ended > to_timestamp($2) GROUP BY peer_id",
+        list(ps.FAILURES),
+        now - exclude_for,
+    )
+    return {r["peer_id"]: r["at"] + exclude_for for r in rows}
 
 
 @dataclass
@@ -343,6 +351,7 @@ class RandomPeerSet:
         async with self.pool.acquire() as conn:
             await schema.migrate(conn)
             stale = await close_stale(conn, time.time())
+            self.excluded = await failed_until(conn, self.observer.exclude_failed_for, time.time())
         if stale:
             log.info("random set: closed %d epoch rows left open by an earlier run", stale)
         await ready.set(True)

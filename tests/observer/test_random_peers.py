@@ -27,7 +27,7 @@ from lnsync.gossip.messages import decode_gossip
 from lnsync.gossip.signing import pubkey_of, sign_node_announcement
 from services.observer import peerset as ps
 from services.observer import render, report
-from services.observer.random_peers import RandomPeerSet, load_candidates
+from services.observer.random_peers import RandomPeerSet, failed_until, load_candidates
 from services.persistence.store import Incoming, write_batch
 from tests.conftest import free_port
 from tests.downloader.scripted import PeerConnection, ScriptedPeer, make_graph
@@ -183,6 +183,12 @@ async def test_bad_peers_are_replaced_and_counted(database_url: str, short_tmp: 
         for p in honest:
             assert by_peer[pubkey_of(p.secret).hex()] == [ps.STOPPED]
         assert pubkey_of(tor_only).hex() not in by_peer and pubkey_of(silent).hex() not in by_peer
+        conn = await asyncpg.connect(database_url)
+        try:  # a restarted observer still excludes them (for exclude_failed_for, one day)
+            excluded = await failed_until(conn, 86400, time.time())
+        finally:
+            await conn.close()
+        assert set(excluded) == bad and all(t > time.time() + 86000 for t in excluded.values())
 
 
 async def _delivered(url: str, peers: set[str]) -> bool:
