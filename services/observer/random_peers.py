@@ -34,7 +34,7 @@ from prometheus_client import Gauge
 from lnsync import db, schema
 from lnsync.chain import chain_hash
 from lnsync.commands._common import require_database_url
-from lnsync.config import ObserverSettings, PeerAddress, Settings
+from lnsync.config import ConfigError, ObserverSettings, PeerAddress, Settings
 from lnsync.service import ReadySignal, run_service
 from services.downloader.downloader import Downloader
 from services.downloader.forward import PersistenceSink
@@ -228,8 +228,11 @@ class RandomPeerSet:
         self.settings = settings
         self.observer = o = settings.observer
         if o.random_peers < 1:
-            raise ValueError("observer.random_peers is 0: the random peer set is off")
+            raise ConfigError(
+                "observer.random_peers is 0: set it (LNSYNC_OBSERVER__RANDOM_PEERS) to run a random peer set"
+            )
         self.pool = pool
+        self.url = require_database_url(settings) if pool is None else ""
         self.chain_hash = chain_hash(settings.network)
         self.sink_factory = sink_factory or self._persistence_sink
         base = options or PeerOptions.from_settings(settings.downloader)
@@ -347,7 +350,7 @@ class RandomPeerSet:
 
     async def run(self, ready: ReadySignal) -> None:
         if self.pool is None:
-            self.pool = await db.create_pool(require_database_url(self.settings), max_size=2)
+            self.pool = await db.create_pool(self.url, max_size=2)
         async with self.pool.acquire() as conn:
             await schema.migrate(conn)
             stale = await close_stale(conn, time.time())
