@@ -21,16 +21,13 @@ import argparse
 import asyncio
 import platform
 import random
-import shutil
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import asyncpg
 
+from bench.pgtmp import throwaway_database
 from lnsync import schema
-from lnsync.pg import LocalPostgres
 from services.observer import job, queries, stats
 from services.persistence.store import to_timestamp
 
@@ -116,15 +113,8 @@ def main() -> None:
     parser.add_argument("--peers", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="lnsync-bench-observer-", dir="/tmp"))
-    root.chmod(0o755)  # PostgreSQL may run as another user (see lnsync.pg)
-    pg = LocalPostgres(root / "pg", ephemeral=True)
-    pg.start()
-    try:
-        asyncio.run(run(pg.ensure_database("bench"), args.messages, args.peers, args.repeats))
-    finally:
-        pg.stop("immediate")
-        shutil.rmtree(root, ignore_errors=True)
+    with throwaway_database("lnsync-bench-observer-") as url:
+        asyncio.run(run(url, args.messages, args.peers, args.repeats))
 
 
 if __name__ == "__main__":

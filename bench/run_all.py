@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-BENCHES = ("gossip", "ingest", "downloader", "gateway", "rgs", "lookup", "observer")
+BENCHES = ("gossip", "ingest", "downloader", "gateway", "rgs", "lookup", "observer", "reconcile")
 # Benches with no row in the targets table (and no --json): run for their own printed figures.
-UNTABLED = frozenset({"observer"})
+UNTABLED = frozenset({"observer", "reconcile"})
 REFERENCE_FULL_V2_BYTES = 3.3e6  # the reference server's full mainnet snapshot (LDK's crate README)
 
 
@@ -45,6 +45,7 @@ def bench_args(name: str, quick: bool, scale: float, keep_store: str | None) -> 
             "rgs": ["--scale", tiny, "--repeats", "1"],
             "lookup": ["--scale", tiny, "--repeats", "1"],
             "observer": ["--messages", "2000", "--peers", "4", "--repeats", "1"],
+            "reconcile": ["--messages", "300", "--repeats", "1"],
         }[name]
     s = str(scale)
     args = {
@@ -55,6 +56,7 @@ def bench_args(name: str, quick: bool, scale: float, keep_store: str | None) -> 
         "rgs": ["--scale", s, "--repeats", "3", "--ldk"],
         "lookup": ["--scale", s, "--repeats", "3"],
         "observer": ["--repeats", "3"],
+        "reconcile": ["--repeats", "3"],
     }[name]
     if name == "lookup" and keep_store:
         args += ["--keep", keep_store]

@@ -191,6 +191,52 @@ class PersistenceSettings(ServiceEndpoint):
         return self
 
 
+# The largest random peer set any configuration may ask for (observer.max_random_peers).
+RANDOM_PEERS_LIMIT = 500
+
+
+class ObserverSettings(ServiceEndpoint):
+    """The gossip observer: its report (``lnsync observe report``) and random peer sets
+    (``lnsync serve random-peers``, services/observer/peerset.py; ``listen`` is its health)."""
+
+    listen: str = "127.0.0.1:50080"
+    # Reconciliation intervals (seconds) at which the report estimates what set reconciliation
+    # would have spent instead of flooding (services/observer/recon.py).
+    reconcile_intervals: list[int] = Field(default_factory=lambda: [1, 10, 60, 600])
+    # Random peer sets: observe this many nodes picked at random from the stored graph (0: off).
+    random_peers: int = Field(default=0, ge=0)
+    # The most random_peers may ask for (a guard against a typo opening thousands of connections).
+    max_random_peers: int = Field(default=32, ge=1, le=RANDOM_PEERS_LIMIT)
+    # Seconds per peer-set epoch; every epoch about rotate_share of the set is replaced.
+    rotate_interval: int = Field(default=3600, ge=1, le=30 * 86400)
+    rotate_share: float = Field(default=0.25, gt=0, le=1)
+    # Same seed, same graph, same epoch: same set.
+    seed: int = Field(default=0, ge=0, lt=2**63)
+    # A peer that sends nothing (not even a pong) for this long is replaced as stalled.
+    stall_timeout: int = Field(default=120, ge=3, le=3600)
+    # New connections (first attempts and reconnects) per minute, over the whole set.
+    attempts_per_minute: int = Field(default=30, ge=1, le=600)
+    # A peer replaced for refusing, stalling or misbehaving is not chosen again for this long.
+    exclude_failed_for: int = Field(default=86400, ge=0)
+
+    @field_validator("reconcile_intervals")
+    @classmethod
+    def _intervals_ok(cls, v: list[int]) -> list[int]:
+        if not 1 <= len(v) <= 8 or any(not 1 <= x <= 86400 for x in v) or sorted(set(v)) != v:
+            raise ValueError("must be 1 to 8 increasing intervals of 1..86400 seconds")
+        return v
+
+    @model_validator(mode="after")
+    def _set_within_bounds(self) -> ObserverSettings:
+        if self.random_peers > self.max_random_peers:
+            raise ValueError(
+                f"observer.random_peers ({self.random_peers}) exceeds observer.max_random_peers "
+                f"({self.max_random_peers}); raise the maximum (at most {RANDOM_PEERS_LIMIT}) "
+                "if you mean it"
+            )
+        return self
+
+
 class LookupSettings(ServiceEndpoint):
     listen: str = "127.0.0.1:50052"
     # Largest number of ComputeDelta calls computed at the same time.
@@ -332,6 +378,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = GatewaySettings()
     downloader: DownloaderSettings = DownloaderSettings()
     peer_controller: PeerControllerSettings = PeerControllerSettings()
+    observer: ObserverSettings = ObserverSettings()
     tls: TlsSettings = TlsSettings()
 
     @field_validator("network")

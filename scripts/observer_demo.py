@@ -22,7 +22,7 @@ from lnsync import schema
 from lnsync.gossip.messages import decode_gossip
 from lnsync.pg import LocalPostgres
 from services.observer import render, report
-from services.persistence.peers import kind_of, message_hash
+from services.persistence.peers import OBSERVATION_COLUMNS, kind_of, message_hash
 from services.persistence.store import Incoming, to_timestamp, write_batch
 from tests.rgs.histories import event_message, random_events
 
@@ -30,6 +30,17 @@ from tests.rgs.histories import event_message, random_events
 PEERS = [(0.97, 0.3), (0.95, 0.8), (0.9, 1.5), (0.85, 4.0), (0.7, 8.0), (0.6, 15.0), (0.45, 30.0),
          (0.3, 60.0)]  # fmt: skip
 INTERVAL, MAX_DELAY = 3600, 600
+
+
+def peer_delays(rng: random.Random) -> dict[int, float]:
+    """Which peers deliver one message, and each one's delay (s) behind the fastest of them."""
+    delays = {
+        num: rng.lognormvariate(0, 1.0) * median
+        for num, (coverage, median) in enumerate(PEERS, start=1)
+        if rng.random() < coverage
+    } or {1: 0.0}
+    fastest = min(delays.values())
+    return {num: d - fastest for num, d in delays.items()}
 
 
 async def fill(url: str) -> float:
@@ -47,23 +58,15 @@ async def fill(url: str) -> float:
             raw = event_message(ev)
             msg = decode_gossip(raw)
             batch.append(Incoming(msg, ev.seen * 1_000_000))
-            delays = {
-                num: rng.lognormvariate(0, 1.0) * median
-                for num, (coverage, median) in enumerate(PEERS, start=1)
-                if rng.random() < coverage
-            } or {1: 0.0}
-            fastest = min(delays.values())
-            for num, d in delays.items():
-                at = ev.seen * 1_000_000 + int((d - fastest) * 1_000_000)
-                rows.append((num, message_hash(msg), kind_of(msg), to_timestamp(at), d == fastest))
+            for num, delay in peer_delays(rng).items():
+                at = ev.seen * 1_000_000 + int(delay * 1_000_000)
+                rows.append((num, message_hash(msg), kind_of(msg), to_timestamp(at), delay == 0, len(raw)))
             if len(batch) >= 500:
                 await write_batch(conn, batch)
                 batch = []
         if batch:
             await write_batch(conn, batch)
-        await conn.copy_records_to_table(
-            "observations", records=rows, columns=("peer_num", "msg_hash", "kind", "received", "first")
-        )
+        await conn.copy_records_to_table("observations", records=rows, columns=OBSERVATION_COLUMNS)
         return max(ev.seen for ev in events) + 60.0
     finally:
         await conn.close()

@@ -476,6 +476,10 @@ class PeerStats:
     nodes: int
     nodes_with_announcement: int
     peers: tuple[ConnectedPeer, ...]
+    # What each connected peer (node id hex) sent LDK's route handler: {"gossip": {type name: count},
+    # "reply_channel_range": [{first_blocknum, number_of_blocks, sync_complete, scids}],
+    # "reply_short_channel_ids_end": [{full_information}]}.
+    from_peers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class LdkPeer:
@@ -552,7 +556,17 @@ class LdkPeer:
             r["nodes"],
             r["nodes_with_announcement"],
             peers,
+            r.get("from_peers", {}),
         )
+
+    def query_channel_range(self, node_id: bytes, first_blocknum: int, number_of_blocks: int) -> None:
+        """Make LDK send ``query_channel_range`` to a connected peer (its reply shows in ``stats``)."""
+        self._call("query", node_id=node_id.hex(), kind="channel_range", first_blocknum=first_blocknum,
+                   number_of_blocks=number_of_blocks)  # fmt: skip
+
+    def query_short_channel_ids(self, node_id: bytes, scids: Iterable[int]) -> None:
+        """Make LDK send ``query_short_channel_ids`` to a connected peer."""
+        self._call("query", node_id=node_id.hex(), kind="short_ids", scids=[str(s) for s in scids])
 
     def save_graph(self, path: Path) -> None:
         self._call("save_graph", path=os.path.abspath(path))

@@ -607,6 +607,29 @@ def test_network_policy_for_external_database_and_controller():
     assert any(_ports(r) == {443, 6443} for r in controller["egress"])
 
 
+def test_the_controllers_random_peer_set_reaches_the_database_and_any_peer_port():
+    """peerController.randomPeers: the controller gets the database URL and the observer setting,
+    NetworkPolicy lets it (only it, besides the database users) reach PostgreSQL, and downloaders
+    may dial any port (random peers are not all on the configured peers' ports)."""
+    off = render(VALUE_SETS["peer-controller"])
+    on = render({**VALUE_SETS["peer-controller"], "peerController.randomPeers": 8})
+    for docs, random in ((off, False), (on, True)):
+        pod = by_kind(docs, "Deployment")["lnsync-peer-controller"]["spec"]["template"]
+        env = _env(pod["spec"]["containers"][0])
+        assert ("LNSYNC_DATABASE_URL" in env) is random
+        assert env.get("LNSYNC_OBSERVER__RANDOM_PEERS") == ("8" if random else None)
+        assert env.get("LNSYNC_OBSERVER__MAX_RANDOM_PEERS") == ("8" if random else None)
+        policies = {component(p): p["spec"] for p in by_kind(docs, "NetworkPolicy").values()}
+        labels = pod["metadata"]["labels"]
+        pg_from = [peer for r in policies["postgresql"]["ingress"] for peer in r["from"]]
+        assert any(_selects(peer, labels) for peer in pg_from) is random
+        assert any(5432 in _ports(r) for r in policies["peer-controller"]["egress"]) is random
+        (open_rule,) = [
+            r for r in policies["downloader"]["egress"] if any("ipBlock" in p for p in r.get("to", []))
+        ]
+        assert ("ports" not in open_rule) is random
+
+
 # --- the peer controller ------------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lnsync.config import PeerAddress
 from services.peer_controller import spec
 from tests.helm_tools import PEER_A, PEER_B, PEER_C, PEER_DIGITS
 
@@ -171,3 +172,18 @@ def test_applying_a_plan_converges(wanted, present, drift):
             cluster[action.name] = _existing(action.body, "2")
     assert {e.peer_id for e in cluster.values()} == set(desired)
     assert spec.plan(desired, list(cluster.values()), allow_delete=True) == []
+
+
+def test_the_random_set_adds_downloaders_to_the_configured_ones() -> None:
+    configured = spec.parse_peers(f"{PEER_A}\n{PEER_B}\nnot a peer")
+    same_as_b = PeerAddress.parse(PEER_B.split("@")[0] + "@10.0.0.2:9735")  # configured already
+    merged = spec.with_chosen(configured, [PeerAddress.parse(PEER_C), same_as_b])
+    assert [p.text for p in merged.peers.values()] == [PEER_A, PEER_B, PEER_C]
+    assert merged.errors == configured.errors  # still no deletions while a line is bad
+    assert spec.with_chosen(configured, []) == configured
+    many = [
+        PeerAddress(b"\x02" + i.to_bytes(4, "big") + bytes(28), "10.0.0.1", 9735)
+        for i in range(spec.MAX_PEERS)
+    ]
+    capped = spec.with_chosen(configured, many)
+    assert len(capped.peers) == spec.MAX_PEERS and "more than 500" in capped.errors[-1]

@@ -2,7 +2,8 @@
 
 ``lnsync observe report --since 24h`` reads the database (database_url) and writes message rates,
 redundancy, propagation delays, per-peer coverage and latency, and the most frequently updated
-channels and nodes, as a self-contained HTML page with charts, JSON or CSV.
+channels and nodes, and what set reconciliation would spend instead of flooding (docs/observer.md),
+as a self-contained HTML page with charts, JSON or CSV.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from lnsync import db
 from lnsync.commands._common import require_database_url
-from lnsync.config import ConfigError, Settings, load_settings
+from lnsync.config import ConfigError, ObserverSettings, Settings, load_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,11 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     report.add_argument("--png-dir", metavar="DIR", help="also save each chart as DIR/<name>.png")
     report.add_argument("--top", type=int, default=10, help="entries in the top-updaters lists (default 10)")
     report.add_argument(
+        "--intervals",
+        metavar="S,S,...",
+        help="reconciliation intervals in seconds (default: observer.reconcile_intervals, 1,10,60,600)",
+    )
+    report.add_argument(
         "--database-url", metavar="URL", help="PostgreSQL URL (overrides $LNSYNC_DATABASE_URL)"
     )
 
 
-async def gather(settings: Settings, since: int, top: int) -> dict[str, Any]:
+async def gather(settings: Settings, since: int, top: int, intervals: tuple[int, ...]) -> dict[str, Any]:
     from services.observer import report
 
     p = settings.persistence
@@ -46,6 +54,7 @@ async def gather(settings: Settings, since: int, top: int) -> dict[str, Any]:
                 interval=p.observation_interval,
                 max_delay=p.observation_max_delay,
                 top=top,
+                reconcile_intervals=intervals,
             )
     finally:
         await pool.close()
@@ -63,7 +72,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--top must be 1..1000")
     if args.format == "html" or args.png_dir:
         render.pyplot()  # before the query: the charts need the [report] extra
-    data = asyncio.run(gather(settings, since, args.top))
+    intervals = settings.observer.reconcile_intervals
+    if args.intervals:
+        try:
+            observer = ObserverSettings(reconcile_intervals=[int(x) for x in args.intervals.split(",")])
+        except (ValueError, ValidationError) as exc:
+            raise ConfigError(f"--intervals: {_first_error(exc)}") from None
+        intervals = observer.reconcile_intervals
+    data = asyncio.run(gather(settings, since, args.top, tuple(intervals)))
     figures = render.charts(data) if args.format == "html" or args.png_dir else None
     if args.png_dir and figures is not None:
         out_dir = Path(args.png_dir)
@@ -81,3 +97,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _first_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+    return "not a comma-separated list of seconds"

@@ -1,7 +1,7 @@
 """Run one lnsync service in the foreground: what each container (or `lnsync up` child) runs.
 
 Services: persistence, lookup, snapshotter, gateway, downloader (one peer per process),
-peer-controller (Kubernetes only).
+peer-controller (Kubernetes only), random-peers (the observer's random peer set).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ SERVICES: dict[str, str] = {
     "gateway": "services.gateway.server",
     "downloader": "services.downloader.server",
     "peer-controller": "services.peer_controller.server",
+    "random-peers": "services.observer.random_peers",
 }
 
 
@@ -51,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         "network": args.network,
     }
     if section:
-        overrides[args.service.replace("-", "_")] = section
+        name = "observer" if args.service == "random-peers" else args.service.replace("-", "_")
+        overrides[name] = section
     settings = load_settings(args.config, **overrides)
     logs.configure(args.service, settings.log_level, settings.log_format)
     rpc.configure_tls(settings.tls)

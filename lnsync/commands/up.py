@@ -1,7 +1,8 @@
 """Run the whole lnsync pipeline on this machine.
 
 Starts PostgreSQL (an embedded server in the data directory unless --database-url is given), then
-persistence, lookup, the snapshotter, one downloader per peer and the gateway, each in its own
+persistence, lookup, the snapshotter, one downloader per peer (and, with ``observer.random_peers``,
+the observer's random peer set) and the gateway, each in its own
 process talking gRPC on loopback. Ctrl-C (or SIGTERM) stops them all and PostgreSQL cleanly; the
 data directory is kept, so the next `lnsync up` resumes where this one stopped.
 
@@ -174,6 +175,11 @@ def build_children(settings: Settings, env: dict[str, str]) -> list[Child]:
         listen = f"{host}:{base_port + i}"
         argv = python_argv("serve", "downloader", "--peer", str(peer), "--listen", listen)
         children.append(Child(f"downloader-{peer.node_id[:8]}", argv, env, _grpc_health(listen)))
+    if settings.observer.random_peers:
+        # The observer's random peer set: one process running a downloader per chosen node.
+        o = settings.observer
+        argv = python_argv("serve", "random-peers")
+        children.append(Child("random-peers", argv, env, _grpc_health(o.target)))
     children.append(
         Child("gateway", python_argv("serve", "gateway"), env, _http_health(settings.gateway.listen))
     )

@@ -243,6 +243,13 @@ class ReplyChannelRange:
         return _U16.pack(REPLY_CHANNEL_RANGE) + head + ids + encode_tlv_stream(tlvs)
 
 
+def empty_range_reply(query: QueryChannelRange) -> ReplyChannelRange:
+    """The whole answer of a node that keeps no graph: one final reply that covers the queried
+    blocks (BOLT 7: the first reply starts at or before them and ends after their first, the final
+    one reaches their end and sets ``sync_complete``) and lists no channels."""
+    return ReplyChannelRange(query.chain_hash, query.first_blocknum, max(1, query.number_of_blocks), True, ())
+
+
 def decode_reply_channel_range(raw: bytes) -> ReplyChannelRange:
     expect_type(raw, REPLY_CHANNEL_RANGE, "reply_channel_range", 2 + _REPLY_RANGE_HEAD.size)
     chain, first, count, complete, _ = _REPLY_RANGE_HEAD.unpack_from(raw, 2)

@@ -7,6 +7,16 @@ range and scid query timeouts, pending updates ageing out, and initial-sync deci
 
 Whatever the peer does ends, at worst, in :class:`PeerFailure` with a short ``reason``; the
 downloader then backs off and reconnects.
+
+Quiet: observing must not change what is observed, so a session sends its peer no gossip at all,
+neither relayed nor its own (it has none), whatever ``gossip_timestamp_filter`` the peer sends;
+BOLT 7 says the filter's receiver SHOULD send matching gossip, and this SHOULD is knowingly not
+followed. Queries are answered as BOLT 7 requires of a node that keeps no graph:
+``query_channel_range`` gets one final reply covering the range with no channels
+(``sync_complete`` set), ``query_short_channel_ids`` gets ``reply_short_channel_ids_end`` with
+``full_information`` 0 ("does not maintain up-to-date channel information"). BOLT 9 assigns no
+feature bit for "does not relay", and an unassigned bit could collide with a future one, so
+``init`` offers only ``gossip_queries`` (optional).
 """
 
 from __future__ import annotations
@@ -256,16 +266,14 @@ class PeerSession:
             else:
                 self.tracker.scid_reply_end(now)
         elif isinstance(msg, q.QueryChannelRange):
-            # We keep no graph to offer: answer with an empty range and sync_complete unset.
-            reply = q.ReplyChannelRange(msg.chain_hash, msg.first_blocknum, msg.number_of_blocks, False, ())
-            await self._send(reply.encode())
+            await self._send(q.empty_range_reply(msg).encode())
         elif isinstance(msg, q.QueryShortChannelIds):
-            await self._send(q.ReplyShortChannelIdsEnd(msg.chain_hash, False).encode())
+            await self._send(q.ReplyShortChannelIdsEnd(msg.chain_hash, full_information=False).encode())
         elif isinstance(msg, IgnoredMessage):
             self._count_junk(now, f"unknown odd message type {msg.msg_type}")
         elif isinstance(msg, c.Init):
             self._count_junk(now, "a second init")
-        # gossip_timestamp_filter: we relay nothing, so there is nothing to filter
+        # gossip_timestamp_filter: we relay nothing (see "Quiet" above), so there is nothing to filter
 
     async def _on_error(self, msg: c.ErrorMessage) -> None:
         kind = "warning" if msg.warning else "error"

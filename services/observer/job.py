@@ -87,7 +87,7 @@ async def fold(
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", OBSERVER_LOCK):
             return None
         until = await queries.summarised_until(conn)
-        oldest = await conn.fetchval("SELECT extract(epoch FROM min(received))::float8 FROM observations")
+        oldest = await queries.oldest_delivery(conn)
         if oldest is not None:
             oldest_start = int(oldest) // interval * interval
             until = oldest_start if until is None else max(until, oldest_start)

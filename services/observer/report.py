@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from services.observer import queries, stats
+from services.observer import outliers, queries, recon, stats
 
 DEFAULT_INTERVAL = 3600  # bins of the volume series when the job is disabled
+DEFAULT_MODEL = recon.SketchModel()
 
 
 def parse_duration(text: str) -> int:
@@ -29,7 +30,14 @@ def parse_duration(text: str) -> int:
 
 
 async def gather(
-    conn: Any, *, now: float, since: int, interval: int, max_delay: int, top: int = 10
+    conn: Any,
+    *,
+    now: float,
+    since: int,
+    interval: int,
+    max_delay: int,
+    top: int = 10,
+    reconcile_intervals: tuple[int, ...] = recon.DEFAULT_INTERVALS,
 ) -> dict[str, Any]:
     """Every figure of the report, as plain JSON-able data."""
     step = interval or DEFAULT_INTERVAL
@@ -45,9 +53,68 @@ async def gather(
     peers.update(raw_peers)
     names = await queries.peer_names(conn)
     top_lists = await queries.top_updaters(conn, start, now, top)
-    return build(
+    data = build(
         kinds, peers, names, top_lists, start=start, end=now, step=step, max_delay=max_delay, edge=edge
     )
+    data["reconciliation"] = await reconciliation(conn, start, now, reconcile_intervals, names)
+    window = outliers.Window(start, now, step)
+    flags = [
+        *await queries.rate_jumps(conn, window),
+        *await queries.new_node_bursts(conn, window),
+        *outliers.peer_flags(kinds, peers, names),
+    ]
+    data["outliers"] = build_outliers(flags)
+    data["peer_sets"] = {"epochs": await queries.peer_set_epochs(conn, start, now)}
+    return data
+
+
+def build_outliers(flags: list[outliers.Flag]) -> dict[str, Any]:
+    return {
+        "history_seconds": outliers.HISTORY,
+        "alpha": outliers.ALPHA,
+        "z_limit": outliers.Z_LIMIT,
+        "flags": outliers.as_json(flags),
+    }
+
+
+async def reconciliation(
+    conn: Any, start: float, end: float, intervals: tuple[int, ...], names: dict[int, str]
+) -> dict[str, Any]:
+    """The set-reconciliation estimate over the part of ``[start, end)`` whose raw deliveries are
+    still kept (summaries do not hold what it needs)."""
+    oldest = await queries.oldest_delivery(conn)
+    lo = max(start, oldest) if oldest is not None else end
+    async with conn.transaction():
+        links, floods = await queries.reconciliation(conn, lo, end, intervals)
+    return build_reconciliation(links, floods, names, intervals=intervals, start=lo, end=end)
+
+
+def build_reconciliation(
+    links: recon.Links,
+    floods: dict[int, recon.FloodTally],
+    names: dict[int, str],
+    *,
+    intervals: tuple[int, ...],
+    start: float,
+    end: float,
+    model: recon.SketchModel = DEFAULT_MODEL,
+) -> dict[str, Any]:
+    table = recon.figures(links, floods, intervals, model)
+    rows: list[dict[str, Any]] = []
+    for row in table["links"]:
+        num = int(row.pop("peer") or 0)
+        rows.append({"peer_id": names.get(num, str(num)), **row})
+    table["links"] = rows
+    return {
+        "window": {"start": start, "end": end, "seconds": end - start},
+        "model": {
+            "short_id_bits": model.short_id_bits,
+            "capacity_margin": model.capacity_margin,
+            "frame_bytes": recon.FRAME_BYTES,
+            "round_header_bytes": recon.ROUND_MESSAGES * recon.MESSAGE_HEADER_BYTES,
+        },
+        **table,
+    }
 
 
 def build(

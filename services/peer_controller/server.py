@@ -1,4 +1,6 @@
-"""Peer controller: keeps one downloader Deployment per peer listed in a ConfigMap.
+"""Peer controller: keeps one downloader Deployment per peer listed in a ConfigMap, and (with
+``observer.random_peers``) per peer of the observer's random peer set, which it maintains in the
+store (:func:`services.observer.random_peers.maintain`: who failed, rotation, epoch rows).
 
 Level-triggered: every round reads the ConfigMap and the Deployments labelled as the controller's
 own, and creates, replaces or deletes until they match (see :mod:`services.peer_controller.spec`).
@@ -29,10 +31,13 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from prometheus_client import Counter, Gauge
 
-from lnsync.config import Settings
+from lnsync import db, schema
+from lnsync.commands._common import require_database_url
+from lnsync.config import PeerAddress, Settings
 from lnsync.extras import require
 from lnsync.retry import Backoff
 from lnsync.service import ReadySignal, run_service
+from services.observer import random_peers
 from services.peer_controller import spec
 
 if TYPE_CHECKING:
@@ -133,8 +138,13 @@ class PeerController:
     def __init__(self, settings: Settings) -> None:
         self.k = kube()
         self.settings = settings.peer_controller
+        self.all_settings = settings
+        self.observer = settings.observer
         self.namespace = self.settings.namespace
         self.api: client.ApiClient | None = None
+        self.pool: Any = None  # PostgreSQL, only with observer.random_peers
+        if self.observer.random_peers:
+            require_database_url(settings)  # a ConfigError at start, not a failing round
         self.watchers: list[_Watcher] = []
         self._changed: asyncio.Event | None = None
 
@@ -194,7 +204,26 @@ class PeerController:
 
     # --- one round (runs in a worker thread) --------------------------------------------------
 
-    def reconcile_once(self) -> RoundResult:
+    async def choose_random(self) -> list[PeerAddress]:
+        """The observer's random peer set this round (services/observer/random_peers.maintain):
+        its state lives in the store, so a restarted controller continues the same set."""
+        if self.pool is None:
+            pool = await db.create_pool(require_database_url(self.all_settings), min_size=1, max_size=1)
+            try:
+                async with pool.acquire() as conn:
+                    await schema.migrate(conn)
+            except BaseException:
+                await pool.close()
+                raise
+            self.pool = pool
+        async with self.pool.acquire() as conn:
+            chosen, failed = await random_peers.maintain(conn, self.observer, time.time())
+        for outcome, n in failed.items():
+            log.info("random peer set: %d peer(s) %s; replaced", n, outcome)
+        return [c.peer for c in chosen]
+
+    def reconcile_once(self, chosen: list[PeerAddress] | None = None) -> RoundResult:
+        """One round; ``chosen``: the random peer set's peers, which get downloaders too."""
         api = self._connect()
         core, apps = self.k.client.CoreV1Api(api), self.k.client.AppsV1Api(api)
         result = RoundResult()
@@ -214,6 +243,8 @@ class PeerController:
             result.problems.append(str(exc))
             return result
         peers = spec.parse_peers(data.get(spec.PEERS_KEY, ""))
+        if chosen is not None:
+            peers = spec.with_chosen(peers, chosen)
         PEERS.set(len(peers.peers))
         result.problems.extend(f"ConfigMap {name}, {e}" for e in peers.errors)
 
@@ -280,7 +311,8 @@ class PeerController:
             self._changed.clear()
             started = time.monotonic()
             try:
-                result = await asyncio.to_thread(self.reconcile_once)
+                chosen = await self.choose_random() if self.observer.random_peers else None
+                result = await asyncio.to_thread(self.reconcile_once, chosen)
             except self.k.api_errors as exc:
                 ROUNDS.labels("error").inc()
                 await ready.set(False)
@@ -314,13 +346,23 @@ class PeerController:
                 )
             if result.ok:
                 backoff.reset()
-                await self._wait_for_change(self.settings.resync_interval)
+                await self._wait_for_change(self._resync_every())
             else:
-                await self._wait_for_change(min(backoff.next_delay(), self.settings.resync_interval))
+                await self._wait_for_change(min(backoff.next_delay(), self._resync_every()))
+
+    def _resync_every(self) -> float:
+        """``resync_interval``; with a random peer set often enough to notice a failed peer within
+        a third of ``observer.stall_timeout`` and an epoch change within a third of an epoch."""
+        o = self.observer
+        if not o.random_peers:
+            return self.settings.resync_interval
+        return max(1.0, min(self.settings.resync_interval, o.stall_timeout / 3, o.rotate_interval / 3))
 
     async def close(self) -> None:
         for w in self.watchers:
             w.stop()
+        if self.pool is not None:
+            await self.pool.close()
         if self.api is not None:
             await asyncio.to_thread(self.api.close)
 

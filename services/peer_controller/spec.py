@@ -93,6 +93,20 @@ def parse_peers(text: str) -> PeerList:
     return PeerList(peers, errors)
 
 
+def with_chosen(configured: PeerList, chosen: list[PeerAddress]) -> PeerList:
+    """The ConfigMap's peers plus the observer's random set (``observer.random_peers``): one
+    downloader each, a chosen peer that is also configured once. The random set is bounded by
+    its own settings; MAX_PEERS still caps the total."""
+    peers = dict(configured.peers)
+    new = [p for p in (Peer(str(a), a) for a in chosen) if p.id not in peers]
+    room = MAX_PEERS - len(peers)
+    peers |= {p.id: p for p in new[:room]}
+    errors = list(configured.errors)
+    if len(new) > room:
+        errors.append(f"random peer set: more than {MAX_PEERS} peers in all; the rest are left out")
+    return PeerList(peers, errors)
+
+
 @dataclass(frozen=True, slots=True)
 class Template:
     """The downloader Deployment with placeholders, and the labels that select its copies."""

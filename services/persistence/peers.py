@@ -99,13 +99,13 @@ ON CONFLICT (peer_num, reason) DO UPDATE
     SET count = peer_rejections.count + EXCLUDED.count,
         last_at = GREATEST(peer_rejections.last_at, EXCLUDED.last_at)
 """
-OBSERVATION_COLUMNS = ("peer_num", "msg_hash", "kind", "received", "first")
+OBSERVATION_COLUMNS = ("peer_num", "msg_hash", "kind", "received", "first", "size")
 
 
 async def record(
     conn: Any,
     tallies: dict[int, PeerTally],
-    observations: Sequence[tuple[int, int, int, dt.datetime, bool]],
+    observations: Sequence[tuple[int, int, int, dt.datetime, bool, int]],
     now: dt.datetime,
 ) -> None:
     """Add ``tallies`` to the per-peer counters and append ``observations`` (in the caller's

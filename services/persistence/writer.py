@@ -238,7 +238,7 @@ class Writer:
             REJECTIONS.labels(reason).inc(n)
 
 
-Observation = tuple[int, int, int, dt.datetime, bool]
+Observation = tuple[int, int, int, dt.datetime, bool, int]  # peers.OBSERVATION_COLUMNS
 
 
 def _tally(
@@ -272,7 +272,7 @@ def _tally(
                 r = min(e.seen_us, t0)
                 first = outcomes[k] is not duplicate
                 observations.append((stream.peer_num, peers.message_hash(e.message), peers.kind_of(e.message),
-                                     to_timestamp(r), first))  # fmt: skip
+                                     to_timestamp(r), first, len(e.message.raw)))  # fmt: skip
     if with_rejections:
         for job, start in zip(batch.jobs, batch.starts, strict=True):
             refused = [r for k, r in errors.items() if start <= k < start + len(job.entries)]

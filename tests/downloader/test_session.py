@@ -420,8 +420,9 @@ async def test_queries_and_pings_from_the_peer_are_answered():
         await eventually(lambda: any(r[:2] == b"\x01\x06" for r in conn.received))
         await eventually(lambda: any(r[:2] == b"\x01\x08" for r in conn.received))
         replies = {m.message_type(r): r for r in conn.received}
+        # One final reply (sync_complete set, as BOLT 7 requires of the last) covering the query.
         assert q.decode_reply_channel_range(replies[q.REPLY_CHANNEL_RANGE]) == q.ReplyChannelRange(
-            MAINNET, 100, 50, False, ()
+            MAINNET, 100, 50, True, ()
         )
         assert (
             q.decode_reply_short_channel_ids_end(replies[q.REPLY_SHORT_CHANNEL_IDS_END]).full_information

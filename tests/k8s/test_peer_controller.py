@@ -5,19 +5,29 @@ replace and delete downloader Deployments, and nothing else is touched."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from lnsync import rpc
+from lnsync.config import PeerAddress
+from lnsync.gossip.addresses import AddressType, SocketAddress, encode_addresses
+from lnsync.gossip.messages import decode_gossip
+from lnsync.gossip.signing import sign_node_announcement
+from services.observer import peerset as ps
+from services.observer.random_peers import load_candidates
 from services.peer_controller import spec
+from services.persistence.store import Incoming, write_batch
 from tests.conftest import free_port
 from tests.helm_tools import PEER_A, PEER_B, PEER_C, render
 from tests.k8s.cluster import wait_for
@@ -32,7 +42,7 @@ CM = "lnsync-peers"
 class Controller:
     """The controller as a process, the way its container runs it."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, log: Path) -> None:
+    def __init__(self, kubeconfig: Path, namespace: str, log: Path, **extra_env: str) -> None:
         self.target = f"127.0.0.1:{free_port()}"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LNSYNC_", "KUBERNETES_"))}
         env |= {
@@ -42,6 +52,7 @@ class Controller:
             "LNSYNC_PEER_CONTROLLER__CONFIGMAP": CM,
             "LNSYNC_PEER_CONTROLLER__RESYNC_INTERVAL": "10",
         }
+        env |= extra_env
         self.log = log
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "lnsync", "serve", "peer-controller"],
@@ -211,3 +222,86 @@ def test_waits_for_its_configmap_without_crashing(cluster, apps, core, tmp_path)
     finally:
         assert controller.stop() == 0
         cluster.helm("uninstall", "lnsync", "-n", ns, check=False)
+
+
+# --- the observer's random peer set (observer.random_peers) -------------------------------------
+
+
+def _node_secret(i: int) -> bytes:
+    return hashlib.sha256(f"k8s-random-{i}".encode()).digest()
+
+
+async def _announce_nodes(url: str, count: int) -> dict[str, PeerAddress]:
+    """``count`` nodes announcing an IPv4 address each (no pods run here: nothing dials them)."""
+    now = int(time.time())
+    items = []
+    for i in range(count):
+        addrs = encode_addresses([SocketAddress(AddressType.IPV4, f"10.9.0.{i + 1}", 9735)])
+        raw = sign_node_announcement(_node_secret(i), now, addresses=addrs)
+        items.append(Incoming(decode_gossip(raw), now * 10**6))
+    conn = await asyncpg.connect(url)
+    try:
+        await write_batch(conn, items)
+        return await load_candidates(conn)
+    finally:
+        await conn.close()
+
+
+async def _sql(url: str, query: str, *args: object) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetch(query, *args)
+    finally:
+        await conn.close()
+
+
+def _deliver(url: str, peer_id: str) -> None:
+    """What persistence records when a downloader's delivery commits: the peer's last message."""
+    asyncio.run(
+        _sql(
+            url,
+            "INSERT INTO peers (peer_id, source, last_message_at) VALUES ($1, 'downloader', now())"
+            " ON CONFLICT (peer_id) DO UPDATE SET last_message_at = now()",
+            peer_id,
+        )
+    )
+
+
+def test_random_peer_set_drives_downloader_deployments(cluster, release, apps, database_url, tmp_path):
+    """With observer.random_peers the controller adds a Deployment per chosen node of the stored
+    graph (the seed's choice for the epoch), keeps the one that delivers, replaces the one whose
+    downloader never delivers (refused), and records both in peer_set_epochs."""
+    candidates = asyncio.run(_announce_nodes(database_url, 6))
+    seed, stall = 4, 3
+    controller = Controller(
+        cluster.controller_kubeconfig,
+        NS,
+        tmp_path / "controller.log",
+        LNSYNC_DATABASE_URL=database_url,
+        LNSYNC_OBSERVER__RANDOM_PEERS="2",
+        LNSYNC_OBSERVER__SEED=str(seed),
+        LNSYNC_OBSERVER__STALL_TIMEOUT=str(stall),
+        LNSYNC_OBSERVER__ROTATE_INTERVAL="86400",
+    )
+    try:
+        epoch = ps.epoch_of(time.time(), 86400)
+        first = ps.choose(candidates, k=2, seed=seed, epoch=epoch, period=4)
+        want = {name(PEER_A)} | {name(str(c.peer)) for c in first}
+        wait_for(lambda: set(managed(apps)) == want, "the configured peer and the two chosen ones")
+        live, dead = (c.peer.node_id for c in first)
+        # The live one delivers (as persistence records it); the dead one never does.
+        replacement = ps.choose(candidates, k=2, seed=seed, epoch=epoch, period=4, excluded={dead})
+        want = {name(PEER_A)} | {name(str(c.peer)) for c in replacement}
+        assert name(dead) not in want and name(live) in want
+
+        def replaced() -> bool:
+            _deliver(database_url, live)
+            return set(managed(apps)) == want
+
+        wait_for(replaced, "the silent peer replaced", timeout=stall * 10)
+        wait_for(controller.serving, "SERVING")
+        rows = asyncio.run(_sql(database_url, "SELECT peer_id, outcome FROM peer_set_epochs ORDER BY id"))
+        outcomes = {r["peer_id"]: r["outcome"] for r in rows}
+        assert outcomes[dead] == ps.REFUSED and outcomes[live] is None
+    finally:
+        assert controller.stop() == 0

@@ -102,7 +102,7 @@ async def test_report_matches_hand_computed_figures(database_url: str, short_tmp
                 raise AssertionError("persistence's observer job did not fold the pattern's intervals")
         finally:
             await conn.close()
-        report = json.loads(observe(stack, "--format", "json").stdout)
+        report = json.loads(observe(stack, "--format", "json", "--intervals", "1,600").stdout)
         html_path, png_dir = short_tmp / "report.html", short_tmp / "png"
         await asyncio.to_thread(observe, stack, "--output", str(html_path), "--png-dir", str(png_dir))
     finally:
@@ -129,10 +129,19 @@ async def test_report_matches_hand_computed_figures(database_url: str, short_tmp
         )
     assert peers[PEERS["A"]]["first_share"] == 1.0 and peers[PEERS["B"]]["deliveries"] == 21
     assert sum(p.get("node_announcement", 0) for p in report["series"]) == 20
+    # Reconciliation, 1-s rounds: A is always a second ahead of everyone else, so all 20 messages
+    # are A's alone in their round; flooding cost each delivery its bytes plus BOLT 8 framing.
+    size = len(pattern(0)["A"][0][0])
+    links = {(r["peer_id"], r["interval"]): r for r in report["reconciliation"]["links"]}
+    a = links[PEERS["A"], 1]
+    assert (a["theirs_only"], a["ours_only"], a["common"]) == (20, 0, 0)
+    assert a["transfer_bytes"] == 20 * (size + 34)
+    assert links[PEERS["D"], 600]["flood_bytes"] == 5 * (size + 34)
+    assert [r["interval"] for r in report["reconciliation"]["intervals"]] == [1, 600]
 
     page = html_path.read_text()
     assert "<script" not in page and not re.search(r'(src|href)="(https?:|//)', page)  # self-contained
-    for name in ("volume", "redundancy", "propagation", "peers", "spammers"):
+    for name in ("volume", "redundancy", "propagation", "peers", "spammers", "reconciliation"):
         start = page.index(f'<figure id="chart-{name}">') + len(f'<figure id="chart-{name}">')
         svg = page[start : page.index("</svg>", start) + len("</svg>")]
         root = ET.fromstring(svg)

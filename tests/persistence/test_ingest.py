@@ -83,6 +83,9 @@ async def test_duplicates_from_concurrent_streams_stored_once_with_earliest_seen
         assert await conn.fetchval("SELECT count(*) FROM observations") == len(messages) * len(peers)
         assert await conn.fetchval("SELECT count(*) FROM observations WHERE first") == len(messages)
         assert await conn.fetchval("SELECT count(DISTINCT msg_hash) FROM observations") == len(messages)
+        # Each delivery records its message's size (the reconciliation estimate's flooding bytes).
+        sizes = await conn.fetchval("SELECT sum(size) FROM observations")
+        assert sizes == sum(len(raw) for raw in messages) * len(peers)
     finally:
         await conn.close()
 

@@ -22,7 +22,12 @@
 //   feed {msg}      a gossip message (base64, or "hex:...") handed to LDK as a broadcast: the
 //                   PeerManager validates it through P2PGossipSync and relays it to every
 //                   connected peer that asked for gossip -> {accepted, broadcast, error}
-//   stats {}        -> {channels, nodes, ..., peers: [{node_id, inbound}]}
+//   stats {}        -> {channels, nodes, ..., peers: [{node_id, inbound}], from_peers: {node_id:
+//                   {gossip: {type: count}, reply_channel_range: [...], reply_short_channel_ids_end: [...]}}}
+//                   (what each connected peer sent the route handler: gossip it relayed to us and
+//                   its answers to our queries)
+//   query {node_id, kind: "channel_range"|"short_ids", first_blocknum, number_of_blocks, scids}
+//                   sends that peer a query_channel_range / query_short_channel_ids
 //   save_graph {path}, quit {}
 // It exits when stdin closes, so a test harness cannot leak it.
 import * as crypto from "node:crypto";
@@ -212,15 +217,46 @@ function recordFeed(nodeId, res) {
   return res;
 }
 
+// What each peer sent the route handler, by its node id (hex): gossip by type, and replies.
+const fromPeers = {};
+function fromPeer(nodeId) {
+  const key = hex(nodeId);
+  fromPeers[key] ??= { gossip: {}, reply_channel_range: [], reply_short_channel_ids_end: [] };
+  return fromPeers[key];
+}
+function countGossip(nodeId, type) {
+  if (isNone(nodeId)) return;
+  const g = fromPeer(nodeId).gossip;
+  g[type] = (g[type] || 0) + 1;
+}
+
 const routeHandler = ldk.RoutingMessageHandler.new_impl({
-  handle_node_announcement: (n, m) => recordFeed(n, inner.handle_node_announcement(isNone(n) ? null : n, m)),
-  handle_channel_announcement: (n, m) => recordFeed(n, inner.handle_channel_announcement(isNone(n) ? null : n, m)),
-  handle_channel_update: (n, m) => recordFeed(n, inner.handle_channel_update(isNone(n) ? null : n, m)),
+  handle_node_announcement: (n, m) => {
+    countGossip(n, "node_announcement");
+    return recordFeed(n, inner.handle_node_announcement(isNone(n) ? null : n, m));
+  },
+  handle_channel_announcement: (n, m) => {
+    countGossip(n, "channel_announcement");
+    return recordFeed(n, inner.handle_channel_announcement(isNone(n) ? null : n, m));
+  },
+  handle_channel_update: (n, m) => {
+    countGossip(n, "channel_update");
+    return recordFeed(n, inner.handle_channel_update(isNone(n) ? null : n, m));
+  },
   get_next_channel_announcement: (s) => inner.get_next_channel_announcement(s),
   get_next_node_announcement: (s) => inner.get_next_node_announcement(isSome(s) ? s : null),
   peer_connected: (n, i, b) => inner.peer_connected(n, i, b),
-  handle_reply_channel_range: (n, m) => inner.handle_reply_channel_range(n, m),
-  handle_reply_short_channel_ids_end: (n, m) => inner.handle_reply_short_channel_ids_end(n, m),
+  handle_reply_channel_range: (n, m) => {
+    fromPeer(n).reply_channel_range.push({
+      first_blocknum: m.get_first_blocknum() >>> 0, number_of_blocks: m.get_number_of_blocks() >>> 0,
+      sync_complete: !!m.get_sync_complete(), scids: m.get_short_channel_ids().length,
+    });
+    return inner.handle_reply_channel_range(n, m);
+  },
+  handle_reply_short_channel_ids_end: (n, m) => {
+    fromPeer(n).reply_short_channel_ids_end.push({ full_information: !!m.get_full_information() });
+    return inner.handle_reply_short_channel_ids_end(n, m);
+  },
   handle_query_channel_range: (n, m) => inner.handle_query_channel_range(n, m),
   handle_query_short_channel_ids: (n, m) => inner.handle_query_short_channel_ids(n, m),
   processing_queue_high: () => inner.processing_queue_high(),
@@ -340,7 +376,26 @@ function stats() {
   const peers = peerManager.list_peers().map((p) => ({
     node_id: hex(p.get_counterparty_node_id()), inbound: !!p.get_is_inbound_connection(),
   }));
-  return { ...graphStats(), peers };
+  return { ...graphStats(), peers, from_peers: fromPeers };
+}
+
+function query(req) {
+  if (typeof req.node_id !== "string" || !/^[0-9a-f]{66}$/.test(req.node_id)) throw new UsageError("query needs node_id");
+  const node = new Uint8Array(Buffer.from(req.node_id, "hex"));
+  const chain = graph.get_chain_hash();
+  let event;
+  if (req.kind === "channel_range") {
+    const msg = ldk.QueryChannelRange.constructor_new(chain, req.first_blocknum >>> 0, req.number_of_blocks >>> 0);
+    event = ldk.MessageSendEvent.constructor_send_channel_range_query(node, msg);
+  } else if (req.kind === "short_ids") {
+    const scids = BigUint64Array.from((req.scids || []).map((s) => BigInt(s)));
+    event = ldk.MessageSendEvent.constructor_send_short_ids_query(node, ldk.QueryShortChannelIds.constructor_new(chain, scids));
+  } else {
+    throw new UsageError("query kind must be channel_range or short_ids");
+  }
+  injected.push(event);
+  peerManager.process_events();
+  return {};
 }
 
 function shutdown(code) {
@@ -362,6 +417,7 @@ server.listen(opts.port, "127.0.0.1", () => {
   serveJsonLines({
     feed,
     stats,
+    query,
     save_graph(req) {
       if (typeof req.path !== "string") throw new UsageError("save_graph needs path");
       fs.writeFileSync(req.path, graph.write());
