@@ -34,10 +34,24 @@ _OPTIONS: list[tuple[str, Any]] = [
     ("grpc.http2.max_pings_without_data", 0),
 ]
 
+# Replicas share the work (docs/architecture.md, "Scaling out"): a client resolves every address
+# of a name (on Kubernetes a headless Service: one per ready pod) and spreads its calls over them;
+# a server closes each connection after MAX_CONNECTION_AGE (gRPC adds +-10 % jitter) with a GOAWAY,
+# so clients re-resolve and pods added since receive calls too. Calls in flight on a closed
+# connection finish: streams such as Ingest live on as long as they need.
+MAX_CONNECTION_AGE_MS = 30_000
+_CLIENT_OPTIONS: list[tuple[str, Any]] = [
+    *_OPTIONS,
+    ("grpc.service_config", '{"loadBalancingConfig": [{"round_robin": {}}]}'),
+    ("grpc.dns_min_time_between_resolutions_ms", 5_000),
+]
+
 _SERVER_OPTIONS: list[tuple[str, Any]] = [
     *_OPTIONS,
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.so_reuseport", 0),
+    ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
+    ("grpc.max_connection_age_grace_ms", 2**31 - 1),
 ]
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -106,8 +120,11 @@ async def set_serving(health: health_aio.HealthServicer, service_names: Iterable
 
 
 def channel(target: str, extra_options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
-    """A channel to another service: mutual TLS when :func:`configure_tls` enabled it, else plaintext."""
-    options = [*_OPTIONS, *extra_options]
+    """A channel to another service: mutual TLS when :func:`configure_tls` enabled it, else plaintext.
+
+    Calls go round-robin over every address ``target`` resolves to (``dns:///name:port`` for a
+    headless Service); one address, as with ``lnsync up``, behaves as before."""
+    options = [*_CLIENT_OPTIONS, *extra_options]
     if _tls is None:
         return grpc.aio.insecure_channel(target, options=options)
     if _tls.server_name:

@@ -96,12 +96,13 @@ class Stack:
         env.update(self.extra_env)
         return env
 
-    def start(self, name: str, *args: str) -> ServiceProcess:
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> ServiceProcess:
+        """``lnsync serve NAME``; ``env`` overrides settings for this process only (a second replica)."""
         log_path = self.workdir / f"{name}-{len(self.processes)}.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "lnsync", "serve", name, *args],
-                env=self.env,
+                env={**self.env, **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -360,9 +360,10 @@ def test_rendered_environment_is_valid_lnsync_configuration(name, monkeypatch):
             section = getattr(settings, c["name"].replace("-", "_"))
             port = next(p["containerPort"] for p in c["ports"] if p["name"] in ("grpc", "http"))
             assert section.listen == f"0.0.0.0:{port}"
-            assert settings.persistence.target == "lnsync-persistence:50051"
-            assert settings.lookup.target == "lnsync-lookup:50052"
-            assert settings.snapshotter.target == "lnsync-snapshotter:50053"
+            # Every ready pod of a component, through its headless Service (grpcBalancing).
+            for svc, port in (("persistence", 50051), ("lookup", 50052), ("snapshotter", 50053)):
+                target = getattr(settings, svc).target
+                assert target == f"dns:///lnsync-{svc}-pods.default.svc.cluster.local:{port}"
             if c["name"] == "gateway":
                 defaults = yaml.safe_load((CHART / "values.yaml").read_text())
                 assert settings.gateway.workers == defaults["gateway"]["workers"]
@@ -500,7 +501,9 @@ def test_autoscaling_and_disruption_budgets():
     # The HPA owns the replica count of what it scales; the rest is fixed.
     assert "replicas" not in deployments["lnsync-lookup"]["spec"]
     assert deployments["lnsync-persistence"]["spec"]["replicas"] == 1
-    assert deployments["lnsync-snapshotter"]["spec"]["strategy"] == {"type": "Recreate"}
+    # Two snapshotters by default: one generates (a database lock), both serve; rolling updates.
+    assert deployments["lnsync-snapshotter"]["spec"]["replicas"] == 2
+    assert "strategy" not in deployments["lnsync-snapshotter"]["spec"]
     fixed = by_kind(render(VALUE_SETS["minimal"]), "Deployment")
     assert fixed["lnsync-lookup"]["spec"]["replicas"] == 2
 
@@ -815,3 +818,30 @@ def test_every_value_is_documented_and_in_the_schema():
     assert "helm install lnsync ./helm/lnsync" in readme
     assert "postgresql.enabled=false" in readme
     assert "database.existingSecret" in readme
+
+
+def test_scaling_out_headless_services_drain_and_spread():
+    docs = render()
+    services = by_kind(docs, "Service")
+    for svc, port in (("persistence", 50051), ("lookup", 50052), ("snapshotter", 50053)):
+        headless = services[f"lnsync-{svc}-pods"]
+        assert headless["spec"]["clusterIP"] == "None"
+        assert headless["spec"]["selector"] == services[f"lnsync-{svc}"]["spec"]["selector"]
+        assert headless["spec"]["ports"][0]["port"] == port
+    for name, pod in pod_specs(docs):
+        if name == "lnsync-postgresql":
+            continue
+        assert pod["terminationGracePeriodSeconds"] == 30, name
+        (container,) = pod["containers"]
+        assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"], name
+        spread = pod["topologySpreadConstraints"]
+        assert {c["topologyKey"] for c in spread} == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+        assert {c["whenUnsatisfiable"] for c in spread} == {"ScheduleAnyway"}  # soft: one node still works
+    plain = render({"grpcBalancing": False, "shutdown.preStopSeconds": 0, "topologySpread.enabled": False})
+    assert not [n for n in by_kind(plain, "Service") if n.endswith("-pods")]
+    config = by_kind(plain, "ConfigMap")["lnsync"]["data"]
+    assert config["LNSYNC_LOOKUP__ADDRESS"] == "lnsync-lookup:50052"
+    for name, pod in pod_specs(plain):
+        assert "topologySpreadConstraints" not in pod, name
+        if name != "lnsync-postgresql":
+            assert "lifecycle" not in pod["containers"][0], name

@@ -31,6 +31,9 @@ from services.gateway.app import MAX_FIELD_SIZE, MAX_HEADERS, MAX_LINE_SIZE, Gat
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 10.0
+# On SIGTERM a worker stops accepting at once (readiness probes then fail), lets requests in flight
+# finish for up to this long (within STOP_TIMEOUT) and closes idle keep-alive connections.
+DRAIN_SECONDS = 8.0
 RESTART_DELAY = 1.0
 # A worker that fails this many times within a minute is not restarted again: the gateway exits.
 MAX_QUICK_FAILURES = 5
@@ -45,6 +48,7 @@ async def serve(settings: Settings, workers: int, reuse_port: bool) -> int:
         max_line_size=MAX_LINE_SIZE,
         max_field_size=MAX_FIELD_SIZE,
         max_headers=MAX_HEADERS,
+        shutdown_timeout=DRAIN_SECONDS,
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024)
@@ -60,6 +64,7 @@ async def serve(settings: Settings, workers: int, reuse_port: bool) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    log.info("gateway draining: no new connections, %.0f s for requests in flight", DRAIN_SECONDS)
     await runner.cleanup()
     return 0
 

@@ -46,6 +46,9 @@ GENERATION_SCOPES = Gauge("lnsync_snapshot_generation_scopes", "Scopes in a gene
 CURRENT_REFERENCE = Gauge("lnsync_snapshot_reference_time", "Reference time of the generation being served")
 SERVED = Counter("lnsync_snapshots_served_total", "GetSnapshot answers", ["version", "kind"])
 REJECTED = Counter("lnsync_snapshots_rejected_total", "Requests refused as invalid", ["method", "reason"])
+TAKEOVERS = Counter(
+    "lnsync_snapshot_takeovers_total", "Generations made after the generating replica ended unpublished"
+)
 # Extra apply lag on top of the interval: generation time and fetch delays.
 APPLY_MARGIN = 600
 LOOKUP_TIMEOUT = 300.0
@@ -137,16 +140,23 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
         """Compute, store and publish a generation for ``reference_time``; return (id, seconds).
 
         Only one replica generates at a time: a replica that finds the lock taken waits for the
-        other's generation to be published and serves it.
+        other's generation to be published and serves it. If the other ends without publishing
+        (killed mid-generation: its session, and so the lock, dies with it), the waiting replica
+        holds the lock by then and generates itself: a takeover bounded by one generation's time.
         """
         async with self._generate, self.pool.acquire() as lock_conn:
             if not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", storage.SNAPSHOT_LOCK):
                 log.info("another snapshotter is generating; waiting for its generation")
+                await self._refresh(force=True)
+                before = self.generation.id if self.generation else None
                 await lock_conn.execute("SELECT pg_advisory_lock($1)", storage.SNAPSHOT_LOCK)
-                await lock_conn.execute("SELECT pg_advisory_unlock($1)", storage.SNAPSHOT_LOCK)
                 await self._refresh(force=True)
                 gen = self.generation
-                return (gen.id, 0.0) if gen else (0, 0.0)
+                if gen is not None and (gen.id != before or gen.reference_time >= reference_time):
+                    await lock_conn.execute("SELECT pg_advisory_unlock($1)", storage.SNAPSHOT_LOCK)
+                    return gen.id, 0.0
+                TAKEOVERS.inc()
+                log.warning("the other snapshotter ended without publishing; generating R=%d", reference_time)
             try:
                 return await self._generate_locked(reference_time)
             finally:

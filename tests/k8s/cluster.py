@@ -7,6 +7,7 @@ Outside it (a plain ``make test``) the tier is skipped with that reason.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -18,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 import yaml
 
+from services.demopeer.server import demo_peer_address
 from tests.helm_tools import K8S_BIN, ROOT, find_helm
 
 T = TypeVar("T")
@@ -155,3 +158,62 @@ def demo_peer_docs(name: str, identity: str) -> list[dict[str, Any]]:
         else:
             d["spec"]["selector"] = labels
     return docs
+
+
+# --- the release the cluster tier's modules share (tests/k8s/conftest.py installs it once) ---------
+
+NS = "lnsync-e2e"
+PEER_A = ("demo-peer", "lnsync-demo-peer")  # (Deployment and Service name, --identity)
+PEER_B = ("demo-peer-b", "second-demo-peer")
+CHANNELS, NODES = 934, 50  # the demo peer's bundled graph (data/cln2026_top50_resigned_mainnet.bin)
+
+
+def address(peer: tuple[str, str]) -> str:
+    return demo_peer_address(f"{peer[0]}:9735", peer[1])
+
+
+def values(*peers: tuple[str, str]) -> dict[str, Any]:
+    """The chart's defaults but for what this one node and its locally built images need."""
+    return {
+        "peers": [address(p) for p in peers],
+        "image.pullPolicy": "Never",  # built here and imported: nothing may be pulled
+        "postgresql.image.repository": "lnsync-postgres",
+        "postgresql.image.tag": "15",
+        "postgresql.image.pullPolicy": "Never",
+        "postgresql.persistence.size": "1Gi",
+        "gateway.autoscaling.enabled": False,  # no metrics-server: an HPA would only log errors
+        "gateway.replicaCount": 2,
+        "gateway.workers": 1,
+        "lookup.autoscaling.enabled": False,
+        "lookup.replicaCount": 1,
+        # Probes every 1-2 s instead of 5-10 s: the same checks, sooner (the tier's time budget).
+        "probes.readiness.periodSeconds": 2,
+        "probes.startup.periodSeconds": 1,
+        "probes.startup.failureThreshold": 120,
+    }
+
+
+@dataclass
+class Release:
+    kube: Kube
+    namespace: str
+    installed_in: float
+
+    def gateway(self) -> str:
+        return f"http://{self.kube.service_ip(self.namespace, 'lnsync-gateway')}"
+
+    def selector(self, component: str) -> str:
+        return f"app.kubernetes.io/instance=lnsync,app.kubernetes.io/component={component}"
+
+    async def store_query(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        """Ask the release's PostgreSQL directly (its Service IP, the password from its Secret)."""
+        secret = self.kube.json("get", "secret", "lnsync-postgresql", "-n", self.namespace)
+        password = base64.b64decode(secret["data"]["password"]).decode()
+        host = self.kube.service_ip(self.namespace, "lnsync-postgresql")
+        conn = await asyncpg.connect(
+            host=host, user="lnsync", password=password, database="lnsync", timeout=10
+        )
+        try:
+            return list(await conn.fetch(sql, *args))
+        finally:
+            await conn.close()

@@ -1,9 +1,13 @@
-"""A real Kubernetes API server (kube-apiserver 1.20.2 + etcd, built offline by
-scripts/build-kube.sh) on loopback for the whole session.
+"""The two Kubernetes tiers' fixtures.
 
-There is no scheduler, kubelet or controller-manager: objects are stored, validated and admitted
-(RBAC included), but pods never run and nothing is garbage-collected. Skipped, with the reason,
-when the binaries have not been built (`make test-k8s` builds them once, ~5-10 min).
+``cluster``: a real Kubernetes API server (kube-apiserver 1.20.2 + etcd, built offline by
+scripts/build-kube.sh) on loopback for the whole session. There is no scheduler, kubelet or
+controller-manager: objects are stored, validated and admitted (RBAC included), but pods never run
+and nothing is garbage-collected. Skipped, with the reason, when the binaries have not been built.
+
+``kube`` and ``release``: the real single-node cluster of scripts/k8s-cluster.sh (``make test-k8s``
+runs this tier inside its network) and one release of the chart on it, shared in order by
+test_cluster_1_operator.py, test_cluster_2_scale_out.py and test_cluster_3_uninstall.py.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +27,16 @@ import yaml
 
 from tests.conftest import free_port
 from tests.helm_tools import CHART, K8S_BIN, ROOT, find_helm, helm, values_args
+from tests.k8s.cluster import (
+    NS,
+    PEER_A,
+    Kube,
+    Release,
+    demo_peer_docs,
+    inside_cluster_network,
+    record,
+    values,
+)
 
 T = TypeVar("T")
 
@@ -109,3 +124,34 @@ def cluster() -> Iterator[Cluster]:
         yield Cluster(run_dir, run_dir / "kubeconfig", controller)
     finally:
         subprocess.run([script, "stop", str(run_dir)], env=env, capture_output=True, timeout=60)
+
+
+# --- the real node (scripts/k8s-cluster.sh): one release for the cluster tier's modules, in order:
+# test_cluster_1_operator.py, test_cluster_2_scale_out.py, test_cluster_3_uninstall.py.
+
+
+@pytest.fixture(scope="session")
+def kube() -> Kube:
+    why = inside_cluster_network()
+    if why:
+        pytest.skip(why)
+    return Kube()
+
+
+@pytest.fixture(scope="session")
+def release(kube: Kube) -> Iterator[Release]:
+    kube.kubectl("delete", "namespace", NS, "--ignore-not-found", "--wait=true", timeout=180)
+    kube.kubectl("create", "namespace", NS)
+    kube.apply(demo_peer_docs(*PEER_A), NS)
+    started = time.monotonic()
+    install = kube.helm(
+        "install", "lnsync", str(CHART), "-n", NS, *values_args(values(PEER_A)),
+        "--wait", "--timeout", "8m", check=False,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    if install.returncode != 0:
+        pytest.fail(f"helm install --wait failed after {elapsed:.0f} s:\n{install.stderr}\n"
+                    f"{kube.describe_problems(NS)}")  # fmt: skip
+    record("install", install_to_ready_s=round(elapsed, 1))
+    yield Release(kube, NS, elapsed)
+    kube.kubectl("delete", "namespace", NS, "--ignore-not-found", "--wait=false", check=False)

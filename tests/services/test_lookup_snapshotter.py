@@ -6,7 +6,8 @@
 * The snapshotter's generations: any client timestamp maps to a blob that LDK's client applies on
   top of the state that client had, ending with the full snapshot's graph; regenerating while
   readers fetch in a loop fails no read; a generator killed mid-generation leaves the previous
-  generation served.
+  generation served; with two snapshotters, the one waiting for the lock publishes the generation
+  the killed one did not finish.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from lnsync.v1 import (
     snapshots_pb2_grpc,
 )
 from services.lookup.server import DYNAMIC_APPLY_LAG
+from tests.conftest import free_port
 from tests.ldk import LdkRgsClient
 from tests.rgs.histories import DAY, START
-from tests.stack import Stack, load_history, regenerate, report_synced
+from tests.stack import Stack, load_history, regenerate, report_synced, until
 
 pytestmark = pytest.mark.slow
 INTERVAL = 3 * 3600
@@ -231,3 +233,55 @@ async def test_regeneration_never_fails_a_reader_and_a_crash_keeps_the_old_gener
         # Served at once after the restart (the previous generation, or a newer one it made since).
         _, data = await get_snapshot(snaps, 0, 1)
         assert data[:4] == b"LDK\x01"
+
+
+async def test_a_second_snapshotter_takes_over_a_generation_the_first_did_not_finish(
+    stack: Stack, database_url: str
+) -> None:
+    await load_history(database_url, seed=17, days=15)
+    await stack.start_healthy("persistence")
+    await report_synced(stack)
+    await stack.start_healthy("lookup")
+    first = await stack.start_healthy("snapshotter")
+    second_target = f"127.0.0.1:{free_port()}"
+    second = stack.start("snapshotter", env={"LNSYNC_SNAPSHOTTER__LISTEN": second_target})
+
+    async def second_healthy() -> bool:
+        return await rpc.check_health(second_target, timeout=1)
+
+    await until(second_healthy, 60, "the second snapshotter healthy", interval=0.1)
+    R = START + 10 * DAY
+    R -= R % INTERVAL
+    await regenerate(stack, R - INTERVAL)  # both serve a generation before the one asked for
+    request = snapshots_pb2.RegenerateRequest(reference_time=R)
+    async with rpc.channel(stack.target("snapshotter")) as ch1, rpc.channel(second_target) as ch2:
+        # Both are asked for R at once, as their timers ask every interval: one generates, the
+        # other waits for the lock. Whichever generates is killed before it publishes.
+        async def ask(ch: grpc.aio.Channel) -> snapshots_pb2.RegenerateResponse:
+            return await snapshots_pb2_grpc.SnapshotsStub(ch).Regenerate(request, timeout=300)
+
+        calls = [(p, asyncio.create_task(ask(ch))) for p, ch in ((first, ch1), (second, ch2))]
+
+        async def waiting() -> int:
+            """1 or 2: which of the two logged that it waits for the other's generation (0: none yet)."""
+            return next(
+                (i for i, (p, _) in enumerate(calls, 1) if "waiting for its generation" in p.log()), 0
+            )
+
+        w = await until(waiting, 60, "a snapshotter waiting for the other's generation", interval=0.05)
+        waiter, waiter_call = calls[w - 1]
+        generator, generator_call = calls[2 - w]
+        generator.kill()
+        generator_call.cancel()
+        resp = await waiter_call
+    assert resp.reference_time == R
+    conn = await asyncpg.connect(database_url)
+    try:
+        published = await conn.fetchval(
+            "SELECT g.reference_time FROM snapshot_current c "
+            "JOIN snapshot_generations g ON g.id = c.generation_id"
+        )
+    finally:
+        await conn.close()
+    assert published == R
+    assert "ended without publishing; generating R=" in waiter.log()

@@ -203,6 +203,23 @@ spec:
   {{- end }}
   securityContext:
     {{- include "lnsync.podSecurityContext" $root.Values.securityContext | nindent 4 }}
+  {{- /* Graceful termination (docs/kubernetes.md, "Scaling out"): the pod leaves its Services'
+  endpoints when deletion starts; the preStop pause keeps it serving while kube-proxy and DNS
+  catch up, then SIGTERM: not ready at once, in-flight requests and RPCs finish, streams end. */}}
+  terminationGracePeriodSeconds: {{ $root.Values.shutdown.terminationGracePeriodSeconds }}
+  {{- with $root.Values.topologySpread }}
+  {{- if .enabled }}
+  topologySpreadConstraints:
+    {{- range .topologyKeys }}
+    - maxSkew: 1
+      topologyKey: {{ . }}
+      whenUnsatisfiable: ScheduleAnyway
+      labelSelector:
+        matchLabels:
+          {{- include "lnsync.selectorLabels" (dict "root" $root "component" $.component) | nindent 10 }}
+    {{- end }}
+  {{- end }}
+  {{- end }}
   containers:
     - name: {{ .component }}
       image: {{ .image | default (include "lnsync.image" $root) }}
@@ -238,6 +255,12 @@ spec:
         {{- toYaml . | nindent 8 }}
         {{- end }}
       {{- .probes | nindent 6 }}
+      {{- if gt (int $root.Values.shutdown.preStopSeconds) 0 }}
+      lifecycle:
+        preStop:
+          exec:
+            command: ["sleep", "{{ $root.Values.shutdown.preStopSeconds }}"]
+      {{- end }}
       resources:
         {{- toYaml $v.resources | nindent 8 }}
       securityContext:
@@ -339,4 +362,16 @@ spec:
     {{- $env = concat (include "lnsync.listenEnv" (dict "root" $root "section" "DOWNLOADER" "port" $port) | fromYamlArray) $env -}}
     {{- $probes := include "lnsync.grpcProbes" (dict "root" $root "port" $port) -}}
     {{- include "lnsync.podTemplate" (dict "root" $root "component" "downloader" "values" $root.Values.downloader "port" $port "portName" "grpc" "env" $env "probes" $probes "extraLabels" (dict "lnsync/peer" .id)) | nindent 4 }}
+{{- end -}}
+
+{{/* What clients dial for a gRPC component: with grpcBalancing, every ready pod of it through the
+headless "<name>-pods" Service (dns:/// + round_robin in lnsync.rpc); otherwise the ClusterIP. */}}
+{{- define "lnsync.grpcTarget" -}}
+{{- $port := (index .root.Values .component).port -}}
+{{- if .root.Values.grpcBalancing -}}
+{{- $pods := include "lnsync.componentName" (dict "root" .root "suffix" (printf "%s-pods" .component)) -}}
+dns:///{{ $pods }}.{{ .root.Release.Namespace }}.svc.{{ .root.Values.clusterDomain }}:{{ $port }}
+{{- else -}}
+{{ include "lnsync.componentName" (dict "root" .root "suffix" .component) }}:{{ $port }}
+{{- end -}}
 {{- end -}}

@@ -1,8 +1,9 @@
 """`helm install lnsync` on a real node: images built here (scripts/build-image.sh), pods run by a
 kubelet on containerd + runc, Services routed by kube-proxy and named by cluster DNS
-(scripts/k8s-cluster.sh). One release for the module, exercised in order as an operator would:
-install, sync from an in-cluster demo peer, serve the real LDK client, `helm test`, a second peer
-by `helm upgrade`, pods deleted under load, `helm uninstall`.
+(scripts/k8s-cluster.sh). The release (tests/k8s/conftest.py, shared with the scale-out and
+uninstall modules) is exercised in order as an operator would: install, sync from an in-cluster
+demo peer, serve the real LDK client, `helm test`, a second peer by `helm upgrade`, pods deleted
+while the peer sends.
 
 Figures (install-to-ready, recovery times, failed requests) go to $LNSYNC_K8S_FIGURES for
 docs/kubernetes.md.
@@ -11,32 +12,34 @@ docs/kubernetes.md.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 import grpc
 import pytest
 
 from lnsync.gossip import messages as m
 from lnsync.rgs.decode import decode
 from lnsync.v1 import lookup_pb2, lookup_pb2_grpc
-from services.demopeer.server import demo_peer_address
 from tests.helm_tools import CHART, values_args
 from tests.k8s.cluster import (
+    CHANNELS,
+    NODES,
+    NS,
+    PEER_A,
+    PEER_B,
     Kube,
+    Release,
+    address,
     demo_peer_docs,
     http_get,
-    inside_cluster_network,
     pod_ready,
     record,
+    values,
     wait_for,
 )
 from tests.ldk import LdkRgsClient
@@ -44,79 +47,12 @@ from tests.stack import until
 
 pytestmark = [pytest.mark.k8s, pytest.mark.cluster, pytest.mark.timeout(900)]
 
-NS = "lnsync-e2e"
-PEER_A = ("demo-peer", "lnsync-demo-peer")
-PEER_B = ("demo-peer-b", "second-demo-peer")
-CHANNELS, NODES = 934, 50  # the demo peer's bundled graph (data/cln2026_top50_resigned_mainnet.bin)
-
-
-def address(peer: tuple[str, str]) -> str:
-    return demo_peer_address(f"{peer[0]}:9735", peer[1])
-
-
-def values(*peers: tuple[str, str]) -> dict[str, Any]:
-    """The chart's defaults but for what this one node and its locally built images need."""
-    return {
-        "peers": [address(p) for p in peers],
-        "image.pullPolicy": "Never",  # built here and imported: nothing may be pulled
-        "postgresql.image.repository": "lnsync-postgres",
-        "postgresql.image.tag": "15",
-        "postgresql.image.pullPolicy": "Never",
-        "postgresql.persistence.size": "1Gi",
-        "gateway.autoscaling.enabled": False,  # no metrics-server: an HPA would only log errors
-        "gateway.replicaCount": 2,
-        "gateway.workers": 1,
-        "lookup.autoscaling.enabled": False,
-        "lookup.replicaCount": 1,
-    }
-
-
-@dataclass
-class Release:
-    kube: Kube
-    namespace: str
-    installed_in: float
-    figures: dict[str, Any] = field(default_factory=dict)
-
-    def gateway(self) -> str:
-        return f"http://{self.kube.service_ip(self.namespace, 'lnsync-gateway')}"
-
-    def selector(self, component: str) -> str:
-        return f"app.kubernetes.io/instance=lnsync,app.kubernetes.io/component={component}"
-
-
-@pytest.fixture(scope="module")
-def kube() -> Kube:
-    why = inside_cluster_network()
-    if why:
-        pytest.skip(why)
-    return Kube()
-
-
-@pytest.fixture(scope="module")
-def release(kube: Kube) -> Iterator[Release]:
-    kube.kubectl("delete", "namespace", NS, "--ignore-not-found", "--wait=true", timeout=180)
-    kube.kubectl("create", "namespace", NS)
-    kube.apply(demo_peer_docs(*PEER_A), NS)
-    started = time.monotonic()
-    install = kube.helm(
-        "install", "lnsync", str(CHART), "-n", NS, *values_args(values(PEER_A)),
-        "--wait", "--timeout", "8m", check=False,
-    )  # fmt: skip
-    elapsed = time.monotonic() - started
-    if install.returncode != 0:
-        pytest.fail(f"helm install --wait failed after {elapsed:.0f} s:\n{install.stderr}\n"
-                    f"{kube.describe_problems(NS)}")  # fmt: skip
-    record("install", install_to_ready_s=round(elapsed, 1))
-    yield Release(kube, NS, elapsed)
-    kube.kubectl("delete", "namespace", NS, "--ignore-not-found", "--wait=false", check=False)
-
 
 def test_every_pod_runs_and_is_ready(kube: Kube, release: Release) -> None:
     pods = kube.pods(NS, "app.kubernetes.io/instance=lnsync")
     by_component = Counter(p["metadata"]["labels"]["app.kubernetes.io/component"] for p in pods)
     assert by_component == {
-        "persistence": 1, "lookup": 1, "snapshotter": 1, "gateway": 2, "downloader": 1, "postgresql": 1,
+        "persistence": 1, "lookup": 1, "snapshotter": 2, "gateway": 2, "downloader": 1, "postgresql": 1,
     }  # fmt: skip
     for pod in pods:
         statuses = pod["status"]["containerStatuses"]
@@ -182,17 +118,6 @@ def test_helm_test_checks_health_and_a_snapshot(kube: Kube, release: Release) ->
     assert "bytes of RGS v2" in out.stdout
 
 
-async def _store_query(kube: Kube, sql: str, *args: Any) -> list[asyncpg.Record]:
-    secret = kube.json("get", "secret", "lnsync-postgresql", "-n", NS)
-    password = base64.b64decode(secret["data"]["password"]).decode()
-    host = kube.service_ip(NS, "lnsync-postgresql")
-    conn = await asyncpg.connect(host=host, user="lnsync", password=password, database="lnsync", timeout=10)
-    try:
-        return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
-
-
 async def test_helm_upgrade_adds_and_removes_a_peer(kube: Kube, release: Release) -> None:
     kube.apply(demo_peer_docs(*PEER_B), NS)
     b_id = address(PEER_B).split("@")[0]
@@ -207,8 +132,7 @@ async def test_helm_upgrade_adds_and_removes_a_peer(kube: Kube, release: Release
     assert deployment["status"].get("readyReplicas") == 1
 
     async def stored_from_b() -> int:
-        rows = await _store_query(
-            kube,
+        rows = await release.store_query(
             "SELECT channel_announcements + channel_updates + node_announcements AS n FROM peers "
             "WHERE peer_id = $1",
             b_id,
@@ -323,8 +247,7 @@ async def test_pods_deleted_while_the_peer_sends_recover_and_lose_nothing(
     wanted = {(_i64(u.short_channel_id), u.direction, u.timestamp) for u in published}
 
     async def missing() -> set[tuple[int, int, int]]:
-        rows = await _store_query(
-            kube,
+        rows = await release.store_query(
             "SELECT u.scid, u.direction, u.timestamp FROM channel_updates u "
             "JOIN unnest($1::int8[], $2::int2[], $3::int8[]) AS w(scid, direction, timestamp) "
             "USING (scid, direction, timestamp)",
@@ -343,23 +266,3 @@ async def test_pods_deleted_while_the_peer_sends_recover_and_lose_nothing(
         await until(nothing_missing, 90, "every update the peer holds in the store", interval=3)
     record("faults", peer_updates_checked=len(wanted), lost=len(lost))
     assert not lost, f"{len(lost)} of the peer's {len(wanted)} current updates never reached the store"
-
-
-def test_helm_uninstall_leaves_only_what_the_chart_keeps(kube: Kube, release: Release) -> None:
-    kube.helm("uninstall", "lnsync", "-n", NS, "--wait", "--timeout", "3m")
-    kube.kubectl("delete", "-n", NS, "deployment/demo-peer", "service/demo-peer")
-    kinds = (
-        "deployments,statefulsets,replicasets,pods,services,configmaps,secrets,networkpolicies,"
-        "serviceaccounts,roles,rolebindings,persistentvolumeclaims,poddisruptionbudgets,jobs"
-    )
-
-    def leftovers() -> list[str]:
-        items = kube.json("get", kinds, "-n", NS, "-l", "app.kubernetes.io/instance=lnsync")["items"]
-        return sorted(f"{i['kind']}/{i['metadata']['name']}" for i in items)
-
-    # Pods terminate within their grace period; then only the documented keepers remain.
-    wait_for(lambda: not any(x.startswith("Pod/") for x in leftovers()), "the pods to go", 120, 1)
-    assert leftovers() == [
-        "PersistentVolumeClaim/data-lnsync-postgresql-0",  # the StatefulSet's data (Kubernetes keeps it)
-        "Secret/lnsync-postgresql",  # its password (helm.sh/resource-policy: keep)
-    ]
