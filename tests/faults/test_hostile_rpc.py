@@ -1,0 +1,192 @@
+"""Hostile gRPC calls into the real services (issue 25): no accepted request may break serving.
+
+Each test runs the production processes on loopback (``lnsync serve``), real PostgreSQL and real
+gRPC/HTTP clients, makes the call an attacker made, and checks what wallets see afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import grpc
+import pytest
+
+from lnsync import rpc
+from lnsync.v1 import snapshots_pb2, snapshots_pb2_grpc
+from services.snapshotter import storage
+from tests.rgs.histories import DAY, START
+from tests.stack import ServiceProcess, Stack, load_history, regenerate, report_synced, until
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+INTERVAL = 3 * 3600
+
+
+async def _http_status(base: str, path: str) -> tuple[int, bytes]:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(base + path, timeout=aiohttp.ClientTimeout(total=10)) as r,
+    ):
+        return r.status, await r.read()
+
+
+async def _gateway_generation(base: str) -> int:
+    try:
+        status, body = await _http_status(base, "/api/status")
+    except aiohttp.ClientError:
+        return 0
+    if status != 200:
+        return 0
+    return int(json.loads(body)["snapshots"].get("generation") or 0)
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    database_url: str, workdir: Path, seed: int, **env: str
+) -> AsyncIterator[tuple[Stack, ServiceProcess, int, int]]:
+    """Persistence, lookup, snapshotter and gateway on a small history, synced, the gateway holding
+    a generation: (stack, gateway process, its reference time, its id)."""
+    await load_history(database_url, seed=seed, days=3, channels=12)
+    stack = Stack(
+        database_url,
+        workdir,
+        extra_env={"LNSYNC_SNAPSHOTTER__INTERVAL": str(INTERVAL), "LNSYNC_INGEST_LAG": "1", **env},
+    )
+    try:
+        await stack.start_healthy("persistence")
+        await report_synced(stack)
+        await stack.start_healthy("lookup")
+        await stack.start_healthy("snapshotter")
+        R = START + 2 * DAY
+        R -= R % INTERVAL
+        first = await regenerate(stack, R)
+        gateway = stack.start("gateway")
+        base = f"http://{stack.target('gateway')}"
+        await until(lambda: _is(base, first), 60, f"the gateway to hold generation {first}")
+        yield stack, gateway, R, first
+    finally:
+        stack.close()
+
+
+async def test_bad_reference_times_are_refused_and_the_gateway_keeps_following(
+    database_url: str, short_tmp: Path
+) -> None:
+    """Finding 1: ``Regenerate(reference_time=1000000)`` was accepted; the gateway's poll task then
+    died on ``R - scope < 0`` (no log line), never loaded a later generation, and restarted workers
+    failed at start-up. Now such times are refused, and whatever is listed, the poll survives."""
+    async with serving(database_url, short_tmp, seed=5) as (stack, gateway, R, _):
+        base = f"http://{stack.target('gateway')}"
+
+        answers: Counter[int] = Counter()
+        stop = asyncio.Event()
+
+        async def wallet() -> None:
+            while not stop.is_set():
+                try:
+                    answers[(await _http_status(base, "/snapshot/v2/0"))[0]] += 1
+                except aiohttp.ClientError:
+                    answers[0] += 1
+                await asyncio.sleep(0.05)
+
+        client = asyncio.create_task(wallet())
+        async with rpc.channel(stack.target("snapshotter")) as ch:
+            snaps = snapshots_pb2_grpc.SnapshotsStub(ch)
+            refused = []
+            for request in (
+                snapshots_pb2.RegenerateRequest(reference_time=1_000_000),
+                snapshots_pb2.RegenerateRequest(reference_time=1_000_000, replace_newer=True),
+                snapshots_pb2.RegenerateRequest(reference_time=R - INTERVAL),
+                snapshots_pb2.RegenerateRequest(reference_time=int(time.time()) + 3600),
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await snaps.Regenerate(request, timeout=120)
+                refused.append((info.value.code(), info.value.details()))
+            assert all(code == grpc.StatusCode.INVALID_ARGUMENT for code, _ in refused), refused
+            assert "older than the current generation" in refused[2][1]
+            # A valid later generation is still picked up by every worker.
+            newer = snapshots_pb2.RegenerateRequest(reference_time=R + INTERVAL)
+            later = (await snaps.Regenerate(newer, timeout=120)).generation
+        await until(lambda: _is(base, later), 60, f"the gateway to hold generation {later}")
+        stop.set()
+        await client
+        assert set(answers) == {200}, answers
+        status, body = await _http_status(base, "/readyz")
+        assert status == 200, body
+        assert gateway.alive()
+        assert "Traceback" not in gateway.log(), gateway.log()[-3000:]
+
+
+async def _is(base: str, generation: int) -> bool:
+    return await _gateway_generation(base) == generation
+
+
+async def _forge_generation(
+    database_url: str, reference_time: int, copy_of: int, drop_scope: int | None
+) -> int:
+    """Publish a generation the snapshotter would never make: ``copy_of``'s blobs under another
+    reference time, optionally without one scope (a damaged or hostile database row)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        gen = await storage.create_generation(conn, reference_time, INTERVAL)
+        await conn.execute(
+            "INSERT INTO snapshot_blobs (generation_id, version, scope, last_sync, timestamp, node_count, "
+            "announcement_count, update_count, sha256, blob, gzip) SELECT $1, version, scope, last_sync, "
+            "timestamp, node_count, announcement_count, update_count, sha256, blob, gzip FROM snapshot_blobs "
+            "WHERE generation_id = $2 AND scope IS DISTINCT FROM $3",
+            gen, copy_of, drop_scope,
+        )  # fmt: skip
+        # The listing tells the "nothing new" blob by its last sync, the reference time.
+        await conn.execute(
+            "UPDATE snapshot_blobs SET last_sync = $2 WHERE generation_id = $1 AND scope = -1",
+            gen,
+            reference_time,
+        )
+        await storage.publish(conn, gen, 0.0, 3)
+        return gen
+    finally:
+        await conn.close()
+
+
+async def test_gateway_poll_survives_unloadable_generations_and_readyz_says_stale(
+    database_url: str, short_tmp: Path
+) -> None:
+    """Finding 1, the gateway side: whatever generation is listed (one whose reference time is
+    below its scopes, one missing blobs), the gateway keeps serving the one it holds, logs one
+    line, reports the stale generation in /readyz, and loads the next good one."""
+    async with serving(database_url, short_tmp, seed=6) as (stack, gateway, R, first):
+        base = f"http://{stack.target('gateway')}"
+        # Reference time 1,000,000: R - scope < 0 for the larger scopes (what killed the poll task).
+        tiny = await _forge_generation(database_url, 1_000_000, first, None)
+        await until(lambda: _is(base, tiny), 60, f"the gateway to hold generation {tiny}")
+        assert (await _http_status(base, "/snapshot/v2/0"))[0] == 200
+        # A generation without its full snapshot cannot be loaded: keep serving, say stale.
+        broken = await _forge_generation(database_url, R + INTERVAL, first, 0)
+
+        async def stale() -> bool:
+            status, body = await _http_status(base, "/readyz")
+            return status == 503 and b"stale" in body and f"generation {broken}".encode() in body
+
+        await until(stale, 60, "/readyz to report the stale generation")
+        assert (await _http_status(base, "/snapshot/v2/0"))[0] == 200
+        assert await _gateway_generation(base) == tiny
+        good = await regenerate(stack, R + 2 * INTERVAL)
+        await until(lambda: _is(base, good), 60, f"the gateway to hold generation {good}")
+        status, body = await _http_status(base, "/readyz")
+        assert status == 200, body
+        assert gateway.alive()
+        log = gateway.log()
+        assert "Traceback" not in log, log[-3000:]
+        # One error line per worker for the broken generation, not one per poll.
+        errors = [
+            line
+            for line in log.splitlines()
+            if "ERROR" in line and f"cannot load snapshot generation {broken}" in line
+        ]
+        assert 1 <= len(errors) <= 2, errors  # one per worker
