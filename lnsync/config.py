@@ -169,6 +169,9 @@ class PersistenceSettings(ServiceEndpoint):
     observation_max_delay: int = Field(default=3600, ge=1, le=86400)
     # Summaries are kept this long (0: for ever).
     observation_summary_retention: int = Field(default=400 * 86400, ge=0)
+    # Producers (peers and imports) known at most; rows that never delivered anything are pruned
+    # to make room, and a new producer beyond this is refused (RESOURCE_EXHAUSTED).
+    max_peers: int = Field(default=1000, ge=1, le=100_000)
 
     @field_validator("observation_interval")
     @classmethod

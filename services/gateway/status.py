@@ -29,6 +29,8 @@ from services.gateway.volume import VolumeSampler
 log = logging.getLogger(__name__)
 
 CACHE_SECONDS = 2.0
+# Lookup refusing a delta for its sync gate makes the gateway unready for this long.
+GATE_CLOSED_FOR = 30.0
 CALL_TIMEOUT = 3.0
 
 
@@ -159,6 +161,9 @@ class StatusCollector:
                 f"stale: serving generation {held.id if held else 'none'}, the snapshotter's "
                 f"{stale[1]} for {stale[0]:.0f} s"
             )
+        closed_at = self.deltas.gate_closed_at
+        if self.first_sync_seen and closed_at is not None and time.monotonic() - closed_at < GATE_CLOSED_FOR:
+            problems.append("lookup's sync gate is closed: dynamic deltas answer 503")
         degraded = [name for name, state in facts["services"].items() if state != "serving"]
         ready = not problems
         return ready, {"ready": ready, "problems": problems, "degraded": degraded}

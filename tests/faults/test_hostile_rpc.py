@@ -20,10 +20,10 @@ import grpc
 import pytest
 
 from lnsync import rpc
-from lnsync.v1 import snapshots_pb2, snapshots_pb2_grpc
+from lnsync.v1 import persistence_pb2, persistence_pb2_grpc, snapshots_pb2, snapshots_pb2_grpc
 from services.snapshotter import storage
 from tests.rgs.histories import DAY, START
-from tests.stack import ServiceProcess, Stack, load_history, regenerate, report_synced, until
+from tests.stack import SYNCED_PEER, ServiceProcess, Stack, load_history, regenerate, report_synced, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 INTERVAL = 3 * 3600
@@ -190,3 +190,73 @@ async def test_gateway_poll_survives_unloadable_generations_and_readyz_says_stal
             if "ERROR" in line and f"cannot load snapshot generation {broken}" in line
         ]
         assert 1 <= len(errors) <= 2, errors  # one per worker
+
+
+async def _header_only_stream(target: str, peer_id: str) -> grpc.StatusCode:
+    """An Ingest stream that sends its header and ends (what the attacker opened 64,000 of)."""
+    async with rpc.channel(target) as ch:
+        stub = persistence_pb2_grpc.PersistenceStub(ch)
+        header = persistence_pb2.IngestRequest(header=persistence_pb2.StreamHeader(peer_id=peer_id))
+        try:
+            async for _ in stub.Ingest(iter([header]), timeout=20):
+                pass
+        except grpc.aio.AioRpcError as exc:
+            return exc.code()
+    return grpc.StatusCode.OK
+
+
+async def test_made_up_peers_cannot_close_the_sync_gate(database_url: str, short_tmp: Path) -> None:
+    """Finding 2: 64,000 made-up peer ids (header-only Ingest streams) made ``GetSyncStatus`` larger
+    than a gRPC message; a restarted lookup could then never open its sync gate and every /delta
+    answered 503 while /readyz said ready. Now peer ids must be node ids or ``import:<name>``, the
+    peers table is bounded (``persistence.max_peers``) with empty rows pruned, and the gate is a
+    small call."""
+    max_peers = 100
+    env = {"LNSYNC_PERSISTENCE__MAX_PEERS": str(max_peers)}
+    async with serving(database_url, short_tmp, seed=7, **env) as (stack, _, R, _gen):
+        base = f"http://{stack.target('gateway')}"
+        persistence = stack.target("persistence")
+        # The state 64,000 header-only streams with made-up 128-character ids left behind.
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(
+                "INSERT INTO peers (peer_id, source, first_seen) SELECT lpad(to_hex(i), 128, 'x'), "
+                "'downloader', now() - interval '1 hour' FROM generate_series(1, 64000) i"
+            )
+        finally:
+            await conn.close()
+        lookup = next(p for p in stack.processes if p.name == "lookup")
+        lookup.kill()
+        await stack.start_healthy("lookup")
+        status, body = await _http_status(base, f"/delta/v2/{R - DAY}")
+        assert status == 200, body
+        async with rpc.channel(persistence) as ch:
+            stub = persistence_pb2_grpc.PersistenceStub(ch)
+            listing = await stub.GetSyncStatus(persistence_pb2.GetSyncStatusRequest(), timeout=10)
+            assert listing.fully_synced and len(listing.peers) <= 1000
+            gate = await stub.GetSyncGate(persistence_pb2.GetSyncGateRequest(), timeout=10)
+            assert gate.fully_synced and gate.peers_complete == 1
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.ReportSyncComplete(
+                    persistence_pb2.ReportSyncCompleteRequest(peer_id="made-up"), timeout=10
+                )
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        for bad in ("made-up", "02" * 32, "AB" * 33, "import:", "x" * 300):
+            assert await _header_only_stream(persistence, bad) == grpc.StatusCode.INVALID_ARGUMENT, bad
+        # New made-up node ids: the empty rows are pruned to make room, the table stays bounded.
+        codes: Counter[grpc.StatusCode] = Counter()
+        for i in range(150):
+            codes[await _header_only_stream(persistence, f"{i + 1:066x}".replace("0", "f", 1))] += 1
+        conn = await asyncpg.connect(database_url)
+        try:
+            rows = await conn.fetchval("SELECT count(*) FROM peers")
+            synced_peer_kept = await conn.fetchval(
+                "SELECT sync_completed_at IS NOT NULL FROM peers WHERE peer_id = $1", SYNCED_PEER
+            )
+        finally:
+            await conn.close()
+        assert rows <= max_peers and synced_peer_kept, (rows, codes)
+        assert set(codes) == {grpc.StatusCode.OK}, codes
+        status, body = await _http_status(base, "/readyz")
+        assert status == 200, body
+        assert (await _http_status(base, f"/delta/v2/{R - DAY}"))[0] == 200
