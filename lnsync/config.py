@@ -228,6 +228,11 @@ class GatewaySettings(_Section):
     cache_max_age: int = Field(default=3600, ge=0)
     # Worker processes sharing the port (SO_REUSEPORT); max_dynamic is split between them.
     workers: int = Field(default=2, ge=1, le=64)
+    # Open client connections per worker; one more is answered 503 and closed.
+    max_connections: int = Field(default=4000, ge=1, le=1_000_000)
+    # Seconds a connection may take to complete a request after it opened or after its previous
+    # answer (header and idle timeout; also how long a half-closed connection may stay).
+    header_timeout: float = Field(default=10.0, gt=0, le=3600)
 
     @field_validator("listen")
     @classmethod
