@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 MAX_SOURCE = 64
 MAX_CACHED_PEERS = 10_000
 MAX_FUNDING_SATS = 21_000_000 * 100_000_000
+# A channel_update or node_announcement dated more than this after its arrival is refused (a
+# timestamp of 2**32 - 1 would otherwise supersede every later update of its channel or node).
+MAX_TIMESTAMP_AHEAD = 86400
 QUEUE_BATCHES = 4  # the queue holds this many maximal batches
 DB_CHECK_INTERVAL = 2.0
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -297,6 +300,7 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
         if not request.messages:
             return
         now_us = time.time_ns() // 1000
+        latest_timestamp = now_us // 1_000_000 + MAX_TIMESTAMP_AHEAD
         jobs: list[Job] = []
         job = Job(state)
         entries, rejected = job.entries, job.rejected
@@ -317,6 +321,9 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
                     parsed = check_message(msg.raw, chain)
                 except GossipError as exc:
                     rejected.append((seq, exc.reason))
+                    continue
+                if not isinstance(parsed, m.ChannelAnnouncement) and parsed.timestamp > latest_timestamp:
+                    rejected.append((seq, "timestamp_in_future"))
                     continue
                 funding = None
                 if msg.HasField("funding_sats") and isinstance(parsed, m.ChannelAnnouncement):

@@ -21,7 +21,9 @@ import pytest
 
 from lnsync import rpc
 from lnsync.v1 import persistence_pb2, persistence_pb2_grpc, snapshots_pb2, snapshots_pb2_grpc
+from services.persistence.client import IngestClient
 from services.snapshotter import storage
+from tests.persistence.conftest import channel_announcement, channel_update, start_persistence
 from tests.rgs.histories import DAY, START
 from tests.stack import SYNCED_PEER, ServiceProcess, Stack, load_history, regenerate, report_synced, until
 
@@ -260,3 +262,28 @@ async def test_made_up_peers_cannot_close_the_sync_gate(database_url: str, short
         status, body = await _http_status(base, "/readyz")
         assert status == 200, body
         assert (await _http_status(base, f"/delta/v2/{R - DAY}"))[0] == 200
+
+
+async def test_updates_dated_more_than_a_day_ahead_are_rejected(database_url: str) -> None:
+    """Finding 3 (timestamps): a channel_update dated 2**32 - 1 was stored and superseded every
+    later update of its direction. Now updates more than a day ahead of their arrival are rejected
+    (counted as ``timestamp_in_future``); an update an hour ahead is still stored."""
+    running = await start_persistence(database_url)
+    await running.wait_serving()
+    now = int(time.time())
+    scid = 905_000 << 40
+    try:
+        async with IngestClient(running.target, "05" * 33) as client:
+            await client.send(channel_announcement(scid))
+            await client.send(channel_update(scid, 0, 2**32 - 1))
+            await client.send(channel_update(scid, 1, now + 2 * DAY))
+            await client.send(channel_update(scid, 1, now + 3600))
+        assert client.counters.rejections == {"timestamp_in_future": 2}
+        conn = await asyncpg.connect(database_url)
+        try:
+            rows = await conn.fetch("SELECT direction, timestamp FROM channel_updates WHERE scid = $1", scid)
+        finally:
+            await conn.close()
+        assert [(r["direction"], r["timestamp"]) for r in rows] == [(1, now + 3600)]
+    finally:
+        await running.stop()
