@@ -26,6 +26,13 @@ class TokenBucket:
         self._tokens -= n
         return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 
+    def allow(self, now: float) -> bool:
+        """Take one token if there is one (never goes into debt): whether it was taken."""
+        if self.take(now) == 0.0:
+            return True
+        self._tokens += 1.0
+        return False
+
 
 class EventWindow:
     """Counts events in a sliding time window; :meth:`add` is true once more than ``limit`` fell

@@ -40,6 +40,11 @@ class PeerOptions:
     # in junk_window seconds before the peer is dropped as a flooder.
     max_junk: int = 10_000
     junk_window: float = 60.0
+    # Pongs we send: at most pong_rate a second on average, in bursts of pong_burst. A ping beyond
+    # that is not answered and counts as junk (BOLT 1 lets us fail a peer that pings far more than
+    # once per 30 s); without it every ping asking for 65,531 bytes is 65 kB of upload.
+    pong_rate: float = 0.2
+    pong_burst: float = 5.0
     # Updates waiting for their channel's announcement: how many, how long.
     pending_max: int = 20_000
     pending_ttl: float = 600.0

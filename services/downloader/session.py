@@ -82,6 +82,7 @@ class PeerSession:
         self._bucket = TokenBucket(options.rate_limit, options.rate_burst, now)
         self._invalid = EventWindow(options.max_invalid, options.invalid_window)
         self._junk = EventWindow(options.max_junk, options.junk_window)
+        self._pongs = TokenBucket(options.pong_rate, options.pong_burst, now)
         self._reading_since: float | None = None  # a read is waiting on the socket since then
         self._pings: dict[int, tuple[float, bool]] = {}  # num_pong_bytes -> (sent at, is probe)
         self._next_pong_len = 0
@@ -242,7 +243,10 @@ class PeerSession:
             return
         if isinstance(msg, c.Ping):
             pong = msg.pong()
-            if pong is not None:
+            if pong is not None and not self._pongs.allow(now):
+                self.stats.peer_messages["ping_unanswered"] += 1
+                self._count_junk(now, "pings faster than we answer them")
+            elif pong is not None:
                 await self._send(pong.encode())
         elif isinstance(msg, c.Pong):
             self._on_pong(msg, now)
@@ -251,10 +255,13 @@ class PeerSession:
         elif isinstance(msg, q.ReplyChannelRange):
             self._on_range_reply(msg, now)
         elif isinstance(msg, q.ReplyShortChannelIdsEnd):
-            if msg.chain_hash != self.chain_hash or self.tracker is None:
+            answered = (
+                msg.chain_hash == self.chain_hash
+                and self.tracker is not None
+                and self.tracker.scid_reply_end(now)
+            )
+            if not answered:
                 self._count_junk(now, "unsolicited reply_short_channel_ids_end")
-            else:
-                self.tracker.scid_reply_end(now)
         elif isinstance(msg, q.QueryChannelRange):
             # We keep no graph to offer: answer with an empty range and sync_complete unset.
             reply = q.ReplyChannelRange(msg.chain_hash, msg.first_blocknum, msg.number_of_blocks, False, ())
