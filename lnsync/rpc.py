@@ -7,7 +7,8 @@ chunks so no message approaches gRPC's size limits; receive limits stay bounded 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,7 +18,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from lnsync import certs
 from lnsync.config import ConfigError, TlsSettings
+
+log = logging.getLogger(__name__)
 
 # Blobs are streamed in chunks of this size.
 CHUNK_SIZE = 1 << 20
@@ -81,9 +85,104 @@ def add_port(server: grpc.aio.Server, listen: str) -> int:
     return int(server.add_insecure_port(listen))
 
 
+# Which roles (lnsync.certs.ROLES, from the client certificate's common name) may call what. Any
+# other lnsync.v1 method is refused; health and reflection are open to every authenticated client.
+# A certificate that names no role (one certificate shared by every service, as a Helm release with
+# tls.existingSecret has) may call everything.
+_SYNC_READERS = frozenset({"lookup", "snapshotter", "gateway", "downloader", "operator"})
+_PRODUCERS = frozenset({"downloader", "import"})
+_LOOKUP_USERS = frozenset({"gateway", "snapshotter", "operator"})
+POLICY: dict[str, frozenset[str]] = {
+    "/lnsync.v1.Persistence/Ingest": _PRODUCERS,
+    "/lnsync.v1.Persistence/ReportSyncComplete": _PRODUCERS,
+    "/lnsync.v1.Persistence/GetSyncStatus": _SYNC_READERS,
+    "/lnsync.v1.Persistence/GetSyncGate": _SYNC_READERS,
+    "/lnsync.v1.Persistence/KnownChannels": frozenset({"downloader", "operator"}),
+    "/lnsync.v1.Lookup/ComputeDelta": _LOOKUP_USERS,
+    "/lnsync.v1.Lookup/GraphSummary": _LOOKUP_USERS,
+    "/lnsync.v1.Snapshots/GetSnapshot": frozenset({"gateway", "operator"}),
+    "/lnsync.v1.Snapshots/ListSnapshots": frozenset({"gateway", "operator"}),
+    "/lnsync.v1.Snapshots/Regenerate": frozenset({"operator"}),
+    "/lnsync.v1.Downloader/GetStatus": frozenset({"gateway", "operator"}),
+}
+_GUARDED_PREFIX = "/lnsync.v1."
+
+
+def caller_role(context: grpc.aio.ServicerContext) -> str | None:
+    """The role of the client certificate of a call ("" for a certificate naming none of ours),
+    or None without a client certificate."""
+    names = context.auth_context().get("x509_common_name")
+    if not names:
+        return None
+    return certs.role_of(names[0].decode(errors="replace")) or ""
+
+
+class _Authorizer(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Refuses (PERMISSION_DENIED) calls whose certificate's role :data:`POLICY` does not allow."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not method.startswith(_GUARDED_PREFIX):
+            return handler
+        return _guarded(handler, method, POLICY.get(method, frozenset()))
+
+
+async def _authorize(context: grpc.aio.ServicerContext, method: str, allowed: frozenset[str]) -> None:
+    role = caller_role(context)
+    if role == "" or (role is not None and role in allowed):
+        return
+    log.debug("refused %s to role %s", method, role)
+    await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{role or 'this client'} may not call {method}")
+
+
+_KINDS = (
+    ("unary_unary", grpc.unary_unary_rpc_method_handler, False),
+    ("unary_stream", grpc.unary_stream_rpc_method_handler, True),
+    ("stream_unary", grpc.stream_unary_rpc_method_handler, False),
+    ("stream_stream", grpc.stream_stream_rpc_method_handler, True),
+)
+
+
+def _guarded(handler: grpc.RpcMethodHandler, method: str, allowed: frozenset[str]) -> grpc.RpcMethodHandler:
+    """``handler`` with the role check before its behaviour runs."""
+    for attr, factory, streams in _KINDS:
+        inner = getattr(handler, attr)
+        if inner is None:
+            continue
+        if streams:
+
+            async def streaming(request: Any, context: grpc.aio.ServicerContext, inner: Any = inner) -> Any:
+                await _authorize(context, method, allowed)
+                async for response in inner(request, context):
+                    yield response
+
+            behaviour: Any = streaming
+        else:
+
+            async def answering(request: Any, context: grpc.aio.ServicerContext, inner: Any = inner) -> Any:
+                await _authorize(context, method, allowed)
+                return await inner(request, context)
+
+            behaviour = answering
+        return factory(
+            behaviour,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return handler
+
+
 def make_server(max_receive: int = MAX_RECEIVE) -> grpc.aio.Server:
+    """A server with the bounded options; with TLS configured, every lnsync.v1 call is checked
+    against :data:`POLICY`."""
     options = [(k, max_receive if k == "grpc.max_receive_message_length" else v) for k, v in _SERVER_OPTIONS]
-    return grpc.aio.server(options=options)
+    interceptors = [_Authorizer()] if _tls is not None else []
+    return grpc.aio.server(options=options, interceptors=interceptors)
 
 
 def add_health_and_reflection(

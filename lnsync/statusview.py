@@ -42,6 +42,9 @@ class RunInfo:
     downloaders: dict[str, str] = field(default_factory=dict)
     pid: int = 0
     demo: bool = False
+    # The directory of the per-role certificates its services use (empty: plaintext or the
+    # operator's own tls settings); other commands take the role they need from it.
+    tls_dir: str = ""
 
     def write(self, data_dir: Path) -> None:
         tmp = data_dir / (RUN_FILE + ".tmp")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from lnsync import certs, rpc
 from lnsync.config import ConfigError, Settings
+from lnsync.statusview import RunInfo
 
 
 def require_database_url(settings: Settings) -> str:
@@ -12,3 +16,16 @@ def require_database_url(settings: Settings) -> str:
             "(`lnsync up` starts an embedded PostgreSQL and sets it for its services)"
         )
     return settings.database_url
+
+
+def use_tls(settings: Settings, role: str, data_dirs: list[Path] | None = None) -> None:
+    """Configure gRPC for a command run beside the services: the settings' own TLS if enabled,
+    else ``role``'s certificate of a running ``lnsync up`` in one of ``data_dirs`` (by default the
+    settings' data directory) that generated them, else plaintext."""
+    if not settings.tls.enabled:
+        for directory in data_dirs or [settings.data_dir]:
+            run = RunInfo.read(directory)
+            if run is not None and run.tls_dir:
+                rpc.configure_tls(certs.settings_for(Path(run.tls_dir), role))
+                return
+    rpc.configure_tls(settings.tls)
