@@ -26,11 +26,11 @@ class TokenBucket:
         self._tokens -= n
         return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 
-    def allow(self, now: float) -> bool:
-        """Take one token if there is one (never goes into debt): whether it was taken."""
-        if self.take(now) == 0.0:
+    def allow(self, now: float, n: float = 1.0) -> bool:
+        """Take ``n`` tokens if there are that many (never goes into debt): whether they were."""
+        if self.take(now, n) == 0.0:
             return True
-        self._tokens += 1.0
+        self._tokens += n
         return False
 
 

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 ALL_BLOCKS = 0xFFFFFFFF
 ALL_TIMESTAMPS = 0xFFFFFFFF
+# What a pong costs beyond its ignored bytes: type, length, the BOLT 8 length prefix and two MACs.
+PONG_OVERHEAD = 4 + 2 + 16 + 16
 
 
 class PeerFailure(Exception):
@@ -82,7 +84,7 @@ class PeerSession:
         self._bucket = TokenBucket(options.rate_limit, options.rate_burst, now)
         self._invalid = EventWindow(options.max_invalid, options.invalid_window)
         self._junk = EventWindow(options.max_junk, options.junk_window)
-        self._pongs = TokenBucket(options.pong_rate, options.pong_burst, now)
+        self._pong_bytes = TokenBucket(options.pong_bytes_rate, options.pong_bytes_burst, now)
         self._reading_since: float | None = None  # a read is waiting on the socket since then
         self._pings: dict[int, tuple[float, bool]] = {}  # num_pong_bytes -> (sent at, is probe)
         self._next_pong_len = 0
@@ -243,7 +245,7 @@ class PeerSession:
             return
         if isinstance(msg, c.Ping):
             pong = msg.pong()
-            if pong is not None and not self._pongs.allow(now):
+            if pong is not None and not self._pong_bytes.allow(now, len(pong.ignored) + PONG_OVERHEAD):
                 self.stats.peer_messages["ping_unanswered"] += 1
                 self._count_junk(now, "pings faster than we answer them")
             elif pong is not None:
@@ -272,7 +274,9 @@ class PeerSession:
             self._count_junk(now, f"unknown odd message type {msg.msg_type}")
         elif isinstance(msg, c.Init):
             self._count_junk(now, "a second init")
-        # gossip_timestamp_filter: we relay nothing, so there is nothing to filter
+        elif isinstance(msg, q.GossipTimestampFilter):
+            # We relay nothing, so there is nothing to filter; a peer sends one or two, a flood is junk.
+            self._count_junk(now, "gossip_timestamp_filter")
 
     async def _on_error(self, msg: c.ErrorMessage) -> None:
         kind = "warning" if msg.warning else "error"

@@ -20,8 +20,9 @@ PONG_BYTES = 65531  # the largest pong a ping may ask for
 
 
 async def test_a_ping_flood_asking_for_large_pongs_gets_few_answers() -> None:
-    """Each ping asks for a 65,531-byte pong: answered at the pong rate (a burst of 5), the rest
-    counted as junk, so the peer is dropped; before, every ping was answered (65 kB each)."""
+    """Each ping asks for a 65,531-byte pong: answered within the pong byte budget (a burst of
+    256 kB, then 32 kB/s), the rest counted as junk, so the peer is dropped; before, every ping was
+    answered (65 kB each)."""
     flood = 200
 
     async def script(conn):  # type: ignore[no-untyped-def]
@@ -39,7 +40,7 @@ async def test_a_ping_flood_asking_for_large_pongs_gets_few_answers() -> None:
         conn = peer.connections[0]
         await asyncio.wait_for(conn.closed.wait(), 5)
         big = [r for r in conn.received if len(r) > PONG_BYTES]
-        assert len(big) <= options.pong_burst + 1, len(big)
+        assert len(big) <= options.pong_bytes_burst // PONG_BYTES + 1, len(big)
         assert d.stats.peer_messages["ping_unanswered"] >= 100
         assert d.stats.bytes_out < 10 * (PONG_BYTES + 100), d.stats.bytes_out
 
@@ -66,8 +67,9 @@ async def test_a_65535_byte_unknown_even_message_ends_the_connection() -> None:
         c.Init(features=b"\x80", networks=(MAINNET,)).encode(),  # a second init
         c.Pong(bytes(300)).encode(),  # a pong to no ping of ours (ours ask for 1..255 bytes)
         q.ReplyShortChannelIdsEnd(MAINNET, True).encode(),  # to no query of ours
+        q.GossipTimestampFilter(MAINNET, 0, 0xFFFFFFFF).encode(),  # we relay nothing to filter
     ],
-    ids=["unknown_odd", "second_init", "unsolicited_pong", "reply_short_channel_ids_end"],
+    ids=["unknown_odd", "second_init", "unsolicited_pong", "reply_short_channel_ids_end", "timestamp_filter"],
 )
 async def test_floods_of_useless_messages_drop_the_peer(junk: bytes) -> None:
     async def script(conn):  # type: ignore[no-untyped-def]
