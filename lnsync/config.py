@@ -172,6 +172,9 @@ class PersistenceSettings(ServiceEndpoint):
     # Producers (peers and imports) known at most; rows that never delivered anything are pruned
     # to make room, and a new producer beyond this is refused (RESOURCE_EXHAUSTED).
     max_peers: int = Field(default=1000, ge=1, le=100_000)
+    # An Ingest stream that sends nothing this long is ended (the producer reconnects when it has
+    # something to send); idle streams otherwise hold a task and buffers for ever.
+    ingest_idle_timeout: float = Field(default=900.0, gt=0)
 
     @field_validator("observation_interval")
     @classmethod

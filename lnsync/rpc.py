@@ -117,8 +117,13 @@ def caller_role(context: grpc.aio.ServicerContext) -> str | None:
     return certs.role_of(names[0].decode(errors="replace")) or ""
 
 
-class _Authorizer(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Refuses (PERMISSION_DENIED) calls whose certificate's role :data:`POLICY` does not allow."""
+class _Guard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Every lnsync.v1 call: a request that does not parse is refused with INVALID_ARGUMENT (not
+    UNKNOWN and a traceback), and with ``check_roles`` the caller's certificate must have a role
+    :data:`POLICY` allows (else PERMISSION_DENIED)."""
+
+    def __init__(self, check_roles: bool) -> None:
+        self._check_roles = check_roles
 
     async def intercept_service(
         self,
@@ -129,10 +134,13 @@ class _Authorizer(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method = handler_call_details.method
         if handler is None or not method.startswith(_GUARDED_PREFIX):
             return handler
-        return _guarded(handler, method, POLICY.get(method, frozenset()))
+        allowed = POLICY.get(method, frozenset()) if self._check_roles else None
+        return _guarded(handler, method, allowed)
 
 
-async def _authorize(context: grpc.aio.ServicerContext, method: str, allowed: frozenset[str]) -> None:
+async def _authorize(context: grpc.aio.ServicerContext, method: str, allowed: frozenset[str] | None) -> None:
+    if allowed is None:
+        return
     role = caller_role(context)
     if role == "" or (role is not None and role in allowed):
         return
@@ -140,49 +148,87 @@ async def _authorize(context: grpc.aio.ServicerContext, method: str, allowed: fr
     await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{role or 'this client'} may not call {method}")
 
 
+@dataclass(frozen=True, slots=True)
+class _Malformed:
+    """A request message that did not parse (in place of the message)."""
+
+    error: str
+
+
+def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as exc:  # protobuf's DecodeError, or anything a parser raises
+            return _Malformed(type(exc).__name__)
+
+    return parse
+
+
+async def _refuse_malformed(context: grpc.aio.ServicerContext, request: Any) -> None:
+    if isinstance(request, _Malformed):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request ({request.error})")
+
+
+async def _checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async for request in requests:
+        await _refuse_malformed(context, request)
+        yield request
+
+
 _KINDS = (
-    ("unary_unary", grpc.unary_unary_rpc_method_handler, False),
-    ("unary_stream", grpc.unary_stream_rpc_method_handler, True),
-    ("stream_unary", grpc.stream_unary_rpc_method_handler, False),
-    ("stream_stream", grpc.stream_stream_rpc_method_handler, True),
+    ("unary_unary", grpc.unary_unary_rpc_method_handler, False, False),
+    ("unary_stream", grpc.unary_stream_rpc_method_handler, False, True),
+    ("stream_unary", grpc.stream_unary_rpc_method_handler, True, False),
+    ("stream_stream", grpc.stream_stream_rpc_method_handler, True, True),
 )
 
 
-def _guarded(handler: grpc.RpcMethodHandler, method: str, allowed: frozenset[str]) -> grpc.RpcMethodHandler:
-    """``handler`` with the role check before its behaviour runs."""
-    for attr, factory, streams in _KINDS:
+def _guarded(
+    handler: grpc.RpcMethodHandler, method: str, allowed: frozenset[str] | None
+) -> grpc.RpcMethodHandler:
+    """``handler`` with the role check (unless ``allowed`` is None) and the parse check first."""
+    for attr, factory, stream_in, stream_out in _KINDS:
         inner = getattr(handler, attr)
         if inner is None:
             continue
-        if streams:
+
+        async def admitted(request: Any, context: grpc.aio.ServicerContext, many: bool = stream_in) -> Any:
+            await _authorize(context, method, allowed)
+            if many:
+                return _checked(request, context)
+            await _refuse_malformed(context, request)
+            return request
+
+        if stream_out:
 
             async def streaming(request: Any, context: grpc.aio.ServicerContext, inner: Any = inner) -> Any:
-                await _authorize(context, method, allowed)
-                async for response in inner(request, context):
+                async for response in inner(await admitted(request, context), context):
                     yield response
 
             behaviour: Any = streaming
         else:
 
             async def answering(request: Any, context: grpc.aio.ServicerContext, inner: Any = inner) -> Any:
-                await _authorize(context, method, allowed)
-                return await inner(request, context)
+                return await inner(await admitted(request, context), context)
 
             behaviour = answering
         return factory(
             behaviour,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
     return handler
 
 
 def make_server(max_receive: int = MAX_RECEIVE) -> grpc.aio.Server:
-    """A server with the bounded options; with TLS configured, every lnsync.v1 call is checked
-    against :data:`POLICY`."""
+    """A server with the bounded options whose lnsync.v1 calls go through :class:`_Guard` (with
+    TLS configured, also the role check)."""
     options = [(k, max_receive if k == "grpc.max_receive_message_length" else v) for k, v in _SERVER_OPTIONS]
-    interceptors = [_Authorizer()] if _tls is not None else []
-    return grpc.aio.server(options=options, interceptors=interceptors)
+    return grpc.aio.server(options=options, interceptors=[_Guard(check_roles=_tls is not None)])
 
 
 def add_health_and_reflection(

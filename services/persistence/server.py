@@ -282,9 +282,20 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
         requests: AsyncIterator[persistence_pb2.IngestRequest],
         state: StreamState,
     ) -> None:
+        idle = self.settings.persistence.ingest_idle_timeout
         try:
             await self._accept(first, state)
-            async for request in requests:
+            while True:
+                try:
+                    request = await asyncio.wait_for(anext(requests), idle)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise StreamError(
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        f"nothing received for {idle:g} s (persistence.ingest_idle_timeout)",
+                        "idle",
+                    ) from None
                 if request.HasField("header"):
                     raise StreamError(
                         grpc.StatusCode.INVALID_ARGUMENT,
