@@ -193,7 +193,7 @@ async def import_files(
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, log_level=args.log_level, network=args.network)
-    use_tls(settings, "import")
+    use_tls(settings, "import", args.persistence or settings.persistence.target)
     logs.configure("import", settings.log_level, settings.log_format)
     paths = [Path(p) for p in args.files]
     for p in paths:

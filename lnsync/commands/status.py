@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     dirs = [settings.data_dir]
     if args.data_dir is None:
         dirs.append(settings.data_dir.with_name(settings.data_dir.name + "-demo"))
-    use_tls(settings, "operator", dirs)
+    use_tls(settings, "operator", data_dirs=dirs)
     status = asyncio.run(gather(settings, explicit_dir=args.data_dir is not None))
     if args.json:
         print(json.dumps(status, indent=2))

@@ -330,8 +330,18 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
 
         live = Live(auto_refresh=False, transient=False)
     host, port = parse_listen(settings.gateway.listen)
+    services = {
+        "persistence": settings.persistence.target,
+        "lookup": settings.lookup.target,
+        "snapshotter": settings.snapshotter.target,
+    }
     run = RunInfo(
-        gateway_url(host, port), _downloader_targets(settings), os.getpid(), args.demo, str(tls_dir or "")
+        gateway_url(host, port),
+        _downloader_targets(settings),
+        os.getpid(),
+        args.demo,
+        str(tls_dir or ""),
+        services,
     )
     run.write(settings.data_dir)
     supervisor = Supervisor(children)
