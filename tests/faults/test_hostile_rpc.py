@@ -354,3 +354,23 @@ async def test_garbage_protobuf_is_invalid_argument(database_url: str, short_tmp
         assert "Traceback" not in lookup.log() and "Exception deserializing" not in lookup.log()
     finally:
         stack.close()
+
+
+async def test_readyz_says_so_while_lookups_gate_is_closed(database_url: str, short_tmp: Path) -> None:
+    """Finding 2, the gateway side: while lookup refused every delta for its sync gate (503), the
+    gateway's /readyz still said ready. Now /readyz lists the closed gate."""
+    async with serving(database_url, short_tmp, seed=8) as (stack, _, R, _gen):
+        base = f"http://{stack.target('gateway')}"
+        next(p for p in stack.processes if p.name == "persistence").kill()
+        lookup = next(p for p in stack.processes if p.name == "lookup")
+        lookup.kill()  # a new lookup has not seen the sync yet and cannot ask persistence
+        await stack.start_healthy("lookup")
+        status, body = await _http_status(base, f"/delta/v2/{R - DAY}")
+        assert status == 503, body
+
+        async def unready() -> bool:
+            status, body = await _http_status(base, "/readyz")
+            return status == 503 and b"sync gate is closed" in body
+
+        await until(unready, 15, "/readyz to report lookup's closed gate")
+        assert (await _http_status(base, "/snapshot/v2/0"))[0] == 200  # snapshots keep coming
