@@ -90,7 +90,9 @@ async def generate(stack: Stack, reference_time: int) -> None:
         # The snapshotter's own first generation comes first (polled: it is another process).
         while (await snaps.ListSnapshots(snapshots_pb2.ListSnapshotsRequest(), timeout=10)).generation == 0:  # noqa: ASYNC110
             await asyncio.sleep(0.5)
-        await snaps.Regenerate(snapshots_pb2.RegenerateRequest(reference_time=reference_time), timeout=600)
+        # replace_newer: the reference time lies in the history, before that first generation.
+        request = snapshots_pb2.RegenerateRequest(reference_time=reference_time, replace_newer=True)
+        await snaps.Regenerate(request, timeout=600)
 
 
 def start_gateway(stack: Stack, workers: int, port: int, log: Path) -> subprocess.Popen[bytes]:

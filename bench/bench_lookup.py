@@ -242,7 +242,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             snaps = snapshots_pb2_grpc.SnapshotsStub(ch)
             cpu0 = cpu_seconds(lookup_pid, procs["snapshotter"].pid)
             t0 = time.perf_counter()
-            resp = await snaps.Regenerate(snapshots_pb2.RegenerateRequest(reference_time=R), timeout=600)
+            # replace_newer: R lies in the synthetic history, before the snapshotter's own generation.
+            request = snapshots_pb2.RegenerateRequest(reference_time=R, replace_newer=True)
+            resp = await snaps.Regenerate(request, timeout=600)
             wall = time.perf_counter() - t0
             ladder_cpu = cpu_seconds(lookup_pid, procs["snapshotter"].pid) - cpu0
             listing = await snaps.ListSnapshots(snapshots_pb2.ListSnapshotsRequest(), timeout=10)

@@ -169,6 +169,12 @@ class PersistenceSettings(ServiceEndpoint):
     observation_max_delay: int = Field(default=3600, ge=1, le=86400)
     # Summaries are kept this long (0: for ever).
     observation_summary_retention: int = Field(default=400 * 86400, ge=0)
+    # Producers (peers and imports) known at most; rows that never delivered anything are pruned
+    # to make room, and a new producer beyond this is refused (RESOURCE_EXHAUSTED).
+    max_peers: int = Field(default=1000, ge=1, le=100_000)
+    # An Ingest stream that sends nothing this long is ended (the producer reconnects when it has
+    # something to send); idle streams otherwise hold a task and buffers for ever.
+    ingest_idle_timeout: float = Field(default=900.0, gt=0)
 
     @field_validator("observation_interval")
     @classmethod
@@ -271,6 +277,11 @@ class GatewaySettings(_Section):
     cache_max_age: int = Field(default=3600, ge=0)
     # Worker processes sharing the port (SO_REUSEPORT); max_dynamic is split between them.
     workers: int = Field(default=2, ge=1, le=64)
+    # Open client connections per worker; one more is answered 503 and closed.
+    max_connections: int = Field(default=4000, ge=1, le=1_000_000)
+    # Seconds a connection may take to complete a request after it opened or after its previous
+    # answer (header and idle timeout; also how long a half-closed connection may stay).
+    header_timeout: float = Field(default=10.0, gt=0, le=3600)
 
     @field_validator("listen")
     @classmethod

@@ -7,7 +7,10 @@ chunks so no message approaches gRPC's size limits; receive limits stay bounded 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,7 +20,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from lnsync import certs
 from lnsync.config import ConfigError, TlsSettings
+
+log = logging.getLogger(__name__)
 
 # Blobs are streamed in chunks of this size.
 CHUNK_SIZE = 1 << 20
@@ -95,9 +101,161 @@ def add_port(server: grpc.aio.Server, listen: str) -> int:
     return int(server.add_insecure_port(listen))
 
 
+# Which roles (lnsync.certs.ROLES, from the client certificate's common name) may call what. Any
+# other lnsync.v1 method is refused; health and reflection are open to every authenticated client.
+# A certificate that names no role (one certificate shared by every service, as a Helm release with
+# tls.existingSecret has) may call everything.
+_SYNC_READERS = frozenset({"lookup", "snapshotter", "gateway", "downloader", "operator"})
+_PRODUCERS = frozenset({"downloader", "import"})
+_LOOKUP_USERS = frozenset({"gateway", "snapshotter", "operator"})
+POLICY: dict[str, frozenset[str]] = {
+    "/lnsync.v1.Persistence/Ingest": _PRODUCERS,
+    "/lnsync.v1.Persistence/ReportSyncComplete": _PRODUCERS,
+    "/lnsync.v1.Persistence/GetSyncStatus": _SYNC_READERS,
+    "/lnsync.v1.Persistence/GetSyncGate": _SYNC_READERS,
+    "/lnsync.v1.Persistence/KnownChannels": frozenset({"downloader", "operator"}),
+    "/lnsync.v1.Lookup/ComputeDelta": _LOOKUP_USERS,
+    "/lnsync.v1.Lookup/GraphSummary": _LOOKUP_USERS,
+    "/lnsync.v1.Snapshots/GetSnapshot": frozenset({"gateway", "operator"}),
+    "/lnsync.v1.Snapshots/ListSnapshots": frozenset({"gateway", "operator"}),
+    "/lnsync.v1.Snapshots/Regenerate": frozenset({"operator"}),
+    "/lnsync.v1.Downloader/GetStatus": frozenset({"gateway", "operator"}),
+}
+_GUARDED_PREFIX = "/lnsync.v1."
+
+
+def caller_role(context: grpc.aio.ServicerContext) -> str | None:
+    """The role of the client certificate of a call ("" for a certificate naming none of ours),
+    or None without a client certificate."""
+    names = context.auth_context().get("x509_common_name")
+    if not names:
+        return None
+    return certs.role_of(names[0].decode(errors="replace")) or ""
+
+
+class _Guard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Every lnsync.v1 call: a request that does not parse is refused with INVALID_ARGUMENT (not
+    UNKNOWN and a traceback), and with ``check_roles`` the caller's certificate must have a role
+    :data:`POLICY` allows (else PERMISSION_DENIED)."""
+
+    def __init__(self, check_roles: bool) -> None:
+        self._check_roles = check_roles
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not method.startswith(_GUARDED_PREFIX):
+            return handler
+        allowed = POLICY.get(method, frozenset()) if self._check_roles else None
+        return _guarded(handler, method, allowed)
+
+
+def _allowed(context: grpc.aio.ServicerContext, allowed: frozenset[str] | None) -> bool:
+    """Whether the caller may make the call (``allowed`` None: no role check)."""
+    if allowed is None:
+        return True
+    role = caller_role(context)
+    return role == "" or (role is not None and role in allowed)
+
+
+async def _authorize(context: grpc.aio.ServicerContext, method: str, allowed: frozenset[str] | None) -> None:
+    if _allowed(context, allowed):
+        return
+    role = caller_role(context)
+    log.debug("refused %s to role %s", method, role)
+    await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{role or 'this client'} may not call {method}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Malformed:
+    """A request message that did not parse (in place of the message)."""
+
+    error: str
+
+
+def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as exc:  # protobuf's DecodeError, or anything a parser raises
+            return _Malformed(type(exc).__name__)
+
+    return parse
+
+
+async def _refuse_malformed(context: grpc.aio.ServicerContext, request: Any) -> None:
+    if isinstance(request, _Malformed):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request ({request.error})")
+
+
+async def _checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async for request in requests:
+        await _refuse_malformed(context, request)
+        yield request
+
+
+_KINDS = (
+    ("unary_unary", grpc.unary_unary_rpc_method_handler, False, False),
+    ("unary_stream", grpc.unary_stream_rpc_method_handler, False, True),
+    ("stream_unary", grpc.stream_unary_rpc_method_handler, True, False),
+    ("stream_stream", grpc.stream_stream_rpc_method_handler, True, True),
+)
+
+
+def _guarded(
+    handler: grpc.RpcMethodHandler, method: str, allowed: frozenset[str] | None
+) -> grpc.RpcMethodHandler:
+    """``handler`` with the role check (unless ``allowed`` is None) and the parse check first."""
+    for attr, factory, stream_in, stream_out in _KINDS:
+        inner = getattr(handler, attr)
+        if inner is None:
+            continue
+
+        async def admitted(request: Any, context: grpc.aio.ServicerContext, many: bool = stream_in) -> Any:
+            if many and not _allowed(context, allowed):
+                # Read what the client sent first: refusing a stream before reading from it races
+                # with the client's writes in gRPC core (1 in ~200: INTERNAL instead of the refusal).
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(anext(aiter(request)), 1.0)
+            await _authorize(context, method, allowed)
+            if many:
+                return _checked(request, context)
+            await _refuse_malformed(context, request)
+            return request
+
+        if stream_out:
+
+            async def streaming(request: Any, context: grpc.aio.ServicerContext, inner: Any = inner) -> Any:
+                async for response in inner(await admitted(request, context), context):
+                    yield response
+
+            behaviour: Any = streaming
+        else:
+
+            async def answering(request: Any, context: grpc.aio.ServicerContext, inner: Any = inner) -> Any:
+                return await inner(await admitted(request, context), context)
+
+            behaviour = answering
+        return factory(
+            behaviour,
+            request_deserializer=_lenient(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+    return handler
+
+
 def make_server(max_receive: int = MAX_RECEIVE) -> grpc.aio.Server:
+    """A server with the bounded options whose lnsync.v1 calls go through :class:`_Guard` (with
+    TLS configured, also the role check)."""
     options = [(k, max_receive if k == "grpc.max_receive_message_length" else v) for k, v in _SERVER_OPTIONS]
-    return grpc.aio.server(options=options)
+    return grpc.aio.server(options=options, interceptors=[_Guard(check_roles=_tls is not None)])
 
 
 def add_health_and_reflection(

@@ -42,6 +42,15 @@ class RunInfo:
     downloaders: dict[str, str] = field(default_factory=dict)
     pid: int = 0
     demo: bool = False
+    # The directory of the per-role certificates its services use (empty: plaintext or the
+    # operator's own tls settings); other commands take the role they need from it when they dial
+    # one of its services (name -> gRPC target).
+    tls_dir: str = ""
+    services: dict[str, str] = field(default_factory=dict)
+
+    def serves(self, target: str) -> bool:
+        """Whether ``target`` is one of this run's gRPC services."""
+        return target in self.services.values() or target in self.downloaders.values()
 
     def write(self, data_dir: Path) -> None:
         tmp = data_dir / (RUN_FILE + ".tmp")

@@ -2,7 +2,9 @@
 when it dies, all stopped together on Ctrl-C or SIGTERM.
 
 Children are started with ``PR_SET_PDEATHSIG`` so that they get SIGTERM if the supervisor itself is
-killed, and no process is ever left behind.
+killed, and no process is ever left behind. A child with a log file writes into a pipe the
+supervisor copies into that file, rotated at ``MAX_LOG_BYTES`` (``name.log.1`` … ``.3`` kept), so a
+service that logs without end cannot fill the disk.
 """
 
 from __future__ import annotations
@@ -27,6 +29,41 @@ PR_SET_PDEATHSIG = 1
 STOP_TIMEOUT = 20.0  # above lnsync.service.GRACE_SECONDS: in-flight calls may finish first
 # A child that ran this long before dying is considered healthy again: its backoff resets.
 STABLE_AFTER = 60.0
+MAX_LOG_BYTES = 20 << 20
+LOG_BACKUPS = 3
+PUMP_CHUNK = 1 << 16
+
+
+class RotatingLog:
+    """An append-only log file renamed to ``.1`` (older ones shifted up to ``backups``) once the
+    next write would take it past ``max_bytes``."""
+
+    def __init__(self, path: Path, max_bytes: int = MAX_LOG_BYTES, backups: int = LOG_BACKUPS) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._file = path.open("ab")
+        self._size = self._file.tell()
+
+    def write(self, data: bytes) -> None:
+        if self._size and self._size + len(data) > self.max_bytes:
+            self._rotate()
+        self._file.write(data)
+        self._file.flush()
+        self._size += len(data)
+
+    def _rotate(self) -> None:
+        self._file.close()
+        for i in range(self.backups - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{i}")
+            if older.exists():
+                older.replace(self.path.with_name(f"{self.path.name}.{i + 1}"))
+        self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+        self._file = self.path.open("ab")
+        self._size = 0
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -50,8 +87,9 @@ class Child:
     restarts: int = 0
     backoff: Backoff = field(default_factory=lambda: Backoff(1.0, 60.0))
     started_at: float = 0.0
-    # Where the child's stdout and stderr go (appended); None: the supervisor's own.
+    # Where the child's stdout and stderr go (appended, rotated); None: the supervisor's own.
     log_file: Path | None = None
+    log: RotatingLog | None = None
 
     @property
     def running(self) -> bool:
@@ -62,21 +100,25 @@ class Supervisor:
     def __init__(self, children: list[Child]) -> None:
         self.children = children
         self._stopping = asyncio.Event()
+        self._pumps: set[asyncio.Task[None]] = set()
 
     async def _spawn(self, child: Child) -> None:
-        out = None if child.log_file is None else child.log_file.open("ab")
-        try:
-            child.proc = await asyncio.create_subprocess_exec(
-                *child.argv,
-                env=child.env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=None if out is None else asyncio.subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
-            )
-        finally:
-            if out is not None:
-                out.close()  # the child has its own copy
+        piped = child.log_file is not None
+        if piped and child.log is None:
+            assert child.log_file is not None
+            child.log = RotatingLog(child.log_file)
+        child.proc = await asyncio.create_subprocess_exec(
+            *child.argv,
+            env=child.env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE if piped else None,
+            stderr=asyncio.subprocess.STDOUT if piped else None,
+            preexec_fn=_die_with_parent,
+        )
+        if piped and child.proc.stdout is not None and child.log is not None:
+            task = asyncio.create_task(_pump(child.proc.stdout, child.log), name=f"log-{child.name}")
+            self._pumps.add(task)
+            task.add_done_callback(self._pumps.discard)
         child.started_at = asyncio.get_running_loop().time()
         log.info("started %s (pid %d)", child.name, child.proc.pid)
 
@@ -142,7 +184,21 @@ class Supervisor:
                 log.warning("%s did not stop in %.0fs; killing it", child.name, STOP_TIMEOUT)
                 child.proc.kill()
                 await child.proc.wait()
+        if self._pumps:  # the last lines of every child, up to its end of file
+            await asyncio.wait(set(self._pumps), timeout=5)
+        for child in self.children:
+            if child.log is not None:
+                child.log.close()
         log.info("all services stopped")
+
+
+async def _pump(stream: asyncio.StreamReader, out: RotatingLog) -> None:
+    """Copy a child's output into its log until the child closes it."""
+    while chunk := await stream.read(PUMP_CHUNK):
+        try:
+            out.write(chunk)
+        except OSError as exc:  # a full disk: keep draining the pipe so the child never blocks
+            log.warning("cannot write %s: %s", out.path, exc)
 
 
 def python_argv(*args: str) -> list[str]:

@@ -1,8 +1,10 @@
-"""Whether the graph is fully synced, as persistence reports it (``Persistence.GetSyncStatus``).
+"""Whether the graph is fully synced, as persistence reports it (``Persistence.GetSyncGate``).
 
 Lookup and the snapshotter serve nothing before the first full graph sync: a client that synced
 against a half-downloaded graph would miss channels until they change. The answer is cached for a
-few seconds; once fully synced it stays so (persistence never un-syncs).
+few seconds; once fully synced it stays so (persistence never un-syncs). The call's answer is
+small whatever number of peers persistence knows (``GetSyncStatus`` lists them all, and once failed
+with RESOURCE_EXHAUSTED under made-up peers, closing the gate).
 """
 
 from __future__ import annotations
@@ -20,17 +22,17 @@ class SyncGate:
         self._channel = rpc.channel(persistence_target)
         self._stub = persistence_pb2_grpc.PersistenceStub(self._channel)
         self._cache_seconds = cache_seconds
-        self._status: persistence_pb2.SyncStatus | None = None
+        self._status: persistence_pb2.SyncGate | None = None
         self._fetched_at = 0.0
 
-    async def status(self) -> persistence_pb2.SyncStatus:
+    async def status(self) -> persistence_pb2.SyncGate:
         """The current status; raises grpc.aio.AioRpcError if persistence cannot be reached."""
         now = time.monotonic()
         cached = self._status
         if cached is not None and (cached.fully_synced or now - self._fetched_at < self._cache_seconds):
             return cached
-        status: persistence_pb2.SyncStatus = await self._stub.GetSyncStatus(
-            persistence_pb2.GetSyncStatusRequest(), timeout=5
+        status: persistence_pb2.SyncGate = await self._stub.GetSyncGate(
+            persistence_pb2.GetSyncGateRequest(), timeout=5
         )
         self._status, self._fetched_at = status, now
         return status
@@ -43,11 +45,11 @@ class SyncGate:
             return f"cannot reach persistence to check the sync state ({exc.code().name})"
         if status.fully_synced:
             return None
-        done = sum(1 for p in status.peers if p.initial_sync_complete)
-        waiting = [p.peer_id[:16] for p in status.peers if not p.initial_sync_complete]
+        waiting = [p[:16] for p in status.syncing]
         listed = ", ".join(waiting) if waiting else "no peer has connected yet"
         return (
-            f"the first full graph sync is not complete: {done} of {status.quorum} required peers "
+            f"the first full graph sync is not complete: {status.peers_complete} of {status.quorum} "
+            "required peers "
             f"reported (still syncing: {listed})"
         )
 

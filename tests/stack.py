@@ -170,9 +170,9 @@ async def regenerate(stack: Stack, reference_time: int, timeout: float = 300) ->
         while (await snaps.ListSnapshots(snapshots_pb2.ListSnapshotsRequest(), timeout=10)).generation == 0:
             assert time.monotonic() < deadline, "the snapshotter made no generation of its own"
             await asyncio.sleep(0.2)
-        resp = await snaps.Regenerate(
-            snapshots_pb2.RegenerateRequest(reference_time=reference_time), timeout=timeout
-        )
+        # Older than that generation (for now): the tests' histories lie in the past.
+        request = snapshots_pb2.RegenerateRequest(reference_time=reference_time, replace_newer=True)
+        resp = await snaps.Regenerate(request, timeout=timeout)
         return int(resp.generation)
 
 

@@ -100,7 +100,8 @@ def test_up_starts_every_service_healthy_and_stops_cleanly(short_tmp: Path) -> N
             assert f"serve {service}" in names
         assert any("postgres" in c.name() for c in psutil.process_iter()), "PostgreSQL is running"
         # The services answer the standard gRPC health protocol.
-        status = lnsync("status", "--json", env=env)
+        # (it finds the gRPC certificates `up` made through the data directory's run file)
+        status = lnsync("status", "--json", "--data-dir", str(data), env=env)
         assert '"persistence": "serving"' in status.stdout, status.stdout + status.stderr
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)

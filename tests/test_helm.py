@@ -598,6 +598,42 @@ def test_network_policies():
     )
 
 
+def test_network_policies_allow_each_grpc_call_only_from_its_callers():
+    """Least privilege between the components (issue 25): downloaders reach persistence only, the
+    gateway never reaches downloaders, nobody but the gateway reaches the snapshotter."""
+    docs = render({"peers": [PEER_A]})
+    policies = {component(p): p["spec"] for p in by_kind(docs, "NetworkPolicy").values()}
+    pods = {
+        component(d): d["spec"]["template"]["metadata"]["labels"]
+        for d in docs
+        if d["kind"] in ("Deployment", "StatefulSet")
+    }
+    grpc = {"persistence": 50051, "lookup": 50052, "snapshotter": 50053, "downloader": 50060}
+
+    def reaches(caller: str, target: str) -> bool:
+        out = any(
+            any(_selects(peer, pods[target]) for peer in r.get("to", [])) and grpc[target] in _ports(r)
+            for r in policies[caller]["egress"]
+        )
+        inn = any(
+            any(_selects(peer, pods[caller]) for peer in r.get("from", [])) and grpc[target] in _ports(r)
+            for r in policies[target]["ingress"]
+        )
+        return out and inn
+
+    matrix = {(a, b) for a in ("gateway", "downloader", "persistence", "lookup", "snapshotter") for b in grpc
+              if a != b and reaches(a, b)}  # fmt: skip
+    assert matrix == {
+        ("gateway", "persistence"),  # the status page's sync state and volume chart
+        ("gateway", "lookup"),
+        ("gateway", "snapshotter"),
+        ("downloader", "persistence"),
+        ("lookup", "persistence"),
+        ("snapshotter", "persistence"),
+        ("snapshotter", "lookup"),
+    }
+
+
 def test_network_policy_for_external_database_and_controller():
     docs = render({**VALUE_SETS["external-db-existing-secret"], "peerController.enabled": True})
     policies = {component(p): p["spec"] for p in by_kind(docs, "NetworkPolicy").values()}

@@ -11,7 +11,7 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from lnsync import logs
+from lnsync import logs, rpc
 from lnsync.config import ConfigError, load_settings
 
 
@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     settings = load_settings(args.config, log_level=args.log_level)
+    rpc.configure_tls(settings.tls)  # its health service speaks what the others do
     logs.configure("demo-peer", settings.log_level, settings.log_format)
     if args.publish_interval <= 0 or args.updates_per_publish < 1:
         raise ConfigError("--publish-interval must be > 0 and --updates-per-publish at least 1")

@@ -12,6 +12,7 @@ import asyncio
 import sys
 
 from lnsync import rpc
+from lnsync.commands._common import use_tls
 from lnsync.config import ConfigError, load_settings, parse_listen
 
 
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"healthcheck --target: {exc}") from None
     if not 0 < args.timeout <= 60:
         raise ConfigError("healthcheck --timeout must be in (0, 60] seconds")
-    rpc.configure_tls(load_settings(args.config).tls)  # probes speak mTLS when the services do
+    use_tls(load_settings(args.config), "operator", args.target)  # probes speak mTLS when the services do
     serving = asyncio.run(rpc.check_health(args.target, args.service, timeout=args.timeout))
     if not serving:
         what = f"{args.target} ({args.service})" if args.service else args.target

@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lnsync import logs, rpc
+from lnsync import logs
 from lnsync.chain import chain_hash
+from lnsync.commands._common import use_tls
 from lnsync.config import load_settings
 from lnsync.gossip import messages as m
 from lnsync.gossip.archive import ArchiveError, ArchiveRecord, read_archive
@@ -192,7 +193,7 @@ async def import_files(
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, log_level=args.log_level, network=args.network)
-    rpc.configure_tls(settings.tls)
+    use_tls(settings, "import", args.persistence or settings.persistence.target)
     logs.configure("import", settings.log_level, settings.log_format)
     paths = [Path(p) for p in args.files]
     for p in paths:

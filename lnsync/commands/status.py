@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lnsync import rpc
+from lnsync.commands._common import use_tls
 from lnsync.config import Settings, load_settings
 from lnsync.statusview import RunInfo, collect, render_text
 
@@ -53,7 +54,10 @@ async def gather(settings: Settings, explicit_dir: bool = True) -> dict[str, Any
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, log_level=args.log_level, data_dir=args.data_dir)
-    rpc.configure_tls(settings.tls)
+    dirs = [settings.data_dir]
+    if args.data_dir is None:
+        dirs.append(settings.data_dir.with_name(settings.data_dir.name + "-demo"))
+    use_tls(settings, "operator", data_dirs=dirs)
     status = asyncio.run(gather(settings, explicit_dir=args.data_dir is not None))
     if args.json:
         print(json.dumps(status, indent=2))

@@ -30,7 +30,7 @@ from typing import Any
 
 import aiohttp
 
-from lnsync import db, logs, rpc
+from lnsync import certs, db, logs, rpc
 from lnsync.chain import normalize_network
 from lnsync.config import ConfigError, Settings, load_settings, parse_listen
 from lnsync.extras import MissingExtraError, require
@@ -63,6 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--plain", action="store_true", help="log lines instead of the live view, even on a terminal"
+    )
+    parser.add_argument(
+        "--plaintext",
+        action="store_true",
+        help="gRPC between the services without TLS (by default: mutual TLS with a certificate per "
+        "service, made in DATA_DIR/tls); any local process could then store gossip",
     )
 
 
@@ -137,6 +143,39 @@ def _child_env(settings: Settings, database_url: str, args: argparse.Namespace) 
         for key, value in DEMO_ENV.items():
             env.setdefault(key, value)
     return env
+
+
+def _role(child: Child) -> str:
+    """The certificate a child presents: its service's (all downloaders share one)."""
+    return "downloader" if child.name.startswith("downloader-") else child.name
+
+
+async def _secure(settings: Settings, args: argparse.Namespace, children: list[Child]) -> Path | None:
+    """Mutual TLS between the children unless the operator chose otherwise: certificates per role
+    in DATA_DIR/tls (made once), each child's own in its environment, ours (operator) for the
+    health checks. Returns that directory, or None when the settings' TLS or plaintext is used."""
+    if settings.tls.enabled:
+        return None  # the operator's own certificates, shared by every service
+    if args.plaintext:
+        log.warning(
+            "--plaintext: gRPC between the services is not authenticated; any local process can "
+            "store gossip and regenerate snapshots"
+        )
+        return None
+    directory = settings.data_dir / "tls"
+    await asyncio.to_thread(certs.ensure, directory)
+    for child in children:
+        tls = certs.settings_for(directory, _role(child))
+        child.env = {
+            **child.env,
+            "LNSYNC_TLS__ENABLED": "true",
+            "LNSYNC_TLS__CERT_FILE": tls.cert_file,
+            "LNSYNC_TLS__KEY_FILE": tls.key_file,
+            "LNSYNC_TLS__CA_FILE": tls.ca_file,
+            "LNSYNC_TLS__SERVER_NAME": tls.server_name,
+        }
+    rpc.configure_tls(certs.settings_for(directory, "operator"))
+    return directory
 
 
 def _grpc_health(target: str) -> HealthCheck:
@@ -287,6 +326,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
     children = build_children(settings, env)
     if args.demo:
         children.insert(0, _demo_child(settings, env, args))
+    tls_dir = await _secure(settings, args, children)
     live = None
     if sys.stdout.isatty() and not args.plain:
         log_dir = settings.data_dir / "logs"
@@ -297,7 +337,19 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
 
         live = Live(auto_refresh=False, transient=False)
     host, port = parse_listen(settings.gateway.listen)
-    run = RunInfo(gateway_url(host, port), _downloader_targets(settings), os.getpid(), args.demo)
+    services = {
+        "persistence": settings.persistence.target,
+        "lookup": settings.lookup.target,
+        "snapshotter": settings.snapshotter.target,
+    }
+    run = RunInfo(
+        gateway_url(host, port),
+        _downloader_targets(settings),
+        os.getpid(),
+        args.demo,
+        str(tls_dir or ""),
+        services,
+    )
     run.write(settings.data_dir)
     supervisor = Supervisor(children)
     progress = Progress(run, settings.data_dir, live)

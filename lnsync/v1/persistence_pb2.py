@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1blnsync/v1/persistence.proto\x12\tlnsync.v1\"d\n\rIngestRequest\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.lnsync.v1.StreamHeader\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.lnsync.v1.GossipMessage\"C\n\x0cStreamHeader\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x12\n\nhistorical\x18\x03 \x01(\x08\"m\n\rGossipMessage\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0b\n\x03raw\x18\x02 \x01(\x0c\x12\x16\n\x0ereceived_at_us\x18\x03 \x01(\x03\x12\x19\n\x0c\x66unding_sats\x18\x04 \x01(\x04H\x00\x88\x01\x01\x42\x0f\n\r_funding_sats\"\xff\x01\n\tIngestAck\x12\x11\n\tacked_seq\x18\x01 \x01(\x04\x12\x0e\n\x06stored\x18\x02 \x01(\x04\x12\x12\n\nduplicates\x18\x03 \x01(\x04\x12\x10\n\x08rejected\x18\x04 \x01(\x04\x12(\n\nrejections\x18\x05 \x03(\x0b\x32\x14.lnsync.v1.Rejection\x12\x46\n\x12rejected_by_reason\x18\x06 \x03(\x0b\x32*.lnsync.v1.IngestAck.RejectedByReasonEntry\x1a\x37\n\x15RejectedByReasonEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"(\n\tRejection\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x96\x01\n\x19ReportSyncCompleteRequest\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x1d\n\x15\x63hannel_announcements\x18\x02 \x01(\x04\x12\x17\n\x0f\x63hannel_updates\x18\x03 \x01(\x04\x12\x1a\n\x12node_announcements\x18\x04 \x01(\x04\x12\x14\n\x0c\x63\x61ught_up_to\x18\x05 \x01(\x03\"2\n\x1aReportSyncCompleteResponse\x12\x14\n\x0c\x66ully_synced\x18\x01 \x01(\x08\"\x16\n\x14GetSyncStatusRequest\"t\n\nSyncStatus\x12\x14\n\x0c\x66ully_synced\x18\x01 \x01(\x08\x12\x17\n\x0f\x66ully_synced_at\x18\x02 \x01(\x03\x12\x0e\n\x06quorum\x18\x03 \x01(\r\x12\'\n\x05peers\x18\x04 \x03(\x0b\x32\x18.lnsync.v1.PeerSyncState\"\xfc\x01\n\rPeerSyncState\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x1d\n\x15initial_sync_complete\x18\x02 \x01(\x08\x12\x14\n\x0c\x63ompleted_at\x18\x03 \x01(\x03\x12\x1d\n\x15\x63hannel_announcements\x18\x04 \x01(\x04\x12\x17\n\x0f\x63hannel_updates\x18\x05 \x01(\x04\x12\x1a\n\x12node_announcements\x18\x06 \x01(\x04\x12\x17\n\x0flast_message_at\x18\x07 \x01(\x03\x12\x0e\n\x06stored\x18\x08 \x01(\x04\x12\x12\n\nduplicates\x18\t \x01(\x04\x12\x14\n\x0c\x63\x61ught_up_to\x18\n \x01(\x03\",\n\x14KnownChannelsRequest\x12\x14\n\x0cmax_channels\x18\x01 \x01(\r\"?\n\x12KnownChannelsChunk\x12)\n\x08\x63hannels\x18\x01 \x03(\x0b\x32\x17.lnsync.v1.KnownChannel\"N\n\x0cKnownChannel\x12\x18\n\x10short_channel_id\x18\x01 \x01(\x04\x12\x11\n\tnode_id_1\x18\x02 \x01(\x0c\x12\x11\n\tnode_id_2\x18\x03 \x01(\x0c\x32\xca\x02\n\x0bPersistence\x12<\n\x06Ingest\x12\x18.lnsync.v1.IngestRequest\x1a\x14.lnsync.v1.IngestAck(\x01\x30\x01\x12\x61\n\x12ReportSyncComplete\x12$.lnsync.v1.ReportSyncCompleteRequest\x1a%.lnsync.v1.ReportSyncCompleteResponse\x12G\n\rGetSyncStatus\x12\x1f.lnsync.v1.GetSyncStatusRequest\x1a\x15.lnsync.v1.SyncStatus\x12Q\n\rKnownChannels\x12\x1f.lnsync.v1.KnownChannelsRequest\x1a\x1d.lnsync.v1.KnownChannelsChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1blnsync/v1/persistence.proto\x12\tlnsync.v1\"d\n\rIngestRequest\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.lnsync.v1.StreamHeader\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.lnsync.v1.GossipMessage\"C\n\x0cStreamHeader\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x12\n\nhistorical\x18\x03 \x01(\x08\"m\n\rGossipMessage\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0b\n\x03raw\x18\x02 \x01(\x0c\x12\x16\n\x0ereceived_at_us\x18\x03 \x01(\x03\x12\x19\n\x0c\x66unding_sats\x18\x04 \x01(\x04H\x00\x88\x01\x01\x42\x0f\n\r_funding_sats\"\xff\x01\n\tIngestAck\x12\x11\n\tacked_seq\x18\x01 \x01(\x04\x12\x0e\n\x06stored\x18\x02 \x01(\x04\x12\x12\n\nduplicates\x18\x03 \x01(\x04\x12\x10\n\x08rejected\x18\x04 \x01(\x04\x12(\n\nrejections\x18\x05 \x03(\x0b\x32\x14.lnsync.v1.Rejection\x12\x46\n\x12rejected_by_reason\x18\x06 \x03(\x0b\x32*.lnsync.v1.IngestAck.RejectedByReasonEntry\x1a\x37\n\x15RejectedByReasonEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"(\n\tRejection\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x96\x01\n\x19ReportSyncCompleteRequest\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x1d\n\x15\x63hannel_announcements\x18\x02 \x01(\x04\x12\x17\n\x0f\x63hannel_updates\x18\x03 \x01(\x04\x12\x1a\n\x12node_announcements\x18\x04 \x01(\x04\x12\x14\n\x0c\x63\x61ught_up_to\x18\x05 \x01(\x03\"2\n\x1aReportSyncCompleteResponse\x12\x14\n\x0c\x66ully_synced\x18\x01 \x01(\x08\"\'\n\x14GetSyncStatusRequest\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\"\x14\n\x12GetSyncGateRequest\"r\n\x08SyncGate\x12\x14\n\x0c\x66ully_synced\x18\x01 \x01(\x08\x12\x17\n\x0f\x66ully_synced_at\x18\x02 \x01(\x03\x12\x0e\n\x06quorum\x18\x03 \x01(\r\x12\x16\n\x0epeers_complete\x18\x04 \x01(\r\x12\x0f\n\x07syncing\x18\x05 \x03(\t\"t\n\nSyncStatus\x12\x14\n\x0c\x66ully_synced\x18\x01 \x01(\x08\x12\x17\n\x0f\x66ully_synced_at\x18\x02 \x01(\x03\x12\x0e\n\x06quorum\x18\x03 \x01(\r\x12\'\n\x05peers\x18\x04 \x03(\x0b\x32\x18.lnsync.v1.PeerSyncState\"\xfc\x01\n\rPeerSyncState\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x1d\n\x15initial_sync_complete\x18\x02 \x01(\x08\x12\x14\n\x0c\x63ompleted_at\x18\x03 \x01(\x03\x12\x1d\n\x15\x63hannel_announcements\x18\x04 \x01(\x04\x12\x17\n\x0f\x63hannel_updates\x18\x05 \x01(\x04\x12\x1a\n\x12node_announcements\x18\x06 \x01(\x04\x12\x17\n\x0flast_message_at\x18\x07 \x01(\x03\x12\x0e\n\x06stored\x18\x08 \x01(\x04\x12\x12\n\nduplicates\x18\t \x01(\x04\x12\x14\n\x0c\x63\x61ught_up_to\x18\n \x01(\x03\",\n\x14KnownChannelsRequest\x12\x14\n\x0cmax_channels\x18\x01 \x01(\r\"?\n\x12KnownChannelsChunk\x12)\n\x08\x63hannels\x18\x01 \x03(\x0b\x32\x17.lnsync.v1.KnownChannel\"N\n\x0cKnownChannel\x12\x18\n\x10short_channel_id\x18\x01 \x01(\x04\x12\x11\n\tnode_id_1\x18\x02 \x01(\x0c\x12\x11\n\tnode_id_2\x18\x03 \x01(\x0c\x32\x8d\x03\n\x0bPersistence\x12<\n\x06Ingest\x12\x18.lnsync.v1.IngestRequest\x1a\x14.lnsync.v1.IngestAck(\x01\x30\x01\x12\x61\n\x12ReportSyncComplete\x12$.lnsync.v1.ReportSyncCompleteRequest\x1a%.lnsync.v1.ReportSyncCompleteResponse\x12G\n\rGetSyncStatus\x12\x1f.lnsync.v1.GetSyncStatusRequest\x1a\x15.lnsync.v1.SyncStatus\x12\x41\n\x0bGetSyncGate\x12\x1d.lnsync.v1.GetSyncGateRequest\x1a\x13.lnsync.v1.SyncGate\x12Q\n\rKnownChannels\x12\x1f.lnsync.v1.KnownChannelsRequest\x1a\x1d.lnsync.v1.KnownChannelsChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,17 +50,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPORTSYNCCOMPLETERESPONSE']._serialized_start=777
   _globals['_REPORTSYNCCOMPLETERESPONSE']._serialized_end=827
   _globals['_GETSYNCSTATUSREQUEST']._serialized_start=829
-  _globals['_GETSYNCSTATUSREQUEST']._serialized_end=851
-  _globals['_SYNCSTATUS']._serialized_start=853
-  _globals['_SYNCSTATUS']._serialized_end=969
-  _globals['_PEERSYNCSTATE']._serialized_start=972
-  _globals['_PEERSYNCSTATE']._serialized_end=1224
-  _globals['_KNOWNCHANNELSREQUEST']._serialized_start=1226
-  _globals['_KNOWNCHANNELSREQUEST']._serialized_end=1270
-  _globals['_KNOWNCHANNELSCHUNK']._serialized_start=1272
-  _globals['_KNOWNCHANNELSCHUNK']._serialized_end=1335
-  _globals['_KNOWNCHANNEL']._serialized_start=1337
-  _globals['_KNOWNCHANNEL']._serialized_end=1415
-  _globals['_PERSISTENCE']._serialized_start=1418
-  _globals['_PERSISTENCE']._serialized_end=1748
+  _globals['_GETSYNCSTATUSREQUEST']._serialized_end=868
+  _globals['_GETSYNCGATEREQUEST']._serialized_start=870
+  _globals['_GETSYNCGATEREQUEST']._serialized_end=890
+  _globals['_SYNCGATE']._serialized_start=892
+  _globals['_SYNCGATE']._serialized_end=1006
+  _globals['_SYNCSTATUS']._serialized_start=1008
+  _globals['_SYNCSTATUS']._serialized_end=1124
+  _globals['_PEERSYNCSTATE']._serialized_start=1127
+  _globals['_PEERSYNCSTATE']._serialized_end=1379
+  _globals['_KNOWNCHANNELSREQUEST']._serialized_start=1381
+  _globals['_KNOWNCHANNELSREQUEST']._serialized_end=1425
+  _globals['_KNOWNCHANNELSCHUNK']._serialized_start=1427
+  _globals['_KNOWNCHANNELSCHUNK']._serialized_end=1490
+  _globals['_KNOWNCHANNEL']._serialized_start=1492
+  _globals['_KNOWNCHANNEL']._serialized_end=1570
+  _globals['_PERSISTENCE']._serialized_start=1573
+  _globals['_PERSISTENCE']._serialized_end=1970
 # @@protoc_insertion_point(module_scope)

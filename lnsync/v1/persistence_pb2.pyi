@@ -88,8 +88,28 @@ class ReportSyncCompleteResponse(_message.Message):
     def __init__(self, fully_synced: _Optional[bool] = ...) -> None: ...
 
 class GetSyncStatusRequest(_message.Message):
+    __slots__ = ("peer_id",)
+    PEER_ID_FIELD_NUMBER: _ClassVar[int]
+    peer_id: str
+    def __init__(self, peer_id: _Optional[str] = ...) -> None: ...
+
+class GetSyncGateRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class SyncGate(_message.Message):
+    __slots__ = ("fully_synced", "fully_synced_at", "quorum", "peers_complete", "syncing")
+    FULLY_SYNCED_FIELD_NUMBER: _ClassVar[int]
+    FULLY_SYNCED_AT_FIELD_NUMBER: _ClassVar[int]
+    QUORUM_FIELD_NUMBER: _ClassVar[int]
+    PEERS_COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    SYNCING_FIELD_NUMBER: _ClassVar[int]
+    fully_synced: bool
+    fully_synced_at: int
+    quorum: int
+    peers_complete: int
+    syncing: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, fully_synced: _Optional[bool] = ..., fully_synced_at: _Optional[int] = ..., quorum: _Optional[int] = ..., peers_complete: _Optional[int] = ..., syncing: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SyncStatus(_message.Message):
     __slots__ = ("fully_synced", "fully_synced_at", "quorum", "peers")

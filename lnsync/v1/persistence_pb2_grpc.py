@@ -51,6 +51,11 @@ class PersistenceStub:
                 request_serializer=lnsync_dot_v1_dot_persistence__pb2.GetSyncStatusRequest.SerializeToString,
                 response_deserializer=lnsync_dot_v1_dot_persistence__pb2.SyncStatus.FromString,
                 _registered_method=True)
+        self.GetSyncGate = channel.unary_unary(
+                '/lnsync.v1.Persistence/GetSyncGate',
+                request_serializer=lnsync_dot_v1_dot_persistence__pb2.GetSyncGateRequest.SerializeToString,
+                response_deserializer=lnsync_dot_v1_dot_persistence__pb2.SyncGate.FromString,
+                _registered_method=True)
         self.KnownChannels = channel.unary_stream(
                 '/lnsync.v1.Persistence/KnownChannels',
                 request_serializer=lnsync_dot_v1_dot_persistence__pb2.KnownChannelsRequest.SerializeToString,
@@ -82,8 +87,16 @@ class PersistenceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetSyncStatus(self, request, context):
-        """Whether the graph is fully synced (the configured quorum of peers reported), used by lookup and
-        the snapshotter to gate their work, and per-peer progress for status pages.
+        """Whether the graph is fully synced (the configured quorum of peers reported) and per-peer
+        progress for status pages (at most 1,000 peers, the most recently active first).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSyncGate(self, request, context):
+        """The sync gate lookup and the snapshotter wait on: a small answer of bounded size, however many
+        peers are known.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -115,6 +128,11 @@ def add_PersistenceServicer_to_server(servicer, server):
                     servicer.GetSyncStatus,
                     request_deserializer=lnsync_dot_v1_dot_persistence__pb2.GetSyncStatusRequest.FromString,
                     response_serializer=lnsync_dot_v1_dot_persistence__pb2.SyncStatus.SerializeToString,
+            ),
+            'GetSyncGate': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSyncGate,
+                    request_deserializer=lnsync_dot_v1_dot_persistence__pb2.GetSyncGateRequest.FromString,
+                    response_serializer=lnsync_dot_v1_dot_persistence__pb2.SyncGate.SerializeToString,
             ),
             'KnownChannels': grpc.unary_stream_rpc_method_handler(
                     servicer.KnownChannels,
@@ -205,6 +223,33 @@ class Persistence:
             '/lnsync.v1.Persistence/GetSyncStatus',
             lnsync_dot_v1_dot_persistence__pb2.GetSyncStatusRequest.SerializeToString,
             lnsync_dot_v1_dot_persistence__pb2.SyncStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSyncGate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lnsync.v1.Persistence/GetSyncGate',
+            lnsync_dot_v1_dot_persistence__pb2.GetSyncGateRequest.SerializeToString,
+            lnsync_dot_v1_dot_persistence__pb2.SyncGate.FromString,
             options,
             channel_credentials,
             insecure,

@@ -68,10 +68,12 @@ class ListSnapshotsResponse(_message.Message):
     def __init__(self, generation: _Optional[int] = ..., reference_time: _Optional[int] = ..., generated_at: _Optional[int] = ..., snapshots: _Optional[_Iterable[_Union[SnapshotInfo, _Mapping]]] = ..., interval: _Optional[int] = ...) -> None: ...
 
 class RegenerateRequest(_message.Message):
-    __slots__ = ("reference_time",)
+    __slots__ = ("reference_time", "replace_newer")
     REFERENCE_TIME_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_NEWER_FIELD_NUMBER: _ClassVar[int]
     reference_time: int
-    def __init__(self, reference_time: _Optional[int] = ...) -> None: ...
+    replace_newer: bool
+    def __init__(self, reference_time: _Optional[int] = ..., replace_newer: _Optional[bool] = ...) -> None: ...
 
 class RegenerateResponse(_message.Message):
     __slots__ = ("generation", "reference_time", "seconds")

@@ -68,7 +68,9 @@ class PersistenceSink:
         stub = persistence_pb2_grpc.PersistenceStub(self._channel)
         try:
             status = await stub.GetSyncStatus(
-                persistence_pb2.GetSyncStatusRequest(), timeout=REPORT_TIMEOUT, wait_for_ready=True
+                persistence_pb2.GetSyncStatusRequest(peer_id=peer_id),
+                timeout=REPORT_TIMEOUT,
+                wait_for_ready=True,
             )
         except grpc.aio.AioRpcError as e:
             log.warning("no resume point for %s (%s); syncing from scratch", peer_id[:16], e.details())

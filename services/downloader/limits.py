@@ -26,6 +26,13 @@ class TokenBucket:
         self._tokens -= n
         return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 
+    def allow(self, now: float, n: float = 1.0) -> bool:
+        """Take ``n`` tokens if there are that many (never goes into debt): whether they were."""
+        if self.take(now, n) == 0.0:
+            return True
+        self._tokens += n
+        return False
+
 
 class EventWindow:
     """Counts events in a sliding time window; :meth:`add` is true once more than ``limit`` fell

@@ -40,6 +40,12 @@ class PeerOptions:
     # in junk_window seconds before the peer is dropped as a flooder.
     max_junk: int = 10_000
     junk_window: float = 60.0
+    # Bytes of pongs we send: at most pong_bytes_rate a second on average, in bursts of
+    # pong_bytes_burst (LDK pings often, with small pongs, and stops sending gossip to a peer that
+    # does not answer). A ping beyond that is not answered and counts as junk; without the limit
+    # every ping asking for 65,531 bytes was 65 kB of upload.
+    pong_bytes_rate: float = 32_768.0
+    pong_bytes_burst: float = 262_144.0
     # Updates waiting for their channel's announcement: how many, how long.
     pending_max: int = 20_000
     pending_ttl: float = 600.0

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 ALL_BLOCKS = 0xFFFFFFFF
 ALL_TIMESTAMPS = 0xFFFFFFFF
+# What a pong costs beyond its ignored bytes: type, length, the BOLT 8 length prefix and two MACs.
+PONG_OVERHEAD = 4 + 2 + 16 + 16
 
 
 class PeerFailure(Exception):
@@ -92,6 +94,7 @@ class PeerSession:
         self._bucket = TokenBucket(options.rate_limit, options.rate_burst, now)
         self._invalid = EventWindow(options.max_invalid, options.invalid_window)
         self._junk = EventWindow(options.max_junk, options.junk_window)
+        self._pong_bytes = TokenBucket(options.pong_bytes_rate, options.pong_bytes_burst, now)
         self._reading_since: float | None = None  # a read is waiting on the socket since then
         self._pings: dict[int, tuple[float, bool]] = {}  # num_pong_bytes -> (sent at, is probe)
         self._next_pong_len = 0
@@ -252,7 +255,10 @@ class PeerSession:
             return
         if isinstance(msg, c.Ping):
             pong = msg.pong()
-            if pong is not None:
+            if pong is not None and not self._pong_bytes.allow(now, len(pong.ignored) + PONG_OVERHEAD):
+                self.stats.peer_messages["ping_unanswered"] += 1
+                self._count_junk(now, "pings faster than we answer them")
+            elif pong is not None:
                 await self._send(pong.encode())
         elif isinstance(msg, c.Pong):
             self._on_pong(msg, now)
@@ -261,10 +267,13 @@ class PeerSession:
         elif isinstance(msg, q.ReplyChannelRange):
             self._on_range_reply(msg, now)
         elif isinstance(msg, q.ReplyShortChannelIdsEnd):
-            if msg.chain_hash != self.chain_hash or self.tracker is None:
+            answered = (
+                msg.chain_hash == self.chain_hash
+                and self.tracker is not None
+                and self.tracker.scid_reply_end(now)
+            )
+            if not answered:
                 self._count_junk(now, "unsolicited reply_short_channel_ids_end")
-            else:
-                self.tracker.scid_reply_end(now)
         elif isinstance(msg, q.QueryChannelRange):
             await self._send(q.empty_range_reply(msg).encode())
         elif isinstance(msg, q.QueryShortChannelIds):
@@ -273,7 +282,9 @@ class PeerSession:
             self._count_junk(now, f"unknown odd message type {msg.msg_type}")
         elif isinstance(msg, c.Init):
             self._count_junk(now, "a second init")
-        # gossip_timestamp_filter: we relay nothing (see "Quiet" above), so there is nothing to filter
+        elif isinstance(msg, q.GossipTimestampFilter):
+            # We relay nothing, so there is nothing to filter; a peer sends one or two, a flood is junk.
+            self._count_junk(now, "gossip_timestamp_filter")
 
     async def _on_error(self, msg: c.ErrorMessage) -> None:
         kind = "warning" if msg.warning else "error"

@@ -37,6 +37,8 @@ class SyncSettings:
     settled_rate: float = 10.0
     grace: float = 1.0
     range_timeout: float = 60.0
+    # However the replies keep coming, the range is given up this long after the query was sent.
+    range_max_seconds: float = 600.0
     scid_query_timeout: float = 30.0
     max_range_scids: int = 1_000_000
     max_scids_per_query: int = 8000  # what fits one BOLT 8 frame uncompressed
@@ -78,9 +80,12 @@ class RateWindow:
 class RangeQuery:
     """The channels a peer reports for one ``query_channel_range``, over any number of replies."""
 
-    def __init__(self, query: q.QueryChannelRange, deadline: float, max_scids: int) -> None:
+    def __init__(
+        self, query: q.QueryChannelRange, deadline: float, max_scids: int, final_deadline: float = math.inf
+    ) -> None:
         self.query = query
-        self.deadline = deadline
+        self.deadline = min(deadline, final_deadline)
+        self.final_deadline = final_deadline
         self.max_scids = max_scids
         self.scids: set[int] = set()
         self.replies = 0
@@ -108,7 +113,7 @@ class RangeQuery:
         if len(reply.short_channel_ids) > room:
             self.truncated = True
         self.scids.update(reply.short_channel_ids[: max(room, 0)])
-        self.deadline = now + timeout
+        self.deadline = min(now + timeout, self.final_deadline)  # each reply extends it, not for ever
         if reply.end_blocknum >= min(self.query.end_blocknum, 0xFFFFFFFF):
             self.done = True
 
@@ -137,7 +142,8 @@ class SyncTracker:
     # -- inputs ---------------------------------------------------------------------------------
 
     def range_sent(self, query: q.QueryChannelRange, now: float) -> None:
-        self.range = RangeQuery(query, now + self.settings.range_timeout, self.settings.max_range_scids)
+        s = self.settings
+        self.range = RangeQuery(query, now + s.range_timeout, s.max_range_scids, now + s.range_max_seconds)
         self.range_expected = True
 
     def new_message(self, now: float) -> None:
@@ -149,11 +155,14 @@ class SyncTracker:
         if self.probe_sent is not None and self.pong_at is None:
             self.pong_at = now
 
-    def scid_reply_end(self, now: float) -> None:
-        if self.scid_query_deadline is not None:
-            self.scid_query_deadline = None
-            self.scid_query_answered = True
-            self.peer_answers_scid_queries = True
+    def scid_reply_end(self, now: float) -> bool:
+        """Take a reply_short_channel_ids_end; False if no query of ours was waiting for it."""
+        if self.scid_query_deadline is None:
+            return False
+        self.scid_query_deadline = None
+        self.scid_query_answered = True
+        self.peer_answers_scid_queries = True
+        return True
 
     # -- decisions ------------------------------------------------------------------------------
 

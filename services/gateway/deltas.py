@@ -54,6 +54,8 @@ class DynamicDeltas:
         self._cache_control = f"public, max-age={max_age}"
         self._memo: Memo[Key, Blob] = Memo(cache_bytes, weight=_size, admit=self._admit)
         self._latest_reference = 0
+        # When lookup last refused a delta because its sync gate was closed (None once it answers).
+        self.gate_closed_at: float | None = None
 
     def reference_time(self, now: float) -> int:
         r = int(now) - self._lag
@@ -91,6 +93,8 @@ class DynamicDeltas:
         try:
             info, data = await rpc.join_chunks(self._stub.ComputeDelta(request, timeout=COMPUTE_TIMEOUT))
         except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                self.gate_closed_at = time.monotonic()
             metrics.DYNAMIC.labels("failed").inc()
             metrics.UPSTREAM_ERRORS.labels("lookup", exc.code().name).inc()
             log.info("ComputeDelta(%d, v%d, R=%d) failed: %s %s", *key, exc.code().name, exc.details())
@@ -100,6 +104,7 @@ class DynamicDeltas:
             raise HttpError(502, "lookup: incomplete answer", retry_after=5)
         compressed = await asyncio.to_thread(gzip.compress, data, 6) if len(data) >= GZIP_MIN_SIZE else None
         blob = Blob.of(data, info.timestamp, self._cache_control, compressed)
+        self.gate_closed_at = None
         metrics.DYNAMIC.labels("computed").inc()
         return blob
 

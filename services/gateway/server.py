@@ -18,6 +18,7 @@ import signal
 import socket
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -26,6 +27,7 @@ from aiohttp import http_writer, web
 from lnsync import logs, rpc
 from lnsync.config import Settings, parse_listen
 from lnsync.supervisor import _die_with_parent
+from services.gateway import limits
 from services.gateway.app import MAX_FIELD_SIZE, MAX_HEADERS, MAX_LINE_SIZE, Gateway, build_app
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,8 @@ STOP_TIMEOUT = 10.0
 # finish for up to this long (within STOP_TIMEOUT) and closes idle keep-alive connections.
 DRAIN_SECONDS = 8.0
 RESTART_DELAY = 1.0
+# The parent's metrics folder (all workers' Prometheus files): <tmp>/<prefix><parent pid>-<random>.
+METRICS_DIR_PREFIX = "lnsync-gateway-metrics-"
 # A worker that fails this many times within a minute is not restarted again: the gateway exits.
 MAX_QUICK_FAILURES = 5
 
@@ -42,6 +46,14 @@ MAX_QUICK_FAILURES = 5
 async def serve(settings: Settings, workers: int, reuse_port: bool) -> int:
     """Run one gateway worker on ``gateway.listen`` until SIGTERM/SIGINT."""
     host, port = parse_listen(settings.gateway.listen)
+    g = settings.gateway
+    limits.install_log_filter()
+    files = limits.raise_file_limit()
+    if files < g.max_connections + 64:
+        log.warning(
+            "open-files limit %d is below gateway.max_connections (%d): clients may be refused by the "
+            "kernel before the cap answers 503", files, g.max_connections,
+        )  # fmt: skip
     runner = web.AppRunner(
         build_app(Gateway(settings, workers)),
         access_log=None,
@@ -49,9 +61,18 @@ async def serve(settings: Settings, workers: int, reuse_port: bool) -> int:
         max_field_size=MAX_FIELD_SIZE,
         max_headers=MAX_HEADERS,
         shutdown_timeout=DRAIN_SECONDS,
+        keepalive_timeout=g.header_timeout,
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024)
+    site = limits.LimitedSite(
+        runner,
+        host,
+        port,
+        max_connections=g.max_connections,
+        grace=g.header_timeout,
+        reuse_port=reuse_port,
+        backlog=1024,
+    )
     try:
         await site.start()
     except OSError as exc:
@@ -113,7 +134,8 @@ async def _supervise(settings: Settings, workers: int) -> int:
     except OSError as exc:
         log.error("cannot listen on %s: %s", settings.gateway.listen, exc)
         return 2
-    metrics_dir = tempfile.mkdtemp(prefix="lnsync-gateway-metrics-")
+    _remove_orphaned_metrics_dirs()
+    metrics_dir = tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     ctx = multiprocessing.get_context("spawn")
     data = settings.model_dump()
@@ -168,6 +190,26 @@ async def _supervise(settings: Settings, workers: int) -> int:
         shutil.rmtree(metrics_dir, ignore_errors=True)
         log.info("gateway stopped")
     return code
+
+
+def _remove_orphaned_metrics_dirs() -> list[str]:
+    """Remove the metrics folders of gateways that died without cleaning up (kill -9): those named
+    after a process that no longer exists, and owned by this user. The folders removed."""
+    removed = []
+    for path in Path(tempfile.gettempdir()).glob(f"{METRICS_DIR_PREFIX}*"):
+        pid_text = path.name[len(METRICS_DIR_PREFIX) :].split("-", 1)[0]
+        try:
+            if not pid_text.isdigit() or path.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(str(path))
+        except OSError:
+            continue  # gone meanwhile, or a live process of another user
+    if removed:
+        log.info("removed %d metrics folder(s) of gateways that were killed", len(removed))
+    return removed
 
 
 def _mark_dead(metrics_dir: str, pid: int | None) -> None:

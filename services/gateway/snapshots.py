@@ -28,6 +28,8 @@ from services.gateway.errors import HttpError
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 5.0
+# A listed generation this gateway has failed to load for this long makes /readyz report it stale.
+STALE_AFTER = 3 * POLL_SECONDS
 CALL_TIMEOUT = 30.0
 PARALLEL_FETCHES = 4
 VERSIONS = (1, 2)
@@ -76,6 +78,10 @@ class GenerationChanged(Exception):
     """The snapshotter moved to another generation while this one was being fetched."""
 
 
+class Unloadable(Exception):
+    """The listed generation cannot be served (it lacks blobs)."""
+
+
 class SnapshotCache:
     def __init__(
         self,
@@ -91,31 +97,62 @@ class SnapshotCache:
         self.generation: Generation | None = None
         self.reachable = False
         self.last_error = "not polled yet"
+        # The snapshotter's listed generation this gateway has not managed to load, since when, why.
+        self.unloaded: tuple[int, float, str] | None = None
         self._loading = asyncio.Lock()
 
     # -- following the snapshotter ---------------------------------------------------------------
 
     async def run(self) -> None:
-        """Poll forever (cancel to stop)."""
+        """Poll forever (cancel to stop); a failed poll is logged by :meth:`refresh` and retried."""
         while True:
             await self.refresh()
             await asyncio.sleep(self._poll)
 
+    def stale_for(self, now: float | None = None) -> tuple[float, str] | None:
+        """(seconds, reason) the snapshotter's generation has been failing to load, or None."""
+        if self.unloaded is None:
+            return None
+        generation, since, reason = self.unloaded
+        seconds = (time.monotonic() if now is None else now) - since
+        return seconds, f"generation {generation} cannot be loaded ({reason})"
+
     async def refresh(self) -> None:
-        """One poll: load the snapshotter's generation if it differs from the one held."""
+        """One poll: load the snapshotter's generation if it differs from the one held.
+
+        Never raises (but for cancellation): whatever the snapshotter lists, the generation held
+        keeps being served and the next poll tries again.
+        """
         async with self._loading:
+            listed = 0
             try:
                 listing = await self._stub.ListSnapshots(snapshots_pb2.ListSnapshotsRequest(), timeout=10)
                 self.reachable, self.last_error = True, ""
                 current = self.generation
+                listed = listing.generation
                 if listing.generation and (current is None or current.id != listing.generation):
                     await self._load(listing)
+                else:
+                    self.unloaded = None
             except grpc.aio.AioRpcError as exc:
                 self.reachable = False
                 self.last_error = f"{exc.code().name}: {exc.details()}"
                 log.debug("snapshotter poll failed: %s", self.last_error)
             except GenerationChanged as exc:
                 log.info("%s; fetching again", exc)
+                self._failed(listed, str(exc))
+            except Exception as exc:  # a listing this code cannot use must not stop the polling
+                first = self.unloaded is None or self.unloaded[0] != listed
+                log.log(
+                    logging.ERROR if first else logging.DEBUG,
+                    "cannot load snapshot generation %d: %r; keeping the one held",
+                    listed, exc,
+                )  # fmt: skip
+                self._failed(listed, type(exc).__name__)
+
+    def _failed(self, generation: int, reason: str) -> None:
+        if self.unloaded is None or self.unloaded[0] != generation:
+            self.unloaded = (generation, time.monotonic(), reason)
 
     async def _load(self, listing: snapshots_pb2.ListSnapshotsResponse) -> None:
         started = time.perf_counter()
@@ -131,8 +168,7 @@ class SnapshotCache:
         have = {(e.version, e.scope) for e in entries}
         if not needed <= have:
             missing = sorted(needed - have)
-            log.error("generation %d lacks snapshots %s; keeping the one held", listing.generation, missing)
-            return
+            raise Unloadable(f"lacks snapshots {missing}")
         limit = asyncio.Semaphore(PARALLEL_FETCHES)
 
         async def fetch(entry: SnapshotEntry) -> tuple[tuple[int, int], Blob]:
@@ -156,6 +192,7 @@ class SnapshotCache:
             blobs=dict(pairs),
             loaded_at=time.time(),
         )
+        self.unloaded = None
         metrics.SNAPSHOT_GENERATION.set(listing.generation)
         metrics.SNAPSHOT_REFERENCE_TIME.set(R)
         metrics.SNAPSHOT_CACHE_BYTES.set(self.generation.nbytes)
@@ -170,7 +207,7 @@ class SnapshotCache:
         elif entry.scope == ladder.NOTHING_NEW:
             timestamp = R
         else:
-            timestamp = R - entry.scope
+            timestamp = max(R - entry.scope, 0)  # as the snapshotter computed it
         raw_info, raw = await self._get(timestamp, entry.version, gzip=False)
         gz_info, gz = await self._get(timestamp, entry.version, gzip=True)
         for info in (raw_info, gz_info):

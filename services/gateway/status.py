@@ -22,13 +22,15 @@ import grpc
 from lnsync.v1 import lookup_pb2, persistence_pb2
 from services.gateway import metrics
 from services.gateway.deltas import DynamicDeltas
-from services.gateway.snapshots import SnapshotCache
+from services.gateway.snapshots import STALE_AFTER, SnapshotCache
 from services.gateway.upstream import Upstreams
 from services.gateway.volume import VolumeSampler
 
 log = logging.getLogger(__name__)
 
 CACHE_SECONDS = 2.0
+# Lookup refusing a delta for its sync gate makes the gateway unready for this long.
+GATE_CLOSED_FOR = 30.0
 CALL_TIMEOUT = 3.0
 
 
@@ -152,6 +154,16 @@ class StatusCollector:
             problems.append("the first full graph sync is not done (or persistence cannot say)")
         if self.snapshots.generation is None:
             problems.append("no snapshot generation held yet")
+        stale = self.snapshots.stale_for()
+        if stale is not None and stale[0] >= STALE_AFTER:
+            held = self.snapshots.generation
+            problems.append(
+                f"stale: serving generation {held.id if held else 'none'}, the snapshotter's "
+                f"{stale[1]} for {stale[0]:.0f} s"
+            )
+        closed_at = self.deltas.gate_closed_at
+        if self.first_sync_seen and closed_at is not None and time.monotonic() - closed_at < GATE_CLOSED_FOR:
+            problems.append("lookup's sync gate is closed: dynamic deltas answer 503")
         degraded = [name for name, state in facts["services"].items() if state != "serving"]
         ready = not problems
         return ready, {"ready": ready, "problems": problems, "degraded": degraded}

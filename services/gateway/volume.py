@@ -78,8 +78,12 @@ class VolumeSampler:
             self.record(totals, now)
 
     async def run(self) -> None:
+        """Sample forever (cancel to stop); an unexpected failure is logged and the next sample taken."""
         while True:
-            await self.sample_once()
+            try:
+                await self.sample_once()
+            except Exception as exc:
+                log.warning("volume sample failed: %r", exc)
             await asyncio.sleep(self.every)
 
     def as_json(self) -> list[dict[str, object]]:

@@ -163,4 +163,6 @@ async def run(pool: Any, *, interval: int, max_delay: int, ingest_lag: int, summ
                 log.info("observer: summarised %s .. %s", queries.ts(result.lo), queries.ts(result.hi))
         except (*TRANSIENT_ERRORS, asyncpg.PostgresError) as exc:
             log.warning("observer pass failed (%s); next try in %d s", exc, every)
+        except Exception:  # a bug must not end the job for the life of the process
+            log.exception("observer pass failed; next try in %d s", every)
         await asyncio.sleep(every)

@@ -91,7 +91,10 @@ class IngestRejected(Exception):
 
 
 # Stream failures that a retry cannot cure.
-_FATAL_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNIMPLEMENTED})
+# Retrying cannot help: a broken stream, an old server, a certificate whose role may not store gossip.
+_FATAL_CODES = frozenset(
+    {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.PERMISSION_DENIED}
+)
 
 
 class _StreamEnded(Exception):

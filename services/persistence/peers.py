@@ -7,6 +7,7 @@ same transaction as the messages they describe, so they never disagree with the 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,32 @@ from services.persistence.store import to_timestamp
 _ANN_KEY = struct.Struct(">HQ")
 _UPD_KEY = struct.Struct(">HQBI")
 _NODE_TS = struct.Struct(">I")
+MAX_PEER_ID = 128
+IMPORT_PREFIX = "import:"
+_NODE_ID = re.compile(r"[0-9a-f]{66}")
+# GetSyncStatus lists at most this many peers (the most recently active first): its answer stays
+# far below the 8 MB message limit whatever the table holds.
+MAX_LISTED_PEERS = 1000
+# A peer row that never delivered a message nor reported a sync is pruned this long after its first
+# stream (at once when the table is full): a header-only stream leaves nothing for long.
+EMPTY_PEER_GRACE = 60
+
+
+def peer_id_problem(peer_id: str) -> str | None:
+    """Why ``peer_id`` is not a producer id, or None: a node id (33 bytes in lowercase hex) or
+    ``import:<name>`` (printable, at most MAX_PEER_ID characters in all)."""
+    if _NODE_ID.fullmatch(peer_id):
+        return None
+    if (
+        peer_id.startswith(IMPORT_PREFIX)
+        and len(IMPORT_PREFIX) < len(peer_id) <= MAX_PEER_ID
+        and peer_id.isprintable()
+    ):
+        return None
+    return (
+        "peer_id must be a node id (66 lowercase hex digits) or import:<name> "
+        f"(at most {MAX_PEER_ID} printable characters)"
+    )
 
 
 def message_hash(msg: m.GossipMessage) -> int:
@@ -50,9 +77,45 @@ RETURNING num
 """
 
 
-async def register_peer(conn: Any, peer_id: str, source: str) -> int:
-    """The peer's compact number (creating its row on first contact)."""
+PRUNE_EMPTY_SQL = """
+DELETE FROM peers
+WHERE sync_completed_at IS NULL AND last_message_at IS NULL
+  AND channel_announcements = 0 AND channel_updates = 0 AND node_announcements = 0 AND rejected = 0
+  AND first_seen < now() - make_interval(secs => $1)
+"""
+
+
+class TooManyPeers(Exception):
+    """The peers table is full (``persistence.max_peers``) even after pruning empty rows."""
+
+
+async def register_peer(conn: Any, peer_id: str, source: str, max_peers: int | None = None) -> int:
+    """The peer's compact number (creating its row on first contact, room permitting)."""
+    if max_peers is not None:
+        await ensure_room(conn, peer_id, max_peers)
     return int(await conn.fetchval(REGISTER_SQL, peer_id, source))
+
+
+async def ensure_room(conn: Any, peer_id: str, max_peers: int) -> None:
+    """Raise TooManyPeers if ``peer_id`` has no row and ``max_peers`` rows exist even after the
+    rows that never delivered anything are pruned."""
+    if await conn.fetchval("SELECT num FROM peers WHERE peer_id = $1", peer_id) is not None:
+        return
+    if await count_peers(conn) >= max_peers:
+        await prune_empty_peers(conn, 0)
+        if await count_peers(conn) >= max_peers:
+            raise TooManyPeers(f"{max_peers} producers are known already (persistence.max_peers)")
+
+
+async def count_peers(conn: Any) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM peers"))
+
+
+async def prune_empty_peers(conn: Any, grace: float = EMPTY_PEER_GRACE) -> int:
+    """Delete peer rows older than ``grace`` seconds that never delivered a message nor reported a
+    sync (nothing refers to them); how many."""
+    status = await conn.execute(PRUNE_EMPTY_SQL, float(grace))
+    return int(status.split()[-1])
 
 
 @dataclass
@@ -199,10 +262,36 @@ class SyncStatus:
     peers: list[PeerStatus]
 
 
-async def sync_status(conn: Any) -> SyncStatus:
+async def sync_status(conn: Any, peer_id: str = "", limit: int = MAX_LISTED_PEERS) -> SyncStatus:
+    """The sync state and up to ``limit`` live peers (imports left out), the most recently active
+    first (or only ``peer_id``)."""
     synced = await conn.fetchval("SELECT fully_synced_at FROM sync_state")
     rows = await conn.fetch(
         "SELECT peer_id, sync_completed_at, channel_announcements, channel_updates, node_announcements,"
-        " last_message_at, stored, duplicates, caught_up_to FROM peers ORDER BY num"
+        " last_message_at, stored, duplicates, caught_up_to FROM peers"
+        " WHERE ($1 = '' OR peer_id = $1) AND peer_id NOT LIKE 'import:%'"
+        " ORDER BY last_message_at DESC NULLS LAST, num LIMIT $2",
+        peer_id,
+        limit,
     )
     return SyncStatus(synced, [PeerStatus(*r) for r in rows])
+
+
+@dataclass
+class GateState:
+    fully_synced_at: dt.datetime | None
+    peers_complete: int
+    syncing: list[str]
+
+
+async def gate_state(conn: Any, sample: int = 8) -> GateState:
+    """The sync gate in a few small queries: whether and when synced, how many peers reported, and a
+    few peers still syncing (the most recently active)."""
+    synced = await conn.fetchval("SELECT fully_synced_at FROM sync_state")
+    complete = await conn.fetchval("SELECT count(*) FROM peers WHERE sync_completed_at IS NOT NULL")
+    syncing = await conn.fetch(
+        "SELECT peer_id FROM peers WHERE sync_completed_at IS NULL AND peer_id NOT LIKE 'import:%'"
+        " ORDER BY last_message_at DESC NULLS LAST, num DESC LIMIT $1",
+        sample,
+    )
+    return GateState(synced, int(complete), [r[0] for r in syncing])

@@ -40,10 +40,12 @@ from services.persistence.writer import RETRYABLE, Writer
 
 log = logging.getLogger(__name__)
 
-MAX_PEER_ID = 128
 MAX_SOURCE = 64
 MAX_CACHED_PEERS = 10_000
 MAX_FUNDING_SATS = 21_000_000 * 100_000_000
+# A channel_update or node_announcement dated more than this after its arrival is refused (a
+# timestamp of 2**32 - 1 would otherwise supersede every later update of its channel or node).
+MAX_TIMESTAMP_AHEAD = 86400
 QUEUE_BATCHES = 4  # the queue holds this many maximal batches
 DB_CHECK_INTERVAL = 2.0
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -80,12 +82,13 @@ async def _refuse(context: grpc.aio.ServicerContext, rpc_name: str, exc: StreamE
 
 
 def _check_peer_id(peer_id: str) -> None:
-    if not peer_id or len(peer_id) > MAX_PEER_ID or not peer_id.isprintable():
-        raise StreamError(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            f"peer_id must be 1..{MAX_PEER_ID} printable characters",
-            "invalid_peer_id",
-        )
+    problem = peers.peer_id_problem(peer_id)
+    if problem is not None:
+        raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, problem, "invalid_peer_id")
+
+
+def _too_many(exc: peers.TooManyPeers) -> StreamError:
+    return StreamError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), "too_many_peers")
 
 
 class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
@@ -190,10 +193,16 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
                     pending_update_ttl=p.pending_update_ttl,
                     observation_retention=keep,
                 )
+                async with self.pool.acquire() as conn:
+                    empty = await peers.prune_empty_peers(conn)
             except RETRYABLE as exc:
                 log.warning("retention pass failed (%s); next try in %d s", exc, interval)
+            except Exception:  # a bug must not end retention for the life of the process
+                log.exception("retention pass failed; next try in %d s", interval)
             else:
-                log.info("retention pass in %.1f s: %s", time.monotonic() - started, stats)
+                log.info(
+                    "retention pass in %.1f s: %s, %d empty peers", time.monotonic() - started, stats, empty
+                )
             await asyncio.sleep(interval)
 
     # -- Ingest -----------------------------------------------------------------------------------
@@ -255,7 +264,9 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
             )
         try:
             async with self.pool.acquire(timeout=5) as conn:
-                num = await peers.register_peer(conn, peer_id, source)
+                num = await peers.register_peer(conn, peer_id, source, self.settings.persistence.max_peers)
+        except peers.TooManyPeers as exc:
+            raise _too_many(exc) from None
         except RETRYABLE as exc:
             raise StreamError(
                 grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}", "database_unavailable"
@@ -271,9 +282,20 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
         requests: AsyncIterator[persistence_pb2.IngestRequest],
         state: StreamState,
     ) -> None:
+        idle = self.settings.persistence.ingest_idle_timeout
         try:
             await self._accept(first, state)
-            async for request in requests:
+            while True:
+                try:
+                    request = await asyncio.wait_for(anext(requests), idle)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise StreamError(
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        f"nothing received for {idle:g} s (persistence.ingest_idle_timeout)",
+                        "idle",
+                    ) from None
                 if request.HasField("header"):
                     raise StreamError(
                         grpc.StatusCode.INVALID_ARGUMENT,
@@ -289,6 +311,7 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
         if not request.messages:
             return
         now_us = time.time_ns() // 1000
+        latest_timestamp = now_us // 1_000_000 + MAX_TIMESTAMP_AHEAD
         jobs: list[Job] = []
         job = Job(state)
         entries, rejected = job.entries, job.rejected
@@ -309,6 +332,9 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
                     parsed = check_message(msg.raw, chain)
                 except GossipError as exc:
                     rejected.append((seq, exc.reason))
+                    continue
+                if not isinstance(parsed, m.ChannelAnnouncement) and parsed.timestamp > latest_timestamp:
+                    rejected.append((seq, "timestamp_in_future"))
                     continue
                 funding = None
                 if msg.HasField("funding_sats") and isinstance(parsed, m.ChannelAnnouncement):
@@ -343,11 +369,15 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
         # Never in the future (a peer cannot be caught up to a time that has not come).
         reported = min(request.caught_up_to, int(time.time()))
         caught_up_to = to_timestamp(reported * 1_000_000) if reported > 0 else None
+        p = self.settings.persistence
         try:
             async with self._acquire() as conn:
+                await peers.ensure_room(conn, request.peer_id, p.max_peers)
                 synced, first = await peers.report_sync_complete(
-                    conn, request.peer_id, counts, self.settings.persistence.sync_quorum, caught_up_to
+                    conn, request.peer_id, counts, p.sync_quorum, caught_up_to
                 )
+        except peers.TooManyPeers as exc:
+            await _refuse(context, "ReportSyncComplete", _too_many(exc))
         except RETRYABLE as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
         if first:
@@ -361,7 +391,7 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
     ) -> persistence_pb2.SyncStatus:
         try:
             async with self._acquire() as conn:
-                status = await peers.sync_status(conn)
+                status = await peers.sync_status(conn, request.peer_id)
         except RETRYABLE as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
 
@@ -386,8 +416,23 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
                     caught_up_to=seconds(p.caught_up_to),
                 )
                 for p in status.peers
-                if not p.peer_id.startswith("import:")
             ],
+        )
+
+    async def GetSyncGate(
+        self, request: persistence_pb2.GetSyncGateRequest, context: grpc.aio.ServicerContext
+    ) -> persistence_pb2.SyncGate:
+        try:
+            async with self._acquire() as conn:
+                gate = await peers.gate_state(conn)
+        except RETRYABLE as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
+        return persistence_pb2.SyncGate(
+            fully_synced=gate.fully_synced_at is not None,
+            fully_synced_at=int(gate.fully_synced_at.timestamp()) if gate.fully_synced_at else 0,
+            quorum=self.settings.persistence.sync_quorum,
+            peers_complete=gate.peers_complete,
+            syncing=gate.syncing,
         )
 
     async def KnownChannels(

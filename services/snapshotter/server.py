@@ -56,6 +56,30 @@ RELOAD_EVERY = 2.0
 # How often the sync state is checked before the first full sync (a cheap cached call): the first
 # generation should follow the sync within seconds.
 SYNC_POLL = 2.0
+# The earliest reference time a generation may have (2017-07-14, before any Lightning gossip): every
+# scope of the ladder (at most ~42 days) then starts after the epoch, so R - scope is a valid uint32.
+MIN_REFERENCE_TIME = 1_500_000_000
+
+
+def reference_time_problem(
+    R: int, now: float, ingest_lag: int, current: int | None, replace_newer: bool
+) -> tuple[str, str] | None:
+    """Why ``R`` may not be a new generation's reference time, as (metric reason, sentence), or None.
+
+    ``current`` is the reference time of the generation being served (None before the first).
+    """
+    if now - ingest_lag < R:
+        return "recent_reference_time", (
+            f"reference_time {R} is too recent: gossip seen before it may still be committing"
+        )
+    if R < MIN_REFERENCE_TIME:
+        return "old_reference_time", f"reference_time {R} is before {MIN_REFERENCE_TIME} (2017-07-14)"
+    if current is not None and current > R and not replace_newer:
+        return "older_than_current", (
+            f"reference_time {R} is older than the current generation's ({current}); "
+            "set replace_newer to serve an older generation"
+        )
+    return None
 
 
 class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
@@ -342,12 +366,15 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
             if request.HasField("reference_time")
             else self.aligned_reference_time(time.time())
         )
-        if time.time() - self.settings.ingest_lag < R:
-            REJECTED.labels("Regenerate", "recent_reference_time").inc()
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"reference_time {R} is too recent: gossip seen before it may still be committing",
-            )
+        with contextlib.suppress(*db.TRANSIENT_ERRORS):
+            await self._refresh(force=True)  # another replica may have published a newer one
+        current = self.generation.reference_time if self.generation is not None else None
+        problem = reference_time_problem(
+            R, time.time(), self.settings.ingest_lag, current, request.replace_newer
+        )
+        if problem is not None:
+            REJECTED.labels("Regenerate", problem[0]).inc()
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem[1])
         try:
             gen_id, seconds = await self.regenerate(R)
         except grpc.aio.AioRpcError as exc:

@@ -222,7 +222,7 @@ class UpSystem:
         return env
 
     def start(self) -> None:
-        argv = [sys.executable, "-m", "lnsync", "up", "--network", "bitcoin"]
+        argv = [sys.executable, "-m", "lnsync", "up", "--plaintext", "--network", "bitcoin"]
         argv += ["--data-dir", str(self.workdir / "data"), "--http-port", str(self.ports["gateway"])]
         if self.database_url:
             argv += ["--database-url", self.database_url]

@@ -33,7 +33,7 @@ from lnsync.gossip.errors import GossipError
 from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
 from services.persistence.checks import check_message
 from services.persistence.client import IngestClient
-from services.persistence.server import MAX_PEER_ID
+from services.persistence.peers import MAX_PEER_ID, peer_id_problem
 from tests.conftest import free_port
 from tests.faults.system import metric_sum, scrape
 from tests.persistence.conftest import channel_announcement, channel_update, node_announcement
@@ -85,9 +85,10 @@ def gossip_bytes(draw: st.DrawFn) -> bytes:
 BATCHES = st.lists(gossip_bytes(), min_size=1, max_size=30)
 
 PEER_IDS = st.one_of(
-    st.just("03" * 33),
+    st.sampled_from(["03" * 33, "import:fuzz"]),
     st.text(max_size=MAX_PEER_ID + 8),
-    st.sampled_from(["", "x" * (MAX_PEER_ID + 1), "a\nb", "\x00"]),
+    st.text(max_size=MAX_PEER_ID).map(lambda t: "import:" + t),
+    st.sampled_from(["", "x" * (MAX_PEER_ID + 1), "a\nb", "\x00", "03" * 32, "03" * 33 + "0", "AB" * 33]),
 )
 REQUEST = st.fixed_dictionaries(
     {"header": st.none() | PEER_IDS, "seqs": st.lists(st.integers(0, 20), max_size=4)}
@@ -103,7 +104,7 @@ def expected_refusal(stream: list[dict[str, Any]]) -> str | None:
     if first["header"] is None:
         return "no_header"
     peer_id = first["header"]
-    if not peer_id or len(peer_id) > MAX_PEER_ID or not peer_id.isprintable():
+    if peer_id_problem(peer_id) is not None:
         return "invalid_peer_id"
     last = 0
     for index, request in enumerate(stream):

@@ -11,8 +11,12 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -21,9 +25,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from lnsync import rpc
+from lnsync import certs, rpc
 from lnsync.config import TlsSettings
-from lnsync.v1 import lookup_pb2, lookup_pb2_grpc
+from lnsync.v1 import (
+    lookup_pb2,
+    lookup_pb2_grpc,
+    persistence_pb2,
+    persistence_pb2_grpc,
+    snapshots_pb2,
+    snapshots_pb2_grpc,
+)
+from tests.conftest import free_port
 from tests.stack import Stack, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -201,3 +213,99 @@ async def test_database_passwords_never_reach_the_logs(database_url: str, short_
 
 async def _logged(process, text: str) -> bool:  # type: ignore[no-untyped-def]
     return text in process.log()
+
+
+async def _code(call: Any) -> grpc.StatusCode:
+    """The status a call ends with (OK if it succeeds); streams are read to the end."""
+    try:
+        result = call
+        if hasattr(result, "__aiter__"):
+            async for _ in result:
+                pass
+        else:
+            await result
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+async def _probe(target: dict[str, str]) -> dict[str, grpc.StatusCode]:
+    """Store gossip (a header-only Ingest stream), regenerate, list snapshots: how each ends."""
+    header = persistence_pb2.IngestRequest(header=persistence_pb2.StreamHeader(peer_id="import:probe"))
+    async with rpc.channel(target["persistence"]) as p, rpc.channel(target["snapshotter"]) as s:
+        store = persistence_pb2_grpc.PersistenceStub(p)
+        snaps = snapshots_pb2_grpc.SnapshotsStub(s)
+        return {
+            "Ingest": await _code(store.Ingest(iter([header]), timeout=10)),
+            "Regenerate": await _code(snaps.Regenerate(snapshots_pb2.RegenerateRequest(), timeout=10)),
+            "ListSnapshots": await _code(
+                snaps.ListSnapshots(snapshots_pb2.ListSnapshotsRequest(), timeout=10)
+            ),
+        }
+
+
+@pytest.mark.timeout(180)
+async def test_default_up_authenticates_and_authorises_every_call(short_tmp: Path) -> None:
+    """Finding 3: without tls.enabled any local process could store gossip and regenerate
+    snapshots. `lnsync up` now runs mutual TLS by default with a certificate per role: a plaintext
+    client gets nothing through, the gateway's identity cannot store gossip or regenerate, an
+    import can store and not regenerate, an operator can regenerate and not store."""
+    ports = {name: free_port() for name in ("persistence", "lookup", "snapshotter", "downloader", "gateway")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LNSYNC_")}
+    for name in ("persistence", "lookup", "snapshotter", "downloader"):
+        env[f"LNSYNC_{name.upper()}__LISTEN"] = f"127.0.0.1:{ports[name]}"
+    data = short_tmp / "data"
+    log_path = short_tmp / "up.log"
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(  # noqa: ASYNC220 - started once, watched through its log
+            [sys.executable, "-m", "lnsync", "up", "--plain", "--data-dir", str(data), "--network", "regtest",
+             "--peer", "02" + "11" * 32 + "@127.0.0.1:1", "--http-port", str(ports["gateway"])],
+            env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    target = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
+    tls_dir = data / "tls"
+    try:
+
+        async def healthy() -> bool:
+            if "all services healthy" in log_path.read_text(errors="replace"):
+                return True
+            assert proc.poll() is None, log_path.read_text(errors="replace")[-3000:]
+            return False
+
+        await until(healthy, 120, "lnsync up to be healthy")
+        assert (tls_dir / "operator.key").stat().st_mode & 0o077 == 0
+        seen = {"plaintext": await _probe(target)}
+        for role in ("gateway", "import", "operator"):
+            rpc.configure_tls(certs.settings_for(tls_dir, role))
+            seen[role] = await _probe(target)
+        rpc.configure_tls(TlsSettings())
+        denied, unavailable = grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAVAILABLE
+        assert seen["plaintext"] == {
+            "Ingest": unavailable,
+            "Regenerate": unavailable,
+            "ListSnapshots": unavailable,
+        }
+        assert seen["gateway"] == {
+            "Ingest": denied,
+            "Regenerate": denied,
+            "ListSnapshots": grpc.StatusCode.OK,
+        }
+        assert seen["import"]["Ingest"] == grpc.StatusCode.OK
+        assert seen["import"]["Regenerate"] == denied and seen["import"]["ListSnapshots"] == denied
+        assert seen["operator"]["Ingest"] == denied
+        assert seen["operator"]["Regenerate"] == grpc.StatusCode.FAILED_PRECONDITION  # allowed; not synced
+        # `lnsync status` beside it finds the operator's certificate through the run file.
+        status = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "lnsync", "status", "--json", "--data-dir", str(data)],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert '"persistence": "serving"' in status.stdout, status.stdout + status.stderr
+    finally:
+        rpc.configure_tls(TlsSettings())
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert "Traceback" not in log_path.read_text(errors="replace")
