@@ -50,6 +50,9 @@ _CLIENT_OPTIONS: list[tuple[str, Any]] = [
     *_OPTIONS,
     ("grpc.service_config", '{"loadBalancingConfig": [{"round_robin": {}}]}'),
     ("grpc.dns_min_time_between_resolutions_ms", 5_000),
+    # A restarted service is back within seconds: retry its address at least every 5 s (gRPC's
+    # default backoff grows to 120 s), so clients recover as soon as it listens again.
+    ("grpc.max_reconnect_backoff_ms", 5_000),
 ]
 
 _SERVER_OPTIONS: list[tuple[str, Any]] = [

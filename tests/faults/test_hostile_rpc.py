@@ -369,8 +369,11 @@ async def test_readyz_says_so_while_lookups_gate_is_closed(database_url: str, sh
         assert status == 503, body
 
         async def unready() -> bool:
+            # Each gateway worker learns of the closed gate from a delta lookup refuses (the first
+            # may instead meet the gateway's channel still reconnecting to the new lookup).
+            await _http_status(base, f"/delta/v2/{R - DAY}")
             status, body = await _http_status(base, "/readyz")
             return status == 503 and b"sync gate is closed" in body
 
-        await until(unready, 15, "/readyz to report lookup's closed gate")
+        await until(unready, 30, "/readyz to report lookup's closed gate", interval=0.2)
         assert (await _http_status(base, "/snapshot/v2/0"))[0] == 200  # snapshots keep coming
