@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import grpc
 
 from lnsync import rpc
@@ -90,6 +89,8 @@ def gateway_url(host: str, port: int) -> str:
 
 
 async def _api_status(url: str) -> dict[str, Any]:
+    import aiohttp  # here: RunInfo's readers (every probe's `lnsync healthcheck`) need no HTTP client
+
     try:
         timeout = aiohttp.ClientTimeout(total=API_STATUS_TIMEOUT)
         async with aiohttp.ClientSession(timeout=timeout) as s:

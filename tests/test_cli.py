@@ -38,6 +38,29 @@ def test_help_lists_commands() -> None:
         assert cmd in out.stdout
 
 
+def test_a_command_imports_its_own_module_only() -> None:
+    """`lnsync healthcheck` is the readiness probe of every pod on Kubernetes < 1.24: it must not
+    pay for importing every other command (the gateway's aiohttp, the generator, the supervisor)."""
+    probe = (
+        "import sys; from lnsync import cli; cli.main(['healthcheck', '--target', '127.0.0.1:1', "
+        "'--timeout', '0.2']) ; "
+        "print(sorted(m for m in sys.modules if m.startswith(('lnsync.commands.', 'aiohttp', 'lnsync.gen'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=clean_env(), timeout=60
+    )
+    loaded = out.stdout.strip().splitlines()[-1]
+    assert "lnsync.commands.healthcheck" in loaded
+    for other in (
+        "lnsync.commands.up",
+        "lnsync.commands.gen",
+        "lnsync.commands.observe",
+        "aiohttp",
+        "lnsync.gen",
+    ):
+        assert f"'{other}'" not in loaded, loaded
+
+
 @pytest.mark.parametrize(
     ("args", "env", "fragment"),
     [

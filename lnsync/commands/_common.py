@@ -6,7 +6,6 @@ from pathlib import Path
 
 from lnsync import certs, rpc
 from lnsync.config import ConfigError, Settings
-from lnsync.statusview import RunInfo
 
 
 def require_database_url(settings: Settings) -> str:
@@ -25,6 +24,8 @@ def use_tls(
     else ``role``'s certificate of the running ``lnsync up`` (in one of ``data_dirs``: by default
     the settings' data directory and its ``-demo`` sibling, where ``lnsync up --demo`` keeps its
     data) that generated them and serves ``target`` (any of its services if None), else plaintext."""
+    from lnsync.statusview import RunInfo  # here: its HTTP client is no cost to a probe's start-up
+
     if data_dirs is None:
         data_dirs = [settings.data_dir, settings.data_dir.with_name(settings.data_dir.name + "-demo")]
     if not settings.tls.enabled:
