@@ -22,10 +22,10 @@ from lnsync.config import parse_listen
 
 log = logging.getLogger(__name__)
 
-# In-flight calls get this long to finish after SIGTERM (a Kubernetes pod's grace period, 30 s by
-# default, also covers the chart's preStop pause); then they are cancelled and streams end, so
-# clients such as the Ingest client reconnect to another replica and re-send what was unacknowledged.
-GRACE_SECONDS = 15.0
+# In-flight calls get this long to finish after SIGTERM (inside a Kubernetes pod's grace period,
+# which also covers the chart's preStop pause); then they are cancelled and streams end, so clients
+# such as the Ingest client reconnect to another replica and re-send what was unacknowledged.
+GRACE_SECONDS = 5.0
 
 
 class Service(Protocol):

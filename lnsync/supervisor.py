@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 HealthCheck = Callable[[], Awaitable[bool]]
 
 PR_SET_PDEATHSIG = 1
-STOP_TIMEOUT = 20.0  # above lnsync.service.GRACE_SECONDS: in-flight calls may finish first
+STOP_TIMEOUT = 20.0  # well above lnsync.service.GRACE_SECONDS: in-flight calls finish first
 # A child that ran this long before dying is considered healthy again: its backoff resets.
 STABLE_AFTER = 60.0
 MAX_LOG_BYTES = 20 << 20
