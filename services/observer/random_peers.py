@@ -48,6 +48,7 @@ CONTINUED = "continued"
 # Candidates are re-read at every epoch and at most this often in between (when a slot is empty).
 RELOAD_EVERY = 60.0
 FLUSH_GRACE = 3.0
+STOP_ATTEMPTS = 25  # x 0.2 s: how long a member's downloader gets to end once cancelled
 
 REPLACED = PromCounter(
     "lnsync_observer_random_peers_replaced_total", "Random-set peers replaced, by outcome", ["outcome"]
@@ -335,8 +336,15 @@ class RandomPeerSet:
 
     async def _stop(self, member: Member, outcome: str, now: float) -> None:
         self.members.pop(member.node_id, None)
-        member.task.cancel()
-        await asyncio.gather(member.task, return_exceptions=True)
+        # Cancel until the task ends: a cancellation that lands as an inner timeout fires (Python
+        # 3.11's wait_for, e.g. the handshake's) can be lost, and the downloader would reconnect.
+        for _ in range(STOP_ATTEMPTS):
+            member.task.cancel()
+            done, _ = await asyncio.wait({member.task}, timeout=0.2)
+            if done:
+                break
+        else:
+            log.warning("random set: %s's downloader did not stop", member.choice.peer)
         await member.downloader.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(member.sink.flush(), FLUSH_GRACE)
