@@ -56,7 +56,7 @@ test: $(VENV)/.dev tools/ldk/node_modules/.installed $(BIN)/helm
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy lnsync services
-	$(BIN)/python -m pytest -q -m "not k8s" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not cluster" $(PYTEST_ARGS)
 
 proto: $(VENV)/.dev
 	$(BIN)/python scripts/protogen.py
