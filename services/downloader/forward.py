@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Mapping
 import grpc
 
 from lnsync import rpc
+from lnsync.retry import Backoff, retry
 from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
 from services.downloader.sink import SyncCounts
 from services.persistence.client import IngestClient
@@ -16,11 +17,20 @@ from services.persistence.client import IngestClient
 log = logging.getLogger(__name__)
 
 REPORT_TIMEOUT = 10.0
+# How long to wait for persistence to answer where to resume from. It serves before its database
+# pool is up ("database not connected yet", UNAVAILABLE); giving up at once meant a full sync of
+# the whole graph again whenever the downloader started first (seen under load in CI).
+RESUME_WAIT = 60.0
+TRANSIENT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 # Beyond this age a peer's last delivery is too old to resume from: channels closed and gossip
 # pruned meanwhile are easier to get right with a fresh full sync (it stores nothing twice).
 RESUME_MAX_AGE = 7 * 86400
 # Reading the stored channels: a mainnet graph (~50k) takes about a second.
 KNOWN_CHANNELS_TIMEOUT = 120.0
+
+
+class _NotYet(Exception):
+    """Persistence did not answer yet (starting, or its database is); worth asking again."""
 
 
 class PersistenceSink:
@@ -66,14 +76,31 @@ class PersistenceSink:
     async def resume_point(self, peer_id: str) -> int | None:
         assert self._channel is not None, "start() first"
         stub = persistence_pb2_grpc.PersistenceStub(self._channel)
+
+        async def ask() -> persistence_pb2.SyncStatus:
+            try:
+                answer: persistence_pb2.SyncStatus = await stub.GetSyncStatus(
+                    persistence_pb2.GetSyncStatusRequest(peer_id=peer_id),
+                    timeout=REPORT_TIMEOUT,
+                    wait_for_ready=True,
+                )
+                return answer
+            except grpc.aio.AioRpcError as e:
+                if e.code() in TRANSIENT_CODES:
+                    raise _NotYet(e.details() or e.code().name) from e
+                raise
+
         try:
-            status = await stub.GetSyncStatus(
-                persistence_pb2.GetSyncStatusRequest(peer_id=peer_id),
-                timeout=REPORT_TIMEOUT,
-                wait_for_ready=True,
+            status = await retry(
+                ask,
+                f"asking persistence where {peer_id[:16]} resumes",
+                retry_on=(_NotYet,),
+                backoff=Backoff(0.25, 5.0),
+                give_up_after=RESUME_WAIT,
             )
-        except grpc.aio.AioRpcError as e:
-            log.warning("no resume point for %s (%s); syncing from scratch", peer_id[:16], e.details())
+        except (_NotYet, grpc.aio.AioRpcError) as e:
+            details = str(e) if isinstance(e, _NotYet) else e.details()
+            log.warning("no resume point for %s (%s); syncing from scratch", peer_id[:16], details)
             return None
         now = time.time()
         for p in status.peers:

@@ -1,6 +1,7 @@
-"""Fault tests: a kill -9 of the service and a PostgreSQL restart in the middle of ingest.
+"""Fault tests: a kill -9 of the service, a PostgreSQL restart in the middle of ingest, and a
+downloader asking where to resume while the database is still down.
 
-Both run a real IngestClient against the real service over a socket and check the store
+The first two run a real IngestClient against the real service over a socket and check the store
 afterwards: nothing acknowledged is lost, nothing is stored twice, and the per-peer counters
 (written in the same transactions as the messages) agree with the rows.
 """
@@ -19,9 +20,19 @@ import asyncpg
 import pytest
 
 from lnsync import rpc
+from lnsync.service import run_service
+from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
+from services.downloader.forward import PersistenceSink
 from services.persistence.client import IngestClient
+from services.persistence.server import PersistenceService
 from tests.conftest import free_port
-from tests.persistence.conftest import channel_announcement, channel_update, start_persistence
+from tests.persistence.conftest import (
+    RunningPersistence,
+    channel_announcement,
+    channel_update,
+    persistence_settings,
+    start_persistence,
+)
 from tests.stack import until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -169,6 +180,44 @@ async def test_postgres_restart_mid_ingest_loses_nothing_and_the_service_survive
         stored, _ = await peer_counters(url)
         assert stored == len(messages)
     finally:
+        if running is not None:
+            await running.stop()
+        with contextlib.suppress(Exception):
+            await pg_ctl(root, "stop")
+
+
+async def test_a_downloader_starting_before_the_database_still_resumes(short_tmp: Path) -> None:
+    """Persistence serves before its database pool is up and answers UNAVAILABLE meanwhile: a
+    downloader asking where to resume must wait for the answer, not fall back to a full sync of
+    the whole graph (a restart under load in CI did exactly that)."""
+    root = short_tmp / "pg"
+    url = await pg_ctl(root, "start")
+    running = sink = None
+    try:
+        running = await start_persistence(url)
+        caught_up_to = int(time.time()) - 60
+        stub = persistence_pb2_grpc.PersistenceStub(rpc.channel(running.target))
+        await stub.ReportSyncComplete(
+            persistence_pb2.ReportSyncCompleteRequest(peer_id=PEER, caught_up_to=caught_up_to)
+        )
+        await running.stop()
+        await pg_ctl(root, "stop")
+
+        # Persistence starts again with its database down: it serves, but not the store yet.
+        settings = persistence_settings(url)
+        service = PersistenceService(settings)
+        task = asyncio.create_task(run_service("persistence", settings.persistence.listen, service))
+        running = RunningPersistence(settings.persistence.listen, service, task, settings)
+        sink = PersistenceSink(settings.persistence.listen, PEER, window=100)
+        await sink.start()
+        asking = asyncio.create_task(sink.resume_point(PEER))
+        await asyncio.sleep(3.0)
+        assert not asking.done(), "answered without a database"
+        await pg_ctl(root, "start")
+        assert await asyncio.wait_for(asking, 60) == caught_up_to
+    finally:
+        if sink is not None:
+            await sink.close()
         if running is not None:
             await running.stop()
         with contextlib.suppress(Exception):
