@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -46,9 +47,37 @@ _OPTIONS: list[tuple[str, Any]] = [
 # so clients re-resolve and pods added since receive calls too. Calls in flight on a closed
 # connection finish: streams such as Ingest live on as long as they need.
 MAX_CONNECTION_AGE_MS = 30_000
+# Calls that only read are retried by gRPC itself when a replica answers UNAVAILABLE before any
+# response (a pod shutting down in a rollout, a connection just closed): the next attempt goes to
+# another address. Writes (Ingest, ReportSyncComplete, Regenerate) are never retried here; their
+# callers own that, with what they know about duplicates.
+IDEMPOTENT_READS: dict[str, tuple[str, ...]] = {
+    "lnsync.v1.Lookup": ("ComputeDelta", "GraphSummary"),
+    "lnsync.v1.Snapshots": ("GetSnapshot", "ListSnapshots"),
+    "lnsync.v1.Persistence": ("GetSyncStatus", "GetSyncGate", "KnownChannels"),
+    "lnsync.v1.Downloader": ("GetStatus",),
+}
+RETRY_POLICY: dict[str, Any] = {
+    "maxAttempts": 4,
+    "initialBackoff": "0.1s",
+    "maxBackoff": "1s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+SERVICE_CONFIG: dict[str, Any] = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [
+        {
+            "name": [{"service": service, "method": method} for method in methods],
+            "retryPolicy": RETRY_POLICY,
+        }
+        for service, methods in IDEMPOTENT_READS.items()
+    ],
+}
 _CLIENT_OPTIONS: list[tuple[str, Any]] = [
     *_OPTIONS,
-    ("grpc.service_config", '{"loadBalancingConfig": [{"round_robin": {}}]}'),
+    ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
+    ("grpc.enable_retries", 1),
     ("grpc.dns_min_time_between_resolutions_ms", 5_000),
     # A restarted service is back within seconds: retry its address at least every 5 s (gRPC's
     # default backoff grows to 120 s), so clients recover as soon as it listens again.
