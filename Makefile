@@ -56,7 +56,7 @@ test: $(VENV)/.dev tools/ldk/node_modules/.installed $(BIN)/helm
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy lnsync services
-	$(BIN)/python -m pytest -q -m "not cluster" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not k8s" $(PYTEST_ARGS)
 
 proto: $(VENV)/.dev
 	$(BIN)/python scripts/protogen.py
@@ -76,7 +76,7 @@ test-k8s: k8s-deps
 	scripts/k8s-cluster.sh up >/dev/null
 	rm -f /tmp/lnsync-k8s-figures.json
 	rc=0; LNSYNC_K8S_FIGURES=/tmp/lnsync-k8s-figures.json scripts/k8s-cluster.sh exec \
-	  $(BIN)/python -m pytest -q -m k8s tests/k8s $(PYTEST_ARGS) || rc=$$?; \
+	  $(BIN)/python -m pytest -q -m k8s --durations=12 tests/k8s $(PYTEST_ARGS) || rc=$$?; \
 	  [ -f /tmp/lnsync-k8s-figures.json ] && cat /tmp/lnsync-k8s-figures.json; \
 	  scripts/k8s-cluster.sh down; exit $$rc
 
