@@ -1,4 +1,4 @@
-"""Prometheus metrics of the gateway, served on its own ``/metrics``.
+"""Prometheus metrics of the gateway, served on ``/metrics`` of its admin listener.
 
 With several worker processes (``gateway.workers``) each worker writes its samples to files in
 ``PROMETHEUS_MULTIPROC_DIR`` (set by the parent before the workers start) and any worker's

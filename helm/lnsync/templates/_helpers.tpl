@@ -175,11 +175,15 @@ readinessProbe:
 The pod template of an lnsync service. Parameters (dict):
   root, component, values (the component's values), port (container port number),
   portName ("grpc" or "http"), env (list of extra env entries), database (bool: gets the URL),
-  probes (YAML text), serviceAccountName, automountToken (bool), extraLabels (dict).
+  probes (YAML text), serviceAccountName, automountToken (bool), extraLabels (dict),
+  adminPort (the gateway's admin port: its metrics, instead of metrics.port).
 */}}
 {{- define "lnsync.podTemplate" -}}
 {{- $root := .root -}}
 {{- $v := .values -}}
+{{- /* Where Prometheus scrapes this pod: the metrics port of gRPC services, the gateway's admin port. */ -}}
+{{- $scrape := 0 -}}
+{{- if .adminPort }}{{ $scrape = int .adminPort }}{{ else if eq .portName "grpc" }}{{ $scrape = int $root.Values.metrics.port }}{{ end -}}
 metadata:
   labels:
     {{- include "lnsync.selectorLabels" . | nindent 4 }}
@@ -188,6 +192,11 @@ metadata:
     {{- end }}
   annotations:
     checksum/config: {{ include (print $root.Template.BasePath "/configmap.yaml") $root | sha256sum }}
+    {{- if and $root.Values.metrics.enabled $scrape }}
+    prometheus.io/scrape: "true"
+    prometheus.io/port: {{ $scrape | quote }}
+    prometheus.io/path: /metrics
+    {{- end }}
     {{- with $v.podAnnotations }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -232,6 +241,11 @@ spec:
         {{- if and $root.Values.metrics.enabled (eq .portName "grpc") }}
         - name: metrics
           containerPort: {{ $root.Values.metrics.port }}
+          protocol: TCP
+        {{- end }}
+        {{- with .adminPort }}
+        - name: admin
+          containerPort: {{ . }}
           protocol: TCP
         {{- end }}
       envFrom:
