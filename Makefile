@@ -52,9 +52,9 @@ typecheck: $(VENV)/.dev
 $(BIN)/helm: scripts/install-helm.sh | $(BIN)/python
 	scripts/install-helm.sh $(BIN)
 
-# promtool (Debian's prometheus package, unpacked, nothing started) for the alerting-rule tests.
-$(BIN)/promtool: scripts/install-promtool.sh | $(BIN)/python
-	scripts/install-promtool.sh $(BIN)
+# promtool and prometheus (Debian's package, unpacked, nothing started) for the monitoring tests.
+$(BIN)/promtool: scripts/install-prometheus.sh | $(BIN)/python
+	scripts/install-prometheus.sh $(BIN)
 
 test: $(VENV)/.dev tools/ldk/node_modules/.installed $(BIN)/helm $(BIN)/promtool
 	$(BIN)/ruff check .

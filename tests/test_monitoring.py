@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import pkgutil
 import re
-import shutil
 import subprocess
 
 import kubernetes_validate
@@ -20,6 +18,7 @@ from prometheus_client import REGISTRY
 import services
 from lnsync import metrics
 from tests.helm_tools import CHART, ROOT, by_kind, component, find_helm, helm, render, values_args
+from tests.prometheus_tools import find_tool, needs
 
 DOCS = ROOT / "docs" / "monitoring.md"
 RULES = CHART / "monitoring" / "lnsync-alerts.yaml"
@@ -117,22 +116,11 @@ def test_every_component_has_a_metrics_service():
 # --- alerting rules and dashboard ------------------------------------------------------------------
 
 
-def find_promtool() -> str | None:
-    """$LNSYNC_PROMTOOL, then the one `make test` puts into .venv/bin, then PATH."""
-    for candidate in (os.environ.get("LNSYNC_PROMTOOL"), str(ROOT / ".venv" / "bin" / "promtool")):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return shutil.which("promtool")
-
-
-needs_promtool = pytest.mark.skipif(
-    find_promtool() is None,
-    reason="promtool not found and scripts/install-promtool.sh could not get Debian's prometheus package",
-)
+needs_promtool = needs("promtool")
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    binary = find_promtool()
+    binary = find_tool("promtool")
     assert binary
     return subprocess.run([binary, *args], capture_output=True, text=True, timeout=120, check=False)
 
