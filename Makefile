@@ -52,7 +52,11 @@ typecheck: $(VENV)/.dev
 $(BIN)/helm: scripts/install-helm.sh | $(BIN)/python
 	scripts/install-helm.sh $(BIN)
 
-test: $(VENV)/.dev tools/ldk/node_modules/.installed $(BIN)/helm
+# promtool and prometheus (Debian's package, unpacked, nothing started) for the monitoring tests.
+$(BIN)/promtool: scripts/install-prometheus.sh | $(BIN)/python
+	scripts/install-prometheus.sh $(BIN)
+
+test: $(VENV)/.dev tools/ldk/node_modules/.installed $(BIN)/helm $(BIN)/promtool
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy lnsync services

@@ -253,6 +253,9 @@ class ObserverSettings(ServiceEndpoint):
 
 class LookupSettings(ServiceEndpoint):
     listen: str = "127.0.0.1:50052"
+    # A read-only PostgreSQL URL (a streaming replica of database_url) that lookup reads deltas
+    # from whenever the replica has replayed what they need, else it reads database_url; empty: off.
+    database_url: str = ""
     # Largest number of ComputeDelta calls computed at the same time.
     max_concurrent: int = Field(default=2, ge=1)
     # Granularity that dynamic-delta header timestamps are rounded down to (seconds).
