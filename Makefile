@@ -56,11 +56,14 @@ $(BIN)/helm: scripts/install-helm.sh | $(BIN)/python
 $(BIN)/promtool: scripts/install-prometheus.sh | $(BIN)/python
 	scripts/install-prometheus.sh $(BIN)
 
+# Two pytest workers: most tests wait on services, sockets and PostgreSQL, so two share the 2 cores
+# well (761 tests: 9.7 min instead of 14.4 on a busy machine). Every fixture is per worker (own
+# PostgreSQL, own LDK node, free ports, temporary directories).
 test: $(VENV)/.dev tools/ldk/node_modules/.installed $(BIN)/helm $(BIN)/promtool
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy lnsync services
-	$(BIN)/python -m pytest -q -m "not k8s" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 -m "not k8s" $(PYTEST_ARGS)
 
 proto: $(VENV)/.dev
 	$(BIN)/python scripts/protogen.py
