@@ -39,6 +39,8 @@ class Load:
         self.lock = threading.Lock()
         self.codes: Counter[int] = Counter()
         self.latencies: list[float] = []
+        self.failures: list[str] = []  # the first few, to say which path failed and why
+        self.started = time.monotonic()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
@@ -54,6 +56,9 @@ class Load:
             with self.lock:
                 self.codes[code] += 1
                 self.latencies.append(took)
+                if code != 200 and len(self.failures) < 10:
+                    when = time.monotonic() - self.started
+                    self.failures.append(f"{when:.1f} s {path} -> {code} {body[:120]!r}")
 
     def __enter__(self) -> Load:
         for t in self._threads:
@@ -75,6 +80,7 @@ class Load:
         return {
             "requests": sum(self.codes.values()),
             "failed": self.failed,
+            "failures": self.failures,
             "p50_ms": round(statistics.median(lat) * 1000, 1) if lat else 0.0,
             "p99_ms": round(p99 * 1000, 1),
         }
@@ -230,7 +236,7 @@ def test_a_rollout_of_gateway_and_lookup_together_under_load_fails_no_request(
         gateway_and_lookup={**{f"{c}_rollout_s": round(gone[c], 1) for c in components}, **load.figures()},
     )
     assert sum(load.codes.values()) > 100
-    assert not load.failed, f"failed requests during the rollout: {dict(load.codes)}"
+    assert not load.failed, f"failed requests during the rollout: {dict(load.codes)}: {load.failures}"
 
 
 async def test_killing_the_generating_snapshotter_hands_the_generation_to_the_other(
