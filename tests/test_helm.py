@@ -797,7 +797,7 @@ def test_network_policies():
 
 def test_network_policies_allow_each_grpc_call_only_from_its_callers():
     """Least privilege between the components (issue 25): downloaders reach persistence only, the
-    gateway never reaches downloaders, nobody but the gateway reaches the snapshotter."""
+    gateway lookup and the snapshotter only, nobody but the gateway reaches the snapshotter."""
     docs = render({"peers": [PEER_A]})
     policies = {component(p): p["spec"] for p in by_kind(docs, "NetworkPolicy").values()}
     pods = {
@@ -821,14 +821,27 @@ def test_network_policies_allow_each_grpc_call_only_from_its_callers():
     matrix = {(a, b) for a in ("gateway", "downloader", "persistence", "lookup", "snapshotter") for b in grpc
               if a != b and reaches(a, b)}  # fmt: skip
     assert matrix == {
-        ("gateway", "persistence"),  # the status page's sync state and volume chart
-        ("gateway", "lookup"),
+        ("gateway", "lookup"),  # also the sync state lookup relays: the gateway never reaches persistence
         ("gateway", "snapshotter"),
         ("downloader", "persistence"),
         ("lookup", "persistence"),
         ("snapshotter", "persistence"),
         ("snapshotter", "lookup"),
     }
+    # The same as the roles rpc.POLICY lets call each service: one rule, checked in both places.
+    service = {
+        "Persistence": "persistence",
+        "Lookup": "lookup",
+        "Snapshots": "snapshotter",
+        "Downloader": "downloader",
+    }
+    allowed = {
+        (role, service[method.split(".")[-1].split("/")[0]])
+        for method, roles in rpc.POLICY.items()
+        for role in roles
+        if role in {a for a, _ in matrix} | {"persistence", "downloader"}
+    }
+    assert allowed == matrix
 
 
 def test_network_policy_for_external_database_and_controller():
