@@ -17,8 +17,8 @@ from typing import Any
 
 from lnsync.config import TlsSettings
 
-# The identities: each service, the operators (lnsync status, Regenerate, health checks) and the
-# two producers that may store gossip (downloaders and lnsync import).
+# The identities: each service (the Kubernetes peer controller too), the operators (lnsync status,
+# Regenerate, health checks) and the two producers that may store gossip (downloaders and import).
 ROLES = (
     "persistence",
     "lookup",
@@ -28,6 +28,7 @@ ROLES = (
     "import",
     "operator",
     "demo-peer",
+    "peer-controller",
 )
 CN_PREFIX = "lnsync-"
 SERVER_NAME = "lnsync-grpc"

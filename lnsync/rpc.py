@@ -52,7 +52,7 @@ MAX_CONNECTION_AGE_MS = 30_000
 # another address. Writes (Ingest, ReportSyncComplete, Regenerate) are never retried here; their
 # callers own that, with what they know about duplicates.
 IDEMPOTENT_READS: dict[str, tuple[str, ...]] = {
-    "lnsync.v1.Lookup": ("ComputeDelta", "GraphSummary"),
+    "lnsync.v1.Lookup": ("ComputeDelta", "GraphSummary", "GetSyncStatus"),
     "lnsync.v1.Snapshots": ("GetSnapshot", "ListSnapshots"),
     "lnsync.v1.Persistence": ("GetSyncStatus", "GetSyncGate", "KnownChannels"),
     "lnsync.v1.Downloader": ("GetStatus",),
@@ -137,7 +137,9 @@ def add_port(server: grpc.aio.Server, listen: str) -> int:
 # other lnsync.v1 method is refused; health and reflection are open to every authenticated client.
 # A certificate that names no role (one certificate shared by every service, as a Helm release with
 # tls.existingSecret has) may call everything.
-_SYNC_READERS = frozenset({"lookup", "snapshotter", "gateway", "downloader", "operator"})
+# The gateway (internet-facing) reaches lookup and the snapshotter only: lookup relays the sync
+# state it shows (Lookup/GetSyncStatus).
+_SYNC_READERS = frozenset({"lookup", "snapshotter", "downloader", "operator"})
 _PRODUCERS = frozenset({"downloader", "import"})
 _LOOKUP_USERS = frozenset({"gateway", "snapshotter", "operator"})
 POLICY: dict[str, frozenset[str]] = {
@@ -148,10 +150,11 @@ POLICY: dict[str, frozenset[str]] = {
     "/lnsync.v1.Persistence/KnownChannels": frozenset({"downloader", "operator"}),
     "/lnsync.v1.Lookup/ComputeDelta": _LOOKUP_USERS,
     "/lnsync.v1.Lookup/GraphSummary": _LOOKUP_USERS,
+    "/lnsync.v1.Lookup/GetSyncStatus": frozenset({"gateway", "operator"}),
     "/lnsync.v1.Snapshots/GetSnapshot": frozenset({"gateway", "operator"}),
     "/lnsync.v1.Snapshots/ListSnapshots": frozenset({"gateway", "operator"}),
     "/lnsync.v1.Snapshots/Regenerate": frozenset({"operator"}),
-    "/lnsync.v1.Downloader/GetStatus": frozenset({"gateway", "operator"}),
+    "/lnsync.v1.Downloader/GetStatus": frozenset({"operator"}),
 }
 _GUARDED_PREFIX = "/lnsync.v1."
 

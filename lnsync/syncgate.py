@@ -5,6 +5,9 @@ against a half-downloaded graph would miss channels until they change. The answe
 few seconds; once fully synced it stays so (persistence never un-syncs). The call's answer is
 small whatever number of peers persistence knows (``GetSyncStatus`` lists them all, and once failed
 with RESOURCE_EXHAUSTED under made-up peers, closing the gate).
+
+Lookup also relays the full ``GetSyncStatus`` (:meth:`SyncGate.sync_status`, as ``Lookup.GetSyncStatus``)
+for the gateway's status page, so that the internet-facing gateway never reaches persistence.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ class SyncGate:
         self._cache_seconds = cache_seconds
         self._status: persistence_pb2.SyncGate | None = None
         self._fetched_at = 0.0
+        self._sync_status: tuple[float, persistence_pb2.SyncStatus] | None = None
 
     async def status(self) -> persistence_pb2.SyncGate:
         """The current status; raises grpc.aio.AioRpcError if persistence cannot be reached."""
@@ -35,6 +39,18 @@ class SyncGate:
             persistence_pb2.GetSyncGateRequest(), timeout=5
         )
         self._status, self._fetched_at = status, now
+        return status
+
+    async def sync_status(self) -> persistence_pb2.SyncStatus:
+        """Persistence's ``GetSyncStatus``, cached as :meth:`status` is (so many gateways asking
+        cost persistence one call a second); raises grpc.aio.AioRpcError if it cannot be reached."""
+        now = time.monotonic()
+        if self._sync_status is not None and now - self._sync_status[0] < self._cache_seconds:
+            return self._sync_status[1]
+        status: persistence_pb2.SyncStatus = await self._stub.GetSyncStatus(
+            persistence_pb2.GetSyncStatusRequest(), timeout=5
+        )
+        self._sync_status = (now, status)
         return status
 
     async def why_not_ready(self) -> str | None:

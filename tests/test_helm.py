@@ -7,8 +7,10 @@ Needs the real `helm` binary (`make test` installs it with scripts/install-helm.
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
+import shutil
 from typing import Any
 
 import jsonschema
@@ -16,6 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from lnsync import certs, rpc
 from lnsync.config import ConfigError, load_settings
 from services.peer_controller import spec
 from tests.helm_tools import (
@@ -41,6 +44,8 @@ KUBE_VERSIONS = ["1.29.0", "1.33.0"]
 SERVICE_MONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
 DB_COMPONENTS = {"persistence", "lookup", "snapshotter"}
 LNSYNC_COMPONENTS = {"persistence", "lookup", "snapshotter", "gateway", "downloader", "peer-controller"}
+# The roles the chart makes a certificate for: every component's plus the operator's (helm test).
+CHART_ROLES = ("persistence", "lookup", "snapshotter", "gateway", "downloader", "operator")
 
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
@@ -62,13 +67,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "networkPolicy.gatewayFrom": [{"namespaceSelector": {"matchLabels": {"name": "ingress-nginx"}}}],
     },
     "peer-controller": {"peerController.enabled": True, "peers": [PEER_A, PEER_B]},
-    "mtls": {"tls.enabled": True, "tls.existingSecret": "lnsync-grpc-tls", "peers": [PEER_A, PEER_V6]},
-    "mtls-peer-controller": {
-        "tls.enabled": True,
-        "tls.existingSecret": "lnsync-grpc-tls",
-        "tls.serverName": "grpc.lnsync.internal",
-        "peerController.enabled": True,
-    },
+    "plaintext": {"tls.enabled": False},
+    "mtls-shared": {"tls.existingSecret": "lnsync-grpc-tls", "peers": [PEER_A, PEER_V6]},
+    "mtls-per-role-secrets": {"tls.existingSecrets": {r: f"grpc-{r}" for r in CHART_ROLES}},
+    "mtls-peer-controller": {"tls.serverName": "grpc.lnsync.internal", "peerController.enabled": True},
     "minimal": {
         "metrics.enabled": False,
         "networkPolicy.enabled": False,
@@ -283,7 +285,7 @@ def test_database_url_only_in_secrets_and_only_for_database_users():
         secret_urls = [
             s
             for s in by_kind(docs, "Secret").values()
-            if "postgresql://" in s["stringData"].get("database-url", "")
+            if "postgresql://" in s.get("stringData", {}).get("database-url", "")
         ]
         assert len(secret_urls) == 1
         for workload, pod in pod_specs(docs):
@@ -342,7 +344,9 @@ def _container_env(docs, container) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("name", ["defaults", "peer-controller", "ingress", "mtls", "mtls-peer-controller"])
+@pytest.mark.parametrize(
+    "name", ["defaults", "peer-controller", "ingress", "plaintext", "mtls-shared", "mtls-peer-controller"]
+)
 def test_rendered_environment_is_valid_lnsync_configuration(name, monkeypatch):
     """Every container's env passes lnsync's own settings loader (unknown keys are errors there)."""
     docs = render(VALUE_SETS[name])
@@ -379,11 +383,16 @@ def test_rendered_environment_is_valid_lnsync_configuration(name, monkeypatch):
                     defaults["gateway"]["cacheStaleWhileRevalidate"],
                     defaults["gateway"]["cacheStaleIfError"],
                 )
-            assert settings.tls.enabled is bool(VALUE_SETS[name].get("tls.enabled"))
+            assert settings.tls.enabled is VALUE_SETS[name].get("tls.enabled", True)
             checked.add(c["name"])
     expected = {"persistence", "lookup", "snapshotter", "gateway"}
     expected |= {"peer-controller"} if "peer-controller" in name else {"downloader"}
     assert checked == expected
+
+
+def _role_secret(values: dict[str, Any], role: str) -> str:
+    """The Secret the chart mounts for ``role``: tls.existingSecrets', else the generated one."""
+    return str(values.get("tls.existingSecrets", {}).get(role, f"lnsync-tls-{role}"))
 
 
 def _mounted_files(pod: dict[str, Any], container: dict[str, Any]) -> dict[str, tuple[str, str]]:
@@ -400,11 +409,12 @@ def _mounted_files(pod: dict[str, Any], container: dict[str, Any]) -> dict[str, 
     return files
 
 
-@pytest.mark.parametrize("name", ["mtls", "mtls-peer-controller"])
+@pytest.mark.parametrize("name", ["defaults", "mtls-shared", "mtls-per-role-secrets", "mtls-peer-controller"])
 def test_tls_secret_is_mounted_where_the_settings_point(name, monkeypatch):
-    """With tls.enabled every lnsync container (gRPC services, gateway, downloaders, controller)
-    reads its certificate, key and CA from the Secret, and gRPC readiness runs `lnsync
-    healthcheck` (the kubelet's native probe cannot present a client certificate)."""
+    """With tls.enabled (the default) every lnsync container (gRPC services, gateway, downloaders,
+    controller) reads its certificate, key and CA from its own role's Secret (or the one shared
+    tls.existingSecret), and gRPC readiness runs `lnsync healthcheck` (the kubelet's native probe
+    cannot present a client certificate)."""
     values = VALUE_SETS[name]
     docs = render(values, kube_version="1.33.0")
     if values.get("peerController.enabled"):
@@ -413,7 +423,6 @@ def test_tls_secret_is_mounted_where_the_settings_point(name, monkeypatch):
         listed = spec.parse_peers(cm["data"][spec.PEERS_KEY])
         made = [spec.render(template, p) for p in listed.peers.values()]
         docs = docs + made
-    secret_name = values["tls.existingSecret"]
     seen = set()
     for workload, pod in pod_specs(docs):
         for c in pod["containers"]:
@@ -426,6 +435,7 @@ def test_tls_secret_is_mounted_where_the_settings_point(name, monkeypatch):
                 monkeypatch.setenv(key, value)
             tls = load_settings().tls
             files = _mounted_files(pod, c)
+            secret_name = values.get("tls.existingSecret") or _role_secret(values, c["name"])
             assert files[tls.ca_file] == (secret_name, "ca.crt"), workload
             assert files[tls.cert_file] == (secret_name, "tls.crt"), workload
             assert files[tls.key_file] == (secret_name, "tls.key"), workload
@@ -443,10 +453,118 @@ def test_tls_secret_is_mounted_where_the_settings_point(name, monkeypatch):
     expected = {"persistence", "lookup", "snapshotter", "gateway", "downloader"}
     expected |= {"peer-controller"} if values.get("peerController.enabled") else set()
     assert seen == expected
-    # Off by default: no Secret volume anywhere, native gRPC probes.
-    for workload, pod in pod_specs(render(kube_version="1.33.0")):
+    # Plaintext (opt-in): no Secret volume anywhere, native gRPC probes.
+    for workload, pod in pod_specs(render({"tls.enabled": False}, kube_version="1.33.0")):
         for c in pod["containers"]:
             assert not _mounted_files(pod, c), workload
+
+
+# --- a certificate per role ---------------------------------------------------------------------
+
+
+def _cert(secret: dict[str, Any], key: str = "tls.crt") -> Any:
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificate(base64.b64decode(secret["data"][key]))
+
+
+def _check_role_secrets(secrets: dict[str, dict[str, Any]], roles: tuple[str, ...], server_name: str) -> None:
+    """Every role's Secret holds a certificate named for the role (lnsync-<role>, what the servers
+    check against rpc.POLICY), signed by the release's CA, with its key and the server name."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    ca = _cert(secrets["lnsync-tls-ca"], "ca.crt")
+    for role in roles:
+        secret = secrets[f"lnsync-tls-{role}"]
+        assert secret["type"] == "kubernetes.io/tls"
+        assert secret["data"]["ca.crt"] == secrets["lnsync-tls-ca"]["data"]["ca.crt"], role
+        cert = _cert(secret)
+        cert.verify_directly_issued_by(ca)
+        (cn,) = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        assert certs.role_of(str(cn.value)) == role
+        key = serialization.load_pem_private_key(base64.b64decode(secret["data"]["tls.key"]), None)
+        assert key.public_key().public_numbers() == cert.public_key().public_numbers(), role
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert server_name in names.get_values_for_type(x509.DNSName), role
+
+
+@pytest.mark.parametrize("name", ["defaults", "mtls-peer-controller"])
+def test_install_generates_a_certificate_per_role(name):
+    values = VALUE_SETS[name]
+    docs = render(values)
+    secrets = by_kind(docs, "Secret")
+    roles = CHART_ROLES + (("peer-controller",) if values.get("peerController.enabled") else ())
+    made = {n for n in secrets if n.startswith("lnsync-tls-")}
+    assert made == {"lnsync-tls-ca", *(f"lnsync-tls-{r}" for r in roles)}
+    _check_role_secrets(secrets, roles, values.get("tls.serverName", "lnsync-grpc"))
+    assert set(secrets["lnsync-tls-ca"]["data"]) == {"ca.crt", "ca.key"}  # mounted nowhere
+    for _, pod in pod_specs(docs):
+        assert "lnsync-tls-ca" not in json.dumps(pod)
+    # The gateway's identity is the gateway role, which may not store gossip.
+    gateway = next(pod for _, pod in pod_specs(docs) if component_of(pod) == "gateway")
+    (volume,) = [v for v in gateway["volumes"] if v["name"] == "tls"]
+    (cn,) = _cert(secrets[volume["secret"]["secretName"]]).subject.rdns
+    assert cn.rfc4514_string() == "CN=lnsync-gateway"
+    assert "gateway" not in rpc.POLICY["/lnsync.v1.Persistence/Ingest"]
+    # `helm test` runs as the operator.
+    (test_pod,) = [d for d in docs if d["kind"] == "Pod"]
+    assert test_pod["spec"]["volumes"][-1]["secret"]["secretName"] == "lnsync-tls-operator"
+    # Nothing generated with Secrets of one's own (per role, or the one shared).
+    for own in ("mtls-shared", "mtls-per-role-secrets", "plaintext"):
+        assert not [n for n in by_kind(render(VALUE_SETS[own]), "Secret") if n.startswith("lnsync-tls-")]
+
+
+def test_cert_manager_certificate_per_role():
+    issuer = {"name": "ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+    values = {"tls.certManager.enabled": True, "tls.certManager.issuerRef": issuer}
+    docs = render(values)
+    assert not [n for n in by_kind(docs, "Secret") if n.startswith("lnsync-tls-")]
+    made = by_kind(docs, "Certificate")
+    assert set(made) == {f"lnsync-tls-{r}" for r in CHART_ROLES}
+    for role in CHART_ROLES:
+        spec_ = made[f"lnsync-tls-{role}"]["spec"]
+        assert certs.role_of(spec_["commonName"]) == role
+        assert spec_["secretName"] == f"lnsync-tls-{role}"  # what the role's pods mount
+        assert "lnsync-grpc" in spec_["dnsNames"]
+        assert {"server auth", "client auth"} <= set(spec_["usages"])
+        assert spec_["issuerRef"] == issuer
+
+
+def _render_reusing(tmp_path: Any, existing: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The Secrets lnsync.tlsGeneratedSecrets makes when the cluster holds ``existing`` (what
+    templates/tls.yaml passes it from `lookup`, which `helm template` cannot do): the chart copied,
+    with a template that calls the helper with ``existing``."""
+    chart = tmp_path / "lnsync"
+    shutil.copytree(CHART, chart)
+    (chart / "templates" / "zz-reuse.yaml").write_text(
+        "{{- $existing := `" + json.dumps(existing) + "` | fromJson }}\n"
+        '{{- include "lnsync.tlsGeneratedSecrets" (dict "root" . "existing" $existing) }}\n'
+    )
+    out = helm("template", "lnsync", str(chart), "--show-only", "templates/zz-reuse.yaml").stdout
+    return by_kind([d for d in yaml.safe_load_all(out) if d], "Secret")
+
+
+def test_upgrade_keeps_the_certificates(tmp_path):
+    """What `lookup` finds is kept: an upgrade serves the same CA and certificates; a role's
+    certificate that is missing (or from another CA) is made anew, signed by the kept CA."""
+    first = {n: s for n, s in by_kind(render(), "Secret").items() if n.startswith("lnsync-tls-")}
+    kept = _render_reusing(tmp_path / "a", first)
+    assert {n: s["data"] for n, s in kept.items()} == {n: s["data"] for n, s in first.items()}
+    partial = {n: s for n, s in first.items() if n != "lnsync-tls-gateway"}
+    other_ca = by_kind(render(), "Secret")["lnsync-tls-lookup"]
+    partial["lnsync-tls-lookup"] = other_ca
+    again = _render_reusing(tmp_path / "b", partial)
+    for name in ("lnsync-tls-ca", "lnsync-tls-persistence", "lnsync-tls-downloader"):
+        assert again[name]["data"] == first[name]["data"], name
+    for name in ("lnsync-tls-gateway", "lnsync-tls-lookup"):
+        made_again = again[name]["data"]["tls.crt"]
+        assert made_again not in (first[name]["data"]["tls.crt"], other_ca["data"]["tls.crt"])
+    _check_role_secrets(again, CHART_ROLES, "lnsync-grpc")
+    # Without the CA's key nothing can be signed: everything is made anew.
+    fresh = _render_reusing(tmp_path / "c", {n: s for n, s in first.items() if n != "lnsync-tls-ca"})
+    assert fresh["lnsync-tls-ca"]["data"]["ca.crt"] != first["lnsync-tls-ca"]["data"]["ca.crt"]
+    _check_role_secrets(fresh, CHART_ROLES, "lnsync-grpc")
 
 
 # --- hardening ----------------------------------------------------------------------------------
@@ -481,8 +599,10 @@ def component_of(pod: dict[str, Any]) -> str:
 
 
 def test_readiness_probe_follows_the_cluster_version():
-    native = by_kind(render(kube_version="1.29.0"), "Deployment")["lnsync-lookup"]
-    exec_ = by_kind(render(kube_version="1.23.0"), "Deployment")["lnsync-lookup"]
+    """Without mTLS (with it, always the exec probe: tests above)."""
+    plain = {"tls.enabled": False}
+    native = by_kind(render(plain, kube_version="1.29.0"), "Deployment")["lnsync-lookup"]
+    exec_ = by_kind(render(plain, kube_version="1.23.0"), "Deployment")["lnsync-lookup"]
     c_native = native["spec"]["template"]["spec"]["containers"][0]
     c_exec = exec_["spec"]["template"]["spec"]["containers"][0]
     assert c_native["readinessProbe"]["grpc"] == {"port": 50052}
@@ -494,7 +614,8 @@ def test_readiness_probe_follows_the_cluster_version():
     ]
     # Liveness never depends on dependencies: only the port.
     assert c_native["livenessProbe"]["tcpSocket"] == {"port": "grpc"}
-    forced = by_kind(render({"probes.grpc": "exec"}, kube_version="1.33.0"), "Deployment")["lnsync-lookup"]
+    forced = by_kind(render({**plain, "probes.grpc": "exec"}, kube_version="1.33.0"), "Deployment")
+    forced = forced["lnsync-lookup"]
     assert "exec" in forced["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
     gateway = by_kind(render(), "Deployment")["lnsync-gateway"]["spec"]["template"]["spec"]["containers"][0]
     assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -676,7 +797,7 @@ def test_network_policies():
 
 def test_network_policies_allow_each_grpc_call_only_from_its_callers():
     """Least privilege between the components (issue 25): downloaders reach persistence only, the
-    gateway never reaches downloaders, nobody but the gateway reaches the snapshotter."""
+    gateway lookup and the snapshotter only, nobody but the gateway reaches the snapshotter."""
     docs = render({"peers": [PEER_A]})
     policies = {component(p): p["spec"] for p in by_kind(docs, "NetworkPolicy").values()}
     pods = {
@@ -700,14 +821,27 @@ def test_network_policies_allow_each_grpc_call_only_from_its_callers():
     matrix = {(a, b) for a in ("gateway", "downloader", "persistence", "lookup", "snapshotter") for b in grpc
               if a != b and reaches(a, b)}  # fmt: skip
     assert matrix == {
-        ("gateway", "persistence"),  # the status page's sync state and volume chart
-        ("gateway", "lookup"),
+        ("gateway", "lookup"),  # also the sync state lookup relays: the gateway never reaches persistence
         ("gateway", "snapshotter"),
         ("downloader", "persistence"),
         ("lookup", "persistence"),
         ("snapshotter", "persistence"),
         ("snapshotter", "lookup"),
     }
+    # The same as the roles rpc.POLICY lets call each service: one rule, checked in both places.
+    service = {
+        "Persistence": "persistence",
+        "Lookup": "lookup",
+        "Snapshots": "snapshotter",
+        "Downloader": "downloader",
+    }
+    allowed = {
+        (role, service[method.split(".")[-1].split("/")[0]])
+        for method, roles in rpc.POLICY.items()
+        for role in roles
+        if role in {a for a, _ in matrix} | {"persistence", "downloader"}
+    }
+    assert allowed == matrix
 
 
 def test_network_policy_for_external_database_and_controller():
@@ -823,7 +957,9 @@ def test_only_the_peer_controller_runs_the_controller_image(extra, expected):
 
 
 @pytest.mark.parametrize(
-    "extra", [{}, {"tls.enabled": True, "tls.existingSecret": "grpc-certs"}], ids=["plain", "mtls"]
+    "extra",
+    [{"tls.enabled": False}, {}, {"tls.existingSecret": "grpc-certs"}],
+    ids=["plain", "mtls", "mtls-shared"],
 )
 def test_controller_builds_the_same_deployment_as_the_chart(extra):
     """One definition: the controller's Deployment for a peer equals the chart's static one, apart
@@ -878,8 +1014,9 @@ BAD_VALUES = [
         "/ingress/hosts/0/host",
     ),
     ({"securityContext.runAsUser": 0}, "/securityContext/runAsUser"),
-    ({"tls.enabled": True}, "/tls/existingSecret"),
-    ({"tls.enabled": True, "tls.existingSecret": "certs", "probes.grpc": "native"}, "/probes/grpc"),
+    ({"probes.grpc": "native"}, "/probes/grpc"),  # mTLS is on by default
+    ({"tls.certManager.enabled": True}, "/tls/certManager/issuerRef/name"),
+    ({"tls.existingSecrets": {"gateway": "x", "admin": "y"}}, "admin"),
     ({"tls.serverName": "Not A Name"}, "/tls/serverName"),
     ({"networkPolicy.gatewayFrom": [{"ipBlock": {}}]}, "/networkPolicy/gatewayFrom/0/ipBlock"),
 ]

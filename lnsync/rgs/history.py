@@ -84,6 +84,7 @@ class GossipHistory:
         self._n_seen = array("q")
         self._n_mask = array("B")
         self._n_data: list[tuple[bytes, bytes]] = []  # (features, addresses)
+        self._n_raw: list[bytes] = []  # the message (for the tie rule, rules.node_tie_winner)
         self._n_key: dict[tuple[bytes, int], int] = {}
         self._node_index: dict[bytes, int] = {}
         self._node_list: list[bytes] = []
@@ -169,16 +170,30 @@ class GossipHistory:
         return decision.outcome.value
 
     def add_node_announcement(
-        self, node_id: bytes, timestamp: int, seen: int, features: bytes = b"", addresses: bytes = b""
+        self,
+        node_id: bytes,
+        timestamp: int,
+        seen: int,
+        features: bytes = b"",
+        addresses: bytes = b"",
+        raw: bytes = b"",
     ) -> str:
         self._cache.clear()
         key = (node_id, timestamp)
         existing = self._n_key.get(key)
         node = self._nodes.get(node_id)
-        latest = (self._n_ts[node.latest], *self._n_data[node.latest]) if node is not None else None
-        decision = rules.decide_node(latest, timestamp, features, addresses, duplicate=existing is not None)
+        latest = None
+        if node is not None:
+            latest = (self._n_ts[node.latest], *self._n_data[node.latest], self._n_raw[node.latest])
+        decision = rules.decide_node(
+            latest, timestamp, features, addresses, raw, duplicate=existing is not None
+        )
         if existing is not None:
             self._n_seen[existing] = min(self._n_seen[existing], seen)
+            if decision.replaces:
+                self._n_data[existing] = (features, addresses)
+                self._n_raw[existing] = raw
+                self._n_mask[existing] |= decision.change_mask
             return decision.outcome.value
         mask, outcome = decision.change_mask, decision.outcome.value
         row = len(self._n_ts)
@@ -187,6 +202,7 @@ class GossipHistory:
         self._n_seen.append(seen)
         self._n_mask.append(mask)
         self._n_data.append((features, addresses))
+        self._n_raw.append(raw)
         self._n_key[key] = row
         if node is None:
             self._nodes[node_id] = _Node(latest=row, first_row=row, chain=[row])
@@ -211,7 +227,7 @@ class GossipHistory:
                 fee_proportional_millionths=msg.fee_proportional_millionths,
                 htlc_maximum_msat=msg.htlc_maximum_msat,
             )  # fmt: skip
-        return self.add_node_announcement(msg.node_id, msg.timestamp, seen, msg.features, msg.addresses)
+        return self.add_node_announcement(msg.node_id, msg.timestamp, seen, msg.features, msg.addresses, raw)
 
     def _node_idx(self, node_id: bytes) -> int:
         idx = self._node_index.get(node_id)

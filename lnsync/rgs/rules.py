@@ -34,6 +34,9 @@ class Decision:
     outcome: Outcome
     change_mask: int = 0
     starts_life: bool = False
+    # A node_announcement that wins the tie with the stored latest one (same timestamp, different
+    # content): it replaces that row's content; change_mask is what differs from it.
+    replaces: bool = False
 
 
 def policy_changes(old: Policy, new: Policy) -> int:
@@ -76,22 +79,44 @@ def decide_update(
     return _STORED[policy_changes(latest_policy, policy)]
 
 
+def node_tie_winner(stored_raw: bytes, raw: bytes) -> bool:
+    """Whether an arriving node_announcement replaces the stored one of the same node and timestamp.
+
+    BOLT 7 leaves equal timestamps undecided, so "the first one stored wins" would make what a
+    server serves depend on arrival order. The lexicographically greater raw message (type,
+    signature and body, as received) wins: every server ends with the same node, whatever the order.
+    """
+    return raw > stored_raw
+
+
 def decide_node(
-    latest: tuple[int, bytes, bytes] | None,
+    latest: tuple[int, bytes, bytes, bytes] | None,
     timestamp: int,
     features: bytes,
     addresses: bytes,
+    raw: bytes,
     duplicate: bool,
 ) -> Decision:
-    """Classify a node_announcement given the node's latest ``(timestamp, features, addresses)``."""
+    """Classify a node_announcement given the node's latest ``(timestamp, features, addresses,
+    raw)``. ``duplicate``: a row with the same (node id, timestamp) is already stored; when that row
+    is the latest and :func:`node_tie_winner` says so, the arrival replaces its content."""
     if duplicate:
+        if latest is not None and latest[0] == timestamp and node_tie_winner(latest[3], raw):
+            return Decision(
+                Outcome.STORED, _node_changes(latest[1], latest[2], features, addresses), replaces=True
+            )
         return Decision(Outcome.DUPLICATE)
     if latest is None:
         return Decision(Outcome.STORED, NODE_FEATURES_CHANGED | NODE_ADDRESSES_CHANGED, True)
-    latest_ts, latest_features, latest_addresses = latest
+    latest_ts, latest_features, latest_addresses, _ = latest
     if timestamp <= latest_ts:
         return Decision(Outcome.STALE)
-    mask = (NODE_FEATURES_CHANGED if features != latest_features else 0) | (
-        NODE_ADDRESSES_CHANGED if addresses != latest_addresses else 0
+    return Decision(
+        Outcome.STORED, _node_changes(latest_features, latest_addresses, features, addresses), False
     )
-    return Decision(Outcome.STORED, mask, False)
+
+
+def _node_changes(old_features: bytes, old_addresses: bytes, features: bytes, addresses: bytes) -> int:
+    return (NODE_FEATURES_CHANGED if features != old_features else 0) | (
+        NODE_ADDRESSES_CHANGED if addresses != old_addresses else 0
+    )

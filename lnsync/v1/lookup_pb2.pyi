@@ -1,3 +1,4 @@
+from lnsync.v1 import persistence_pb2 as _persistence_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Mapping as _Mapping

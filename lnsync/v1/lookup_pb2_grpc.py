@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from lnsync.v1 import lookup_pb2 as lnsync_dot_v1_dot_lookup__pb2
+from lnsync.v1 import persistence_pb2 as lnsync_dot_v1_dot_persistence__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -44,6 +45,11 @@ class LookupStub:
                 request_serializer=lnsync_dot_v1_dot_lookup__pb2.GraphSummaryRequest.SerializeToString,
                 response_deserializer=lnsync_dot_v1_dot_lookup__pb2.GraphSummaryResponse.FromString,
                 _registered_method=True)
+        self.GetSyncStatus = channel.unary_unary(
+                '/lnsync.v1.Lookup/GetSyncStatus',
+                request_serializer=lnsync_dot_v1_dot_persistence__pb2.GetSyncStatusRequest.SerializeToString,
+                response_deserializer=lnsync_dot_v1_dot_persistence__pb2.SyncStatus.FromString,
+                _registered_method=True)
 
 
 class LookupServicer:
@@ -66,6 +72,15 @@ class LookupServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSyncStatus(self, request, context):
+        """Persistence's sync state (`Persistence.GetSyncStatus`), relayed for the gateway's status page
+        and readiness: the gateway reaches only lookup and the snapshotter, never persistence.
+        UNAVAILABLE when persistence cannot be reached.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LookupServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +93,11 @@ def add_LookupServicer_to_server(servicer, server):
                     servicer.GraphSummary,
                     request_deserializer=lnsync_dot_v1_dot_lookup__pb2.GraphSummaryRequest.FromString,
                     response_serializer=lnsync_dot_v1_dot_lookup__pb2.GraphSummaryResponse.SerializeToString,
+            ),
+            'GetSyncStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSyncStatus,
+                    request_deserializer=lnsync_dot_v1_dot_persistence__pb2.GetSyncStatusRequest.FromString,
+                    response_serializer=lnsync_dot_v1_dot_persistence__pb2.SyncStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +154,33 @@ class Lookup:
             '/lnsync.v1.Lookup/GraphSummary',
             lnsync_dot_v1_dot_lookup__pb2.GraphSummaryRequest.SerializeToString,
             lnsync_dot_v1_dot_lookup__pb2.GraphSummaryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSyncStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lnsync.v1.Lookup/GetSyncStatus',
+            lnsync_dot_v1_dot_persistence__pb2.GetSyncStatusRequest.SerializeToString,
+            lnsync_dot_v1_dot_persistence__pb2.SyncStatus.FromString,
             options,
             channel_credentials,
             insecure,

@@ -85,7 +85,7 @@ class Gateway:
         )
         self.cors = Cors(tuple(g.cors_origins))
         self.volume = VolumeSampler()
-        self.volume.add_probe(*persistence_probe(self.upstreams.persistence_stub))
+        self.volume.add_probe(*persistence_probe(self.upstreams.lookup_stub))
         self.status = StatusCollector(self.upstreams, self.snapshots, self.deltas, self.volume)
         self.page = resources.files("services.gateway").joinpath("status_page.html").read_bytes()
         self.openapi = json.dumps(openapi.document(), indent=1).encode()

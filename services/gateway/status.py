@@ -1,7 +1,8 @@
 """What ``/api/status``, ``/readyz`` and the status page report, gathered from the upstreams.
 
 Answers are cached for a moment and concurrent requests share one collection, so these public
-endpoints cannot multiply load on persistence and lookup. A section whose upstream fails says so
+endpoints cannot multiply load on lookup and persistence (whose sync state lookup relays: the
+gateway reaches lookup and the snapshotter only). A section whose upstream fails says so
 (``{"error": ...}``) instead of failing the whole answer.
 
 Readiness: the gateway is ready once it has seen the first full graph sync and holds a snapshot
@@ -60,15 +61,21 @@ class StatusCollector:
         health, sync, graph = await asyncio.gather(
             asyncio.gather(*(u.serving() for u in ups.all)),
             _call(
-                ups.persistence_stub.GetSyncStatus(
-                    persistence_pb2.GetSyncStatusRequest(), timeout=CALL_TIMEOUT
-                )
+                ups.lookup_stub.GetSyncStatus(persistence_pb2.GetSyncStatusRequest(), timeout=CALL_TIMEOUT)
             ),
             _call(ups.lookup_stub.GraphSummary(lookup_pb2.GraphSummaryRequest(), timeout=CALL_TIMEOUT)),
         )
-        facts: dict[str, Any] = {
-            "services": {u.name: "serving" if ok else "down" for u, ok in zip(ups.all, health, strict=True)}
-        }
+        services = {u.name: "serving" if ok else "down" for u, ok in zip(ups.all, health, strict=True)}
+        # Persistence as lookup sees it (the gateway does not reach it): its answer relayed, lookup
+        # saying it cannot reach it, or nobody to ask.
+        services["persistence"] = (
+            "serving"
+            if isinstance(sync, persistence_pb2.SyncStatus)
+            else "down"
+            if services["lookup"] == "serving"
+            else "unknown"
+        )
+        facts: dict[str, Any] = {"services": services}
         if isinstance(sync, persistence_pb2.SyncStatus):
             self.first_sync_seen |= sync.fully_synced
             facts["sync"] = {

@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lnsync import rpc
 from lnsync.config import Settings
-from lnsync.v1 import lookup_pb2_grpc, persistence_pb2_grpc, snapshots_pb2_grpc
+from lnsync.v1 import lookup_pb2_grpc, snapshots_pb2_grpc
 
 HEALTH_TIMEOUT = 2.0
 
@@ -39,19 +39,18 @@ class Upstream:
 
 
 class Upstreams:
-    """Persistence (sync state), lookup (dynamic deltas, graph counts) and the snapshotter."""
+    """Lookup (dynamic deltas, graph counts, the sync state it relays from persistence) and the
+    snapshotter: all the gateway reaches (its NetworkPolicy and certificate allow nothing else)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.persistence = Upstream("persistence", settings.persistence.target)
         self.lookup = Upstream("lookup", settings.lookup.target)
         self.snapshotter = Upstream("snapshotter", settings.snapshotter.target)
-        self.persistence_stub = persistence_pb2_grpc.PersistenceStub(self.persistence.channel)
         self.lookup_stub = lookup_pb2_grpc.LookupStub(self.lookup.channel)
         self.snapshots_stub = snapshots_pb2_grpc.SnapshotsStub(self.snapshotter.channel)
 
     @property
     def all(self) -> tuple[Upstream, ...]:
-        return (self.persistence, self.lookup, self.snapshotter)
+        return (self.lookup, self.snapshotter)
 
     async def close(self) -> None:
         for up in self.all:

@@ -2,10 +2,10 @@
 
 A *probe* returns cumulative counters (messages received so far, by kind); the sampler calls every
 probe once a minute and keeps, per series, the rate over the last minute for the last day. Today
-the one probe is persistence's per-peer delivery counts (``GetSyncStatus``): received by kind, and
-(the gossip observer's series) unique messages vs. duplicate deliveries. Another data source adds
-its own probe with :meth:`VolumeSampler.add_probe`; its series show up in ``/api/status`` and on
-the page without further changes.
+the one probe is persistence's per-peer delivery counts (``GetSyncStatus``, relayed by lookup):
+received by kind, and (the gossip observer's series) unique messages vs. duplicate deliveries.
+Another data source adds its own probe with :meth:`VolumeSampler.add_probe`; its series show up in
+``/api/status`` and on the page without further changes.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
+from lnsync.v1 import lookup_pb2_grpc, persistence_pb2
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,8 @@ class VolumeSampler:
         return [s.as_json() for s in self.series.values()]
 
 
-def persistence_probe(stub: persistence_pb2_grpc.PersistenceStub) -> tuple[Probe, list[Series]]:
-    """Messages delivered by all peers, by kind, as persistence counts them."""
+def persistence_probe(stub: lookup_pb2_grpc.LookupStub) -> tuple[Probe, list[Series]]:
+    """Messages delivered by all peers, by kind, as persistence counts them (asked through lookup)."""
 
     async def probe() -> dict[str, float]:
         status = await stub.GetSyncStatus(persistence_pb2.GetSyncStatusRequest(), timeout=5)

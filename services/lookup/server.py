@@ -38,7 +38,7 @@ from lnsync.rgs.encode import encode, encode_empty
 from lnsync.rgs.model import DeltaParams, DeltaSet
 from lnsync.service import ReadySignal, run_service
 from lnsync.syncgate import SyncGate
-from lnsync.v1 import lookup_pb2, lookup_pb2_grpc
+from lnsync.v1 import lookup_pb2, lookup_pb2_grpc, persistence_pb2
 from services.lookup.store import GraphAt, load_delta_input, load_graph
 
 log = logging.getLogger(__name__)
@@ -248,6 +248,16 @@ class LookupService(lookup_pb2_grpc.LookupServicer):
             channel_updates_stored=row["updates"],
             data_generation=row["generation"],
         )
+
+    async def GetSyncStatus(
+        self, request: persistence_pb2.GetSyncStatusRequest, context: grpc.aio.ServicerContext
+    ) -> persistence_pb2.SyncStatus:
+        """Persistence's sync state, relayed (the gateway does not reach persistence)."""
+        try:
+            return await self.gate.sync_status()
+        except grpc.aio.AioRpcError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"persistence: {exc.code().name}")
+            raise  # abort raises; for the type checker
 
 
 def replica_is_current(standby: bool, replayed: float | None, R: int, ingest_lag: int) -> bool:

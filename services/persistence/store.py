@@ -422,8 +422,9 @@ async def _write_updates(
 # -- node announcements -----------------------------------------------------------------------------
 
 NODE_STATE_SQL = """
-SELECT node_id, announcement_id, timestamp, features, addresses, seen, first_announcement_id, first_seen
-FROM nodes WHERE node_id = ANY($1::bytea[])
+SELECT n.node_id, n.announcement_id, n.timestamp, n.features, n.addresses, n.seen, n.first_announcement_id,
+       n.first_seen, a.raw
+FROM nodes n JOIN node_announcements a ON a.id = n.announcement_id WHERE n.node_id = ANY($1::bytea[])
 """
 EXISTING_NODE_ANNS_SQL = """
 SELECT a.id, a.node_id, a.timestamp, a.seen FROM node_announcements a
@@ -433,6 +434,14 @@ NEXT_NODE_IDS_SQL = "SELECT nextval('node_announcements_id_seq') FROM generate_s
 NODE_COLUMNS = (
     "id", "node_id", "timestamp", "features", "addresses", "alias", "rgb_color", "change_mask", "raw", "seen",
 )  # fmt: skip
+# A node's latest announcement replaced by the winner of a tie (rules.node_tie_winner).
+REPLACE_NODE_SQL = """
+UPDATE node_announcements a SET features = k.features, addresses = k.addresses, alias = k.alias,
+    rgb_color = k.rgb_color, raw = k.raw, change_mask = a.change_mask | k.mask
+FROM unnest($1::int8[], $2::bytea[], $3::bytea[], $4::bytea[], $5::bytea[], $6::bytea[], $7::int2[])
+    AS k(id, features, addresses, alias, rgb_color, raw, mask)
+WHERE a.id = k.id
+"""
 LOWER_NODE_SEEN_SQL = """
 UPDATE node_announcements a SET seen = k.seen
 FROM unnest($1::int8[], $2::timestamptz[]) AS k(id, seen) WHERE a.id = k.id AND k.seen < a.seen
@@ -462,6 +471,7 @@ async def _write_nodes(
             r["first_announcement_id"],
             r["first_seen"],
             False,
+            bytes(r["raw"]),
         ]
         for r in await conn.fetch(NODE_STATE_SQL, node_ids)
     }
@@ -473,6 +483,8 @@ async def _write_nodes(
     ids = [r[0] for r in await conn.fetch(NEXT_NODE_IDS_SQL, len(nodes))]
     new_by_key: dict[tuple[bytes, int], list[Any]] = {}
     new_rows: list[list[Any]] = []
+    new_row_of: dict[tuple[bytes, int], list[Any]] = {}
+    replaced: dict[int, list[Any]] = {}  # stored row id -> its new content and the mask bits to add
     for (i, it), row_id in zip(nodes, ids, strict=True):
         a = it.message
         assert isinstance(a, m.NodeAnnouncement)
@@ -480,39 +492,64 @@ async def _write_nodes(
         seen = to_timestamp(it.seen_us)
         dup = existing.get(key) or new_by_key.get(key)
         st = state.get(a.node_id)
-        latest = (st[1], st[2], st[3]) if st is not None else None
-        decision = rules.decide_node(latest, a.timestamp, a.features, a.addresses, dup is not None)
+        latest = (st[1], st[2], st[3], st[8]) if st is not None else None
+        decision = rules.decide_node(latest, a.timestamp, a.features, a.addresses, a.raw, dup is not None)
         outcomes[i] = decision.outcome
         if dup is not None:
             if seen < dup[2]:
                 _lower_seen(dup, st, seen)
+            if decision.replaces:
+                assert st is not None
+                content = [a.features, a.addresses, a.alias, a.rgb_color, a.raw]
+                row = new_row_of.get(key)
+                if row is not None:  # written by this batch: not in the table yet
+                    row[3:7] = content[:4]
+                    row[7] |= decision.change_mask
+                    row[8] = a.raw
+                else:
+                    mask = replaced[dup[0]][5] if dup[0] in replaced else 0
+                    replaced[dup[0]] = [*content, mask | decision.change_mask]
+                st[2], st[3], st[8], st[7] = a.features, a.addresses, a.raw, True
             continue
         record = [row_id, seen, seen]
         new_by_key[key] = record
-        new_rows.append(
-            [
-                row_id,
-                a.node_id,
-                a.timestamp,
-                a.features,
-                a.addresses,
-                a.alias,
-                a.rgb_color,
-                decision.change_mask,
-                a.raw,
-                record,
-            ]
-        )
+        new_row = [
+            row_id,
+            a.node_id,
+            a.timestamp,
+            a.features,
+            a.addresses,
+            a.alias,
+            a.rgb_color,
+            decision.change_mask,
+            a.raw,
+            record,
+        ]
+        new_rows.append(new_row)
+        new_row_of[key] = new_row
         if decision.outcome is rules.Outcome.STORED:
             if st is None:
-                state[a.node_id] = [row_id, a.timestamp, a.features, a.addresses, seen, row_id, seen, True]
+                state[a.node_id] = [
+                    row_id,
+                    a.timestamp,
+                    a.features,
+                    a.addresses,
+                    seen,
+                    row_id,
+                    seen,
+                    True,
+                    a.raw,
+                ]
             else:
                 st[0:5] = [row_id, a.timestamp, a.features, a.addresses, seen]
-                st[7] = True
+                st[7], st[8] = True, a.raw
     if new_rows:
         for row in new_rows:
             row[-1] = row[-1][2]
         await conn.copy_records_to_table("node_announcements", records=new_rows, columns=NODE_COLUMNS)
+    if replaced:
+        cols_r: list[list[Any]] = [list(replaced), *([c[k] for c in replaced.values()] for k in range(6))]
+        await conn.execute(REPLACE_NODE_SQL, *cols_r)
     lowered = [(rec[0], rec[2]) for rec in existing.values() if rec[2] < rec[1]]
     if lowered:
         await conn.execute(LOWER_NODE_SEEN_SQL, [x[0] for x in lowered], [x[1] for x in lowered])

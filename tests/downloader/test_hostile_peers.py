@@ -5,6 +5,8 @@ connection with a clear reason."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import struct
 import time
 from dataclasses import replace
@@ -13,7 +15,19 @@ import pytest
 
 from lnsync.gossip import control as c
 from lnsync.gossip import queries as q
-from tests.downloader.scripted import MAINNET, MemorySink, PeerBehaviour, ScriptedPeer, make_graph
+from lnsync.gossip.errors import GossipError
+from lnsync.gossip.signing import sign_channel_announcement
+from lnsync.gossip.validate import GossipValidator
+from services.downloader.options import PeerOptions
+from tests.downloader.scripted import (
+    MAINNET,
+    MemorySink,
+    PeerBehaviour,
+    ScriptedPeer,
+    make_graph,
+    node_secret,
+    scid,
+)
 from tests.downloader.test_session import FAST, eventually, running
 
 PONG_BYTES = 65531  # the largest pong a ping may ask for
@@ -115,3 +129,70 @@ async def test_a_channel_range_that_never_ends_is_given_up_on_time() -> None:
         assert d.stats.invalid["bad_range_reply"] == 0
         assert time.monotonic() - behaviour_started < 10
         assert sorted(set(sink.raws)) == sorted(graph.dump())
+
+
+def _signed_but_invalid(n: int) -> list[bytes]:
+    """Distinct channel_announcements whose first three signatures verify and whose last does not:
+    the most verification work a message can cost before it is rejected (bad_signature)."""
+    out = []
+    for i in range(n):
+        a, b = node_secret(2 * i + 100), node_secret(2 * i + 101)
+        btc_a, btc_b = hashlib.sha256(b"btc-a" + a).digest(), hashlib.sha256(b"btc-b" + b).digest()
+        raw = bytearray(sign_channel_announcement(MAINNET, scid(1000 + i), a, b, btc_a, btc_b))
+        raw[2 + 3 * 64 + 10] ^= 1  # the fourth signature (bitcoin_key_2)
+        out.append(bytes(raw))
+    return out
+
+
+async def test_invalid_messages_just_under_the_drop_threshold_cost_bounded_cpu() -> None:
+    """Signed-but-invalid messages (three good signatures, a bad fourth; every one distinct, so
+    none is rejected from the cache) at 80 % of max_invalid per invalid_window, for four windows:
+    the peer stays connected (it is under the threshold), each message is verified once and
+    rejected, and the CPU it costs is measured. At the defaults (max_invalid 1,000 per 60 s) a peer
+    can make us verify at most ~16.7 such messages a second, so its CPU is bounded by that rate
+    times the cost measured here (docs/reliability.md gives the figures; run with -s to see them)."""
+    options = replace(FAST, max_invalid=200, invalid_window=1.0)
+    windows, rate = 4, 0.8 * options.max_invalid / options.invalid_window
+    hostile = _signed_but_invalid(int(windows * rate))
+    cpu: dict[str, float] = {}
+
+    async def script(conn):  # type: ignore[no-untyped-def]
+        await conn.send_init()
+        serving = asyncio.create_task(conn.serve())
+        await conn.dumped.wait()
+        started, cpu_started = time.monotonic(), time.process_time()
+        for i, raw in enumerate(hostile):  # paced evenly: never more than 80 % in any window
+            await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
+            await conn.send(raw)
+        cpu["wall"] = time.monotonic() - started
+        cpu["process"] = time.process_time() - cpu_started
+        idle_started, cpu_idle_started = time.monotonic(), time.process_time()
+        await asyncio.sleep(2.0)  # the same connection idle: its timers and pings, for the baseline
+        cpu["idle_per_s"] = (time.process_time() - cpu_idle_started) / (time.monotonic() - idle_started)
+        await serving
+
+    graph = make_graph(2)
+    async with ScriptedPeer(graph, script) as peer, running(peer, MemorySink(), options) as d:
+        await eventually(lambda: "idle_per_s" in cpu, 15 + windows)
+        assert d.stats.disconnects == {}, d.stats.disconnects  # under the threshold: kept
+        assert d.stats.invalid == {"bad_signature": len(hostile)}
+    # The verification alone, outside the event loop: what each message costs the downloader.
+    validator = GossipValidator(MAINNET)
+    t0 = time.process_time()
+    for raw in hostile:
+        with contextlib.suppress(GossipError):
+            validator.validate(raw)
+    verify_ms = (time.process_time() - t0) * 1000 / len(hostile)
+    # What this process did while the peer sent (the downloader and the scripted peer itself, an
+    # upper bound on the downloader's share), less what the idle connection costs.
+    process_ms = (cpu["process"] - cpu["idle_per_s"] * cpu["wall"]) * 1000 / len(hostile)
+    defaults = PeerOptions()
+    per_second = defaults.max_invalid / defaults.invalid_window
+    print(
+        f"\nsigned-but-invalid peer: {len(hostile)} messages in {cpu['wall']:.1f} s; "
+        f"verification {verify_ms:.3f} ms/message, whole process {process_ms:.3f} ms/message "
+        f"(idle connection: {cpu['idle_per_s'] * 100:.1f} % of a core); "
+        f"at the defaults ({defaults.max_invalid} per {defaults.invalid_window:g} s = {per_second:.1f}/s) "
+        f"{per_second * process_ms / 10:.2f} % of a core per hostile peer"
+    )
+    assert process_ms < 5.0  # each message verified once (a regression would multiply this)

@@ -230,7 +230,8 @@ async def _code(call: Any) -> grpc.StatusCode:
 
 
 async def _probe(target: dict[str, str]) -> dict[str, grpc.StatusCode]:
-    """Store gossip (a header-only Ingest stream), regenerate, list snapshots: how each ends."""
+    """Store gossip (a header-only Ingest stream), regenerate, list snapshots, read persistence's
+    sync state: how each ends."""
     header = persistence_pb2.IngestRequest(header=persistence_pb2.StreamHeader(peer_id="import:probe"))
     async with rpc.channel(target["persistence"]) as p, rpc.channel(target["snapshotter"]) as s:
         store = persistence_pb2_grpc.PersistenceStub(p)
@@ -240,6 +241,9 @@ async def _probe(target: dict[str, str]) -> dict[str, grpc.StatusCode]:
             "Regenerate": await _code(snaps.Regenerate(snapshots_pb2.RegenerateRequest(), timeout=10)),
             "ListSnapshots": await _code(
                 snaps.ListSnapshots(snapshots_pb2.ListSnapshotsRequest(), timeout=10)
+            ),
+            "GetSyncStatus": await _code(
+                store.GetSyncStatus(persistence_pb2.GetSyncStatusRequest(), timeout=10)
             ),
         }
 
@@ -280,19 +284,17 @@ async def test_default_up_authenticates_and_authorises_every_call(short_tmp: Pat
             seen[role] = await _probe(target)
         rpc.configure_tls(TlsSettings())
         denied, unavailable = grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAVAILABLE
-        assert seen["plaintext"] == {
-            "Ingest": unavailable,
-            "Regenerate": unavailable,
-            "ListSnapshots": unavailable,
-        }
+        assert set(seen["plaintext"].values()) == {unavailable}
         assert seen["gateway"] == {
             "Ingest": denied,
             "Regenerate": denied,
             "ListSnapshots": grpc.StatusCode.OK,
+            "GetSyncStatus": denied,  # the gateway reaches lookup and the snapshotter only
         }
         assert seen["import"]["Ingest"] == grpc.StatusCode.OK
         assert seen["import"]["Regenerate"] == denied and seen["import"]["ListSnapshots"] == denied
         assert seen["operator"]["Ingest"] == denied
+        assert seen["operator"]["GetSyncStatus"] == grpc.StatusCode.OK
         assert seen["operator"]["Regenerate"] == grpc.StatusCode.FAILED_PRECONDITION  # allowed; not synced
         # `lnsync status` beside it finds the operator's certificate through the run file.
         status = await asyncio.to_thread(

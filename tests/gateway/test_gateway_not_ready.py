@@ -1,7 +1,8 @@
 """Before the first full graph sync the gateway says so: 503 with Retry-After, never a 5xx of its own.
 
 Real persistence and lookup processes with an empty store and no peer reported; no snapshotter at
-all (so the gateway holds no generation).
+all (so the gateway holds no generation). The gateway is given no way to persistence (issue 25: it
+reaches lookup and the snapshotter only): the sync state it reports comes through lookup.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ async def test_503_until_the_first_sync_and_generation(database_url: str, short_
     try:
         await stack.start_healthy("persistence")
         await stack.start_healthy("lookup")
-        stack.start("gateway")
+        # Persistence's address for the gateway is nothing: it must not need it.
+        stack.start("gateway", env={"LNSYNC_PERSISTENCE__ADDRESS": "127.0.0.1:1"})
         base = f"http://{stack.target('gateway')}"
         await wait_up(base)
         for path in ("/delta/0", "/delta/v2/1700000000"):
@@ -41,8 +43,10 @@ async def test_503_until_the_first_sync_and_generation(database_url: str, short_
         admin = f"http://{stack.target('gateway-admin')}"
         status, _, body = await get(admin + "/api/status")
         facts = json.loads(body)
-        assert status == 200 and facts["services"]["lookup"] == "serving"
+        assert status == 200
+        assert facts["services"] == {"lookup": "serving", "snapshotter": "down", "persistence": "serving"}
         assert facts["sync"]["fully_synced"] is False and facts["snapshots"]["generation"] is None
+        assert facts["sync"]["peers"] == [] and "error" not in facts["sync"]  # persistence's, via lookup
         assert (await get(base + "/healthz"))[0] == 200
         status, h, page = await get(admin + "/")
         assert status == 200 and h["Content-Type"].startswith("text/html") and b"api/status" in page

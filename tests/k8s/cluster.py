@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
+import grpc
 import yaml
 
 from services.demopeer.server import demo_peer_address
@@ -166,6 +167,7 @@ NS = "lnsync-e2e"
 PEER_A = ("demo-peer", "lnsync-demo-peer")  # (Deployment and Service name, --identity)
 PEER_B = ("demo-peer-b", "second-demo-peer")
 CHANNELS, NODES = 934, 50  # the demo peer's bundled graph (data/cln2026_top50_resigned_mainnet.bin)
+SERVER_NAME = "lnsync-grpc"  # the chart's tls.serverName: every certificate names it
 
 
 def address(peer: tuple[str, str]) -> str:
@@ -209,6 +211,18 @@ class Release:
 
     def selector(self, component: str) -> str:
         return f"app.kubernetes.io/instance=lnsync,app.kubernetes.io/component={component}"
+
+    def credentials(self, role: str) -> grpc.ChannelCredentials:
+        """mTLS credentials with ``role``'s certificate, read from the release's Secret."""
+        data = self.kube.json("get", "secret", f"lnsync-tls-{role}", "-n", self.namespace)["data"]
+        ca, cert, key = (base64.b64decode(data[k]) for k in ("ca.crt", "tls.crt", "tls.key"))
+        return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+    def channel(self, target: str, role: str) -> grpc.aio.Channel:
+        """A channel to ``target`` (an address of a pod or Service) as ``role`` (the chart's
+        certificates name tls.serverName, not addresses)."""
+        options = [("grpc.ssl_target_name_override", SERVER_NAME)]
+        return grpc.aio.secure_channel(target, self.credentials(role), options=options)
 
     async def store_query(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         """Ask the release's PostgreSQL directly (its Service IP, the password from its Secret)."""

@@ -95,6 +95,9 @@ def test_install_upgrade_with_one_more_peer_and_uninstall(cluster: Cluster):
     assert "lnsync-postgresql:5432" in base64.b64decode(secret.data["database-url"]).decode()
     config = core.read_namespaced_config_map("lnsync", ns)
     assert "postgresql://" not in json.dumps(config.data)
+    # mTLS (on by default): the CA and a certificate per role, generated at install.
+    tls_names = [f"lnsync-tls-{n}" for n in ("ca", "persistence", "gateway", "downloader", "operator")]
+    certificates = {n: core.read_namespaced_secret(n, ns).data for n in tls_names}
 
     cluster.helm("upgrade", "lnsync", str(CHART), "-n", ns, *values_args({"peers": [PEER_A, PEER_B, PEER_C]}))
     second = deployments()
@@ -104,6 +107,8 @@ def test_install_upgrade_with_one_more_peer_and_uninstall(cluster: Cluster):
         assert second[name].metadata.generation == first[name].metadata.generation
     again = core.read_namespaced_secret("lnsync-postgresql", ns)
     assert base64.b64decode(again.data["password"]).decode() == password
+    # The upgrade found them (lookup) and kept them: no pod needs new certificates.
+    assert {n: core.read_namespaced_secret(n, ns).data for n in tls_names} == certificates
 
     cluster.helm("upgrade", "lnsync", str(CHART), "-n", ns, *values_args({"peers": [PEER_A, PEER_C]}))
     assert set(deployments()) == set(second) - {dl_b}

@@ -24,7 +24,7 @@ import pytest
 
 from lnsync.gossip import messages as m
 from lnsync.rgs.decode import decode
-from lnsync.v1 import lookup_pb2, lookup_pb2_grpc
+from lnsync.v1 import lookup_pb2, lookup_pb2_grpc, persistence_pb2, persistence_pb2_grpc
 from tests.helm_tools import CHART, values_args
 from tests.k8s.cluster import (
     CHANNELS,
@@ -95,10 +95,11 @@ def test_gateway_serves_the_peers_graph_to_the_real_ldk_client(
         assert applied.channels == CHANNELS
 
 
-async def _compute_delta(kube: Kube) -> tuple[lookup_pb2.BlobInfo, bytes]:
-    """A full v2 delta from lookup's Service over gRPC, from this process (outside every pod)."""
+async def _compute_delta(kube: Kube, release: Release) -> tuple[lookup_pb2.BlobInfo, bytes]:
+    """A full v2 delta from lookup's Service over gRPC, from this process (outside every pod), with
+    the operator's certificate (mutual TLS is on by default)."""
     target = f"{kube.service_ip(NS, 'lnsync-lookup')}:50052"
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with release.channel(target, "operator") as channel:
         stub = lookup_pb2_grpc.LookupStub(channel)
         request = lookup_pb2.ComputeDeltaRequest(last_sync_timestamp=0, version=2)
         chunks = [c async for c in stub.ComputeDelta(request, timeout=60)]
@@ -106,9 +107,39 @@ async def _compute_delta(kube: Kube) -> tuple[lookup_pb2.BlobInfo, bytes]:
 
 
 async def test_lookup_compute_delta_over_grpc_from_outside_the_pods(kube: Kube, release: Release) -> None:
-    info, blob = await _compute_delta(kube)
+    info, blob = await _compute_delta(kube, release)
     assert (info.version, info.size, info.announcement_count) == (2, len(blob), CHANNELS)
     assert len(decode(blob).announcements) == CHANNELS
+
+
+async def _ingest_code(release: Release, target: str, role: str, peer_id: str) -> grpc.StatusCode:
+    """How a header-only Ingest stream (stores nothing) as ``role`` ends: OK once accepted."""
+    header = persistence_pb2.IngestRequest(header=persistence_pb2.StreamHeader(peer_id=peer_id))
+    async with release.channel(target, role) as channel:
+        try:
+            async for _ in persistence_pb2_grpc.PersistenceStub(channel).Ingest(iter([header]), timeout=10):
+                pass
+        except grpc.aio.AioRpcError as exc:
+            return exc.code()
+    return grpc.StatusCode.OK
+
+
+async def test_only_the_downloaders_identity_may_store_gossip(kube: Kube, release: Release) -> None:
+    """Issue 25, finding 3 on the cluster: each pod has its own role's certificate (generated at
+    install); with the gateway's, persistence refuses Ingest; with a downloader's, it accepts it.
+    From inside the cluster network, so only mutual TLS and the roles decide (not NetworkPolicy)."""
+    started = time.monotonic()
+    (pod,) = kube.ready_pods(NS, release.selector("persistence"))
+    target = f"{pod['status']['podIP']}:50051"
+    peer_id = address(PEER_A).split("@")[0]  # the demo peer's id: a header alone changes nothing
+    assert await _ingest_code(release, target, "gateway", peer_id) == grpc.StatusCode.PERMISSION_DENIED
+    assert await _ingest_code(release, target, "downloader", peer_id) == grpc.StatusCode.OK
+    # Without a certificate nothing gets through at all.
+    async with grpc.aio.insecure_channel(target) as plain:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await plain.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=5)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert time.monotonic() - started < 15
 
 
 def test_helm_test_checks_health_and_a_snapshot(kube: Kube, release: Release) -> None:
@@ -233,7 +264,7 @@ async def test_pods_deleted_while_the_peer_sends_recover_and_lose_nothing(
             # Recovered = the whole path works again: persistence healthy (it follows the database)
             # and lookup answering a delta.
             await asyncio.to_thread(wait_for, persistence_ready, "persistence Ready", 240)
-            _, blob = await _compute_delta(kube)
+            _, blob = await _compute_delta(kube, release)
             assert len(decode(blob).announcements) == CHANNELS
             for component, times in zip(components, seen, strict=True):
                 outcomes[component] = {

@@ -18,7 +18,6 @@ import time
 from collections import Counter
 from typing import Any
 
-import grpc
 import pytest
 
 from lnsync.v1 import snapshots_pb2, snapshots_pb2_grpc
@@ -253,7 +252,7 @@ async def test_killing_the_generating_snapshotter_hands_the_generation_to_the_ot
     key = storage.SNAPSHOT_LOCK
 
     with Load(release, 2, iter(itertools.repeat("/snapshot/v2/0"))) as load:
-        channels = [grpc.aio.insecure_channel(f"{p['status']['podIP']}:50053") for p in pods]
+        channels = [release.channel(f"{p['status']['podIP']}:50053", "operator") for p in pods]
         calls = [
             asyncio.ensure_future(snapshots_pb2_grpc.SnapshotsStub(ch).Regenerate(request, timeout=300))
             for ch in channels

@@ -22,7 +22,7 @@ from lnsync.rgs.history import GossipHistory
 from lnsync.rgs.model import DeltaParams
 from services.lookup.store import GraphAt, load_delta_input, load_graph
 from services.persistence.store import Incoming, write_batch
-from tests.rgs.histories import DAY, MAINNET, START, event_message, random_events
+from tests.rgs.histories import DAY, MAINNET, START, Event, event_message, random_events
 
 
 async def write_events(conn: asyncpg.Connection, events: list, rng: random.Random) -> GossipHistory:  # type: ignore[type-arg]
@@ -71,7 +71,7 @@ async def test_database_blobs_equal_model_blobs(database_url: str, seed: int) ->
         await conn.execute(
             "TRUNCATE channel_announcements, channel_updates, channel_directions, node_announcements, nodes"
         )
-        events = random_events(seed, channels=25, days=20)
+        events = random_events(seed, channels=25, days=20, node_ties=0.1)
         history = await write_events(conn, events, rng)
         pairs = [(0, START + 5 * DAY)]
         for _ in range(8):
@@ -83,5 +83,45 @@ async def test_database_blobs_equal_model_blobs(database_url: str, seed: int) ->
         R = START + 12 * DAY
         pairs += [(R - 3600, R), (R - 3 * DAY, R), (R - DAY, R), (0, R)]
         await assert_same_blobs(conn, history, pairs)
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("batches", ["one batch", "one message a batch"])
+async def test_equal_timestamps_store_the_same_node_whatever_the_arrival_order(
+    database_url: str, batches: str
+) -> None:
+    """Issue 25: two node_announcements of one node with the same timestamp and other addresses.
+    In either arrival order (and whether in one batch or two) the store ends with the winner of
+    lnsync.rgs.rules.node_tie_winner, and its blobs equal the model's."""
+    ann = next(e for e in random_events(7, nodes=4, channels=4, days=3) if e.kind == "node")
+    key, ts = ann.args
+    rivals = [
+        Event(
+            ann.seen + i, "node", (key, ts), {**ann.kwargs, "addresses": bytes([1, 10, 9, i, 1, 0x26, 0x07])}
+        )
+        for i in (1, 2)
+    ]
+    raws = [event_message(e) for e in rivals]
+    winner = max(raws)
+    conn = await asyncpg.connect(database_url)
+    try:
+        served = []
+        for order in (rivals, rivals[::-1]):
+            await conn.execute("TRUNCATE node_announcements, nodes")
+            batch = [Incoming(decode_gossip(event_message(e)), e.seen * 1_000_000, None) for e in order]
+            for part in [batch] if batches == "one batch" else [[b] for b in batch]:
+                await write_batch(conn, part)
+            history = GossipHistory(MAINNET)
+            for e in order:
+                history.add_message(event_message(e), e.seen)
+            row = await conn.fetchrow(
+                "SELECT n.addresses, a.raw, count(*) OVER () AS rows FROM nodes n"
+                " JOIN node_announcements a ON a.id = n.announcement_id"
+            )
+            assert bytes(row["raw"]) == winner and row["rows"] == 1
+            served.append(bytes(row["addresses"]))
+            await assert_same_blobs(conn, history, [(0, ts + DAY)])
+        assert served[0] == served[1] == decode_gossip(winner).addresses  # type: ignore[union-attr]
     finally:
         await conn.close()

@@ -41,8 +41,11 @@ def random_events(
     channels: int = 30,
     days: int = 30,
     start: int = START,
+    node_ties: float = 0.0,
 ) -> list[Event]:
-    """The history's messages in ``seen`` order (duplicates and stale arrivals included)."""
+    """The history's messages in ``seen`` order (duplicates and stale arrivals included); with
+    ``node_ties``, that share of node_announcements has a rival with the same timestamp and other
+    addresses, arriving before or after it (lnsync.rgs.rules.node_tie_winner decides)."""
     rng = random.Random(seed)
     keys = node_keys(nodes, str(seed))
     events: list[Event] = []
@@ -97,6 +100,9 @@ def random_events(
         addresses = bytes([1, 10, 0, 0, i % 250 + 1, 0x26, 0x07])
         while t < end:
             add(t + rng.randrange(60), "node", key, t, features=features, addresses=addresses)
+            if node_ties and rng.random() < node_ties:
+                rival = bytes([1, 10, 1, rng.randrange(256), i % 250 + 1, 0x26, 0x07])
+                add(t + rng.randrange(-30, 600), "node", key, t, features=features, addresses=rival)
             t += rng.randrange(DAY, 6 * DAY)
             if rng.random() < 0.3:
                 addresses = bytes([1, 10, 0, rng.randrange(256), i % 250 + 1, 0x26, 0x07])

@@ -334,15 +334,7 @@ spec:
       emptyDir:
         sizeLimit: 64Mi
     {{- if $root.Values.tls.enabled }}
-    - name: tls
-      secret:
-        secretName: {{ required "tls.enabled needs tls.existingSecret (a Secret with ca.crt, tls.crt, tls.key)" $root.Values.tls.existingSecret }}
-        # Only the owner and fsGroup read the key; a missing key fails the mount, not the process.
-        defaultMode: 0440
-        items:
-          - {key: ca.crt, path: ca.crt}
-          - {key: tls.crt, path: tls.crt}
-          - {key: tls.key, path: tls.key}
+    {{- include "lnsync.tlsVolume" (dict "root" $root "role" .component) | nindent 4 }}
     {{- end }}
   {{- with $v.nodeSelector }}
   nodeSelector:
@@ -358,8 +350,97 @@ spec:
   {{- end }}
 {{- end -}}
 
-{{/* Where every lnsync container finds tls.existingSecret, and the settings that point at it. */}}
+{{/* Mutual TLS (helm/lnsync/README.md, "Mutual TLS"): every lnsync container mounts the Secret of
+its own role (lnsync/certs.py ROLES; the certificate's common name is "lnsync-<role>", which the
+servers check against lnsync/rpc.py POLICY) at tlsDir, and LNSYNC_TLS__* point at the files. */}}
 {{- define "lnsync.tlsDir" -}}/etc/lnsync/tls{{- end -}}
+
+{{/* The roles this release has a certificate for (a JSON list). */}}
+{{- define "lnsync.tlsRoles" -}}
+{{- $roles := list "persistence" "lookup" "snapshotter" "gateway" "downloader" "operator" -}}
+{{- if .Values.peerController.enabled }}{{ $roles = append $roles "peer-controller" }}{{ end -}}
+{{- toJson $roles -}}
+{{- end -}}
+
+{{/* The Secret holding a role's certificate (dict: root, role): tls.existingSecrets.<role>, else
+the one shared tls.existingSecret, else the one the chart makes (generated or by cert-manager). */}}
+{{- define "lnsync.tlsSecretName" -}}
+{{- $tls := .root.Values.tls -}}
+{{- if index $tls.existingSecrets .role -}}
+{{- index $tls.existingSecrets .role -}}
+{{- else if $tls.existingSecret -}}
+{{- $tls.existingSecret -}}
+{{- else if $tls.existingSecrets -}}
+{{- fail (printf "tls.existingSecrets has no Secret for the role %s: list every role (%s) or none" .role (include "lnsync.tlsRoles" .root | fromJsonArray | join ", ")) -}}
+{{- else -}}
+{{- include "lnsync.componentName" (dict "root" .root "suffix" (printf "tls-%s" .role)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The pod volume of a role's certificate (dict: root, role). */}}
+{{- define "lnsync.tlsVolume" -}}
+- name: tls
+  secret:
+    secretName: {{ include "lnsync.tlsSecretName" . }}
+    # Only the owner and fsGroup read the key; a missing key fails the mount, not the process.
+    defaultMode: 0440
+    items:
+      - {key: ca.crt, path: ca.crt}
+      - {key: tls.crt, path: tls.crt}
+      - {key: tls.key, path: tls.key}
+{{- end -}}
+
+{{/* The Secrets of a generated CA and of every role's certificate (dict: root, existing: the
+Secrets the cluster holds now by name, from lookup; empty when installing or rendering). What
+exists is reused as it is, so that upgrades keep the certificates: the CA when its Secret has both
+ca.crt and ca.key, a role's certificate when it was signed by that CA. Anything missing is made:
+a new CA (then every role's certificate too), or a role's certificate signed by the CA. */}}
+{{- define "lnsync.tlsGeneratedSecrets" -}}
+{{- $root := .root -}}
+{{- $tls := $root.Values.tls -}}
+{{- $days := int $tls.validityDays -}}
+{{- $caName := include "lnsync.componentName" (dict "root" $root "suffix" "tls-ca") -}}
+{{- $caData := (index .existing $caName | default dict).data | default dict -}}
+{{- $ca := dict -}}
+{{- $caKept := and (index $caData "ca.crt") (index $caData "ca.key") -}}
+{{- if $caKept -}}
+{{- $ca = buildCustomCert (index $caData "ca.crt") (index $caData "ca.key") -}}
+{{- else -}}
+{{- $ca = genCA "lnsync-ca" $days -}}
+{{- $caData = dict "ca.crt" ($ca.Cert | b64enc) "ca.key" ($ca.Key | b64enc) -}}
+{{- end -}}
+apiVersion: v1
+kind: Secret
+metadata:
+  name: {{ $caName }}
+  labels:
+    {{- include "lnsync.labels" (dict "root" $root "component" "tls") | nindent 4 }}
+type: Opaque
+data:
+  ca.crt: {{ index $caData "ca.crt" }}
+  ca.key: {{ index $caData "ca.key" }}
+{{- range $role := include "lnsync.tlsRoles" $root | fromJsonArray }}
+{{- $name := include "lnsync.tlsSecretName" (dict "root" $root "role" $role) }}
+{{- $data := (index $.existing $name | default dict).data | default dict }}
+{{- if not (and $caKept (eq (index $data "ca.crt" | default "") (index $caData "ca.crt")) (index $data "tls.crt") (index $data "tls.key")) }}
+{{- $cert := genSignedCert (printf "lnsync-%s" $role) (list "127.0.0.1") (list $tls.serverName "localhost") $days $ca }}
+{{- $data = dict "ca.crt" (index $caData "ca.crt") "tls.crt" ($cert.Cert | b64enc) "tls.key" ($cert.Key | b64enc) }}
+{{- end }}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: {{ $name }}
+  labels:
+    {{- include "lnsync.labels" (dict "root" $root "component" "tls") | nindent 4 }}
+    lnsync/role: {{ $role }}
+type: kubernetes.io/tls
+data:
+  ca.crt: {{ index $data "ca.crt" }}
+  tls.crt: {{ index $data "tls.crt" }}
+  tls.key: {{ index $data "tls.key" }}
+{{- end }}
+{{- end -}}
 
 {{- define "lnsync.tlsEnv" -}}
 {{- $dir := include "lnsync.tlsDir" . -}}
