@@ -26,6 +26,7 @@ from pydantic_settings import (
 )
 
 from lnsync.chain import normalize_network
+from lnsync.rgs import ladder
 
 ENV_PREFIX = "LNSYNC_"
 CONFIG_ENV = "LNSYNC_CONFIG"
@@ -158,8 +159,9 @@ class PersistenceSettings(ServiceEndpoint):
     # How often retention pruning runs (seconds); 0 disables.
     prune_interval: int = Field(default=3600, ge=0)
     # Channel updates superseded for longer than this are pruned: at least the longest scope any
-    # client delta or snapshot covers (older last-sync times must be served as full syncs).
-    superseded_retention: int = Field(default=32 * 86400, ge=86400)
+    # client delta or snapshot covers plus its margin (ladder.min_superseded_retention; checked
+    # against the snapshotter interval and ingest_lag by Settings).
+    superseded_retention: int = Field(default=33 * 86400, ge=86400)
     # Per-peer delivery records (the gossip observer's raw data) are kept this long.
     observation_retention: int = Field(default=7 * 86400, ge=0)
     # The gossip observer (services/observer): raw deliveries are folded into summaries of this
@@ -415,6 +417,19 @@ class Settings(BaseSettings):
             seen.add(key)
         return v
 
+    @model_validator(mode="after")
+    def _retention_covers_deltas(self) -> Settings:
+        """Superseded updates pruned too early would lose the change masks a delta needs."""
+        needed = ladder.min_superseded_retention(self.snapshotter.interval, self.ingest_lag)
+        if self.persistence.superseded_retention < needed:
+            raise ValueError(
+                f"persistence.superseded_retention must be at least {needed} s "
+                f"({needed / 86400:.2f} days): deltas reach back max(14 days, the largest snapshot "
+                f"scope {ladder.scopes(self.snapshotter.interval)[-1] // 86400} days) and are "
+                f"computed up to ingest_lag + {ladder.APPLY_MARGIN} s later"
+            )
+        return self
+
     @property
     def peer_addresses(self) -> list[PeerAddress]:
         peers = self.peers
@@ -453,7 +468,7 @@ def _format_error(exc: ValidationError, origin: str) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown setting"
-        lines.append(f"{key}: {msg}")
+        lines.append(msg if key == "(root)" else f"{key}: {msg}")
     return f"invalid configuration ({origin}): " + "; ".join(lines)
 
 

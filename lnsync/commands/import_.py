@@ -5,7 +5,8 @@ records, recognised from their first bytes (lnsync.gossip.archive); a gossip_sto
 amounts become the announcements' funding amounts. Every message's signatures are verified here
 (persistence re-checks only structure and chain); invalid ones are counted by reason and skipped
 (a channel_update whose channel_announcement is not in the input cannot be verified:
-"unknown_channel"). Received times ("seen") come from --seen:
+"unknown_channel"; an update or node_announcement dated more than a day after its received time, or
+after now, is "timestamp_in_future"). Received times ("seen") come from --seen:
 
   message  each message's own gossip timestamp; a channel_announcement, which has none, takes the
            earliest timestamp of that channel's updates in the input (files are read twice), or,
@@ -38,6 +39,7 @@ from lnsync.gossip import messages as m
 from lnsync.gossip.archive import ArchiveError, ArchiveRecord, read_archive
 from lnsync.gossip.errors import GossipError
 from lnsync.gossip.validate import GossipValidator
+from lnsync.rgs.rules import FUTURE_REASON, too_far_ahead
 
 if TYPE_CHECKING:
     from services.persistence.client import IngestCounters
@@ -162,7 +164,6 @@ async def import_files(
                 except GossipError as exc:
                     tally.invalid[exc.reason] += 1
                     continue
-                tally.valid += 1
                 if seen == "now":
                     received = None
                 elif seen == "record":
@@ -177,6 +178,14 @@ async def import_files(
                 else:
                     last_ts = max(last_ts, msg.timestamp)
                     received = msg.timestamp * 1_000_000
+                if not isinstance(msg, m.ChannelAnnouncement):
+                    arrived = int(time.time())
+                    if received is not None:
+                        arrived = min(arrived, received // 1_000_000)
+                    if too_far_ahead(msg.timestamp, arrived):
+                        tally.invalid[FUTURE_REASON] += 1
+                        continue
+                tally.valid += 1
                 await client.send(rec.raw, received, funding_sats=rec.funding_sats)
                 if tally.read % 4096 == 0:
                     check_progress()

@@ -196,8 +196,11 @@ class GossipHistory:
         return outcome
 
     def add_message(self, raw: bytes, seen: int, funding_sats: int | None = None) -> str:
-        """Decode a wire gossip message and store it (no signature checks: the producer did them)."""
+        """Decode a wire gossip message and store it (no signature checks: the producer did them);
+        like persistence, refuses ("rejected") an update or node_announcement dated too far ahead."""
         msg = m.decode_gossip(raw)
+        if not isinstance(msg, m.ChannelAnnouncement) and rules.too_far_ahead(msg.timestamp, seen):
+            return "rejected"
         if isinstance(msg, m.ChannelAnnouncement):
             stored = self.add_channel_announcement(
                 msg.short_channel_id, msg.node_id_1, msg.node_id_2, seen, msg.features, funding_sats

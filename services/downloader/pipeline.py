@@ -1,7 +1,8 @@
 """From raw gossip to verified messages on their way to persistence.
 
 Every gossip message is size-checked, parsed and signature-checked by the gossip core before it
-is forwarded; invalid ones are counted by reason and dropped. The pipeline outlives connections,
+is forwarded; invalid ones are counted by reason and dropped, and so are updates dated more than a
+day after their receipt (:func:`lnsync.rgs.rules.too_far_ahead`). The pipeline outlives connections,
 so what it learnt stays: the channels' node ids (to verify updates), updates waiting for their
 announcement, and a cache of recently seen messages, so the dump a peer replays after a reconnect
 is neither verified nor forwarded again (forwarded messages are already in the sink's window or
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from lnsync.gossip import messages as m
 from lnsync.gossip.errors import GossipError, UnknownChannel
 from lnsync.gossip.validate import GossipValidator
+from lnsync.rgs import rules
 from services.downloader.pending import PendingUpdates
 from services.downloader.sink import GossipSink, SyncCounts
 from services.downloader.stats import PeerStats
@@ -38,6 +40,10 @@ KIND_NAMES = {
     m.CHANNEL_UPDATE: "channel_update",
     m.NODE_ANNOUNCEMENT: "node_announcement",
 }
+
+
+def _too_far_ahead(timestamp: int, received_at_us: int) -> bool:
+    return rules.too_far_ahead(timestamp, received_at_us // 1_000_000)
 
 
 class Outcome(enum.Enum):
@@ -156,6 +162,10 @@ class GossipPipeline:
             self.stats.invalid[e.reason] += 1
             log.debug("invalid %s: %s", KIND_NAMES[msg_type], e)
             return Result(Outcome.INVALID, e.reason)
+        if not isinstance(msg, m.ChannelAnnouncement) and _too_far_ahead(msg.timestamp, received_at_us):
+            # Not remembered as invalid: the same message may be acceptable in a day.
+            self.stats.invalid[rules.FUTURE_REASON] += 1
+            return Result(Outcome.INVALID, rules.FUTURE_REASON)
         await self._forward(msg_type, raw, received_at_us, digest)
         if isinstance(msg, m.ChannelAnnouncement):
             await self._release(msg.short_channel_id)
@@ -179,10 +189,13 @@ class GossipPipeline:
             if self.recent.get(digest) is not None:
                 continue
             try:
-                self.validator.channel_update(update.raw)
+                msg = self.validator.channel_update(update.raw)
             except GossipError as e:
                 self.recent.put(digest, self.connection, e.reason)
                 self.stats.invalid[e.reason] += 1
+                continue
+            if _too_far_ahead(msg.timestamp, update.received_at_us):
+                self.stats.invalid[rules.FUTURE_REASON] += 1
                 continue
             try:
                 await self._forward(m.CHANNEL_UPDATE, update.raw, update.received_at_us, digest)

@@ -28,6 +28,7 @@ from lnsync.config import Settings
 from lnsync.gossip import messages as m
 from lnsync.gossip.errors import GossipError
 from lnsync.retry import Backoff, retry
+from lnsync.rgs import rules
 from lnsync.service import ReadySignal, run_service
 from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
 from services.observer import job as observer
@@ -43,9 +44,6 @@ log = logging.getLogger(__name__)
 MAX_SOURCE = 64
 MAX_CACHED_PEERS = 10_000
 MAX_FUNDING_SATS = 21_000_000 * 100_000_000
-# A channel_update or node_announcement dated more than this after its arrival is refused (a
-# timestamp of 2**32 - 1 would otherwise supersede every later update of its channel or node).
-MAX_TIMESTAMP_AHEAD = 86400
 QUEUE_BATCHES = 4  # the queue holds this many maximal batches
 DB_CHECK_INTERVAL = 2.0
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -311,7 +309,7 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
         if not request.messages:
             return
         now_us = time.time_ns() // 1000
-        latest_timestamp = now_us // 1_000_000 + MAX_TIMESTAMP_AHEAD
+        too_far_ahead = rules.too_far_ahead
         jobs: list[Job] = []
         job = Job(state)
         entries, rejected = job.entries, job.rejected
@@ -333,8 +331,12 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
                 except GossipError as exc:
                     rejected.append((seq, exc.reason))
                     continue
-                if not isinstance(parsed, m.ChannelAnnouncement) and parsed.timestamp > latest_timestamp:
-                    rejected.append((seq, "timestamp_in_future"))
+                # Judged against the earlier of the producer's receipt time and now.
+                arrived = min(msg.received_at_us, now_us) if msg.received_at_us > 0 else now_us
+                if not isinstance(parsed, m.ChannelAnnouncement) and too_far_ahead(
+                    parsed.timestamp, arrived // 1_000_000
+                ):
+                    rejected.append((seq, rules.FUTURE_REASON))
                     continue
                 funding = None
                 if msg.HasField("funding_sats") and isinstance(parsed, m.ChannelAnnouncement):
