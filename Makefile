@@ -38,6 +38,10 @@ tools/ldk/node_modules/.installed: tools/ldk/package.json tools/ldk/package-lock
 	cd tools/ldk && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# A real Bitcoin node (npm `bcoin`, regtest in memory) for the chain-source tests.
+tools/bcoin/node_modules/.installed: tools/bcoin/package.json tools/bcoin/package-lock.json tools/bcoin/setup.sh
+	tools/bcoin/setup.sh
+
 up: $(VENV)/.runtime
 	$(BIN)/lnsync up $(ARGS)
 
@@ -52,7 +56,7 @@ typecheck: $(VENV)/.dev
 $(BIN)/helm: scripts/install-helm.sh | $(BIN)/python
 	scripts/install-helm.sh $(BIN)
 
-test: $(VENV)/.dev tools/ldk/node_modules/.installed $(BIN)/helm
+test: $(VENV)/.dev tools/ldk/node_modules/.installed tools/bcoin/node_modules/.installed $(BIN)/helm
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy lnsync services
@@ -94,4 +98,4 @@ image:
 	scripts/build-image.sh
 
 clean:
-	rm -rf $(VENV) tools/ldk/node_modules .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) tools/ldk/node_modules tools/bcoin/node_modules .mypy_cache .ruff_cache .pytest_cache

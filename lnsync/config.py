@@ -291,6 +291,29 @@ class GatewaySettings(_Section):
         return _check_listen(v)
 
 
+class ChainSettings(BaseModel):
+    """Where funding outputs of new channels are checked (lnsync.chain); "none": not checked."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: Literal["none", "bitcoind", "esplora"] = "none"
+    # bitcoind: its JSON-RPC URL (http://127.0.0.1:8332); esplora: the API root (.../api).
+    url: str = ""
+    # bitcoind authentication: its cookie file, or a user and a file whose first line is the password.
+    cookie_file: str = ""
+    user: str = ""
+    password_file: str = ""
+    timeout: float = Field(default=10.0, gt=0, le=300)
+    # Checks talking to the source at once (per downloader).
+    max_concurrent: int = Field(default=8, ge=1, le=256)
+
+    @model_validator(mode="after")
+    def _url_given(self) -> ChainSettings:
+        if self.source != "none" and not self.url:
+            raise ValueError(f"chain.url is required with chain.source = {self.source}")
+        return self
+
+
 class DownloaderSettings(ServiceEndpoint):
     listen: str = "127.0.0.1:50060"
     # The one peer this downloader process talks to (``lnsync up`` starts one per entry of ``peers``).
@@ -393,6 +416,7 @@ class Settings(BaseSettings):
     peer_controller: PeerControllerSettings = PeerControllerSettings()
     observer: ObserverSettings = ObserverSettings()
     tls: TlsSettings = TlsSettings()
+    chain: ChainSettings = ChainSettings()
 
     @field_validator("network")
     @classmethod

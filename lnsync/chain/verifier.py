@@ -1,0 +1,111 @@
+"""Funding checks against a chain source: facts fetched with bounded concurrency, blocks cached.
+
+:meth:`FundingVerifier.check` gathers the :class:`~lnsync.chain.funding.FundingFacts` of one
+announcement and returns :func:`~lnsync.chain.funding.judge`'s verdict. A block's txid list is
+fetched once and cached (channels of the same block share it; blocks with six confirmations do not
+change short of a deep reorganisation); the tip height is cached for ``tip_ttl`` seconds. At most
+``max_concurrent`` checks talk to the source at once. A source that is down, slow or talks garbage
+raises :class:`~lnsync.chain.sources.ChainUnavailable`: no verdict, the caller holds and retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+
+from prometheus_client import Counter
+
+from lnsync.chain import funding
+from lnsync.chain.sources import ChainSource, ChainUnavailable
+
+CHECKS = Counter("lnsync_funding_checks_total", "Funding checks of new channels by verdict", ["verdict"])
+UNAVAILABLE = Counter(
+    "lnsync_funding_source_errors_total", "Funding checks the chain source could not answer"
+)
+
+
+class FundingVerifier:
+    def __init__(
+        self,
+        source: ChainSource,
+        *,
+        max_concurrent: int = 8,
+        cached_blocks: int = 2048,
+        tip_ttl: float = 10.0,
+    ) -> None:
+        self.source = source
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._blocks: OrderedDict[int, tuple[str, list[str]] | None] = OrderedDict()
+        self._cached_blocks = cached_blocks
+        self._block_fetches: dict[int, asyncio.Future[tuple[str, list[str]] | None]] = {}
+        self._tip: tuple[float, int] | None = None
+        self._tip_ttl = tip_ttl
+        self.last_error: str | None = None  # the source's last failure (None once it answers again)
+        self.source_calls = 0
+
+    async def tip_height(self) -> int:
+        now = time.monotonic()
+        if self._tip is None or now - self._tip[0] > self._tip_ttl:
+            self.source_calls += 1
+            self._tip = (now, await self.source.tip_height())
+        return self._tip[1]
+
+    async def _block(self, height: int) -> tuple[str, list[str]] | None:
+        if height in self._blocks:
+            self._blocks.move_to_end(height)
+            return self._blocks[height]
+        pending = self._block_fetches.get(height)
+        if pending is not None:  # another check of the same block is fetching it
+            return await asyncio.shield(pending)
+        future: asyncio.Future[tuple[str, list[str]] | None] = asyncio.get_running_loop().create_future()
+        self._block_fetches[height] = future
+        try:
+            self.source_calls += 1
+            block = await self.source.block(height)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody else must
+            raise
+        finally:
+            del self._block_fetches[height]
+        future.set_result(block)
+        self._blocks[height] = block
+        if len(self._blocks) > self._cached_blocks:
+            self._blocks.popitem(last=False)
+        return block
+
+    async def check(self, scid: int, bitcoin_key_1: bytes, bitcoin_key_2: bytes) -> funding.Judgement:
+        """The verdict on one announcement's funding output; ChainUnavailable if none can be had."""
+        try:
+            async with self._slots:
+                judgement = await self._check(scid, bitcoin_key_1, bitcoin_key_2)
+        except ChainUnavailable as exc:
+            UNAVAILABLE.inc()
+            self.last_error = str(exc)
+            raise
+        self.last_error = None
+        CHECKS.labels(judgement.verdict.value).inc()
+        return judgement
+
+    async def _check(self, scid: int, key_1: bytes, key_2: bytes) -> funding.Judgement:
+        height, tx_index, out_index = funding.split_scid(scid)
+        tip = await self.tip_height()
+        facts = funding.FundingFacts(tip, height, None, tx_index)
+        if funding.confirmations(tip, height) < funding.MIN_CONFIRMATIONS:
+            return funding.judge(facts, key_1, key_2)
+        block = await self._block(height)
+        if block is None or tx_index >= len(block[1]):
+            facts = funding.FundingFacts(tip, height, None if block is None else block[1], tx_index)
+            return funding.judge(facts, key_1, key_2)
+        block_hash, txids = block
+        txid = txids[tx_index]
+        self.source_calls += 1
+        out = await self.source.output(txid, block_hash, out_index)
+        script, value = out if out is not None else (None, None)
+        spent = None
+        if script == funding.p2wsh(funding.funding_script(key_1, key_2)):
+            self.source_calls += 1
+            spent = await self.source.is_spent(txid, out_index)
+        facts = funding.FundingFacts(tip, height, txids, tx_index, script, value, spent)
+        return funding.judge(facts, key_1, key_2)
