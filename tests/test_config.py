@@ -125,12 +125,12 @@ def test_superseded_retention_must_cover_every_delta(tmp_path: Path, monkeypatch
 def test_chain_source_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings().chain.source == "none"  # the default: funding outputs are not checked
     monkeypatch.setenv("LNSYNC_CHAIN__SOURCE", "bitcoind")
-    with pytest.raises(ConfigError, match="chain.url is required with chain.source = bitcoind"):
+    with pytest.raises(ConfigError, match=r"chain\.url is required with chain\.source = bitcoind"):
         load_settings()
     monkeypatch.setenv("LNSYNC_CHAIN__URL", "http://127.0.0.1:8332")
     monkeypatch.setenv("LNSYNC_CHAIN__COOKIE_FILE", "/var/lib/bitcoind/.cookie")
     s = load_settings()
     assert (s.chain.source, s.chain.url, s.chain.max_concurrent) == ("bitcoind", "http://127.0.0.1:8332", 8)
     monkeypatch.setenv("LNSYNC_CHAIN__SOURCE", "electrum")
-    with pytest.raises(ConfigError, match="chain.source"):
+    with pytest.raises(ConfigError, match=r"chain\.source"):
         load_settings()

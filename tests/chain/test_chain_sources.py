@@ -24,17 +24,27 @@ import pytest
 from aiohttp import web
 from coincurve import PrivateKey
 
+from lnsync import rpc
 from lnsync.chain import chain_hash
 from lnsync.chain.funding import Verdict
 from lnsync.chain.sources import BitcoindRpc, ChainSource, ChainUnavailable, Esplora, rpc_auth
 from lnsync.chain.verifier import FundingVerifier
-from lnsync.gossip.signing import sign_channel_announcement
+from lnsync.config import PeerAddress
+from lnsync.gossip.signing import pubkey_of, sign_channel_announcement, sign_node_announcement
+from lnsync.rgs.client import ClientOptions, RgsClient
+from lnsync.rgs.decode import decode
+from lnsync.v1 import lookup_pb2, lookup_pb2_grpc
+from services.downloader.downloader import Downloader
+from services.downloader.forward import PersistenceSink
 from services.downloader.pipeline import GossipPipeline, Outcome
 from services.downloader.stats import PeerStats
 from tests.chain.regtest import API_KEY, RegtestNode, funding_output, multisig_spend, scid, sign_segwit
 from tests.conftest import free_port
-from tests.downloader.scripted import MemorySink
+from tests.downloader.scripted import PEER_ID, Graph, MemorySink, PeerBehaviour, ScriptedPeer
+from tests.downloader.test_session import FAST
 from tests.gossip_helpers import NODE_A, NODE_B
+from tests.ldk import LdkRgsClient
+from tests.stack import Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 REGTEST = chain_hash("regtest")
@@ -278,3 +288,72 @@ async def test_the_pipeline_forwards_only_verified_channels_and_holds_them_while
         await pipeline.close()
         await verifier.source.close()
         await down.close()
+
+
+async def test_whole_path_serves_only_funded_channels_with_their_capacity(
+    chain: Chain, database_url: str, short_tmp: Path, ldk_client: LdkRgsClient
+) -> None:
+    """Peer → downloader (checking on the regtest chain) → persistence → lookup → LDK's client: of
+    the seven validly signed channels only the funded, unspent, confirmed one is served, with its
+    capacity in the v2 tail (read by the client model as LDK >= 0.2 does)."""
+    now = int(time.time())
+    graph = Graph()
+    first, second = sorted((NODE_A, NODE_B), key=pubkey_of)
+    for name in EXPECTED:
+        s = chain.scids[name]
+        graph.announcements[s] = sign_channel_announcement(
+            REGTEST, s, NODE_A, NODE_B, *chain.keys[KEYS_OF[name]]
+        )
+        graph.origins[(s, 0)], graph.origins[(s, 1)] = first, second
+        graph.updates[s] = [graph.update(s, d, now - 60, chain=REGTEST) for d in (0, 1)]
+    graph.nodes = [
+        sign_node_announcement(x, now - 60, alias=b"n%d" % i) for i, x in enumerate((NODE_A, NODE_B))
+    ]
+    stack = Stack(
+        database_url,
+        short_tmp,
+        network="regtest",
+        extra_env={"LNSYNC_INGEST_LAG": "1", "LNSYNC_LOOKUP__TIMESTAMP_GRANULARITY": "1"},
+    )
+    verifier = FundingVerifier(bitcoind(chain))
+    behaviour = PeerBehaviour(chain=REGTEST, networks=(REGTEST,))
+    try:
+        await stack.start_healthy("persistence")
+        await stack.start_healthy("lookup")
+        async with ScriptedPeer(graph, behaviour=behaviour) as peer:
+            sink = PersistenceSink(stack.target("persistence"), PEER_ID.hex(), window=1000)
+            await sink.start()
+            downloader = Downloader(PeerAddress.parse(peer.address), REGTEST, sink, FAST, verifier=verifier)
+            task = asyncio.create_task(downloader.run())
+            try:
+                await asyncio.wait_for(downloader.sync_reported.wait(), 60)
+                deadline = time.monotonic() + 60
+                while len(downloader.pipeline.checking) > 2:
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.05)
+                await sink.flush()
+                invalid = dict(downloader.stats.invalid)
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                await downloader.close()
+        await asyncio.sleep(2.5)  # past R = now - ingest_lag
+        async with rpc.channel(stack.target("lookup")) as ch:
+            request = lookup_pb2.ComputeDeltaRequest(last_sync_timestamp=0, version=2)
+            _, blob = await rpc.join_chunks(lookup_pb2_grpc.LookupStub(ch).ComputeDelta(request, timeout=60))
+        with ldk_client.new_graph("regtest") as ldk:
+            assert ldk.apply(blob, now=int(time.time())).accepted
+            channels = ldk.dump().channels
+        assert set(channels) == {chain.scids["good"]}
+        # The npm LDK (0.1.x) ignores the v2 capacity tail; the blob carries it, as LDK >= 0.2 reads it.
+        announced = {a.scid: a.funding_sats for a in decode(blob).announcements}
+        assert announced == {chain.scids["good"]: 1_000_000}
+        model = RgsClient(REGTEST, ClientOptions(parse_funding=True))
+        model.apply(blob, now=int(time.time()))
+        assert model.channels[chain.scids["good"]].capacity_sats == 1_000_000
+        assert invalid == {
+            "funding_wrong_script": 1, "funding_spent": 1, "funding_no_output": 1, "funding_no_transaction": 1
+        }  # fmt: skip
+    finally:
+        await verifier.source.close()
+        stack.close()
