@@ -14,6 +14,11 @@ after now, is "timestamp_in_future"). Received times ("seen") come from --seen:
   record   the archive record's time (Core Lightning gossip_store only)
   now      the moment of sending: a live stream, clamped by persistence like a downloader's
 
+With chain.source set, each channel_announcement's funding output is checked on chain first (as the
+downloaders do, lnsync.chain): failures are counted as invalid ("funding_<verdict>") and not sent,
+the chain's amount replaces the archive's, and an unavailable source ends the import (exit 1; run it
+again: nothing is stored twice).
+
 With message or record the stream is historical: persistence keeps the times (never in the
 future). Progress goes to stderr every few seconds; a summary is printed at the end. Exit status:
 0 when every file was read and everything sent was acknowledged, 1 on failure, 2 on bad usage.
@@ -33,6 +38,10 @@ from typing import TYPE_CHECKING
 
 from lnsync import logs
 from lnsync.chain import chain_hash
+from lnsync.chain import sources as chain_sources
+from lnsync.chain.funding import Judgement, Verdict
+from lnsync.chain.sources import ChainUnavailable
+from lnsync.chain.verifier import FundingVerifier
 from lnsync.commands._common import use_tls
 from lnsync.config import load_settings
 from lnsync.gossip import messages as m
@@ -124,6 +133,7 @@ async def import_files(
     network: str,
     stall_timeout: float,
     include_deleted: bool = False,
+    verifier: FundingVerifier | None = None,
 ) -> tuple[Tally, IngestCounters]:
     from services.persistence.client import IngestClient  # a service dependency, only for this command
 
@@ -185,8 +195,15 @@ async def import_files(
                     if too_far_ahead(msg.timestamp, arrived):
                         tally.invalid[FUTURE_REASON] += 1
                         continue
+                funding_sats = rec.funding_sats
+                if verifier is not None and isinstance(msg, m.ChannelAnnouncement):
+                    judgement = await _check_funding(verifier, msg)
+                    if judgement.verdict is not Verdict.VERIFIED:
+                        tally.invalid[f"funding_{judgement.verdict.value}"] += 1
+                        continue
+                    funding_sats = judgement.funding_sats
                 tally.valid += 1
-                await client.send(rec.raw, received, funding_sats=rec.funding_sats)
+                await client.send(rec.raw, received, funding_sats=funding_sats)
                 if tally.read % 4096 == 0:
                     check_progress()
             tally.files += 1
@@ -198,6 +215,13 @@ async def import_files(
                 check_progress()
         check_progress(final=True)
     return tally, client.counters
+
+
+async def _check_funding(verifier: FundingVerifier, msg: m.ChannelAnnouncement) -> Judgement:
+    try:
+        return await verifier.check(msg.short_channel_id, msg.bitcoin_key_1, msg.bitcoin_key_2)
+    except ChainUnavailable as exc:
+        raise ImportFailed(f"chain source unavailable ({exc}); nothing after this channel was sent") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -212,11 +236,13 @@ def run(args: argparse.Namespace) -> int:
     target = args.persistence or settings.persistence.target
     peer_id = args.peer_id or f"import:{paths[0].name}"
     started = time.monotonic()
+    source = chain_sources.from_settings(settings.chain)
+    verifier = FundingVerifier(source, max_concurrent=settings.chain.max_concurrent) if source else None
     try:
         tally, counters = asyncio.run(
             import_files(
                 paths, target=target, peer_id=peer_id, seen=args.seen, network=settings.network,
-                stall_timeout=args.stall_timeout, include_deleted=args.include_deleted,
+                stall_timeout=args.stall_timeout, include_deleted=args.include_deleted, verifier=verifier,
             )
         )  # fmt: skip
     except ImportFailed as exc:

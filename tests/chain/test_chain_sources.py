@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from aiohttp import web
 from coincurve import PrivateKey
@@ -29,7 +30,9 @@ from lnsync.chain import chain_hash
 from lnsync.chain.funding import Verdict
 from lnsync.chain.sources import BitcoindRpc, ChainSource, ChainUnavailable, Esplora, rpc_auth
 from lnsync.chain.verifier import FundingVerifier
+from lnsync.commands.import_ import ImportFailed, import_files
 from lnsync.config import PeerAddress
+from lnsync.gossip.archive import encode_gsp
 from lnsync.gossip.signing import pubkey_of, sign_channel_announcement, sign_node_announcement
 from lnsync.rgs.client import ClientOptions, RgsClient
 from lnsync.rgs.decode import decode
@@ -44,6 +47,7 @@ from tests.downloader.scripted import PEER_ID, Graph, MemorySink, PeerBehaviour,
 from tests.downloader.test_session import FAST
 from tests.gossip_helpers import NODE_A, NODE_B
 from tests.ldk import LdkRgsClient
+from tests.persistence.conftest import start_persistence
 from tests.stack import Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -357,3 +361,46 @@ async def test_whole_path_serves_only_funded_channels_with_their_capacity(
     finally:
         await verifier.source.close()
         stack.close()
+
+
+async def test_import_checks_funding_with_a_chain_source(chain: Chain, database_url: str) -> None:
+    """``lnsync import`` with chain.source set: only verified announcements are sent, with the
+    chain's amount; the rest are counted by reason; a source that is down ends the import."""
+    running = await start_persistence(database_url, network="regtest")
+    archive = Path(tempfile.mkdtemp()) / "channels.gsp"
+    archive.write_bytes(
+        encode_gsp(
+            [
+                sign_channel_announcement(REGTEST, chain.scids[n], NODE_A, NODE_B, *chain.keys[KEYS_OF[n]])
+                for n in EXPECTED
+            ]
+        )
+    )
+    verifier = FundingVerifier(bitcoind(chain))
+    try:
+        await running.wait_serving()
+        tally, counters = await import_files(
+            [archive], target=running.target, peer_id="import:test", seen="now", network="regtest",
+            stall_timeout=20, verifier=verifier,
+        )  # fmt: skip
+        assert counters.stored == 1
+        assert tally.invalid == {
+            "funding_wrong_script": 1, "funding_spent": 1, "funding_no_output": 1,
+            "funding_no_transaction": 1, "funding_too_few_confirmations": 2,
+        }  # fmt: skip
+        conn = await asyncpg.connect(database_url)
+        try:
+            rows = await conn.fetch("SELECT scid, funding_sats FROM channel_announcements")
+        finally:
+            await conn.close()
+        assert [(r["scid"], r["funding_sats"]) for r in rows] == [(chain.scids["good"], 1_000_000)]
+        down = FundingVerifier(BitcoindRpc(f"http://127.0.0.1:{free_port()}", timeout=1.0))
+        with pytest.raises(ImportFailed, match="chain source unavailable"):
+            await import_files(
+                [archive], target=running.target, peer_id="import:test", seen="now", network="regtest",
+                stall_timeout=20, verifier=down,
+            )  # fmt: skip
+        await down.source.close()
+    finally:
+        await verifier.source.close()
+        await running.stop()
