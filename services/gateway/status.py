@@ -4,6 +4,9 @@ Answers are cached for a moment and concurrent requests share one collection, so
 endpoints cannot multiply load on persistence and lookup. A section whose upstream fails says so
 (``{"error": ...}``) instead of failing the whole answer.
 
+With ``chain.source`` set, the chain source is probed too (its tip height, or "unavailable": then
+listed as degraded, since only new channels wait for it).
+
 Readiness: the gateway is ready once it has seen the first full graph sync and holds a snapshot
 generation, i.e. once it can give wallets what they ask for. Upstream services that do not answer
 are listed as ``degraded`` but do not make it unready, because a load balancer would then take every
@@ -19,6 +22,7 @@ from typing import Any
 
 import grpc
 
+from lnsync.chain.sources import ChainSource, ChainUnavailable
 from lnsync.v1 import lookup_pb2, persistence_pb2
 from services.gateway import metrics
 from services.gateway.deltas import DynamicDeltas
@@ -36,8 +40,14 @@ CALL_TIMEOUT = 3.0
 
 class StatusCollector:
     def __init__(
-        self, upstreams: Upstreams, snapshots: SnapshotCache, deltas: DynamicDeltas, volume: VolumeSampler
+        self,
+        upstreams: Upstreams,
+        snapshots: SnapshotCache,
+        deltas: DynamicDeltas,
+        volume: VolumeSampler,
+        chain: ChainSource | None = None,
     ) -> None:
+        self.chain = chain
         self.upstreams = upstreams
         self.snapshots = snapshots
         self.deltas = deltas
@@ -57,7 +67,7 @@ class StatusCollector:
 
     async def _collect(self) -> dict[str, Any]:
         ups = self.upstreams
-        health, sync, graph = await asyncio.gather(
+        health, sync, graph, chain = await asyncio.gather(
             asyncio.gather(*(u.serving() for u in ups.all)),
             _call(
                 ups.persistence_stub.GetSyncStatus(
@@ -65,9 +75,11 @@ class StatusCollector:
                 )
             ),
             _call(ups.lookup_stub.GraphSummary(lookup_pb2.GraphSummaryRequest(), timeout=CALL_TIMEOUT)),
+            self._chain_state(),
         )
         facts: dict[str, Any] = {
-            "services": {u.name: "serving" if ok else "down" for u, ok in zip(ups.all, health, strict=True)}
+            "services": {u.name: "serving" if ok else "down" for u, ok in zip(ups.all, health, strict=True)},
+            "chain": chain,
         }
         if isinstance(sync, persistence_pb2.SyncStatus):
             self.first_sync_seen |= sync.fully_synced
@@ -103,6 +115,18 @@ class StatusCollector:
             facts["graph"] = {"error": graph}
         self._facts, self._facts_at = facts, time.monotonic()
         return facts
+
+    async def _chain_state(self) -> dict[str, Any]:
+        """The funding checks' chain source (chain.source): its tip, or that it does not answer
+        (details only in the log: the URL is not for the public)."""
+        if self.chain is None:
+            return {"source": "none"}
+        try:
+            tip = await asyncio.wait_for(self.chain.tip_height(), CALL_TIMEOUT)
+        except (ChainUnavailable, TimeoutError) as exc:
+            log.warning("chain source %s unavailable: %s", self.chain.name, exc)
+            return {"source": self.chain.name, "state": "unavailable"}
+        return {"source": self.chain.name, "state": "answering", "tip_height": tip}
 
     def snapshots_json(self) -> dict[str, Any]:
         gen = self.snapshots.generation
@@ -165,6 +189,8 @@ class StatusCollector:
         if self.first_sync_seen and closed_at is not None and time.monotonic() - closed_at < GATE_CLOSED_FOR:
             problems.append("lookup's sync gate is closed: dynamic deltas answer 503")
         degraded = [name for name, state in facts["services"].items() if state != "serving"]
+        if facts["chain"].get("state") == "unavailable":
+            degraded.append("chain")  # new channels wait; everything else is served
         ready = not problems
         return ready, {"ready": ready, "problems": problems, "degraded": degraded}
 
