@@ -201,7 +201,10 @@ class Downloader:
             self._report_task = asyncio.create_task(self._report(int(time.time())), name="report-sync")
 
     async def _report(self, caught_up_to: int) -> None:
-        """Wait until persistence holds everything, then report (retrying until it works)."""
+        """Wait until every announcement has had its funding check (chain.source) and persistence
+        holds everything, then report (retrying until it works): a graph counts as synced only
+        once its channels are checked."""
+        await self.pipeline.wait_for_verdicts()
         while True:
             try:
                 await self.sink.flush()

@@ -18,7 +18,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from lnsync.chain.funding import Verdict
+from lnsync.chain.funding import Judgement, Verdict
 from lnsync.chain.sources import ChainUnavailable
 from lnsync.chain.verifier import FundingVerifier
 from lnsync.gossip import messages as m
@@ -65,6 +65,7 @@ class CheckingAnnouncement:
     received_at_us: int
     digest: bytes
     attempts: int = 0
+    judged: bool = False  # has had a verdict
 
 
 class Outcome(enum.Enum):
@@ -150,6 +151,8 @@ class GossipPipeline:
         self._workers: list[asyncio.Task[None]] = []
         self._worker_count = workers
         self._retry = Backoff(1.0, 60.0)
+        self._verdicts = asyncio.Condition()  # notified when no held announcement lacks a verdict
+        self._unjudged = 0
 
     def counts(self) -> SyncCounts:
         f = self.stats.forwarded
@@ -264,10 +267,20 @@ class GossipPipeline:
         if scid in self.checking:
             return
         self.checking[scid] = CheckingAnnouncement(msg, received_at_us, digest)
+        self._unjudged += 1
         self.stats.pending["funding_held"] += 1
         self._check_queue.put_nowait(scid)
         while len(self._workers) < self._worker_count:
             self._workers.append(asyncio.create_task(self._check_worker(), name="funding-check"))
+
+    def awaiting_verdict(self) -> int:
+        """Held announcements that have had no verdict yet (not those waiting for confirmations)."""
+        return self._unjudged
+
+    async def wait_for_verdicts(self) -> None:
+        """Return once every held announcement has had a verdict (or waits for confirmations)."""
+        async with self._verdicts:
+            await self._verdicts.wait_for(lambda: not self.awaiting_verdict())
 
     def oldest_checking_us(self) -> int | None:
         """Receipt time of the oldest announcement still waiting for its check (a caught-up report
@@ -293,27 +306,34 @@ class GossipPipeline:
                 await asyncio.sleep(delay)
                 continue
             self._retry.reset()
-            verdict = judgement.verdict
-            if verdict is Verdict.VERIFIED:
-                await self._forward(
-                    m.CHANNEL_ANNOUNCEMENT,
-                    held.msg.raw,
-                    held.received_at_us,
-                    held.digest,
-                    judgement.funding_sats,
-                )
-                del self.checking[scid]
-                continue
-            held.attempts += 1
-            if not verdict.final and held.attempts < CONFIRMATION_ATTEMPTS:
-                loop.call_later(CONFIRMATION_RETRY, self._check_queue.put_nowait, scid)
-                continue
-            reason = f"funding_{verdict.value}"
+            if not held.judged:
+                held.judged = True
+                self._unjudged -= 1
+            await self._settle(scid, held, judgement, loop)
+            if not self._unjudged:
+                async with self._verdicts:
+                    self._verdicts.notify_all()
+
+    async def _settle(
+        self, scid: int, held: CheckingAnnouncement, judgement: Judgement, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        """Forward a verified announcement, hold one with too few confirmations, reject the rest."""
+        verdict = judgement.verdict
+        if verdict is Verdict.VERIFIED:
+            raw, received = held.msg.raw, held.received_at_us
+            await self._forward(m.CHANNEL_ANNOUNCEMENT, raw, received, held.digest, judgement.funding_sats)
             del self.checking[scid]
-            self.recent.put(held.digest, self.connection, reason)
-            self.validator.forget_channel(scid)
-            self.stats.invalid[reason] += 1
-            log.debug("channel %d rejected: %s", scid, reason)
+            return
+        held.attempts += 1
+        if not verdict.final and held.attempts < CONFIRMATION_ATTEMPTS:
+            loop.call_later(CONFIRMATION_RETRY, self._check_queue.put_nowait, scid)
+            return
+        reason = f"funding_{verdict.value}"
+        del self.checking[scid]
+        self.recent.put(held.digest, self.connection, reason)
+        self.validator.forget_channel(scid)
+        self.stats.invalid[reason] += 1
+        log.debug("channel %d rejected: %s", scid, reason)
 
     async def close(self) -> None:
         for task in self._workers:

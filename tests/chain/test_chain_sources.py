@@ -270,6 +270,7 @@ async def test_the_pipeline_forwards_only_verified_channels_and_holds_them_while
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
         assert sink.raws == [] and not pipeline.stats.invalid
+        assert pipeline.awaiting_verdict() == len(EXPECTED)
         assert set(pipeline.checking) == set(chain.scids.values())
         assert pipeline.oldest_checking_us() == now_us
         # A replay meanwhile is a duplicate.
@@ -281,6 +282,8 @@ async def test_the_pipeline_forwards_only_verified_channels_and_holds_them_while
         while len(pipeline.checking) > 2:  # the two with too few confirmations stay held
             assert time.monotonic() < deadline, pipeline.stats.invalid
             await asyncio.sleep(0.05)
+        await asyncio.wait_for(pipeline.wait_for_verdicts(), 5)  # what the initial sync report waits for
+        assert pipeline.awaiting_verdict() == 0
         assert sink.raws == [announcements["good"]]
         assert sink.funding == {announcements["good"]: 1_000_000}
         assert pipeline.stats.invalid == {
