@@ -306,6 +306,8 @@ class ChainSettings(BaseModel):
     timeout: float = Field(default=10.0, gt=0, le=300)
     # Checks talking to the source at once (per downloader).
     max_concurrent: int = Field(default=8, ge=1, le=256)
+    # Seconds between persistence's re-checks of stored channels for spent funding outputs (0: off).
+    recheck_interval: int = Field(default=3600, ge=0)
 
     @model_validator(mode="after")
     def _url_given(self) -> ChainSettings:

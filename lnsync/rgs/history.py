@@ -37,6 +37,9 @@ from lnsync.rgs.model import (
 _NEVER = np.iinfo(np.int64).max
 
 
+_NEVER = 1 << 62  # spent_at of a channel not known to be spent
+
+
 @dataclass
 class _Direction:
     scid: int
@@ -54,6 +57,7 @@ class _Channel:
     features: bytes
     funding_sats: int | None
     seen: int
+    spent_at: int | None = None  # when its funding output was found spent (whole seconds)
 
 
 @dataclass
@@ -195,6 +199,13 @@ class GossipHistory:
             node.chain.append(row)
         return outcome
 
+    def mark_spent(self, scid: int, at: int) -> None:
+        """Record that the channel's funding output was found spent at ``at`` (the first time counts)."""
+        channel = self.channels[scid]
+        if channel.spent_at is None:
+            channel.spent_at = at
+            self._cache.clear()
+
     def add_message(self, raw: bytes, seen: int, funding_sats: int | None = None) -> str:
         """Decode a wire gossip message and store it (no signature checks: the producer did them);
         like persistence, refuses ("rejected") an update or node_announcement dated too far ahead."""
@@ -280,6 +291,9 @@ class GossipHistory:
                 "scid": np.array(scids, dtype=np.uint64),
                 "chans": chans,
                 "seen": np.array([c.seen for c in chans], dtype=np.int64),
+                "spent_at": np.array(
+                    [_NEVER if c.spent_at is None else c.spent_at for c in chans], dtype=np.int64
+                ),
                 "features": [c.features for c in chans],
                 "funding": np.array(
                     [-1 if c.funding_sats is None else c.funding_sats for c in chans], dtype=np.int64
@@ -313,7 +327,8 @@ class GossipHistory:
         cols = self._columns()
         g = self._graph()
         dirs = g["dirs"]
-        has_dirs = (dirs >= 0).all(axis=1) & (g["seen"] < R)
+        # A channel whose funding output was spent before R is not part of R's graph.
+        has_dirs = (dirs >= 0).all(axis=1) & (g["seen"] < R) & (g["spent_at"] >= R)
         safe = np.where(dirs >= 0, dirs, 0)
         latest = g["d_latest"][safe] if len(safe) else np.zeros((0, 2), np.int64)
         alive_row = g["d_alive"][safe] if len(safe) else np.zeros((0, 2), np.int64)

@@ -23,6 +23,9 @@ from prometheus_client import Counter
 
 from lnsync import db, schema
 from lnsync.chain import chain_hash
+from lnsync.chain import sources as chain_sources
+from lnsync.chain.sources import ChainUnavailable
+from lnsync.chain.verifier import FundingVerifier
 from lnsync.commands._common import require_database_url
 from lnsync.config import Settings
 from lnsync.gossip import messages as m
@@ -33,7 +36,7 @@ from lnsync.service import ReadySignal, run_service
 from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
 from services.observer import job as observer
 from services.observer.queries import summarised_until
-from services.persistence import peers, retention
+from services.persistence import peers, retention, spent
 from services.persistence.checks import check_message
 from services.persistence.ingest import Entry, IngestQueue, Job, StreamState
 from services.persistence.store import to_timestamp
@@ -54,6 +57,10 @@ MAX_KNOWN_CHANNELS = 400_000
 KNOWN_CHANNELS_CHUNK = 5_000
 # The database is down or not connected yet: the caller may retry later.
 UNAVAILABLE: tuple[type[BaseException], ...] = (*RETRYABLE, ConnectionError)
+
+
+# A spent-output recheck that failed for these reasons is tried again at the next interval.
+SPENT_RETRY: tuple[type[BaseException], ...] = (ChainUnavailable, *RETRYABLE)
 
 
 # Whole streams or requests refused (a broken protocol, the database down); single messages
@@ -139,6 +146,10 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
             tasks.create_task(self._watch_database(), name="persistence-db-watch")
             if p.prune_interval:
                 tasks.create_task(self._retention(p.prune_interval), name="persistence-retention")
+            source = chain_sources.from_settings(self.settings.chain)
+            if source is not None and self.settings.chain.recheck_interval:
+                verifier = FundingVerifier(source, max_concurrent=self.settings.chain.max_concurrent)
+                tasks.create_task(self._recheck_spent(verifier), name="persistence-spent")
             if p.observation_interval:
                 job = observer.run(
                     pool,
@@ -202,6 +213,25 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
                     "retention pass in %.1f s: %s, %d empty peers", time.monotonic() - started, stats, empty
                 )
             await asyncio.sleep(interval)
+
+    async def _recheck_spent(self, verifier: FundingVerifier) -> None:
+        interval = self.settings.chain.recheck_interval
+        while True:
+            await asyncio.sleep(interval)
+            started = time.monotonic()
+            try:
+                result = await spent.recheck(self.pool, verifier)
+            except SPENT_RETRY as exc:
+                log.warning("spent-output recheck abandoned (%s); next in %d s", exc, interval)
+            except Exception:  # a bug must not end the rechecks for the life of the process
+                log.exception("spent-output recheck failed; next in %d s", interval)
+            else:
+                if result is not None:
+                    log.info(
+                        "spent-output recheck in %.1f s: %d checked, %d spent",
+                        time.monotonic() - started,
+                        *result,
+                    )
 
     # -- Ingest -----------------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from coincurve import PrivateKey
 
 from lnsync import rpc
 from lnsync.chain import chain_hash
-from lnsync.chain.funding import Verdict
+from lnsync.chain.funding import Verdict, p2wsh
 from lnsync.chain.sources import BitcoindRpc, ChainSource, ChainUnavailable, Esplora, rpc_auth
 from lnsync.chain.verifier import FundingVerifier
 from lnsync.commands.import_ import ImportFailed, import_files
@@ -41,13 +41,16 @@ from services.downloader.downloader import Downloader
 from services.downloader.forward import PersistenceSink
 from services.downloader.pipeline import GossipPipeline, Outcome
 from services.downloader.stats import PeerStats
+from services.lookup.store import load_delta_input
+from services.persistence import spent
+from services.persistence.client import IngestClient
 from tests.chain.regtest import API_KEY, RegtestNode, funding_output, multisig_spend, scid, sign_segwit
 from tests.conftest import free_port
 from tests.downloader.scripted import PEER_ID, Graph, MemorySink, PeerBehaviour, ScriptedPeer
 from tests.downloader.test_session import FAST
 from tests.gossip_helpers import NODE_A, NODE_B
 from tests.ldk import LdkRgsClient
-from tests.persistence.conftest import start_persistence
+from tests.persistence.conftest import channel_update, start_persistence
 from tests.stack import Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -122,6 +125,10 @@ EXPECTED = {
 # The keys each case's announcement carries ("wrong" claims the good channel's keys).
 KEYS_OF = {"good": "good", "wrong": "good", "spent": "spent", "no_output": "good", "no_tx": "good",
            "young": "young", "unmined": "good"}  # fmt: skip
+
+
+def outputs_to_self(node: RegtestNode) -> bytes:
+    return p2wsh(node.script)
 
 
 def pubkeys(chain: Chain, name: str) -> tuple[bytes, bytes]:
@@ -406,4 +413,58 @@ async def test_import_checks_funding_with_a_chain_source(chain: Chain, database_
         await down.source.close()
     finally:
         await verifier.source.close()
+        await running.stop()
+
+
+async def test_a_channel_whose_output_is_spent_later_leaves_the_graph(
+    chain: Chain, database_url: str
+) -> None:
+    """Persistence's recheck finds a stored channel's funding output spent and sets spent_at; from
+    then on lookup's graph (what every delta and snapshot is made of) leaves it out, while answers
+    for earlier reference times stay as they were."""
+    node = chain.node
+    k1, k2 = PrivateKey(secret("closing1")), PrivateKey(secret("closing2"))
+    coin = node.coinbase(3)
+    txid = node.send(
+        sign_segwit(
+            [coin], [(300_000, funding_output(k1, k2)), (coin.amount - 310_000, outputs_to_self(node))]
+        )
+    )
+    node.mine(6)
+    height, index = node.position(txid)
+    s = scid(height, index, 0)
+    running = await start_persistence(database_url, network="regtest")
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=3)
+    verifier = FundingVerifier(bitcoind(chain))
+    try:
+        await running.wait_serving()
+        now = int(time.time())
+        async with IngestClient(running.target, "09" * 33) as client:
+            await client.send(
+                sign_channel_announcement(REGTEST, s, NODE_A, NODE_B, k1.secret, k2.secret),
+                funding_sats=300_000,
+            )
+            for direction in (0, 1):
+                await client.send(channel_update(s, direction, now - 30, chain=REGTEST))
+            await client.flush(timeout=20)
+
+        async def live(R: int) -> set[int]:
+            async with pool.acquire() as conn:
+                graph = await load_delta_input(conn, REGTEST, 0, R)
+            return {int(x) for x in graph.channels.scid}
+
+        await asyncio.sleep(1.1)
+        before = int(time.time())
+        assert await live(before) == {s}
+        assert await spent.recheck(pool, verifier) == (1, 0)
+        node.send(sign_segwit([multisig_spend(txid, 0, 300_000, k1, k2)], [(290_000, outputs_to_self(node))]))
+        node.mine(1)
+        assert await spent.recheck(pool, verifier) == (1, 1)
+        assert await spent.recheck(pool, verifier) == (0, 0)  # marked channels are not asked again
+        await asyncio.sleep(1.1)
+        assert await live(int(time.time())) == set()
+        assert await live(before) == {s}
+    finally:
+        await verifier.source.close()
+        await pool.close()
         await running.stop()
