@@ -56,11 +56,15 @@ typecheck: $(VENV)/.dev
 $(BIN)/helm: scripts/install-helm.sh | $(BIN)/python
 	scripts/install-helm.sh $(BIN)
 
-test: $(VENV)/.dev tools/ldk/node_modules/.installed tools/bcoin/node_modules/.installed $(BIN)/helm
+# promtool and prometheus (Debian's package, unpacked, nothing started) for the monitoring tests.
+$(BIN)/promtool: scripts/install-prometheus.sh | $(BIN)/python
+	scripts/install-prometheus.sh $(BIN)
+
+test: $(VENV)/.dev tools/ldk/node_modules/.installed tools/bcoin/node_modules/.installed $(BIN)/helm $(BIN)/promtool
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy lnsync services
-	$(BIN)/python -m pytest -q -m "not cluster" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not k8s" $(PYTEST_ARGS)
 
 proto: $(VENV)/.dev
 	$(BIN)/python scripts/protogen.py
@@ -80,7 +84,7 @@ test-k8s: k8s-deps
 	scripts/k8s-cluster.sh up >/dev/null
 	rm -f /tmp/lnsync-k8s-figures.json
 	rc=0; LNSYNC_K8S_FIGURES=/tmp/lnsync-k8s-figures.json scripts/k8s-cluster.sh exec \
-	  $(BIN)/python -m pytest -q -m k8s tests/k8s $(PYTEST_ARGS) || rc=$$?; \
+	  $(BIN)/python -m pytest -q -m k8s --durations=12 tests/k8s $(PYTEST_ARGS) || rc=$$?; \
 	  [ -f /tmp/lnsync-k8s-figures.json ] && cat /tmp/lnsync-k8s-figures.json; \
 	  scripts/k8s-cluster.sh down; exit $$rc
 

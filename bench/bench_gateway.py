@@ -100,6 +100,7 @@ def start_gateway(stack: Stack, workers: int, port: int, log: Path) -> subproces
         **stack.env,
         "LNSYNC_GATEWAY__WORKERS": str(workers),
         "LNSYNC_GATEWAY__LISTEN": f"127.0.0.1:{port}",
+        "LNSYNC_GATEWAY__ADMIN_LISTEN": f"127.0.0.1:{free_port()}",
     }
     env["LNSYNC_LOG_LEVEL"] = "info"
     with log.open("ab") as out:

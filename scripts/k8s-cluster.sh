@@ -67,7 +67,7 @@ wait_for() { # wait_for SECONDS WHAT CMD...
 kubectl_() { in_ns "$BIN/kubectl" --kubeconfig "$RUN/kubeconfig" "$@"; }
 
 network() {
-  if ! ip netns list | grep -qw "$NETNS"; then ip netns add "$NETNS"; fi
+  if ! ip netns list | grep -w "$NETNS" >/dev/null; then ip netns add "$NETNS"; fi
   in_ns ip link set lo up
   if ! in_ns ip link show lnsync0 >/dev/null 2>&1; then
     in_ns ip link add lnsync0 type bridge  # a bridge with no ports: no dummy module on these VMs
@@ -153,7 +153,8 @@ import_images() {
     n=$((n + 1))
   done
   [ $n -gt 0 ] || die "no image archives in $IMAGES: run scripts/build-image.sh (make image)"
-  in_ns ctr -a "$RUN/containerd.sock" -n k8s.io images ls -q | grep -q 'lnsync/pause:3.4' ||
+  # grep reads to the end (no -q): under pipefail, ctr killed by SIGPIPE after an early match fails the check.
+  in_ns ctr -a "$RUN/containerd.sock" -n k8s.io images ls -q | grep 'lnsync/pause:3.4' >/dev/null ||
     die "no pause image (docker.io/lnsync/pause:3.4) among the imported images"
 }
 

@@ -71,7 +71,7 @@ class Stack:
     processes: list[ServiceProcess] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        for name in SERVICES:
+        for name in (*SERVICES, "gateway-admin"):
             self.ports.setdefault(name, free_port())
 
     def target(self, name: str) -> str:
@@ -89,6 +89,7 @@ class Stack:
             LNSYNC_LOOKUP__LISTEN=self.target("lookup"),
             LNSYNC_SNAPSHOTTER__LISTEN=self.target("snapshotter"),
             LNSYNC_GATEWAY__LISTEN=self.target("gateway"),
+            LNSYNC_GATEWAY__ADMIN_LISTEN=self.target("gateway-admin"),
             LNSYNC_DOWNLOADER__LISTEN=self.target("downloader"),
             # Tests publish generations for their (past) histories themselves.
             LNSYNC_SNAPSHOTTER__FIRST_AFTER_SYNC="false",

@@ -92,7 +92,10 @@ def _descendants(pid: int) -> list[psutil.Process]:
 
 @pytest.mark.slow
 def test_up_starts_every_service_healthy_and_stops_cleanly(short_tmp: Path) -> None:
-    ports = {name: free_port() for name in ("persistence", "lookup", "snapshotter", "downloader", "gateway")}
+    ports = {
+        name: free_port()
+        for name in ("persistence", "lookup", "snapshotter", "downloader", "gateway", "gateway-admin")
+    }
     env = clean_env(
         LNSYNC_PERSISTENCE__LISTEN=f"127.0.0.1:{ports['persistence']}",
         LNSYNC_LOOKUP__LISTEN=f"127.0.0.1:{ports['lookup']}",
@@ -102,7 +105,8 @@ def test_up_starts_every_service_healthy_and_stops_cleanly(short_tmp: Path) -> N
     data = short_tmp / "data"
     proc = subprocess.Popen(
         [sys.executable, "-m", "lnsync", "up", "--data-dir", str(data), "--network", "regtest",
-         "--peer", f"{KEY}@127.0.0.1:1", "--http-port", str(ports["gateway"])],
+         "--peer", f"{KEY}@127.0.0.1:1", "--http-port", str(ports["gateway"]),
+         "--admin-port", str(ports["gateway-admin"])],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     lines: list[str] = []

@@ -66,12 +66,26 @@ def test_mainnet_alias_and_peer_list_from_env(monkeypatch: pytest.MonkeyPatch) -
         (f"peers = ['{KEY}@1.2.3.4:99999']", "port '99999'"),
         (f"peers = ['{KEY}@1.2.3.4', '{KEY}@5.6.7.8']", "listed twice"),
         ("[lookup]\nlisten = 'nowhere'", "is not host:port"),
+        ("[gateway]\nadmin_listen = '0.0.0.0:8080'", "admin_listen must use another port than listen"),
+        ("[gateway]\ncors_origins = ['*', 'https://a.example']", "list it alone"),
+        ("[gateway]\ncors_origins = ['https://a.example/path']", "is not an origin"),
+        ("[gateway]\ncache_stale_if_error = -1", "greater than or equal to 0"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, toml: str, fragment: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_settings(write(tmp_path, toml))
     assert fragment in str(err.value)
+
+
+def test_gateway_admin_listener_and_cors_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    g = load_settings().gateway
+    assert (g.listen, g.admin_listen) == ("127.0.0.1:8080", "127.0.0.1:8081")  # operator routes stay local
+    assert g.cors_origins == ["*"]
+    monkeypatch.setenv("LNSYNC_GATEWAY__CORS_ORIGINS", "https://a.example, http://localhost:3000,")
+    assert load_settings().gateway.cors_origins == ["https://a.example", "http://localhost:3000"]
+    monkeypatch.setenv("LNSYNC_GATEWAY__CORS_ORIGINS", "")
+    assert load_settings().gateway.cors_origins == []
 
 
 def test_unknown_environment_variable_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:

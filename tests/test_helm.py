@@ -193,6 +193,9 @@ def test_service_monitor_only_where_the_crd_exists():
     }
     for svc in selected:
         assert ports & {p["name"] for p in svc["spec"]["ports"]}
+    # The gateway is scraped on its admin Service, never through the public one.
+    assert {s["metadata"]["name"] for s in selected if component(s) == "gateway"} == {"lnsync-gateway-admin"}
+    assert ports == {"metrics", "admin"}
 
 
 # --- one downloader per peer -------------------------------------------------------------------
@@ -366,7 +369,16 @@ def test_rendered_environment_is_valid_lnsync_configuration(name, monkeypatch):
                 assert target == f"dns:///lnsync-{svc}-pods.default.svc.cluster.local:{port}"
             if c["name"] == "gateway":
                 defaults = yaml.safe_load((CHART / "values.yaml").read_text())
-                assert settings.gateway.workers == defaults["gateway"]["workers"]
+                g = settings.gateway
+                assert g.workers == defaults["gateway"]["workers"]
+                admin = next(p["containerPort"] for p in c["ports"] if p["name"] == "admin")
+                assert g.admin_listen == f"0.0.0.0:{admin}"
+                assert g.cors_origins == defaults["gateway"]["corsOrigins"]
+                assert (g.cache_s_maxage, g.cache_stale_while_revalidate, g.cache_stale_if_error) == (
+                    defaults["gateway"]["cacheSMaxAge"],
+                    defaults["gateway"]["cacheStaleWhileRevalidate"],
+                    defaults["gateway"]["cacheStaleIfError"],
+                )
             assert settings.tls.enabled is bool(VALUE_SETS[name].get("tls.enabled"))
             checked.add(c["name"])
     expected = {"persistence", "lookup", "snapshotter", "gateway"}
@@ -517,6 +529,70 @@ def test_ingress_routes_to_the_gateway():
     assert not by_kind(render(), "Ingress")
     services = by_kind(docs, "Service")
     assert [n for n, s in services.items() if s["spec"].get("type", "ClusterIP") != "ClusterIP"] == []
+
+
+def test_only_the_public_port_leaves_the_cluster():
+    """The gateway's operator routes (metrics, status page) are on its admin port: the pod has it,
+    the ClusterIP Service "-gateway-admin" exposes it, Prometheus is pointed at it; the public
+    Service (whatever its type), the Ingress and the NetworkPolicy's open rule have only the public
+    port."""
+    scrapers = [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]
+    values = {
+        **VALUE_SETS["ingress"],
+        "gateway.service.type": "LoadBalancer",
+        "networkPolicy.gatewayFrom": [],
+        "networkPolicy.metricsFrom": scrapers,
+    }
+    docs = render(values)
+    gateway = by_kind(docs, "Deployment")["lnsync-gateway"]["spec"]["template"]
+    container = gateway["spec"]["containers"][0]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8080, "admin": 8081}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["LNSYNC_GATEWAY__ADMIN_LISTEN"] == "0.0.0.0:8081"
+    annotations = gateway["metadata"]["annotations"]
+    assert (annotations["prometheus.io/scrape"], annotations["prometheus.io/port"]) == ("true", "8081")
+    lookup = by_kind(docs, "Deployment")["lnsync-lookup"]["spec"]["template"]["metadata"]["annotations"]
+    assert lookup["prometheus.io/port"] == "9090"
+    # Probes stay on the public port (what the load balancer and the kubelet see).
+    assert container["readinessProbe"]["httpGet"]["port"] == "http"
+
+    services = by_kind(docs, "Service")
+    public, admin = services["lnsync-gateway"], services["lnsync-gateway-admin"]
+    assert public["spec"]["type"] == "LoadBalancer"
+    assert [(p["name"], p["targetPort"]) for p in public["spec"]["ports"]] == [("http", "http")]
+    assert admin["spec"]["type"] == "ClusterIP"
+    assert [(p["name"], p["port"], p["targetPort"]) for p in admin["spec"]["ports"]] == [
+        ("admin", 8081, "admin")
+    ]
+    assert admin["spec"]["selector"] == public["spec"]["selector"]
+    assert "lnsync/metrics" not in public["metadata"]["labels"]
+    assert admin["metadata"]["labels"]["lnsync/metrics"] == "true"
+    for name, svc in services.items():
+        if name != "lnsync-gateway":
+            assert svc["spec"].get("type", "ClusterIP") == "ClusterIP", name
+
+    ingress = by_kind(docs, "Ingress")["lnsync-gateway"]
+    backends = [p["backend"]["service"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]]
+    assert backends and all(b == {"name": "lnsync-gateway", "port": {"name": "http"}} for b in backends)
+
+    policy = by_kind(docs, "NetworkPolicy")["lnsync-gateway"]["spec"]
+    open_rules = [r for r in policy["ingress"] if "from" not in r]
+    assert [_ports(r) for r in open_rules] == [{8080}]
+    admin_rules = [r for r in policy["ingress"] if 8081 in _ports(r)]
+    assert admin_rules == [{"from": scrapers, "ports": [{"port": 8081, "protocol": "TCP"}]}]
+    # Without metrics scrapers named, nobody outside the pod reaches the admin port.
+    closed = by_kind(render({"networkPolicy.metricsFrom": []}), "NetworkPolicy")["lnsync-gateway"]["spec"]
+    assert all(8081 not in _ports(r) for r in closed["ingress"])
+    # Without metrics, no scrape annotations, and the admin Service is not selected for scraping.
+    quiet = render({"metrics.enabled": False})
+    templates = [d["spec"]["template"]["metadata"] for d in by_kind(quiet, "Deployment").values()]
+    assert not any("prometheus.io/scrape" in t.get("annotations", {}) for t in templates)
+    assert "lnsync/metrics" not in by_kind(quiet, "Service")["lnsync-gateway-admin"]["metadata"]["labels"]
+
+
+def test_admin_port_must_differ_from_the_public_one():
+    result = helm("template", "x", str(CHART), *values_args({"gateway.adminPort": 8080}), check=False)
+    assert result.returncode != 0 and "gateway.adminPort must differ" in result.stderr
 
 
 # --- network policies -----------------------------------------------------------------------------
@@ -783,6 +859,9 @@ BAD_VALUES = [
     ({"persistence.port": 70000}, "/persistence/port"),
     ({"gateway.service.port": 0}, "/gateway/service/port"),
     ({"gateway.workers": 0}, "/gateway/workers"),
+    ({"gateway.adminPort": 0}, "/gateway/adminPort"),
+    ({"gateway.cacheStaleIfError": -1}, "/gateway/cacheStaleIfError"),
+    ({"gateway.corsOrigins": ["https://a.example/path"]}, "/gateway/corsOrigins/0"),
     ({"network": "litecoin"}, "/network"),
     ({"logLevel": "verbose"}, "/logLevel"),
     ({"probes.grpc": "sometimes"}, "/probes/grpc"),

@@ -52,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a peer to download gossip from (repeatable)",
     )
     parser.add_argument("--http-port", type=int, metavar="PORT", help="gateway port (default 8080)")
+    parser.add_argument(
+        "--admin-port",
+        type=int,
+        metavar="PORT",
+        help="the gateway's admin port: status page, /api/status, /metrics (default 8081)",
+    )
     parser.add_argument("--data-dir", type=Path, metavar="DIR", help="where the database and state live")
     parser.add_argument(
         "--database-url", metavar="URL", help="use this PostgreSQL instead of the embedded one"
@@ -93,8 +99,13 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
     }
     if args.peer:
         out["peers"] = args.peer
+    gateway: dict[str, str] = {}
     if args.http_port is not None:
-        out["gateway"] = {"listen": f"127.0.0.1:{args.http_port}"}
+        gateway["listen"] = f"127.0.0.1:{args.http_port}"
+    if args.admin_port is not None:
+        gateway["admin_listen"] = f"127.0.0.1:{args.admin_port}"
+    if gateway:
+        out["gateway"] = gateway
     if args.demo:
         out.update(_demo_overrides(args))
     return out
@@ -137,6 +148,7 @@ def _child_env(settings: Settings, database_url: str, args: argparse.Namespace) 
     env["LNSYNC_LOG_LEVEL"] = settings.log_level
     env["LNSYNC_PEERS"] = ",".join(str(p) for p in settings.peer_addresses)
     env["LNSYNC_GATEWAY__LISTEN"] = settings.gateway.listen
+    env["LNSYNC_GATEWAY__ADMIN_LISTEN"] = settings.gateway.admin_listen
     if args.config:
         env["LNSYNC_CONFIG"] = str(Path(args.config).resolve())
     if args.demo:
@@ -230,12 +242,13 @@ def _downloader_targets(settings: Settings) -> dict[str, str]:
     return {str(p): f"{host}:{base_port + i}" for i, p in enumerate(settings.peer_addresses)}
 
 
-def _ready_banner(url: str, data_dir: Path) -> list[str]:
+def _ready_banner(run: RunInfo, data_dir: Path) -> list[str]:
+    url, admin = run.gateway_url, run.status_url
     return [
-        f"lnsync is ready. Status page: {url}/",
+        f"lnsync is ready. Status page: {admin}/ (the admin port; wallets use {url})",
         f"  curl -D - -o snapshot.bin {url}/snapshot/v2/0 && lnsync inspect snapshot.bin",
         f"  curl -o delta.bin {url}/delta/v2/<X-RGS-Timestamp>   (what changed since that snapshot)",
-        f"  lnsync status --data-dir {data_dir}   (or: curl {url}/api/status)",
+        f"  lnsync status --data-dir {data_dir}   (or: curl {admin}/api/status)",
     ]
 
 
@@ -283,7 +296,7 @@ class Progress:
             self.say(f"serving snapshot generation {facts['generation']} (R={facts['reference_time']})")
         if facts["ready"] and not self.ready:
             self.ready = True
-            for line in _ready_banner(self.run.gateway_url, self.data_dir):
+            for line in _ready_banner(self.run, self.data_dir):
                 self.say(line)
         self._last = facts
         # The milestones above first: a rendering problem below must not hide them.
@@ -336,19 +349,19 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         from rich.live import Live
 
         live = Live(auto_refresh=False, transient=False)
-    host, port = parse_listen(settings.gateway.listen)
     services = {
         "persistence": settings.persistence.target,
         "lookup": settings.lookup.target,
         "snapshotter": settings.snapshotter.target,
     }
     run = RunInfo(
-        gateway_url(host, port),
+        gateway_url(settings.gateway.listen),
         _downloader_targets(settings),
         os.getpid(),
         args.demo,
         str(tls_dir or ""),
         services,
+        admin_url=gateway_url(settings.gateway.admin_listen),
     )
     run.write(settings.data_dir)
     supervisor = Supervisor(children)
@@ -367,8 +380,14 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         if unhealthy:
             log.error("not healthy after %.0fs: %s", HEALTH_TIMEOUT, ", ".join(unhealthy))
         else:
-            log.info("all services healthy; gateway on %s/ (Ctrl-C stops)", run.gateway_url)
-            progress.say(f"gateway on {run.gateway_url}/ - waiting for the first full sync and snapshots")
+            log.info(
+                "all services healthy; gateway on %s/, status page on %s/ (Ctrl-C stops)",
+                run.gateway_url, run.status_url,
+            )  # fmt: skip
+            progress.say(
+                f"gateway on {run.gateway_url}/, status page on {run.status_url}/ - waiting for the "
+                "first full sync and snapshots"
+            )
         watcher = asyncio.create_task(progress.watch(), name="progress")
         await supervisor.supervise()
     finally:

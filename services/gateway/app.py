@@ -1,12 +1,16 @@
-"""The gateway's HTTP application: routes, handlers and the middleware that renders errors.
+"""The gateway's HTTP applications: routes, handlers and the middleware that renders errors.
 
-Wallet routes (the URL shapes LDK clients use with the reference server):
+Two applications share one :class:`Gateway` per worker. The public one (``gateway.listen``, what
+wallets and a CDN reach) serves the RGS routes (the URL shapes LDK clients use with the reference
+server), with CORS, and the probes:
 
 * ``/snapshot/<T>`` and ``/snapshot/v2/<T>``: the precomputed snapshot for last sync T (v1, v2);
-* ``/delta/<T>`` and ``/delta/v2/<T>``: a delta computed now by lookup.
+* ``/delta/<T>`` and ``/delta/v2/<T>``: a delta computed now by lookup;
+* ``/healthz`` and ``/readyz``.
 
-Operator routes: ``/healthz``, ``/readyz``, ``/metrics``, ``/api/status``, ``/`` (status page) and
-``/openapi.json``. Nothing is served from the filesystem: the page is read once at start.
+The admin one (``gateway.admin_listen``, local or cluster-internal) serves the operator routes:
+``/metrics``, ``/api/status``, ``/`` (status page) and ``/openapi.json``, and the probes too. On
+the public port those are 404. Nothing is served from the filesystem: the page is read once at start.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from lnsync.chain import chain_hash
 from lnsync.chain import sources as chain_sources
 from lnsync.config import Settings
 from services.gateway import metrics, openapi
-from services.gateway.blobs import respond
+from services.gateway.blobs import cache_control, respond
+from services.gateway.cors import Cors
 from services.gateway.deltas import DynamicDeltas
 from services.gateway.errors import HttpError
 from services.gateway.snapshots import SnapshotCache
@@ -61,8 +66,11 @@ class Gateway:
         self.settings = settings
         g = settings.gateway
         self.upstreams = Upstreams(settings)
+        stale = (g.cache_stale_while_revalidate, g.cache_stale_if_error)
         self.snapshots = SnapshotCache(
-            self.upstreams.snapshots_stub, chain_hash(settings.network), g.cache_max_age
+            self.upstreams.snapshots_stub,
+            chain_hash(settings.network),
+            cache_control(g.cache_max_age, g.cache_s_maxage, *stale),
         )
         granularity = settings.lookup.timestamp_granularity
         self.deltas = DynamicDeltas(
@@ -71,8 +79,12 @@ class Gateway:
             granularity=granularity,
             # gateway.max_dynamic bounds the whole gateway: each worker gets its share.
             max_concurrent=max(1, -(-g.max_dynamic // workers)),
-            max_age=min(granularity, g.cache_max_age),
+            # A delta's answer changes with every granularity step: no cache keeps it longer.
+            cache_control=cache_control(
+                min(granularity, g.cache_max_age), min(granularity, g.cache_s_maxage), *stale
+            ),
         )
+        self.cors = Cors(tuple(g.cors_origins))
         self.volume = VolumeSampler()
         self.volume.add_probe(*persistence_probe(self.upstreams.persistence_stub))
         self.chain = chain_sources.from_settings(settings.chain)
@@ -199,20 +211,63 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
-def build_app(gateway: Gateway) -> web.Application:
-    app = web.Application(middlewares=[observe], client_max_size=CLIENT_MAX_SIZE)
+# The RGS routes: (path, handler); the only ones with CORS.
+RGS_ROUTES: tuple[tuple[str, Handler], ...] = (
+    ("/snapshot/v2/{timestamp}", _snapshot(2)),
+    ("/snapshot/{timestamp}", _snapshot(1)),
+    ("/delta/v2/{timestamp}", _delta(2)),
+    ("/delta/{timestamp}", _delta(1)),
+)
+_RGS_PATHS = frozenset(path for path, _ in RGS_ROUTES)
+
+
+@web.middleware
+async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Add the CORS headers to every answer of an RGS route (errors too: a page must read a 429's
+    Retry-After). Outside :func:`observe`, so it sees the answers that renders."""
+    response = await handler(request)
+    resource = request.match_info.route.resource
+    if resource is None or resource.canonical not in _RGS_PATHS or request.method == "OPTIONS":
+        return response
+    policy = request.app[GATEWAY_KEY].cors
+    response.headers.update(policy.headers(request.headers.get("Origin")))
+    if policy.vary:
+        vary = response.headers.get("Vary")
+        response.headers["Vary"] = f"{vary}, Origin" if vary else "Origin"
+    return response
+
+
+async def preflight(request: web.Request) -> web.StreamResponse:
+    """A browser's CORS preflight for an RGS route: 204, and the CORS headers if its origin may."""
+    return web.Response(status=204, headers=request.app[GATEWAY_KEY].cors.preflight(request.headers))
+
+
+def _app(gateway: Gateway, middlewares: list[Any]) -> web.Application:
+    app = web.Application(middlewares=middlewares, client_max_size=CLIENT_MAX_SIZE)
     app[GATEWAY_KEY] = gateway
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+def build_app(gateway: Gateway) -> web.Application:
+    """The public application; it starts and stops ``gateway`` (start it before the admin one)."""
+    app = _app(gateway, [cors, observe])
+    for path, handler in RGS_ROUTES:
+        app.router.add_get(path, handler)
+        if gateway.cors.enabled:
+            app.router.add_route("OPTIONS", path, preflight)
+    app.on_startup.append(gateway.start)
+    app.on_cleanup.append(gateway.close)
+    return app
+
+
+def build_admin_app(gateway: Gateway) -> web.Application:
+    """The operator application on the same ``gateway`` (which the public application runs)."""
+    app = _app(gateway, [observe])
     r = app.router
-    r.add_get("/snapshot/v2/{timestamp}", _snapshot(2))
-    r.add_get("/snapshot/{timestamp}", _snapshot(1))
-    r.add_get("/delta/v2/{timestamp}", _delta(2))
-    r.add_get("/delta/{timestamp}", _delta(1))
-    r.add_get("/healthz", healthz)
-    r.add_get("/readyz", readyz)
     r.add_get("/metrics", metrics_endpoint)
     r.add_get("/api/status", api_status)
     r.add_get("/openapi.json", openapi_json)
     r.add_get("/", index)
-    app.on_startup.append(gateway.start)
-    app.on_cleanup.append(gateway.close)
     return app

@@ -4,13 +4,17 @@ Everything about a blob's response that does not depend on the request (ETags, h
 gzip bytes) is computed once when the blob enters a cache, so answering a request is a dictionary
 copy and a socket write. The ETag is the blob's SHA-256 (a strong validator); the gzip
 representation, being different bytes, has its own tag (``-gzip`` suffix) and every response says
-``Vary: Accept-Encoding``.
+``Vary: Accept-Encoding``. ``Last-Modified`` is a time every gateway replica derives alike (the
+generation's publication, a delta's reference time), so a CDN's ``If-Modified-Since`` revalidation
+gets a 304 from whichever replica answers.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import UTC
+from email.utils import formatdate, parsedate_to_datetime
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -22,15 +26,25 @@ GZIP_MIN_SAVING = 0.05
 MAX_HEADER_ITEMS = 32
 
 
+def cache_control(max_age: int, s_maxage: int, stale_while_revalidate: int, stale_if_error: int) -> str:
+    """The ``Cache-Control`` of an RGS answer: anyone may cache it (it is the same for everyone)."""
+    return (
+        f"public, max-age={max_age}, s-maxage={s_maxage}, "
+        f"stale-while-revalidate={stale_while_revalidate}, stale-if-error={stale_if_error}"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Blob:
-    """One servable blob. ``timestamp`` is the RGS header timestamp (what the client sends next)."""
+    """One servable blob. ``timestamp`` is the RGS header timestamp (what the client sends next);
+    ``last_modified`` the Unix time its answer last changed (``Last-Modified``)."""
 
     body: bytes
     gzip: bytes | None
     sha256: bytes
     timestamp: int
     cache_control: str
+    last_modified: int
     identity_headers: CIMultiDict[str] = field(init=False, repr=False, compare=False)
     gzip_headers: CIMultiDict[str] | None = field(init=False, repr=False, compare=False)
 
@@ -39,6 +53,7 @@ class Blob:
         base = {
             "Content-Type": OCTET_STREAM,
             "Cache-Control": self.cache_control,
+            "Last-Modified": formatdate(self.last_modified, usegmt=True),
             "Vary": "Accept-Encoding",
             "X-RGS-Timestamp": str(self.timestamp),
         }
@@ -49,8 +64,10 @@ class Blob:
         object.__setattr__(self, "gzip_headers", gz)
 
     @classmethod
-    def of(cls, body: bytes, timestamp: int, cache_control: str, gzip: bytes | None = None) -> Blob:
-        return cls(body, gzip, hashlib.sha256(body).digest(), timestamp, cache_control)
+    def of(
+        cls, body: bytes, timestamp: int, cache_control: str, last_modified: int, gzip: bytes | None = None
+    ) -> Blob:
+        return cls(body, gzip, hashlib.sha256(body).digest(), timestamp, cache_control, last_modified)
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -94,8 +111,23 @@ def none_match(if_none_match: str, etag: str) -> bool:
     return False
 
 
+def unmodified_since(if_modified_since: str, last_modified: int) -> bool:
+    """Whether ``If-Modified-Since`` is at or after ``last_modified`` (a date that does not parse:
+    no, as RFC 9110 has it ignored)."""
+    try:
+        since = parsedate_to_datetime(if_modified_since[:64])
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return False
+    if since.tzinfo is None:  # asctime's format has no zone: every HTTP-date is GMT
+        since = since.replace(tzinfo=UTC)
+    return last_modified <= since.timestamp()
+
+
 def respond(request_headers: CIMultiDictProxy[str], blob: Blob) -> web.Response:
-    """The response to a GET or HEAD for ``blob`` (aiohttp leaves the body out for HEAD itself)."""
+    """The response to a GET or HEAD for ``blob`` (aiohttp leaves the body out for HEAD itself).
+
+    304 when ``If-None-Match`` matches, or, only without ``If-None-Match``, when ``If-Modified-Since``
+    is not before ``Last-Modified`` (RFC 9110, 13.2.2)."""
     headers = blob.identity_headers
     body = blob.body
     if blob.gzip_headers is not None and blob.gzip is not None:
@@ -103,7 +135,12 @@ def respond(request_headers: CIMultiDictProxy[str], blob: Blob) -> web.Response:
         if accept and accepts_gzip(accept):
             headers, body = blob.gzip_headers, blob.gzip
     inm = request_headers.get("If-None-Match")
-    if inm is not None and none_match(inm, headers["ETag"]):
+    if inm is not None:
+        fresh = none_match(inm, headers["ETag"])
+    else:
+        ims = request_headers.get("If-Modified-Since")
+        fresh = ims is not None and unmodified_since(ims, blob.last_modified)
+    if fresh:
         not_modified = CIMultiDict(headers)
         del not_modified["Content-Type"]
         not_modified.popall("Content-Encoding", None)

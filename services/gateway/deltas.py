@@ -44,14 +44,14 @@ class DynamicDeltas:
         ingest_lag: int,
         granularity: int,
         max_concurrent: int,
-        max_age: int,
+        cache_control: str,
         cache_bytes: int = CACHE_BYTES,
     ) -> None:
         self._stub = stub
         self._lag = ingest_lag
         self._granularity = granularity
         self.max_concurrent = max_concurrent
-        self._cache_control = f"public, max-age={max_age}"
+        self._cache_control = cache_control
         self._memo: Memo[Key, Blob] = Memo(cache_bytes, weight=_size, admit=self._admit)
         self._latest_reference = 0
         # When lookup last refused a delta because its sync gate was closed (None once it answers).
@@ -103,7 +103,8 @@ class DynamicDeltas:
             metrics.DYNAMIC.labels("failed").inc()
             raise HttpError(502, "lookup: incomplete answer", retry_after=5)
         compressed = await asyncio.to_thread(gzip.compress, data, 6) if len(data) >= GZIP_MIN_SIZE else None
-        blob = Blob.of(data, info.timestamp, self._cache_control, compressed)
+        # Last-Modified: the reference time, the same for this answer on every replica.
+        blob = Blob.of(data, info.timestamp, self._cache_control, R, compressed)
         self.gate_closed_at = None
         metrics.DYNAMIC.labels("computed").inc()
         return blob

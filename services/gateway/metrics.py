@@ -1,4 +1,4 @@
-"""Prometheus metrics of the gateway, served on its own ``/metrics``.
+"""Prometheus metrics of the gateway, served on ``/metrics`` of its admin listener.
 
 With several worker processes (``gateway.workers``) each worker writes its samples to files in
 ``PROMETHEUS_MULTIPROC_DIR`` (set by the parent before the workers start) and any worker's
@@ -20,6 +20,8 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as _mp
 
+from lnsync.metrics import set_build_info
+
 REQUESTS = Counter("lnsync_gateway_requests_total", "HTTP requests answered", ["route", "status"])
 REQUEST_SECONDS = Histogram(
     "lnsync_gateway_request_seconds",
@@ -32,7 +34,9 @@ SNAPSHOT_GENERATION = Gauge(
     "lnsync_gateway_snapshot_generation", "Snapshot generation held in memory", multiprocess_mode="min"
 )
 SNAPSHOT_REFERENCE_TIME = Gauge(
-    "lnsync_gateway_snapshot_reference_time", "Reference time of the generation held", multiprocess_mode="min"
+    "lnsync_gateway_snapshot_reference_time_seconds",
+    "Reference time of the generation held",
+    multiprocess_mode="min",
 )
 SNAPSHOT_CACHE_BYTES = Gauge(
     "lnsync_gateway_snapshot_cache_bytes", "Bytes of snapshots held in memory", multiprocess_mode="livesum"
@@ -48,6 +52,9 @@ DYNAMIC = Counter(
 UPSTREAM_ERRORS = Counter(
     "lnsync_gateway_upstream_errors_total", "Failed gRPC calls to upstream services", ["service", "code"]
 )
+
+# Each worker imports this module once (after the parent set PROMETHEUS_MULTIPROC_DIR).
+set_build_info("gateway")
 
 
 def render() -> tuple[bytes, str]:

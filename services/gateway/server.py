@@ -1,10 +1,18 @@
-"""Gateway: the public HTTP front (snapshots, dynamic deltas, health, metrics, status).
+"""Gateway: the public HTTP front (snapshots, dynamic deltas, health) and its admin listener.
 
 ``lnsync serve gateway`` runs ``gateway.workers`` worker processes that share the listening port
 (``SO_REUSEPORT``: the kernel spreads connections over them), because one Python process cannot
 fill a machine's cores with 200 kB responses. Each worker is a complete gateway
 (:class:`services.gateway.app.Gateway`) with its own snapshot cache, on uvloop; the parent only
 starts them, restarts one that dies, and stops them all on SIGTERM/SIGINT.
+
+The admin listener (``gateway.admin_listen``: metrics, status, the status page) is served the
+same way, by every worker on a second ``SO_REUSEPORT`` socket, rather than by one worker or the
+parent: any worker can answer every admin route for the whole gateway (``/metrics`` merges all
+workers' files, ``/api/status`` reads the same upstreams and generation), so the listener stays up
+while one worker restarts, the workers stay alike, and the parent holds no gateway state of its own
+(a snapshot cache there would cost another copy of every blob). The parent reserves both ports
+first, so a port taken by someone else fails the start at once.
 """
 
 from __future__ import annotations
@@ -28,7 +36,14 @@ from lnsync import logs, rpc
 from lnsync.config import Settings, parse_listen
 from lnsync.supervisor import _die_with_parent
 from services.gateway import limits
-from services.gateway.app import MAX_FIELD_SIZE, MAX_HEADERS, MAX_LINE_SIZE, Gateway, build_app
+from services.gateway.app import (
+    MAX_FIELD_SIZE,
+    MAX_HEADERS,
+    MAX_LINE_SIZE,
+    Gateway,
+    build_admin_app,
+    build_app,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,53 +56,85 @@ RESTART_DELAY = 1.0
 METRICS_DIR_PREFIX = "lnsync-gateway-metrics-"
 # A worker that fails this many times within a minute is not restarted again: the gateway exits.
 MAX_QUICK_FAILURES = 5
+# Open connections per worker on the admin listener (scrapers and operators, not the public).
+ADMIN_MAX_CONNECTIONS = 64
 
 
 async def serve(settings: Settings, workers: int, reuse_port: bool) -> int:
-    """Run one gateway worker on ``gateway.listen`` until SIGTERM/SIGINT."""
-    host, port = parse_listen(settings.gateway.listen)
+    """Run one gateway worker on ``gateway.listen`` and ``gateway.admin_listen`` until SIGTERM/SIGINT."""
     g = settings.gateway
     limits.install_log_filter()
     files = limits.raise_file_limit()
-    if files < g.max_connections + 64:
+    if files < g.max_connections + ADMIN_MAX_CONNECTIONS + 64:
         log.warning(
             "open-files limit %d is below gateway.max_connections (%d): clients may be refused by the "
             "kernel before the cap answers 503", files, g.max_connections,
         )  # fmt: skip
-    runner = web.AppRunner(
-        build_app(Gateway(settings, workers)),
+    gateway = Gateway(settings, workers)
+    # The public runner first: its start-up loads the snapshot generation, its clean-up closes
+    # the gateway; the admin application only borrows it.
+    runners = [
+        _runner(build_app(gateway), g.header_timeout),
+        _runner(build_admin_app(gateway), g.header_timeout),
+    ]
+    for runner in runners:
+        await runner.setup()
+    sites = [
+        (g.listen, _site(runners[0], g.listen, g.max_connections, g.header_timeout, reuse_port)),
+        (
+            g.admin_listen,
+            _site(runners[1], g.admin_listen, ADMIN_MAX_CONNECTIONS, g.header_timeout, reuse_port),
+        ),
+    ]
+    started: list[limits.LimitedSite] = []
+    try:
+        for listen, site in sites:
+            try:
+                await site.start()
+            except OSError as exc:
+                log.error("cannot listen on %s: %s", listen, exc)
+                return 2
+            started.append(site)
+        log.info("gateway listening on http://%s (admin: http://%s)", g.listen, g.admin_listen)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("gateway draining: no new connections, %.0f s for requests in flight", DRAIN_SECONDS)
+        return 0
+    finally:
+        for site in started:  # both ports stop accepting at once, then requests in flight finish
+            await site.stop()
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+
+def _runner(app: web.Application, header_timeout: float) -> web.AppRunner:
+    return web.AppRunner(
+        app,
         access_log=None,
         max_line_size=MAX_LINE_SIZE,
         max_field_size=MAX_FIELD_SIZE,
         max_headers=MAX_HEADERS,
         shutdown_timeout=DRAIN_SECONDS,
-        keepalive_timeout=g.header_timeout,
+        keepalive_timeout=header_timeout,
     )
-    await runner.setup()
-    site = limits.LimitedSite(
+
+
+def _site(
+    runner: web.AppRunner, listen: str, max_connections: int, header_timeout: float, reuse_port: bool
+) -> limits.LimitedSite:
+    host, port = parse_listen(listen)
+    return limits.LimitedSite(
         runner,
         host,
         port,
-        max_connections=g.max_connections,
-        grace=g.header_timeout,
+        max_connections=max_connections,
+        grace=header_timeout,
         reuse_port=reuse_port,
         backlog=1024,
     )
-    try:
-        await site.start()
-    except OSError as exc:
-        log.error("cannot listen on %s: %s", settings.gateway.listen, exc)
-        await runner.cleanup()
-        return 2
-    log.info("gateway listening on http://%s", settings.gateway.listen)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("gateway draining: no new connections, %.0f s for requests in flight", DRAIN_SECONDS)
-    await runner.cleanup()
-    return 0
 
 
 def _worker(settings_data: dict[str, Any], workers: int, index: int) -> None:  # pragma: no cover - child
@@ -129,11 +176,15 @@ def _reserve_port(listen: str) -> socket.socket:
 
 
 async def _supervise(settings: Settings, workers: int) -> int:
-    try:
-        reserved = _reserve_port(settings.gateway.listen)
-    except OSError as exc:
-        log.error("cannot listen on %s: %s", settings.gateway.listen, exc)
-        return 2
+    reserved: list[socket.socket] = []
+    for listen in (settings.gateway.listen, settings.gateway.admin_listen):
+        try:
+            reserved.append(_reserve_port(listen))
+        except OSError as exc:
+            log.error("cannot listen on %s: %s", listen, exc)
+            for sock in reserved:
+                sock.close()
+            return 2
     _remove_orphaned_metrics_dirs()
     metrics_dir = tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
@@ -155,7 +206,10 @@ async def _supervise(settings: Settings, workers: int) -> int:
     try:
         for i in range(workers):
             start(i)
-        log.info("gateway: %d workers on http://%s", workers, settings.gateway.listen)
+        log.info(
+            "gateway: %d workers on http://%s (admin: http://%s)",
+            workers, settings.gateway.listen, settings.gateway.admin_listen,
+        )  # fmt: skip
         while not stop.is_set():
             for i, p in enumerate(procs):
                 if p.exitcode is None:
@@ -186,7 +240,8 @@ async def _supervise(settings: Settings, workers: int) -> int:
             if p.exitcode is None:
                 p.kill()
                 await asyncio.to_thread(p.join, 5)
-        reserved.close()
+        for sock in reserved:
+            sock.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
         log.info("gateway stopped")
     return code

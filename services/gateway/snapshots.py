@@ -61,6 +61,7 @@ class Generation:
     entries: list[SnapshotEntry]
     blobs: dict[tuple[int, int], Blob] = field(repr=False)
     loaded_at: float = 0.0
+    last_modified: int = 0
 
     @property
     def nbytes(self) -> int:
@@ -72,6 +73,12 @@ def _scope_of(info: snapshots_pb2.SnapshotInfo, reference_time: int) -> int:
     if info.scope_seconds:
         return int(info.scope_seconds)
     return ladder.NOTHING_NEW if info.last_sync_timestamp == reference_time else ladder.FULL
+
+
+def _last_modified(listing: snapshots_pb2.ListSnapshotsResponse) -> int:
+    """``Last-Modified`` of a generation's answers: when the snapshotter published it (the same on
+    every gateway replica), or its reference time if the listing does not say."""
+    return int(listing.generated_at) or int(listing.reference_time)
 
 
 class GenerationChanged(Exception):
@@ -87,12 +94,12 @@ class SnapshotCache:
         self,
         stub: snapshots_pb2_grpc.SnapshotsStub,
         chain_hash: bytes,
-        max_age: int,
+        cache_control: str,
         poll: float = POLL_SECONDS,
     ) -> None:
         self._stub = stub
         self._chain_hash = chain_hash
-        self._cache_control = f"public, max-age={max_age}"
+        self._cache_control = cache_control
         self._poll = poll
         self.generation: Generation | None = None
         self.reachable = False
@@ -170,10 +177,12 @@ class SnapshotCache:
             missing = sorted(needed - have)
             raise Unloadable(f"lacks snapshots {missing}")
         limit = asyncio.Semaphore(PARALLEL_FETCHES)
+        modified = _last_modified(listing)
 
         async def fetch(entry: SnapshotEntry) -> tuple[tuple[int, int], Blob]:
             async with limit:
-                return (entry.version, entry.scope), await self._fetch(listing.generation, R, entry)
+                blob = await self._fetch(listing.generation, R, modified, entry)
+                return (entry.version, entry.scope), blob
 
         results = await asyncio.gather(
             *(fetch(e) for e in entries if e.version in VERSIONS), return_exceptions=True
@@ -191,6 +200,7 @@ class SnapshotCache:
             entries=sorted(entries, key=lambda e: (e.version, e.kind != "full", e.scope)),
             blobs=dict(pairs),
             loaded_at=time.time(),
+            last_modified=modified,
         )
         self.unloaded = None
         metrics.SNAPSHOT_GENERATION.set(listing.generation)
@@ -201,7 +211,7 @@ class SnapshotCache:
             listing.generation, R, len(pairs), self.generation.nbytes / 1e6, time.perf_counter() - started,
         )  # fmt: skip
 
-    async def _fetch(self, generation: int, R: int, entry: SnapshotEntry) -> Blob:
+    async def _fetch(self, generation: int, R: int, modified: int, entry: SnapshotEntry) -> Blob:
         if entry.scope == ladder.FULL:
             timestamp = 0
         elif entry.scope == ladder.NOTHING_NEW:
@@ -215,7 +225,7 @@ class SnapshotCache:
                 raise GenerationChanged(f"generation {generation} was replaced by {info.generation}")
         if hashlib.sha256(raw).digest() != raw_info.sha256 or len(raw) != raw_info.size:
             raise GenerationChanged(f"snapshot v{entry.version} scope {entry.scope} arrived damaged")
-        return Blob(raw, gz, raw_info.sha256, raw_info.blob.timestamp, self._cache_control)
+        return Blob(raw, gz, raw_info.sha256, raw_info.blob.timestamp, self._cache_control, modified)
 
     async def _get(
         self, timestamp: int, version: int, gzip: bool
@@ -240,5 +250,6 @@ class SnapshotCache:
         if choice.scope == ladder.NOTHING_NEW and last_sync > gen.reference_time:
             # The client is ahead of this generation (it applied a newer dynamic delta): nothing new,
             # and its own timestamp back, as the snapshotter answers.
-            return Blob.of(encode_empty(self._chain_hash, last_sync, version), last_sync, self._cache_control)
+            body = encode_empty(self._chain_hash, last_sync, version)
+            return Blob.of(body, last_sync, self._cache_control, gen.last_modified)
         return gen.blobs[(version, choice.scope)]

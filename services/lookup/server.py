@@ -8,6 +8,11 @@ and two small caches answer them without repeating work: the live graph at R (mo
 database reads, shared by every T) and the last computed delta set, keyed by (T, R, apply lag) (the
 snapshotter asks for v1 and v2 of each scope back to back). A full delta set is ~30 MB at mainnet
 scale, so that cache holds one; the gateway keeps the encoded answers.
+
+With ``lookup.database_url`` (a streaming replica) deltas and graphs are read there when the replica
+has replayed every transaction committed before R + ingest_lag (all a blob for R may contain);
+otherwise, and for a while after the replica failed, they are read from ``database_url``. So a
+replica only ever moves work, never changes an answer.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+import asyncpg
 import grpc
 from prometheus_client import Counter, Histogram
 
@@ -43,6 +50,24 @@ COMPUTE_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
 )
 REQUESTS = Counter("lnsync_lookup_requests_total", "ComputeDelta requests", ["version", "outcome"])
+READS = Counter(
+    "lnsync_lookup_reads_total", "Delta inputs and graphs read, by database (primary, replica)", ["database"]
+)
+# The replica must have replayed commits this much past R + ingest_lag (commit records reach the WAL
+# in about, not exactly, the order of their timestamps).
+REPLICA_MARGIN = 1.0
+# After a replica error, read the primary this long before trying the replica again.
+REPLICA_RETRY_AFTER = 30.0
+REPLICA_TIMEOUT = 5.0
+# What the replica has replayed: a server not in recovery (a primary) has everything committed.
+REPLAY_SQL = (
+    "SELECT pg_is_in_recovery() AS standby,"
+    " extract(epoch FROM pg_last_xact_replay_timestamp())::float8 AS replayed"
+)
+# Errors after which the replica is left alone for a while: unreachable, or a query cancelled by a
+# recovery conflict (class 40).
+REPLICA_ERRORS = (*db.TRANSIENT_ERRORS, asyncpg.exceptions.TransactionRollbackError)
+Result = TypeVar("Result")
 # Delta sets and graphs kept (see the module docstring).
 DELTA_CACHE_SIZE = 1
 GRAPH_CACHE_SIZE = 2
@@ -64,6 +89,9 @@ class LookupService(lookup_pb2_grpc.LookupServicer):
         self.url = require_database_url(settings)
         self.chain_hash = chain_hash(settings.network)
         self.pool: Any = None
+        self.replica_url = settings.lookup.database_url
+        self.replica: Any = None
+        self._replica_failed_at = -REPLICA_RETRY_AFTER
         self.gate = SyncGate(settings.persistence.target)
         self._limit = asyncio.Semaphore(settings.lookup.max_concurrent)
         self._deltas: Memo[tuple[int, int, int], DeltaSet] = Memo(DELTA_CACHE_SIZE)
@@ -73,16 +101,24 @@ class LookupService(lookup_pb2_grpc.LookupServicer):
         lookup_pb2_grpc.add_LookupServicer_to_server(self, server)
 
     async def run(self, ready: ReadySignal) -> None:
-        self.pool = await db.create_pool(self.url, max_size=self.settings.lookup.max_concurrent + 2)
-        async with self.pool.acquire() as conn:
-            await schema.migrate(conn)
+        await self.connect()
         await ready.set(True)
         await asyncio.Event().wait()
 
+    async def connect(self) -> None:
+        """Open the pools (waiting for the primary) and apply migrations on the primary."""
+        size = self.settings.lookup.max_concurrent + 2
+        self.pool = await db.create_pool(self.url, max_size=size)
+        async with self.pool.acquire() as conn:
+            await schema.migrate(conn)
+        if self.replica_url:  # connects on first use: a replica that is down only costs a fallback
+            self.replica = await db.create_pool(self.replica_url, min_size=0, max_size=size)
+
     async def close(self) -> None:
         await self.gate.close()
-        if self.pool is not None:
-            await self.pool.close()
+        for pool in (self.replica, self.pool):
+            if pool is not None:
+                await pool.close()
 
     # -- ComputeDelta -----------------------------------------------------------------------------
 
@@ -157,11 +193,7 @@ class LookupService(lookup_pb2_grpc.LookupServicer):
             graph = await self._graphs.get(R, lambda: self._load_graph(R))
             async with self._limit:
                 started = time.perf_counter()
-                async with (
-                    self.pool.acquire() as conn,
-                    conn.transaction(isolation="repeatable_read", readonly=True),
-                ):
-                    inp = await load_delta_input(conn, self.chain_hash, T, R, graph)
+                inp = await self._read(R, lambda conn: load_delta_input(conn, self.chain_hash, T, R, graph))
                 params = DeltaParams(timestamp_granularity=granularity, apply_lag=apply_lag)
                 delta = await asyncio.to_thread(compute_delta, inp, params)
                 COMPUTE_SECONDS.labels("full" if T == 0 else "delta").observe(time.perf_counter() - started)
@@ -172,13 +204,31 @@ class LookupService(lookup_pb2_grpc.LookupServicer):
     async def _load_graph(self, R: int) -> GraphAt:
         async with self._limit:
             started = time.perf_counter()
-            async with (
-                self.pool.acquire() as conn,
-                conn.transaction(isolation="repeatable_read", readonly=True),
-            ):
-                graph = await load_graph(conn, R)
+            graph = await self._read(R, lambda conn: load_graph(conn, R))
             COMPUTE_SECONDS.labels("graph").observe(time.perf_counter() - started)
         return graph
+
+    async def _read(self, R: int, read: Callable[[Any], Awaitable[Result]]) -> Result:
+        """``read(conn)`` in one read-only snapshot: on the replica when it holds everything a blob
+        for R may contain, else on the primary."""
+        if self.replica is not None and time.monotonic() - self._replica_failed_at >= REPLICA_RETRY_AFTER:
+            try:
+                async with self.replica.acquire(timeout=REPLICA_TIMEOUT) as conn:
+                    state = await conn.fetchrow(REPLAY_SQL, timeout=REPLICA_TIMEOUT)
+                    if replica_is_current(state["standby"], state["replayed"], R, self.settings.ingest_lag):
+                        async with conn.transaction(isolation="repeatable_read", readonly=True):
+                            result = await read(conn)
+                        READS.labels("replica").inc()
+                        return result
+            except REPLICA_ERRORS as exc:
+                self._replica_failed_at = time.monotonic()
+                log.warning(
+                    "read replica failed (%s); reading the primary for %.0f s", exc, REPLICA_RETRY_AFTER
+                )
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            result = await read(conn)
+        READS.labels("primary").inc()
+        return result
 
     # -- GraphSummary ---------------------------------------------------------------------------
 
@@ -198,6 +248,14 @@ class LookupService(lookup_pb2_grpc.LookupServicer):
             channel_updates_stored=row["updates"],
             data_generation=row["generation"],
         )
+
+
+def replica_is_current(standby: bool, replayed: float | None, R: int, ingest_lag: int) -> bool:
+    """Whether a server sees every row a blob for reference time R may contain: rows seen before R,
+    which persistence commits before R + ingest_lag (docs/architecture.md, "seen")."""
+    if not standby:
+        return True
+    return replayed is not None and replayed >= R + ingest_lag + REPLICA_MARGIN
 
 
 SUMMARY_SQL = """

@@ -56,7 +56,9 @@ LAST_T95 = Gauge(
     ["kind"],
 )
 PEER_COVERAGE = Gauge(
-    "lnsync_observer_peer_coverage", "Share of the last interval's unique messages a peer delivered", ["peer"]
+    "lnsync_observer_peer_coverage_ratio",
+    "Share of the last interval's unique messages a peer delivered",
+    ["peer"],
 )
 PEER_MEAN_RANK = Gauge(
     "lnsync_observer_peer_mean_rank", "A peer's mean arrival rank (last interval)", ["peer"]

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from lnsync import db, schema
 from lnsync.chain import chain_hash
@@ -68,6 +68,9 @@ SPENT_RETRY: tuple[type[BaseException], ...] = (ChainUnavailable, *RETRYABLE)
 REFUSED = Counter(
     "lnsync_persistence_refused_total", "Ingest streams and requests refused", ["rpc", "reason"]
 )
+
+# PostgreSQL as persistence sees it: answering, and the writer's batches committing (health).
+DATABASE_UP = Gauge("lnsync_persistence_database_up", "1 while PostgreSQL answers and batches commit, else 0")
 
 
 class StreamError(Exception):
@@ -168,6 +171,7 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
                 self.pool.terminate()
 
     async def _db_state(self, ok: bool) -> None:
+        DATABASE_UP.set(ok)
         if self._ready is not None and self._ready.is_ready != ok:
             await self._ready.set(ok)
 

@@ -37,17 +37,23 @@ from services.snapshotter.storage import Generation, StoredBlob
 log = logging.getLogger(__name__)
 
 GENERATION_SECONDS = Histogram(
-    "lnsync_snapshot_generation_seconds",
+    "lnsync_snapshotter_generation_seconds",
     "Time to compute and publish a generation",
     buckets=(1, 5, 15, 30, 60, 120),
 )
-GENERATION_PROGRESS = Gauge("lnsync_snapshot_generation_progress", "Scopes done in the running generation")
-GENERATION_SCOPES = Gauge("lnsync_snapshot_generation_scopes", "Scopes in a generation")
-CURRENT_REFERENCE = Gauge("lnsync_snapshot_reference_time", "Reference time of the generation being served")
-SERVED = Counter("lnsync_snapshots_served_total", "GetSnapshot answers", ["version", "kind"])
-REJECTED = Counter("lnsync_snapshots_rejected_total", "Requests refused as invalid", ["method", "reason"])
+GENERATION_PROGRESS = Gauge(
+    "lnsync_snapshotter_generation_scopes_done", "Scopes done in the running generation"
+)
+GENERATION_SCOPES = Gauge("lnsync_snapshotter_generation_scopes", "Scopes in a generation")
+CURRENT_REFERENCE = Gauge(
+    "lnsync_snapshotter_reference_time_seconds", "Reference time of the generation being served"
+)
+# The configured interval, so alerts can tell a late generation without knowing the settings.
+INTERVAL = Gauge("lnsync_snapshotter_interval_seconds", "Seconds between generations (snapshotter.interval)")
+SERVED = Counter("lnsync_snapshotter_served_total", "GetSnapshot answers", ["version", "kind"])
+REJECTED = Counter("lnsync_snapshotter_rejected_total", "Requests refused as invalid", ["method", "reason"])
 TAKEOVERS = Counter(
-    "lnsync_snapshot_takeovers_total", "Generations made after the generating replica ended unpublished"
+    "lnsync_snapshotter_takeovers_total", "Generations made after the generating replica ended unpublished"
 )
 LOOKUP_TIMEOUT = 300.0
 RELOAD_EVERY = 2.0
@@ -88,6 +94,7 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
         self.url = require_database_url(settings)
         self.chain_hash = chain_hash(settings.network)
         self.interval = settings.snapshotter.interval
+        INTERVAL.set(self.interval)
         self.ladder = ladder.scopes(self.interval)
         self.pool: Any = None
         self.gate = SyncGate(settings.persistence.target)

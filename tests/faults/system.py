@@ -185,7 +185,7 @@ class UpSystem:
     max_rss: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
-        self.ports = {name: free_port() for name in (*GRPC_SERVICES, "gateway")}
+        self.ports = {name: free_port() for name in (*GRPC_SERVICES, "gateway", "gateway-admin")}
         self.downloader_base = _free_block(len(self.peers))
         self.log_path = self.workdir / "up.log"
 
@@ -224,6 +224,7 @@ class UpSystem:
     def start(self) -> None:
         argv = [sys.executable, "-m", "lnsync", "up", "--plaintext", "--network", "bitcoin"]
         argv += ["--data-dir", str(self.workdir / "data"), "--http-port", str(self.ports["gateway"])]
+        argv += ["--admin-port", str(self.ports["gateway-admin"])]
         if self.database_url:
             argv += ["--database-url", self.database_url]
         for p in self.peers:

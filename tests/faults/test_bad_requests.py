@@ -133,7 +133,7 @@ def test_every_refusal_was_counted_and_huge_requests_are_refused(services) -> No
         text = await scrape(metrics["lookup"])
         assert metric_sum(text, "lnsync_lookup_requests_total", 'outcome="invalid"') == refused["lookup"]
         text = await scrape(metrics["snapshotter"])
-        assert metric_sum(text, "lnsync_snapshots_rejected_total") == refused["snapshotter"]
+        assert metric_sum(text, "lnsync_snapshotter_rejected_total") == refused["snapshotter"]
         # 9 MB in one message: over the receive limit, refused by gRPC before any handler runs.
         async with rpc.channel(
             stack.target("persistence"), [("grpc.max_send_message_length", 16 << 20)]

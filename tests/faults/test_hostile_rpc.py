@@ -39,9 +39,10 @@ async def _http_status(base: str, path: str) -> tuple[int, bytes]:
         return r.status, await r.read()
 
 
-async def _gateway_generation(base: str) -> int:
+async def _gateway_generation(stack: Stack) -> int:
+    """The generation the gateway reports on its admin listener (0: none, or no answer)."""
     try:
-        status, body = await _http_status(base, "/api/status")
+        status, body = await _http_status(f"http://{stack.target('gateway-admin')}", "/api/status")
     except aiohttp.ClientError:
         return 0
     if status != 200:
@@ -70,8 +71,7 @@ async def serving(
         R -= R % INTERVAL
         first = await regenerate(stack, R)
         gateway = stack.start("gateway")
-        base = f"http://{stack.target('gateway')}"
-        await until(lambda: _is(base, first), 60, f"the gateway to hold generation {first}")
+        await until(lambda: _is(stack, first), 60, f"the gateway to hold generation {first}")
         yield stack, gateway, R, first
     finally:
         stack.close()
@@ -115,7 +115,7 @@ async def test_bad_reference_times_are_refused_and_the_gateway_keeps_following(
             # A valid later generation is still picked up by every worker.
             newer = snapshots_pb2.RegenerateRequest(reference_time=R + INTERVAL)
             later = (await snaps.Regenerate(newer, timeout=120)).generation
-        await until(lambda: _is(base, later), 60, f"the gateway to hold generation {later}")
+        await until(lambda: _is(stack, later), 60, f"the gateway to hold generation {later}")
         stop.set()
         await client
         assert set(answers) == {200}, answers
@@ -125,8 +125,8 @@ async def test_bad_reference_times_are_refused_and_the_gateway_keeps_following(
         assert "Traceback" not in gateway.log(), gateway.log()[-3000:]
 
 
-async def _is(base: str, generation: int) -> bool:
-    return await _gateway_generation(base) == generation
+async def _is(stack: Stack, generation: int) -> bool:
+    return await _gateway_generation(stack) == generation
 
 
 async def _forge_generation(
@@ -166,7 +166,7 @@ async def test_gateway_poll_survives_unloadable_generations_and_readyz_says_stal
         base = f"http://{stack.target('gateway')}"
         # Reference time 1,000,000: R - scope < 0 for the larger scopes (what killed the poll task).
         tiny = await _forge_generation(database_url, 1_000_000, first, None)
-        await until(lambda: _is(base, tiny), 60, f"the gateway to hold generation {tiny}")
+        await until(lambda: _is(stack, tiny), 60, f"the gateway to hold generation {tiny}")
         assert (await _http_status(base, "/snapshot/v2/0"))[0] == 200
         # A generation without its full snapshot cannot be loaded: keep serving, say stale.
         broken = await _forge_generation(database_url, R + INTERVAL, first, 0)
@@ -177,7 +177,7 @@ async def test_gateway_poll_survives_unloadable_generations_and_readyz_says_stal
 
         await until(stale, 60, "/readyz to report the stale generation")
         assert (await _http_status(base, "/snapshot/v2/0"))[0] == 200
-        assert await _gateway_generation(base) == tiny
+        assert await _gateway_generation(stack) == tiny
         good = await regenerate(stack, R + 2 * INTERVAL)
 
         async def ready_again() -> bool:  # every worker (a request may reach either of the two)
@@ -187,7 +187,7 @@ async def test_gateway_poll_survives_unloadable_generations_and_readyz_says_stal
             return True
 
         await until(ready_again, 60, "/readyz to answer 200 again")
-        assert await _gateway_generation(base) == good
+        assert await _gateway_generation(stack) == good
         assert gateway.alive()
         log = gateway.log()
         assert "Traceback" not in log, log[-3000:]

@@ -162,7 +162,8 @@ async def test_gateway_under_concurrent_load_while_snapshots_regenerate(
             # Under load a generation can be replaced before the gateway has fetched all its blobs
             # (here one a second; hours apart in production): it keeps serving the one it holds and
             # must reach the newest once the churn stops.
-            async with aiohttp.ClientSession() as s, s.get(base + "/metrics") as r:
+            admin = f"http://{stack.target('gateway-admin')}"
+            async with aiohttp.ClientSession() as s, s.get(admin + "/metrics") as r:
                 text = await r.text()
             return (
                 text

@@ -35,6 +35,9 @@ INTERVAL = 3 * 3600
 PEER = SYNCED_PEER
 MAX_DYNAMIC = 2
 CACHE_MAX_AGE = 1234
+CACHE_S_MAXAGE = 4321
+CACHE_STALE_WHILE_REVALIDATE = 77
+CACHE_STALE_IF_ERROR = 8888
 GRANULARITY = 60
 
 
@@ -77,14 +80,15 @@ async def wait_up(base: str, timeout: float = 30) -> None:
         await asyncio.sleep(0.1)
 
 
-async def wait_generation(base: str, generation: int, timeout: float = 30) -> None:
-    """Until every worker serves ``generation`` (ten fresh connections in a row say so)."""
+async def wait_generation(admin: str, generation: int, timeout: float = 30) -> None:
+    """Until every worker serves ``generation`` (ten fresh connections in a row to the admin
+    listener, which every worker serves too, say so)."""
     deadline = time.monotonic() + timeout
     streak = 0
     while streak < 10:
         assert time.monotonic() < deadline, f"the gateway did not pick up generation {generation}"
         try:
-            status, _, body = await get(base + "/api/status")
+            status, _, body = await get(admin + "/api/status")
         except aiohttp.ClientError:
             status, body = 0, b""
         if status == 200 and f'"generation": {generation},'.encode() in body:
@@ -101,6 +105,11 @@ class GatewayStack:
     base: str
     reference_time: int
     generation: int
+
+    @property
+    def admin(self) -> str:
+        """The admin listener's base URL (metrics, status, the status page, the OpenAPI document)."""
+        return f"http://{self.stack.target('gateway-admin')}"
 
     @property
     def gateway(self) -> Any:
@@ -126,6 +135,9 @@ async def synced(pg_server: LocalPostgres, template_db: str) -> AsyncIterator[Ga
                 "LNSYNC_LOOKUP__TIMESTAMP_GRANULARITY": str(GRANULARITY),
                 "LNSYNC_GATEWAY__MAX_DYNAMIC": str(MAX_DYNAMIC),
                 "LNSYNC_GATEWAY__CACHE_MAX_AGE": str(CACHE_MAX_AGE),
+                "LNSYNC_GATEWAY__CACHE_S_MAXAGE": str(CACHE_S_MAXAGE),
+                "LNSYNC_GATEWAY__CACHE_STALE_WHILE_REVALIDATE": str(CACHE_STALE_WHILE_REVALIDATE),
+                "LNSYNC_GATEWAY__CACHE_STALE_IF_ERROR": str(CACHE_STALE_IF_ERROR),
             },
         )
         try:
@@ -143,7 +155,7 @@ async def synced(pg_server: LocalPostgres, template_db: str) -> AsyncIterator[Ga
             generation = await regenerate(stack, R)
             stack.start("gateway")
             base = f"http://{stack.target('gateway')}"
-            await wait_generation(base, generation)
+            await wait_generation(f"http://{stack.target('gateway-admin')}", generation)
             yield GatewayStack(stack, history, base, R, generation)
         finally:
             stack.close()

@@ -38,12 +38,13 @@ async def test_503_until_the_first_sync_and_generation(database_url: str, short_
         assert status == 503 and int(h["Retry-After"]) > 0
         ready = json.loads(body)
         assert not ready["ready"] and len(ready["problems"]) == 2 and ready["degraded"] == ["snapshotter"]
-        status, _, body = await get(base + "/api/status")
+        admin = f"http://{stack.target('gateway-admin')}"
+        status, _, body = await get(admin + "/api/status")
         facts = json.loads(body)
         assert status == 200 and facts["services"]["lookup"] == "serving"
         assert facts["sync"]["fully_synced"] is False and facts["snapshots"]["generation"] is None
         assert (await get(base + "/healthz"))[0] == 200
-        status, h, page = await get(base + "/")
+        status, h, page = await get(admin + "/")
         assert status == 200 and h["Content-Type"].startswith("text/html") and b"api/status" in page
     finally:
         stack.close()
@@ -63,7 +64,8 @@ async def test_status_shows_the_chain_source(database_url: str, short_tmp: Path)
         stack.start("gateway")
         base = f"http://{stack.target('gateway')}"
         await wait_up(base)
-        status, _, body = await get(base + "/api/status")
+        admin = f"http://{stack.target('gateway-admin')}"
+        status, _, body = await get(admin + "/api/status")
         assert status == 200 and json.loads(body)["chain"] == {"source": "esplora", "state": "unavailable"}
         _, _, body = await get(base + "/readyz")
         assert "chain" in json.loads(body)["degraded"] and url.encode() not in body

@@ -1,4 +1,5 @@
-"""The gateway's pure parts: URL timestamps, content negotiation, validators, error mapping, rates."""
+"""The gateway's pure parts: URL timestamps, content negotiation, validators, caching and CORS
+headers, error mapping, rates."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import grpc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from multidict import CIMultiDict, CIMultiDictProxy
 
-from services.gateway.blobs import Blob, accepts_gzip, none_match
+from services.gateway.blobs import Blob, accepts_gzip, cache_control, none_match, respond, unmodified_since
+from services.gateway.cors import Cors
 from services.gateway.errors import from_grpc
 from services.gateway.timestamps import U32_MAX, BadTimestamp, parse_timestamp
 from services.gateway.volume import Series, VolumeSampler
@@ -98,13 +101,68 @@ def test_if_none_match_uses_weak_comparison() -> None:
 
 def test_gzip_is_offered_only_when_it_saves_bytes() -> None:
     body = b"LDK\x02" + b"\x00" * 5000
-    blob = Blob.of(body, 7, "public, max-age=1", gzip.compress(body))
+    blob = Blob.of(body, 7, "public, max-age=1", NOW, gzip.compress(body))
     assert blob.gzip_headers is not None and blob.gzip_headers["Content-Encoding"] == "gzip"
     assert blob.gzip_headers["ETag"] != blob.identity_headers["ETag"]
     noise = random.Random(1).randbytes(1024)
-    incompressible = Blob.of(noise, 7, "public, max-age=1", gzip.compress(noise))
+    incompressible = Blob.of(noise, 7, "public, max-age=1", NOW, gzip.compress(noise))
     assert incompressible.gzip_headers is None
     assert incompressible.identity_headers["X-RGS-Timestamp"] == "7"
+
+
+def test_cache_control_names_every_directive() -> None:
+    assert cache_control(60, 120, 30, 86400) == (
+        "public, max-age=60, s-maxage=120, stale-while-revalidate=30, stale-if-error=86400"
+    )
+
+
+@pytest.mark.parametrize(
+    ("header", "unmodified"),
+    [
+        ("Fri, 15 Jan 2027 08:00:00 GMT", True),  # NOW exactly
+        ("Fri, 15 Jan 2027 08:00:01 GMT", True),
+        ("Fri, 15 Jan 2027 07:59:59 GMT", False),
+        ("Friday, 15-Jan-27 08:00:00 GMT", True),  # RFC 850
+        ("Fri Jan 15 08:00:00 2027", True),  # asctime (GMT without saying so)
+        ("Fri, 15 Jan 2027 09:00:00 +0100", True),  # not an HTTP-date, but unambiguous
+        ("yesterday", False),
+        ("", False),
+        ("Fri, 99 Jan 2027 08:00:00 GMT", False),
+        ("9" * 200, False),
+    ],
+)
+def test_if_modified_since(header: str, unmodified: bool) -> None:
+    assert unmodified_since(header, NOW) is unmodified
+
+
+def _ask(blob: Blob, **headers: str) -> int:
+    return respond(CIMultiDictProxy(CIMultiDict(headers)), blob).status
+
+
+def test_if_none_match_takes_precedence_over_if_modified_since() -> None:
+    blob = Blob.of(b"LDK\x02", 7, "public", NOW)
+    assert blob.identity_headers["Last-Modified"] == "Fri, 15 Jan 2027 08:00:00 GMT"
+    tag, date = blob.identity_headers["ETag"], blob.identity_headers["Last-Modified"]
+    assert _ask(blob) == 200
+    assert _ask(blob, **{"If-Modified-Since": date}) == 304
+    assert _ask(blob, **{"If-None-Match": tag, "If-Modified-Since": "Thu, 01 Jan 1970 00:00:00 GMT"}) == 304
+    assert _ask(blob, **{"If-None-Match": '"other"', "If-Modified-Since": date}) == 200
+
+
+def test_cors_any_origin_a_list_or_off() -> None:
+    anyone = Cors(("*",))
+    assert anyone.headers(None)["Access-Control-Allow-Origin"] == "*" and not anyone.vary
+    listed = Cors(("https://a.example",))
+    assert listed.headers("https://a.example")["Access-Control-Allow-Origin"] == "https://a.example"
+    assert listed.headers("https://b.example") == {} and listed.headers(None) == {} and listed.vary
+    off = Cors(())
+    assert not off.enabled and off.headers("https://a.example") == {}
+    asks = {"Origin": "https://a.example", "Access-Control-Request-Method": "GET"}
+    assert listed.preflight(asks)["Access-Control-Allow-Methods"] == "GET, HEAD"
+    assert listed.preflight(asks)["Vary"] == "Origin"
+    # Not a CORS preflight (no requested method), or an origin not listed: no CORS headers.
+    assert "Access-Control-Allow-Origin" not in listed.preflight({"Origin": "https://a.example"})
+    assert "Access-Control-Allow-Origin" not in listed.preflight({**asks, "Origin": "https://b.example"})
 
 
 @pytest.mark.parametrize(

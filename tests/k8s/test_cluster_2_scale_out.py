@@ -183,39 +183,54 @@ def test_deltas_through_one_gateway_spread_evenly_over_three_lookups(kube: Kube,
     mean = sum(served.values()) / len(served)
     record("scale_out", three_lookups_300_deltas={"per_pod": served, "answers": dict(codes)})
     assert codes == {200: 300}
-    assert sum(served.values()) >= 200  # lookup answers a repeated (T, R) from its cache uncounted
+    # Lookup answers some requests from its own cache, uncounted (157 to 300 of the 300 counted
+    # in runs so far): enough must reach every pod for the spread to mean something.
+    assert all(n >= 30 for n in served.values()), served
     assert all(abs(n - mean) <= 0.25 * mean for n in served.values()), served
 
 
-@pytest.mark.parametrize(("deployment", "replicas"), [("lnsync-gateway", 2), ("lnsync-lookup", 2)])
-def test_a_rollout_restart_under_load_fails_no_request(
-    kube: Kube, release: Release, deployment: str, replicas: int
+def test_a_rollout_of_gateway_and_lookup_together_under_load_fails_no_request(
+    kube: Kube, release: Release
 ) -> None:
-    scale(kube, deployment, replicas)
-    component = deployment.removeprefix("lnsync-")
-    wait_for(
-        lambda: len(kube.pods(NS, release.selector(component))) == replicas,
-        f"{replicas} {component} pods and no terminating one",
-        120,
-    )
-    _, headers, _ = http_get(release.gateway() + "/snapshot/v2/0", timeout=20)
-    T = int(headers["X-RGS-Timestamp"]) - 86400
-    old = {p["metadata"]["uid"] for p in kube.pods(NS, release.selector(component))}
-    with Load(release, 4, mixed(T)) as load:
-        time.sleep(5)
-        t0 = time.monotonic()
-        kube.kubectl("rollout", "restart", "-n", NS, f"deployment/{deployment}")
-        kube.kubectl("rollout", "status", "-n", NS, f"deployment/{deployment}", "--timeout=300s", timeout=320)
+    """What `helm upgrade` to a new image does: every Deployment rolls at once."""
+    components = ("gateway", "lookup")
+    for component in components:
+        scale(kube, f"lnsync-{component}", 2)
+    for component in components:
         wait_for(
-            lambda: not old & {p["metadata"]["uid"] for p in kube.pods(NS, release.selector(component))},
-            "every old pod gone",
+            lambda c=component: len(kube.pods(NS, release.selector(c))) == 2,
+            f"2 {component} pods and no terminating one",
             120,
         )
-        rollout_s = time.monotonic() - t0
-        time.sleep(5)
-    record("rollouts", **{component: {"rollout_s": round(rollout_s, 1), **load.figures()}})
+    _, headers, _ = http_get(release.gateway() + "/snapshot/v2/0", timeout=20)
+    T = int(headers["X-RGS-Timestamp"]) - 86400
+    old = {c: {p["metadata"]["uid"] for p in kube.pods(NS, release.selector(c))} for c in components}
+    gone: dict[str, float] = {}
+    with Load(release, 4, mixed(T)) as load:
+        time.sleep(3)
+        t0 = time.monotonic()
+        kube.kubectl("rollout", "restart", "-n", NS, *(f"deployment/lnsync-{c}" for c in components))
+
+        def old_pods_gone() -> bool:
+            for c in components:
+                if c not in gone and not old[c] & {
+                    p["metadata"]["uid"] for p in kube.pods(NS, release.selector(c))
+                }:
+                    gone[c] = time.monotonic() - t0
+            return len(gone) == len(components)
+
+        wait_for(old_pods_gone, "every old gateway and lookup pod gone", 300, 1)
+        for c in components:
+            kube.kubectl(
+                "rollout", "status", "-n", NS, f"deployment/lnsync-{c}", "--timeout=120s", timeout=140
+            )
+        time.sleep(3)
+    record(
+        "rollouts",
+        gateway_and_lookup={**{f"{c}_rollout_s": round(gone[c], 1) for c in components}, **load.figures()},
+    )
     assert sum(load.codes.values()) > 100
-    assert not load.failed, f"failed requests during the rollout of {deployment}: {dict(load.codes)}"
+    assert not load.failed, f"failed requests during the rollout: {dict(load.codes)}"
 
 
 async def test_killing_the_generating_snapshotter_hands_the_generation_to_the_other(

@@ -32,7 +32,10 @@ class DemoRun:
     """One `lnsync up --demo`; ``data`` is where it keeps its data, given with --data-dir if
     ``name_dir``, else found by `lnsync up` (and `lnsync status`) from LNSYNC_DATA_DIR."""
 
-    def __init__(self, data: Path, env: dict[str, str], http_port: int, log: Path, *, name_dir: bool) -> None:
+    def __init__(
+        self, data: Path, env: dict[str, str], ports: tuple[int, int], log: Path, *, name_dir: bool
+    ) -> None:
+        http_port, admin_port = ports
         self.data = data
         self.env = env
         self.name_dir = name_dir
@@ -41,7 +44,8 @@ class DemoRun:
         where = ["--data-dir", str(data)] if name_dir else []
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "lnsync", "up", "--demo", *where, "--http-port", str(http_port)],
+                [sys.executable, "-m", "lnsync", "up", "--demo", *where, "--http-port", str(http_port),
+                 "--admin-port", str(admin_port)],
                 env=env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
 
@@ -137,7 +141,7 @@ async def store_counts(pg_root: Path) -> dict[str, int]:
 async def test_demo_serves_snapshots_and_deltas_and_resumes(
     short_tmp: Path, ldk_client: LdkRgsClient
 ) -> None:
-    http_port, metrics_port = free_port(), free_port()
+    ports, metrics_port = (free_port(), free_port()), free_port()
     env = clean_env(
         LNSYNC_PERSISTENCE__LISTEN=f"127.0.0.1:{free_port()}",
         LNSYNC_PERSISTENCE__METRICS_LISTEN=f"127.0.0.1:{metrics_port}",
@@ -150,7 +154,7 @@ async def test_demo_serves_snapshots_and_deltas_and_resumes(
     data = short_tmp / "lnsync-demo"
 
     # -- first run: sync from nothing, full snapshot, then a delta with the peer's fresh updates --
-    run = DemoRun(data, env, http_port, short_tmp / "up-1.log", name_dir=False)
+    run = DemoRun(data, env, ports, short_tmp / "up-1.log", name_dir=False)
     try:
         await asyncio.to_thread(run.wait, "readiness", lambda: ready(run), 75)
         code, headers, full = run.get("/snapshot/v2/0")
@@ -201,7 +205,7 @@ async def test_demo_serves_snapshots_and_deltas_and_resumes(
     assert counts["updates"] > DIRECTIONS  # the fresh updates are kept next to the ones they replaced
 
     # -- second run on the same data: the downloader resumes, asking only for recent gossip -------
-    run = DemoRun(data, env, http_port, short_tmp / "up-2.log", name_dir=True)
+    run = DemoRun(data, env, ports, short_tmp / "up-2.log", name_dir=True)
     try:
         await asyncio.to_thread(run.wait, "readiness after restart", lambda: ready(run), 60)
 

@@ -78,10 +78,14 @@ app.kubernetes.io/managed-by: {{ .managedBy | default .root.Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{- define "lnsync.postgresqlName" -}}
+{{- include "lnsync.componentName" (dict "root" . "suffix" "postgresql" "max" 52) -}}
+{{- end -}}
+
 {{/* Where the database URL lives: a Secret name and key (never a ConfigMap). */}}
 {{- define "lnsync.databaseSecretName" -}}
 {{- if .Values.postgresql.enabled -}}
-{{- include "lnsync.componentName" (dict "root" . "suffix" "postgresql" "max" 52) -}}
+{{- include "lnsync.postgresqlName" . -}}
 {{- else if .Values.database.existingSecret -}}
 {{- .Values.database.existingSecret -}}
 {{- else if .Values.database.url -}}
@@ -97,6 +101,48 @@ app.kubernetes.io/managed-by: {{ .managedBy | default .root.Release.Service }}
 {{- else -}}
 database-url
 {{- end -}}
+{{- end -}}
+
+{{/* The read replica's URL for lookup (database.readReplica): a Secret name, empty when none. */}}
+{{- define "lnsync.replicaSecretName" -}}
+{{- $r := .Values.database.readReplica -}}
+{{- if or $r.existingSecret $r.url -}}
+{{- if .Values.postgresql.enabled -}}
+{{- fail "database.readReplica needs an external PostgreSQL (postgresql.enabled=false): the bundled one has no replica" -}}
+{{- end -}}
+{{- $r.existingSecret | default (include "lnsync.componentName" (dict "root" . "suffix" "database-replica")) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The environment of a container that uses the database (dict: root, component). With
+postgresql.auth.existingSecret the URL carries no password: the PostgreSQL client reads PGPASSWORD
+from the operator's Secret, which the chart never reads. Lookup also gets the read replica's URL. */}}
+{{- define "lnsync.databaseEnv" -}}
+{{- $root := .root -}}
+{{- $pg := $root.Values.postgresql -}}
+{{- if and $pg.enabled $pg.auth.existingSecret }}
+- name: LNSYNC_DATABASE_URL
+  value: {{ printf "postgresql://%s@%s:5432/%s" $pg.auth.username (include "lnsync.postgresqlName" $root) $pg.auth.database | quote }}
+- name: PGPASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $pg.auth.existingSecret }}
+      key: {{ $pg.auth.existingSecretPasswordKey }}
+{{- else }}
+- name: LNSYNC_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "lnsync.databaseSecretName" $root }}
+      key: {{ include "lnsync.databaseSecretKey" $root }}
+{{- end }}
+{{- with and (eq .component "lookup") (include "lnsync.replicaSecretName" $root) }}
+- name: LNSYNC_LOOKUP__DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      {{- $r := $root.Values.database.readReplica }}
+      key: {{ ternary $r.existingSecretKey "database-url" (not (empty $r.existingSecret)) }}
+{{- end }}
 {{- end -}}
 
 {{/* The API versions this cluster offers (templates pick the newest one it has). */}}
@@ -175,11 +221,15 @@ readinessProbe:
 The pod template of an lnsync service. Parameters (dict):
   root, component, values (the component's values), port (container port number),
   portName ("grpc" or "http"), env (list of extra env entries), database (bool: gets the URL),
-  probes (YAML text), serviceAccountName, automountToken (bool), extraLabels (dict).
+  probes (YAML text), serviceAccountName, automountToken (bool), extraLabels (dict),
+  adminPort (the gateway's admin port: its metrics, instead of metrics.port).
 */}}
 {{- define "lnsync.podTemplate" -}}
 {{- $root := .root -}}
 {{- $v := .values -}}
+{{- /* Where Prometheus scrapes this pod: the metrics port of gRPC services, the gateway's admin port. */ -}}
+{{- $scrape := 0 -}}
+{{- if .adminPort }}{{ $scrape = int .adminPort }}{{ else if eq .portName "grpc" }}{{ $scrape = int $root.Values.metrics.port }}{{ end -}}
 metadata:
   labels:
     {{- include "lnsync.selectorLabels" . | nindent 4 }}
@@ -188,6 +238,11 @@ metadata:
     {{- end }}
   annotations:
     checksum/config: {{ include (print $root.Template.BasePath "/configmap.yaml") $root | sha256sum }}
+    {{- if and $root.Values.metrics.enabled $scrape }}
+    prometheus.io/scrape: "true"
+    prometheus.io/port: {{ $scrape | quote }}
+    prometheus.io/path: /metrics
+    {{- end }}
     {{- with $v.podAnnotations }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -234,16 +289,17 @@ spec:
           containerPort: {{ $root.Values.metrics.port }}
           protocol: TCP
         {{- end }}
+        {{- with .adminPort }}
+        - name: admin
+          containerPort: {{ . }}
+          protocol: TCP
+        {{- end }}
       envFrom:
         - configMapRef:
             name: {{ include "lnsync.fullname" $root }}
       env:
         {{- if .database }}
-        - name: LNSYNC_DATABASE_URL
-          valueFrom:
-            secretKeyRef:
-              name: {{ include "lnsync.databaseSecretName" $root }}
-              key: {{ include "lnsync.databaseSecretKey" $root }}
+        {{- include "lnsync.databaseEnv" (dict "root" $root "component" .component) | nindent 8 }}
         {{- end }}
         {{- with .env }}
         {{- toYaml . | nindent 8 }}
