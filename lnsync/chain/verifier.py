@@ -19,10 +19,10 @@ from prometheus_client import Counter
 from lnsync.chain import funding
 from lnsync.chain.sources import ChainSource, ChainUnavailable
 
-CHECKS = Counter("lnsync_funding_checks_total", "Funding checks of new channels by verdict", ["verdict"])
-UNAVAILABLE = Counter(
-    "lnsync_funding_source_errors_total", "Funding checks the chain source could not answer"
-)
+# Named for the downloaders, which make the checks; persistence's spent-output recheck and
+# `lnsync import` count theirs in their own processes.
+CHECKS = Counter("lnsync_downloader_funding_checks_total", "Funding checks by verdict", ["verdict"])
+UNAVAILABLE = Counter("lnsync_downloader_chain_errors_total", "Funding checks the source did not answer")
 
 
 class FundingVerifier:

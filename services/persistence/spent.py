@@ -31,7 +31,7 @@ WHERE spent_at IS NULL AND scid > $1 ORDER BY scid LIMIT $2
 MARK_SQL = (
     "UPDATE channel_announcements SET spent_at = now() WHERE scid = ANY($1::int8[]) AND spent_at IS NULL"
 )
-SPENT = Counter("lnsync_funding_spent_total", "Stored channels found closed (funding output spent)")
+SPENT = Counter("lnsync_persistence_channels_spent_total", "Stored channels found closed (output spent)")
 
 
 async def recheck(pool: Any, verifier: FundingVerifier) -> tuple[int, int] | None:
