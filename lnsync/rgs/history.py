@@ -37,7 +37,7 @@ from lnsync.rgs.model import (
 _NEVER = np.iinfo(np.int64).max
 
 
-_NEVER = 1 << 62  # spent_at of a channel not known to be spent
+_NEVER = 1 << 62  # closed_at of a channel not known to be closed
 
 
 @dataclass
@@ -57,7 +57,7 @@ class _Channel:
     features: bytes
     funding_sats: int | None
     seen: int
-    spent_at: int | None = None  # when its funding output was found spent (whole seconds)
+    closed_at: int | None = None  # when it was found no longer funded on chain (whole seconds)
 
 
 @dataclass
@@ -199,11 +199,11 @@ class GossipHistory:
             node.chain.append(row)
         return outcome
 
-    def mark_spent(self, scid: int, at: int) -> None:
-        """Record that the channel's funding output was found spent at ``at`` (the first time counts)."""
+    def mark_closed(self, scid: int, at: int) -> None:
+        """Record that the channel was found no longer funded on chain at ``at`` (the first time counts)."""
         channel = self.channels[scid]
-        if channel.spent_at is None:
-            channel.spent_at = at
+        if channel.closed_at is None:
+            channel.closed_at = at
             self._cache.clear()
 
     def add_message(self, raw: bytes, seen: int, funding_sats: int | None = None) -> str:
@@ -291,8 +291,8 @@ class GossipHistory:
                 "scid": np.array(scids, dtype=np.uint64),
                 "chans": chans,
                 "seen": np.array([c.seen for c in chans], dtype=np.int64),
-                "spent_at": np.array(
-                    [_NEVER if c.spent_at is None else c.spent_at for c in chans], dtype=np.int64
+                "closed_at": np.array(
+                    [_NEVER if c.closed_at is None else c.closed_at for c in chans], dtype=np.int64
                 ),
                 "features": [c.features for c in chans],
                 "funding": np.array(
@@ -327,8 +327,8 @@ class GossipHistory:
         cols = self._columns()
         g = self._graph()
         dirs = g["dirs"]
-        # A channel whose funding output was spent before R is not part of R's graph.
-        has_dirs = (dirs >= 0).all(axis=1) & (g["seen"] < R) & (g["spent_at"] >= R)
+        # A channel found closed on chain before R is not part of R's graph.
+        has_dirs = (dirs >= 0).all(axis=1) & (g["seen"] < R) & (g["closed_at"] >= R)
         safe = np.where(dirs >= 0, dirs, 0)
         latest = g["d_latest"][safe] if len(safe) else np.zeros((0, 2), np.int64)
         alive_row = g["d_alive"][safe] if len(safe) else np.zeros((0, 2), np.int64)

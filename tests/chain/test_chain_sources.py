@@ -416,12 +416,11 @@ async def test_import_checks_funding_with_a_chain_source(chain: Chain, database_
         await running.stop()
 
 
-async def test_a_channel_whose_output_is_spent_later_leaves_the_graph(
-    chain: Chain, database_url: str
-) -> None:
-    """Persistence's recheck finds a stored channel's funding output spent and sets spent_at; from
-    then on lookup's graph (what every delta and snapshot is made of) leaves it out, while answers
-    for earlier reference times stay as they were."""
+async def test_channels_spent_later_or_never_funded_leave_the_graph(chain: Chain, database_url: str) -> None:
+    """Persistence's recheck finds a stored channel's funding output spent, and one stored without
+    a funding output at all, and sets closed_at; from then on lookup's graph (what every delta and
+    snapshot is made of) leaves them out, while answers for earlier reference times stay as they
+    were."""
     node = chain.node
     k1, k2 = PrivateKey(secret("closing1")), PrivateKey(secret("closing2"))
     coin = node.coinbase(3)
@@ -444,8 +443,12 @@ async def test_a_channel_whose_output_is_spent_later_leaves_the_graph(
                 sign_channel_announcement(REGTEST, s, NODE_A, NODE_B, k1.secret, k2.secret),
                 funding_sats=300_000,
             )
-            for direction in (0, 1):
-                await client.send(channel_update(s, direction, now - 30, chain=REGTEST))
+            unfunded = chain.scids["no_output"]  # stored as if no source had been configured
+            a1, a2 = chain.keys["good"]
+            await client.send(sign_channel_announcement(REGTEST, unfunded, NODE_A, NODE_B, a1, a2))
+            for channel in (s, unfunded):
+                for direction in (0, 1):
+                    await client.send(channel_update(channel, direction, now - 30, chain=REGTEST))
             await client.flush(timeout=20)
 
         async def live(R: int) -> set[int]:
@@ -455,15 +458,18 @@ async def test_a_channel_whose_output_is_spent_later_leaves_the_graph(
 
         await asyncio.sleep(1.1)
         before = int(time.time())
-        assert await live(before) == {s}
-        assert await spent.recheck(pool, verifier) == (1, 0)
+        assert await live(before) == {s, unfunded}
+        assert await spent.recheck(pool, verifier) == (2, 1)  # the unfunded one is closed
+        await asyncio.sleep(1.1)
+        after_first = int(time.time())
+        assert await live(after_first) == {s}
         node.send(sign_segwit([multisig_spend(txid, 0, 300_000, k1, k2)], [(290_000, outputs_to_self(node))]))
         node.mine(1)
         assert await spent.recheck(pool, verifier) == (1, 1)
-        assert await spent.recheck(pool, verifier) == (0, 0)  # marked channels are not asked again
+        assert await spent.recheck(pool, verifier) == (0, 0)  # closed channels are not asked again
         await asyncio.sleep(1.1)
         assert await live(int(time.time())) == set()
-        assert await live(before) == {s}
+        assert await live(before) == {s, unfunded} and await live(after_first) == {s}  # the past stays
     finally:
         await verifier.source.close()
         await pool.close()

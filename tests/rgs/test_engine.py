@@ -217,8 +217,8 @@ def test_a_channel_spent_before_R_is_not_in_the_graph() -> None:
     the graph of every R <= S and in none after; nothing is sent for it any more."""
     h = GossipHistory(MAINNET)
     channel(h, SCID, T0)
-    h.mark_spent(SCID, T0 + 1000)
-    h.mark_spent(SCID, T0 + 5000)  # the first time counts
+    h.mark_closed(SCID, T0 + 1000)
+    h.mark_closed(SCID, T0 + 5000)  # the first time counts
     assert SCID in h.live_graph(T0 + 1000)
     assert SCID not in h.live_graph(T0 + 1001)
     ds = delta(h, T0 + 500, T0 + 2000, reminder_period=8 * DAY, reminder_slot=8 * DAY)
