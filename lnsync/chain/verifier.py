@@ -13,11 +13,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter
 
-from lnsync.chain import funding
+from lnsync.chain import chain_hash, funding, sources
 from lnsync.chain.sources import ChainSource, ChainUnavailable
+
+if TYPE_CHECKING:
+    from lnsync.config import Settings
 
 # Named for the downloaders, which make the checks; persistence's spent-output recheck and
 # `lnsync import` count theirs in their own processes.
@@ -33,8 +37,12 @@ class FundingVerifier:
         max_concurrent: int = 8,
         cached_blocks: int = 2048,
         tip_ttl: float = 10.0,
+        chain_hash: bytes | None = None,
     ) -> None:
         self.source = source
+        # The network's genesis hash (wire order): the source must be on it before any verdict.
+        self._genesis = chain_hash[::-1].hex() if chain_hash is not None else None
+        self._network_ok = chain_hash is None
         self._slots = asyncio.Semaphore(max_concurrent)
         self._blocks: OrderedDict[int, tuple[str, list[str]] | None] = OrderedDict()
         self._cached_blocks = cached_blocks
@@ -88,7 +96,17 @@ class FundingVerifier:
         CHECKS.labels(judgement.verdict.value).inc()
         return judgement
 
+    async def _check_network(self) -> None:
+        """A source on another network would make every verdict wrong (and final): refuse it."""
+        genesis = await self._block(0)
+        if genesis is None or genesis[0] != self._genesis:
+            self._blocks.pop(0, None)
+            raise ChainUnavailable(f"the source's genesis block is not this network's ({self._genesis})")
+        self._network_ok = True
+
     async def _check(self, scid: int, key_1: bytes, key_2: bytes) -> funding.Judgement:
+        if not self._network_ok:
+            await self._check_network()
         height, tx_index, out_index = funding.split_scid(scid)
         tip = await self.tip_height()
         facts = funding.FundingFacts(tip, height, None, tx_index)
@@ -109,3 +127,13 @@ class FundingVerifier:
             spent = await self.source.is_spent(txid, out_index)
         facts = funding.FundingFacts(tip, height, txids, tx_index, script, value, spent)
         return funding.judge(facts, key_1, key_2)
+
+
+def from_settings(settings: Settings) -> FundingVerifier | None:
+    """The verifier ``settings.chain`` configures (checked against ``settings.network``), or None."""
+    source = sources.from_settings(settings.chain)
+    if source is None:
+        return None
+    return FundingVerifier(
+        source, max_concurrent=settings.chain.max_concurrent, chain_hash=chain_hash(settings.network)
+    )

@@ -38,10 +38,10 @@ from typing import TYPE_CHECKING
 
 from lnsync import logs
 from lnsync.chain import chain_hash
-from lnsync.chain import sources as chain_sources
 from lnsync.chain.funding import Judgement, Verdict
 from lnsync.chain.sources import ChainUnavailable
 from lnsync.chain.verifier import FundingVerifier
+from lnsync.chain.verifier import from_settings as verifier_from_settings
 from lnsync.commands._common import use_tls
 from lnsync.config import load_settings
 from lnsync.gossip import messages as m
@@ -236,8 +236,7 @@ def run(args: argparse.Namespace) -> int:
     target = args.persistence or settings.persistence.target
     peer_id = args.peer_id or f"import:{paths[0].name}"
     started = time.monotonic()
-    source = chain_sources.from_settings(settings.chain)
-    verifier = FundingVerifier(source, max_concurrent=settings.chain.max_concurrent) if source else None
+    verifier = verifier_from_settings(settings)
     try:
         tally, counters = asyncio.run(
             import_files(

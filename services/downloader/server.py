@@ -13,8 +13,7 @@ import contextlib
 import grpc
 
 from lnsync.chain import chain_hash
-from lnsync.chain import sources as chain_sources
-from lnsync.chain.verifier import FundingVerifier
+from lnsync.chain.verifier import from_settings as verifier_from_settings
 from lnsync.config import ConfigError, PeerAddress, Settings
 from lnsync.service import ReadySignal, run_service
 from lnsync.v1 import downloader_pb2, downloader_pb2_grpc
@@ -39,15 +38,12 @@ class DownloaderService(downloader_pb2_grpc.DownloaderServicer):
         self.settings = settings
         self.peer = PeerAddress.parse(settings.downloader.peer)
         self.sink = sink or _persistence_sink(settings, self.peer)
-        source = chain_sources.from_settings(settings.chain)
         self.downloader = Downloader(
             self.peer,
             chain_hash(settings.network),
             self.sink,
             options or PeerOptions.from_settings(settings.downloader),
-            verifier=FundingVerifier(source, max_concurrent=settings.chain.max_concurrent)
-            if source
-            else None,
+            verifier=verifier_from_settings(settings),
         )
 
     def register(self, server: grpc.aio.Server) -> None:

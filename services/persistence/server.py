@@ -23,9 +23,9 @@ from prometheus_client import Counter, Gauge
 
 from lnsync import db, schema
 from lnsync.chain import chain_hash
-from lnsync.chain import sources as chain_sources
 from lnsync.chain.sources import ChainUnavailable
 from lnsync.chain.verifier import FundingVerifier
+from lnsync.chain.verifier import from_settings as verifier_from_settings
 from lnsync.commands._common import require_database_url
 from lnsync.config import Settings
 from lnsync.gossip import messages as m
@@ -149,9 +149,8 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
             tasks.create_task(self._watch_database(), name="persistence-db-watch")
             if p.prune_interval:
                 tasks.create_task(self._retention(p.prune_interval), name="persistence-retention")
-            source = chain_sources.from_settings(self.settings.chain)
-            if source is not None and self.settings.chain.recheck_interval:
-                verifier = FundingVerifier(source, max_concurrent=self.settings.chain.max_concurrent)
+            verifier = verifier_from_settings(self.settings)
+            if verifier is not None and self.settings.chain.recheck_interval:
                 tasks.create_task(self._recheck_spent(verifier), name="persistence-spent")
             if p.observation_interval:
                 job = observer.run(

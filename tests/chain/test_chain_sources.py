@@ -474,3 +474,19 @@ async def test_channels_spent_later_or_never_funded_leave_the_graph(chain: Chain
         await verifier.source.close()
         await pool.close()
         await running.stop()
+
+
+async def test_a_source_on_another_network_gives_no_verdict(chain: Chain) -> None:
+    """Every verdict from a source on the wrong chain would be wrong and final: before the first
+    verdict the verifier compares the source's genesis block with the configured network's."""
+    for network, works in (("bitcoin", False), ("regtest", True)):
+        verifier = FundingVerifier(bitcoind(chain), chain_hash=chain_hash(network))
+        try:
+            if works:
+                judgement = await verifier.check(chain.scids["good"], *pubkeys(chain, "good"))
+                assert judgement.verdict is Verdict.VERIFIED
+            else:
+                with pytest.raises(ChainUnavailable, match="genesis"):
+                    await verifier.check(chain.scids["good"], *pubkeys(chain, "good"))
+        finally:
+            await verifier.source.close()
