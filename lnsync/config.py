@@ -296,6 +296,13 @@ class GatewaySettings(_Section):
     cache_s_maxage: int = Field(default=3600, ge=0)
     cache_stale_while_revalidate: int = Field(default=300, ge=0)
     cache_stale_if_error: int = Field(default=86400, ge=0)
+
+    @property
+    def cache_lifetime(self) -> int:
+        """How long after the gateway hands out a snapshot a cache may still serve it while the
+        gateway answers (stale-if-error, an outage, is outside it): part of the apply lag."""
+        return max(self.cache_max_age, self.cache_s_maxage) + self.cache_stale_while_revalidate
+
     # Origins browsers may fetch RGS answers from (Access-Control-Allow-Origin): "*" for any, a
     # list of origins (scheme://host[:port]), or empty for no CORS headers. In the environment a
     # comma-separated list.

@@ -63,13 +63,14 @@ def choose(last_sync: int, reference_time: int, ladder: list[int]) -> Choice:
     return Choice(FULL)
 
 
-def apply_lag(interval: int, ingest_lag: int, cache_max_age: int) -> int:
+def apply_lag(interval: int, ingest_lag: int, cache_lifetime: int) -> int:
     """How long after its reference time R a snapshot blob may still be applied by a client: the
     generation is published by R + ingest_lag + APPLY_MARGIN and served until the next one (one
     interval later), and an HTTP cache may hand out a copy fetched at the last moment for up to
-    ``gateway.cache_max_age`` more. The engine's repair and reminder rules use it
+    ``cache_lifetime`` more (``GatewaySettings.cache_lifetime``: the longer of max-age and
+    s-maxage, plus stale-while-revalidate). The engine's repair and reminder rules use it
     (docs/reminders.md), so a client applying the blob by then has lost no channel."""
-    return interval + ingest_lag + APPLY_MARGIN + cache_max_age
+    return interval + ingest_lag + APPLY_MARGIN + cache_lifetime
 
 
 def min_superseded_retention(interval: int, ingest_lag: int) -> int:

@@ -231,7 +231,7 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
             version=version,
             reference_time=R,
             apply_lag=ladder.apply_lag(
-                self.interval, self.settings.ingest_lag, self.settings.gateway.cache_max_age
+                self.interval, self.settings.ingest_lag, self.settings.gateway.cache_lifetime
             ),
         )
         info, data = await rpc.join_chunks(self.lookup.ComputeDelta(request, timeout=LOOKUP_TIMEOUT))
