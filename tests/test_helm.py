@@ -69,6 +69,14 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "tls.serverName": "grpc.lnsync.internal",
         "peerController.enabled": True,
     },
+    "chain-source": {
+        "chain.source": "bitcoind",
+        "chain.url": "http://bitcoind.bitcoin.svc:8332",
+        "chain.user": "rgs",
+        "chain.existingSecret": "bitcoind-rpc",
+        "chain.egressTo": [{"namespaceSelector": {"matchLabels": {"name": "bitcoin"}}}],
+        "peers": [PEER_A, PEER_B],
+    },
     "minimal": {
         "metrics.enabled": False,
         "networkPolicy.enabled": False,
@@ -342,7 +350,9 @@ def _container_env(docs, container) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("name", ["defaults", "peer-controller", "ingress", "mtls", "mtls-peer-controller"])
+@pytest.mark.parametrize(
+    "name", ["defaults", "peer-controller", "ingress", "mtls", "mtls-peer-controller", "chain-source"]
+)
 def test_rendered_environment_is_valid_lnsync_configuration(name, monkeypatch):
     """Every container's env passes lnsync's own settings loader (unknown keys are errors there)."""
     docs = render(VALUE_SETS[name])
@@ -398,6 +408,40 @@ def _mounted_files(pod: dict[str, Any], container: dict[str, Any]) -> dict[str, 
         for item in secret["items"]:
             files[f"{mount['mountPath']}/{item['path']}"] = (secret["secretName"], item["key"])
     return files
+
+
+def test_chain_source_settings_secret_and_egress(monkeypatch):
+    """chain.*: the settings in every container, the RPC password file mounted (read-only, not
+    world-readable) exactly where the settings point in the downloaders, persistence and the
+    gateway, and an egress rule to the source for those three."""
+    values = VALUE_SETS["chain-source"]
+    docs = render(values)
+    mounted = set()
+    for workload, pod in pod_specs(docs):
+        for c in pod["containers"]:
+            if c["name"] not in LNSYNC_COMPONENTS:
+                continue
+            for var in [v for v in __import__("os").environ if v.startswith("LNSYNC_")]:
+                monkeypatch.delenv(var)
+            for key, value in _container_env(docs, c).items():
+                monkeypatch.setenv(key, value)
+            chain = load_settings().chain
+            assert (chain.source, chain.url, chain.user) == ("bitcoind", values["chain.url"], "rgs")
+            files = _mounted_files(pod, c)
+            if c["name"] in ("downloader", "persistence", "gateway"):
+                assert files[chain.password_file] == ("bitcoind-rpc", "password"), workload
+                volume = next(v for v in pod["volumes"] if v["name"] == "chain")
+                assert volume["secret"]["defaultMode"] & 0o007 == 0
+                mounted.add(c["name"])
+            else:
+                assert chain.password_file not in files, workload
+    assert mounted == {"downloader", "persistence", "gateway"}
+    policies = by_kind(docs, "NetworkPolicy")
+    rule = {"to": values["chain.egressTo"], "ports": [{"port": 8332, "protocol": "TCP"}]}
+    for name in ("downloader", "persistence", "gateway", "lookup", "snapshotter"):
+        egress = next(p for key, p in policies.items() if key.endswith(f"-{name}"))["spec"]["egress"]
+        assert (rule in egress) == (name in ("downloader", "persistence", "gateway")), name
+    assert "LNSYNC_CHAIN__SOURCE" in by_kind(render(), "ConfigMap")["lnsync"]["data"]  # "none" by default
 
 
 @pytest.mark.parametrize("name", ["mtls", "mtls-peer-controller"])

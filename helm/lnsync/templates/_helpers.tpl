@@ -329,6 +329,11 @@ spec:
           mountPath: {{ include "lnsync.tlsDir" $root }}
           readOnly: true
         {{- end }}
+        {{- if include "lnsync.chainSecretFor" (dict "root" $root "component" .component) }}
+        - name: chain
+          mountPath: {{ include "lnsync.chainDir" $root }}
+          readOnly: true
+        {{- end }}
   volumes:
     - name: tmp
       emptyDir:
@@ -344,6 +349,14 @@ spec:
           - {key: tls.crt, path: tls.crt}
           - {key: tls.key, path: tls.key}
     {{- end }}
+    {{- if include "lnsync.chainSecretFor" (dict "root" $root "component" .component) }}
+    - name: chain
+      secret:
+        secretName: {{ $root.Values.chain.existingSecret }}
+        defaultMode: 0440
+        items:
+          - {key: password, path: password}
+    {{- end }}
   {{- with $v.nodeSelector }}
   nodeSelector:
     {{- toYaml . | nindent 4 }}
@@ -356,6 +369,16 @@ spec:
   affinity:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+{{- end -}}
+
+{{/* The chain source's password (chain.existingSecret): where it is mounted, and which components
+talk to the source (downloaders check new channels, persistence re-checks stored ones, the gateway
+shows the source's state). */}}
+{{- define "lnsync.chainDir" -}}/etc/lnsync/chain{{- end -}}
+{{- define "lnsync.chainClients" -}}downloader persistence gateway{{- end -}}
+{{- define "lnsync.chainSecretFor" -}}
+{{- $c := .root.Values.chain -}}
+{{- if and (ne $c.source "none") $c.existingSecret (has .component (splitList " " (include "lnsync.chainClients" .root))) -}}yes{{- end -}}
 {{- end -}}
 
 {{/* Where every lnsync container finds tls.existingSecret, and the settings that point at it. */}}
