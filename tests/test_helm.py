@@ -350,6 +350,14 @@ def _container_env(docs, container) -> dict[str, str]:
     return env
 
 
+def _use_container_env(docs: list[dict[str, Any]], container: dict[str, Any], monkeypatch: Any) -> None:
+    """Make the process environment exactly the container's LNSYNC_* variables."""
+    for var in [v for v in __import__("os").environ if v.startswith("LNSYNC_")]:
+        monkeypatch.delenv(var)
+    for key, value in _container_env(docs, container).items():
+        monkeypatch.setenv(key, value)
+
+
 @pytest.mark.parametrize(
     "name", ["defaults", "peer-controller", "ingress", "mtls", "mtls-peer-controller", "chain-source"]
 )
@@ -361,11 +369,7 @@ def test_rendered_environment_is_valid_lnsync_configuration(name, monkeypatch):
         for c in pod["containers"]:
             if c["name"] not in LNSYNC_COMPONENTS:
                 continue
-            for var in [v for v in __import__("os").environ if v.startswith("LNSYNC_")]:
-                monkeypatch.delenv(var)
-            env = _container_env(docs, c)
-            for key, value in env.items():
-                monkeypatch.setenv(key, value)
+            _use_container_env(docs, c, monkeypatch)
             try:
                 settings = load_settings()
             except ConfigError as exc:
@@ -421,10 +425,7 @@ def test_chain_source_settings_secret_and_egress(monkeypatch):
         for c in pod["containers"]:
             if c["name"] not in LNSYNC_COMPONENTS:
                 continue
-            for var in [v for v in __import__("os").environ if v.startswith("LNSYNC_")]:
-                monkeypatch.delenv(var)
-            for key, value in _container_env(docs, c).items():
-                monkeypatch.setenv(key, value)
+            _use_container_env(docs, c, monkeypatch)
             chain = load_settings().chain
             assert (chain.source, chain.url, chain.user) == ("bitcoind", values["chain.url"], "rgs")
             files = _mounted_files(pod, c)
@@ -464,10 +465,7 @@ def test_tls_secret_is_mounted_where_the_settings_point(name, monkeypatch):
             if c["name"] not in LNSYNC_COMPONENTS:
                 assert not _mounted_files(pod, c), workload
                 continue
-            for var in [v for v in __import__("os").environ if v.startswith("LNSYNC_")]:
-                monkeypatch.delenv(var)
-            for key, value in _container_env(docs, c).items():
-                monkeypatch.setenv(key, value)
+            _use_container_env(docs, c, monkeypatch)
             tls = load_settings().tls
             files = _mounted_files(pod, c)
             assert files[tls.ca_file] == (secret_name, "ca.crt"), workload
