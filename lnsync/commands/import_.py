@@ -31,10 +31,10 @@ import asyncio
 import collections
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from lnsync import logs
 from lnsync.chain import chain_hash
@@ -53,6 +53,7 @@ from lnsync.rgs.rules import FUTURE_REASON, too_far_ahead
 if TYPE_CHECKING:
     from services.persistence.client import IngestCounters
 
+T = TypeVar("T")
 SEEN_CHOICES = ("message", "record", "now")
 PROGRESS_EVERY = 5.0
 
@@ -224,6 +225,15 @@ async def _check_funding(verifier: FundingVerifier, msg: m.ChannelAnnouncement) 
         raise ImportFailed(f"chain source unavailable ({exc}); nothing after this channel was sent") from None
 
 
+async def _closing(verifier: FundingVerifier | None, work: Awaitable[T]) -> T:
+    """``work``'s result; the chain source's connections are closed either way."""
+    try:
+        return await work
+    finally:
+        if verifier is not None:
+            await verifier.source.close()
+
+
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, log_level=args.log_level, network=args.network)
     use_tls(settings, "import", args.persistence or settings.persistence.target)
@@ -236,13 +246,13 @@ def run(args: argparse.Namespace) -> int:
     target = args.persistence or settings.persistence.target
     peer_id = args.peer_id or f"import:{paths[0].name}"
     started = time.monotonic()
-    verifier = verifier_from_settings(settings)
     try:
+        verifier = verifier_from_settings(settings)  # reads chain.password_file: OSError below
         tally, counters = asyncio.run(
-            import_files(
+            _closing(verifier, import_files(
                 paths, target=target, peer_id=peer_id, seen=args.seen, network=settings.network,
                 stall_timeout=args.stall_timeout, include_deleted=args.include_deleted, verifier=verifier,
-            )
+            ))
         )  # fmt: skip
     except ImportFailed as exc:
         print(f"lnsync import: {exc}", file=sys.stderr)
