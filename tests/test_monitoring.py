@@ -98,7 +98,7 @@ def test_every_component_has_a_metrics_service():
         component(s)
         for s in by_kind(docs, "Service").values()
         if s["metadata"]["labels"].get("lnsync/metrics") == "true"
-        and any(p["name"] in ("metrics", "http") for p in s["spec"]["ports"])
+        and any(p["name"] in ("metrics", "admin") for p in s["spec"]["ports"])  # the gateway's: admin
     }
     workloads = {component(d) for d in by_kind(docs, "Deployment").values()}
     assert workloads == {"persistence", "lookup", "snapshotter", "gateway", "peer-controller"}
