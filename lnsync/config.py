@@ -356,8 +356,10 @@ class ChainSettings(BaseModel):
     user: str = ""
     password_file: str = ""
     timeout: float = Field(default=10.0, gt=0, le=300)
-    # Checks talking to the source at once (per downloader).
+    # Checks talking to the source at once (per downloader), and requests per second (0: no limit;
+    # a public Esplora instance wants one).
     max_concurrent: int = Field(default=8, ge=1, le=256)
+    max_rate: float = Field(default=0.0, ge=0)
     # Seconds between persistence's re-checks of stored channels for spent funding outputs (0: off).
     recheck_interval: int = Field(default=3600, ge=0)
 

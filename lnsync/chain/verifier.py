@@ -4,7 +4,8 @@
 announcement and returns :func:`~lnsync.chain.funding.judge`'s verdict. A block's txid list is
 fetched once and cached (channels of the same block share it; blocks with six confirmations do not
 change short of a deep reorganisation); the tip height is cached for ``tip_ttl`` seconds. At most
-``max_concurrent`` checks talk to the source at once. A source that is down, slow or talks garbage
+``max_concurrent`` checks talk to the source at once, and at most ``max_rate`` requests a second
+go to it. A source that is down, slow or talks garbage
 raises :class:`~lnsync.chain.sources.ChainUnavailable`: no verdict, the caller holds and retries.
 """
 
@@ -19,6 +20,7 @@ from prometheus_client import Counter
 
 from lnsync.chain import chain_hash, funding, sources
 from lnsync.chain.sources import ChainSource, ChainUnavailable
+from lnsync.ratelimit import TokenBucket
 
 if TYPE_CHECKING:
     from lnsync.config import Settings
@@ -38,8 +40,11 @@ class FundingVerifier:
         cached_blocks: int = 2048,
         tip_ttl: float = 10.0,
         chain_hash: bytes | None = None,
+        max_rate: float = 0.0,
     ) -> None:
         self.source = source
+        # Requests per second to the source, in bursts of a second's worth (<= 0: no limit).
+        self._rate = TokenBucket(max_rate, max_rate, time.monotonic())
         # The network's genesis hash (wire order): the source must be on it before any verdict.
         self._genesis = chain_hash[::-1].hex() if chain_hash is not None else None
         self._network_ok = chain_hash is None
@@ -49,15 +54,24 @@ class FundingVerifier:
         self._block_fetches: dict[int, asyncio.Future[tuple[str, list[str]] | None]] = {}
         self._tip: tuple[float, int] | None = None
         self._tip_ttl = tip_ttl
+        self._tip_lock = asyncio.Lock()
         self.last_error: str | None = None  # the source's last failure (None once it answers again)
         self.source_calls = 0
 
+    async def _pace(self) -> None:
+        """Count one request to the source, after waiting for the rate limit (``max_rate``)."""
+        self.source_calls += 1
+        wait = self._rate.take(time.monotonic())
+        if wait > 0:
+            await asyncio.sleep(wait)
+
     async def tip_height(self) -> int:
-        now = time.monotonic()
-        if self._tip is None or now - self._tip[0] > self._tip_ttl:
-            self.source_calls += 1
-            self._tip = (now, await self.source.tip_height())
-        return self._tip[1]
+        async with self._tip_lock:  # concurrent checks share one request
+            now = time.monotonic()
+            if self._tip is None or now - self._tip[0] > self._tip_ttl:
+                await self._pace()
+                self._tip = (now, await self.source.tip_height())
+            return self._tip[1]
 
     async def _block(self, height: int) -> tuple[str, list[str]] | None:
         if height in self._blocks:
@@ -69,7 +83,7 @@ class FundingVerifier:
         future: asyncio.Future[tuple[str, list[str]] | None] = asyncio.get_running_loop().create_future()
         self._block_fetches[height] = future
         try:
-            self.source_calls += 1
+            await self._pace()
             block = await self.source.block(height)
         except BaseException as exc:
             future.set_exception(exc)
@@ -118,12 +132,12 @@ class FundingVerifier:
             return funding.judge(facts, key_1, key_2)
         block_hash, txids = block
         txid = txids[tx_index]
-        self.source_calls += 1
+        await self._pace()
         out = await self.source.output(txid, block_hash, out_index)
         script, value = out if out is not None else (None, None)
         spent = None
         if script == funding.p2wsh(funding.funding_script(key_1, key_2)):
-            self.source_calls += 1
+            await self._pace()
             spent = await self.source.is_spent(txid, out_index)
         facts = funding.FundingFacts(tip, height, txids, tx_index, script, value, spent)
         return funding.judge(facts, key_1, key_2)
@@ -134,6 +148,7 @@ def from_settings(settings: Settings) -> FundingVerifier | None:
     source = sources.from_settings(settings.chain)
     if source is None:
         return None
+    c = settings.chain
     return FundingVerifier(
-        source, max_concurrent=settings.chain.max_concurrent, chain_hash=chain_hash(settings.network)
+        source, max_concurrent=c.max_concurrent, max_rate=c.max_rate, chain_hash=chain_hash(settings.network)
     )
