@@ -38,6 +38,10 @@ tools/ldk/node_modules/.installed: tools/ldk/package.json tools/ldk/package-lock
 	cd tools/ldk && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# A real Bitcoin node (npm `bcoin`, regtest in memory) for the chain-source tests.
+tools/bcoin/node_modules/.installed: tools/bcoin/package.json tools/bcoin/package-lock.json tools/bcoin/setup.sh
+	tools/bcoin/setup.sh
+
 up: $(VENV)/.runtime
 	$(BIN)/lnsync up $(ARGS)
 
@@ -59,7 +63,7 @@ $(BIN)/promtool: scripts/install-prometheus.sh | $(BIN)/python
 # Two pytest workers: most tests wait on services, sockets and PostgreSQL, so two share the 2 cores
 # well (761 tests: 9.7 min instead of 14.4 on a busy machine). Every fixture is per worker (own
 # PostgreSQL, own LDK node, free ports, temporary directories).
-test: $(VENV)/.dev tools/ldk/node_modules/.installed $(BIN)/helm $(BIN)/promtool
+test: $(VENV)/.dev tools/ldk/node_modules/.installed tools/bcoin/node_modules/.installed $(BIN)/helm $(BIN)/promtool
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy lnsync services
@@ -101,4 +105,4 @@ image:
 	scripts/build-image.sh
 
 clean:
-	rm -rf $(VENV) tools/ldk/node_modules .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) tools/ldk/node_modules tools/bcoin/node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -26,6 +26,7 @@ from pydantic_settings import (
 )
 
 from lnsync.chain import normalize_network
+from lnsync.rgs import ladder
 
 ENV_PREFIX = "LNSYNC_"
 CONFIG_ENV = "LNSYNC_CONFIG"
@@ -166,8 +167,9 @@ class PersistenceSettings(ServiceEndpoint):
     # How often retention pruning runs (seconds); 0 disables.
     prune_interval: int = Field(default=3600, ge=0)
     # Channel updates superseded for longer than this are pruned: at least the longest scope any
-    # client delta or snapshot covers (older last-sync times must be served as full syncs).
-    superseded_retention: int = Field(default=32 * 86400, ge=86400)
+    # client delta or snapshot covers plus its margin (ladder.min_superseded_retention; checked
+    # against the snapshotter interval and ingest_lag by Settings).
+    superseded_retention: int = Field(default=33 * 86400, ge=86400)
     # Per-peer delivery records (the gossip observer's raw data) are kept this long.
     observation_retention: int = Field(default=7 * 86400, ge=0)
     # The gossip observer (services/observer): raw deliveries are folded into summaries of this
@@ -294,6 +296,13 @@ class GatewaySettings(_Section):
     cache_s_maxage: int = Field(default=3600, ge=0)
     cache_stale_while_revalidate: int = Field(default=300, ge=0)
     cache_stale_if_error: int = Field(default=86400, ge=0)
+
+    @property
+    def cache_lifetime(self) -> int:
+        """How long after the gateway hands out a snapshot a cache may still serve it while the
+        gateway answers (stale-if-error, an outage, is outside it): part of the apply lag."""
+        return max(self.cache_max_age, self.cache_s_maxage) + self.cache_stale_while_revalidate
+
     # Origins browsers may fetch RGS answers from (Access-Control-Allow-Origin): "*" for any, a
     # list of origins (scheme://host[:port]), or empty for no CORS headers. In the environment a
     # comma-separated list.
@@ -331,6 +340,33 @@ class GatewaySettings(_Section):
         port = parse_listen(self.listen)[1]
         if port and parse_listen(self.admin_listen)[1] == port:
             raise ValueError("admin_listen must use another port than listen (it is not for the public)")
+        return self
+
+
+class ChainSettings(BaseModel):
+    """Where funding outputs of new channels are checked (lnsync.chain); "none": not checked."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: Literal["none", "bitcoind", "esplora"] = "none"
+    # bitcoind: its JSON-RPC URL (http://127.0.0.1:8332); esplora: the API root (.../api).
+    url: str = ""
+    # bitcoind authentication: its cookie file, or a user and a file whose first line is the password.
+    cookie_file: str = ""
+    user: str = ""
+    password_file: str = ""
+    timeout: float = Field(default=10.0, gt=0, le=300)
+    # Checks talking to the source at once (per downloader), and requests per second (0: no limit;
+    # a public Esplora instance wants one).
+    max_concurrent: int = Field(default=8, ge=1, le=256)
+    max_rate: float = Field(default=0.0, ge=0)
+    # Seconds between persistence's re-checks of stored channels for spent funding outputs (0: off).
+    recheck_interval: int = Field(default=3600, ge=0)
+
+    @model_validator(mode="after")
+    def _url_given(self) -> ChainSettings:
+        if self.source != "none" and not self.url:
+            raise ValueError(f"chain.url is required with chain.source = {self.source}")
         return self
 
 
@@ -436,6 +472,7 @@ class Settings(BaseSettings):
     peer_controller: PeerControllerSettings = PeerControllerSettings()
     observer: ObserverSettings = ObserverSettings()
     tls: TlsSettings = TlsSettings()
+    chain: ChainSettings = ChainSettings()
 
     @field_validator("network")
     @classmethod
@@ -457,6 +494,19 @@ class Settings(BaseSettings):
                 raise ValueError(f"peer {key.hex()} is listed twice")
             seen.add(key)
         return v
+
+    @model_validator(mode="after")
+    def _retention_covers_deltas(self) -> Settings:
+        """Superseded updates pruned too early would lose the change masks a delta needs."""
+        needed = ladder.min_superseded_retention(self.snapshotter.interval, self.ingest_lag)
+        if self.persistence.superseded_retention < needed:
+            raise ValueError(
+                f"persistence.superseded_retention must be at least {needed} s "
+                f"({needed / 86400:.2f} days): deltas reach back max(14 days, the largest snapshot "
+                f"scope {ladder.scopes(self.snapshotter.interval)[-1] // 86400} days) and are "
+                f"computed up to ingest_lag + {ladder.APPLY_MARGIN} s later"
+            )
+        return self
 
     @property
     def peer_addresses(self) -> list[PeerAddress]:
@@ -496,7 +546,7 @@ def _format_error(exc: ValidationError, origin: str) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown setting"
-        lines.append(f"{key}: {msg}")
+        lines.append(msg if key == "(root)" else f"{key}: {msg}")
     return f"invalid configuration ({origin}): " + "; ".join(lines)
 
 

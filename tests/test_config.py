@@ -113,3 +113,38 @@ def test_peer_address_round_trip(text: str, host: str, port: int) -> None:
     p = PeerAddress.parse(text)
     assert (p.host, p.port, p.node_id) == (host, port, KEY)
     assert PeerAddress.parse(str(p)) == p
+
+
+def test_superseded_retention_must_cover_every_delta(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below max(14 days, the largest snapshot scope) + ingest_lag + the generation margin, pruned
+    superseded updates would take change masks a served delta needs."""
+    from lnsync.rgs import ladder
+
+    assert load_settings().persistence.superseded_retention >= ladder.min_superseded_retention(86400, 60)
+    # The daily ladder's largest scope is 32 days: 32 days + 60 s + 600 s.
+    assert ladder.min_superseded_retention(86400, 60) == 32 * 86400 + 660
+    # A 9-hour interval's ladder ends at 24 days; nothing may go below 14 days.
+    assert ladder.min_superseded_retention(9 * 3600, 60) == 24 * 86400 + 660
+    monkeypatch.setenv("LNSYNC_PERSISTENCE__SUPERSEDED_RETENTION", str(32 * 86400))
+    with pytest.raises(ConfigError, match=r"persistence.superseded_retention must be at least 2765460 s"):
+        load_settings()
+    monkeypatch.setenv("LNSYNC_PERSISTENCE__SUPERSEDED_RETENTION", str(13 * 86400))
+    monkeypatch.setenv("LNSYNC_SNAPSHOTTER__INTERVAL", str(9 * 3600))
+    with pytest.raises(ConfigError, match="largest snapshot scope 24 days"):
+        load_settings()
+    monkeypatch.setenv("LNSYNC_PERSISTENCE__SUPERSEDED_RETENTION", str(24 * 86400 + 660))
+    assert load_settings().persistence.superseded_retention == 24 * 86400 + 660
+
+
+def test_chain_source_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().chain.source == "none"  # the default: funding outputs are not checked
+    monkeypatch.setenv("LNSYNC_CHAIN__SOURCE", "bitcoind")
+    with pytest.raises(ConfigError, match=r"chain\.url is required with chain\.source = bitcoind"):
+        load_settings()
+    monkeypatch.setenv("LNSYNC_CHAIN__URL", "http://127.0.0.1:8332")
+    monkeypatch.setenv("LNSYNC_CHAIN__COOKIE_FILE", "/var/lib/bitcoind/.cookie")
+    s = load_settings()
+    assert (s.chain.source, s.chain.url, s.chain.max_concurrent) == ("bitcoind", "http://127.0.0.1:8332", 8)
+    monkeypatch.setenv("LNSYNC_CHAIN__SOURCE", "electrum")
+    with pytest.raises(ConfigError, match=r"chain\.source"):
+        load_settings()

@@ -71,6 +71,14 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "mtls-shared": {"tls.existingSecret": "lnsync-grpc-tls", "peers": [PEER_A, PEER_V6]},
     "mtls-per-role-secrets": {"tls.existingSecrets": {r: f"grpc-{r}" for r in CHART_ROLES}},
     "mtls-peer-controller": {"tls.serverName": "grpc.lnsync.internal", "peerController.enabled": True},
+    "chain-source": {
+        "chain.source": "bitcoind",
+        "chain.url": "http://bitcoind.bitcoin.svc:8332",
+        "chain.user": "rgs",
+        "chain.existingSecret": "bitcoind-rpc",
+        "chain.egressTo": [{"namespaceSelector": {"matchLabels": {"name": "bitcoin"}}}],
+        "peers": [PEER_A, PEER_B],
+    },
     "minimal": {
         "metrics.enabled": False,
         "networkPolicy.enabled": False,
@@ -344,8 +352,25 @@ def _container_env(docs, container) -> dict[str, str]:
     return env
 
 
+def _use_container_env(docs: list[dict[str, Any]], container: dict[str, Any], monkeypatch: Any) -> None:
+    """Make the process environment exactly the container's LNSYNC_* variables."""
+    for var in [v for v in __import__("os").environ if v.startswith("LNSYNC_")]:
+        monkeypatch.delenv(var)
+    for key, value in _container_env(docs, container).items():
+        monkeypatch.setenv(key, value)
+
+
 @pytest.mark.parametrize(
-    "name", ["defaults", "peer-controller", "ingress", "plaintext", "mtls-shared", "mtls-peer-controller"]
+    "name",
+    [
+        "defaults",
+        "peer-controller",
+        "ingress",
+        "plaintext",
+        "mtls-shared",
+        "mtls-peer-controller",
+        "chain-source",
+    ],
 )
 def test_rendered_environment_is_valid_lnsync_configuration(name, monkeypatch):
     """Every container's env passes lnsync's own settings loader (unknown keys are errors there)."""
@@ -355,11 +380,7 @@ def test_rendered_environment_is_valid_lnsync_configuration(name, monkeypatch):
         for c in pod["containers"]:
             if c["name"] not in LNSYNC_COMPONENTS:
                 continue
-            for var in [v for v in __import__("os").environ if v.startswith("LNSYNC_")]:
-                monkeypatch.delenv(var)
-            env = _container_env(docs, c)
-            for key, value in env.items():
-                monkeypatch.setenv(key, value)
+            _use_container_env(docs, c, monkeypatch)
             try:
                 settings = load_settings()
             except ConfigError as exc:
@@ -409,6 +430,37 @@ def _mounted_files(pod: dict[str, Any], container: dict[str, Any]) -> dict[str, 
     return files
 
 
+def test_chain_source_settings_secret_and_egress(monkeypatch):
+    """chain.*: the settings in every container, the RPC password file mounted (read-only, not
+    world-readable) exactly where the settings point in the downloaders, persistence and the
+    gateway, and an egress rule to the source for those three."""
+    values = VALUE_SETS["chain-source"]
+    docs = render(values)
+    mounted = set()
+    for workload, pod in pod_specs(docs):
+        for c in pod["containers"]:
+            if c["name"] not in LNSYNC_COMPONENTS:
+                continue
+            _use_container_env(docs, c, monkeypatch)
+            chain = load_settings().chain
+            assert (chain.source, chain.url, chain.user) == ("bitcoind", values["chain.url"], "rgs")
+            files = _mounted_files(pod, c)
+            if c["name"] in ("downloader", "persistence", "gateway"):
+                assert files[chain.password_file] == ("bitcoind-rpc", "password"), workload
+                volume = next(v for v in pod["volumes"] if v["name"] == "chain")
+                assert volume["secret"]["defaultMode"] & 0o007 == 0
+                mounted.add(c["name"])
+            else:
+                assert chain.password_file not in files, workload
+    assert mounted == {"downloader", "persistence", "gateway"}
+    policies = by_kind(docs, "NetworkPolicy")
+    rule = {"to": values["chain.egressTo"], "ports": [{"port": 8332, "protocol": "TCP"}]}
+    for name in ("downloader", "persistence", "gateway", "lookup", "snapshotter"):
+        egress = next(p for key, p in policies.items() if key.endswith(f"-{name}"))["spec"]["egress"]
+        assert (rule in egress) == (name in ("downloader", "persistence", "gateway")), name
+    assert "LNSYNC_CHAIN__SOURCE" in by_kind(render(), "ConfigMap")["lnsync"]["data"]  # "none" by default
+
+
 @pytest.mark.parametrize("name", ["defaults", "mtls-shared", "mtls-per-role-secrets", "mtls-peer-controller"])
 def test_tls_secret_is_mounted_where_the_settings_point(name, monkeypatch):
     """With tls.enabled (the default) every lnsync container (gRPC services, gateway, downloaders,
@@ -429,10 +481,7 @@ def test_tls_secret_is_mounted_where_the_settings_point(name, monkeypatch):
             if c["name"] not in LNSYNC_COMPONENTS:
                 assert not _mounted_files(pod, c), workload
                 continue
-            for var in [v for v in __import__("os").environ if v.startswith("LNSYNC_")]:
-                monkeypatch.delenv(var)
-            for key, value in _container_env(docs, c).items():
-                monkeypatch.setenv(key, value)
+            _use_container_env(docs, c, monkeypatch)
             tls = load_settings().tls
             files = _mounted_files(pod, c)
             secret_name = values.get("tls.existingSecret") or _role_secret(values, c["name"])

@@ -5,13 +5,19 @@ records, recognised from their first bytes (lnsync.gossip.archive); a gossip_sto
 amounts become the announcements' funding amounts. Every message's signatures are verified here
 (persistence re-checks only structure and chain); invalid ones are counted by reason and skipped
 (a channel_update whose channel_announcement is not in the input cannot be verified:
-"unknown_channel"). Received times ("seen") come from --seen:
+"unknown_channel"; an update or node_announcement dated more than a day after its received time, or
+after now, is "timestamp_in_future"). Received times ("seen") come from --seen:
 
   message  each message's own gossip timestamp; a channel_announcement, which has none, takes the
            earliest timestamp of that channel's updates in the input (files are read twice), or,
            without any, the latest timestamp read before it (default)
   record   the archive record's time (Core Lightning gossip_store only)
   now      the moment of sending: a live stream, clamped by persistence like a downloader's
+
+With chain.source set, each channel_announcement's funding output is checked on chain first (as the
+downloaders do, lnsync.chain): failures are counted as invalid ("funding_<verdict>") and not sent,
+the chain's amount replaces the archive's, and an unavailable source ends the import (exit 1; run it
+again: nothing is stored twice).
 
 With message or record the stream is historical: persistence keeps the times (never in the
 future). Progress goes to stderr every few seconds; a summary is printed at the end. Exit status:
@@ -25,23 +31,29 @@ import asyncio
 import collections
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from lnsync import logs
 from lnsync.chain import chain_hash
+from lnsync.chain.funding import Judgement, Verdict
+from lnsync.chain.sources import ChainUnavailable
+from lnsync.chain.verifier import FundingVerifier
+from lnsync.chain.verifier import from_settings as verifier_from_settings
 from lnsync.commands._common import use_tls
 from lnsync.config import load_settings
 from lnsync.gossip import messages as m
 from lnsync.gossip.archive import ArchiveError, ArchiveRecord, read_archive
 from lnsync.gossip.errors import GossipError
 from lnsync.gossip.validate import GossipValidator
+from lnsync.rgs.rules import FUTURE_REASON, too_far_ahead
 
 if TYPE_CHECKING:
     from services.persistence.client import IngestCounters
 
+T = TypeVar("T")
 SEEN_CHOICES = ("message", "record", "now")
 PROGRESS_EVERY = 5.0
 
@@ -122,6 +134,7 @@ async def import_files(
     network: str,
     stall_timeout: float,
     include_deleted: bool = False,
+    verifier: FundingVerifier | None = None,
 ) -> tuple[Tally, IngestCounters]:
     from services.persistence.client import IngestClient  # a service dependency, only for this command
 
@@ -162,7 +175,6 @@ async def import_files(
                 except GossipError as exc:
                     tally.invalid[exc.reason] += 1
                     continue
-                tally.valid += 1
                 if seen == "now":
                     received = None
                 elif seen == "record":
@@ -177,7 +189,22 @@ async def import_files(
                 else:
                     last_ts = max(last_ts, msg.timestamp)
                     received = msg.timestamp * 1_000_000
-                await client.send(rec.raw, received, funding_sats=rec.funding_sats)
+                if not isinstance(msg, m.ChannelAnnouncement):
+                    arrived = int(time.time())
+                    if received is not None:
+                        arrived = min(arrived, received // 1_000_000)
+                    if too_far_ahead(msg.timestamp, arrived):
+                        tally.invalid[FUTURE_REASON] += 1
+                        continue
+                funding_sats = rec.funding_sats
+                if verifier is not None and isinstance(msg, m.ChannelAnnouncement):
+                    judgement = await _check_funding(verifier, msg)
+                    if judgement.verdict is not Verdict.VERIFIED:
+                        tally.invalid[f"funding_{judgement.verdict.value}"] += 1
+                        continue
+                    funding_sats = judgement.funding_sats
+                tally.valid += 1
+                await client.send(rec.raw, received, funding_sats=funding_sats)
                 if tally.read % 4096 == 0:
                     check_progress()
             tally.files += 1
@@ -189,6 +216,22 @@ async def import_files(
                 check_progress()
         check_progress(final=True)
     return tally, client.counters
+
+
+async def _check_funding(verifier: FundingVerifier, msg: m.ChannelAnnouncement) -> Judgement:
+    try:
+        return await verifier.check(msg.short_channel_id, msg.bitcoin_key_1, msg.bitcoin_key_2)
+    except ChainUnavailable as exc:
+        raise ImportFailed(f"chain source unavailable ({exc}); nothing after this channel was sent") from None
+
+
+async def _closing(verifier: FundingVerifier | None, work: Awaitable[T]) -> T:
+    """``work``'s result; the chain source's connections are closed either way."""
+    try:
+        return await work
+    finally:
+        if verifier is not None:
+            await verifier.source.close()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -204,11 +247,12 @@ def run(args: argparse.Namespace) -> int:
     peer_id = args.peer_id or f"import:{paths[0].name}"
     started = time.monotonic()
     try:
+        verifier = verifier_from_settings(settings)  # reads chain.password_file: OSError below
         tally, counters = asyncio.run(
-            import_files(
+            _closing(verifier, import_files(
                 paths, target=target, peer_id=peer_id, seen=args.seen, network=settings.network,
-                stall_timeout=args.stall_timeout, include_deleted=args.include_deleted,
-            )
+                stall_timeout=args.stall_timeout, include_deleted=args.include_deleted, verifier=verifier,
+            ))
         )  # fmt: skip
     except ImportFailed as exc:
         print(f"lnsync import: {exc}", file=sys.stderr)

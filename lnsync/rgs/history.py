@@ -37,6 +37,9 @@ from lnsync.rgs.model import (
 _NEVER = np.iinfo(np.int64).max
 
 
+_NEVER = 1 << 62  # closed_at of a channel not known to be closed
+
+
 @dataclass
 class _Direction:
     scid: int
@@ -54,6 +57,7 @@ class _Channel:
     features: bytes
     funding_sats: int | None
     seen: int
+    closed_at: int | None = None  # when it was found no longer funded on chain (whole seconds)
 
 
 @dataclass
@@ -211,9 +215,19 @@ class GossipHistory:
             node.chain.append(row)
         return outcome
 
+    def mark_closed(self, scid: int, at: int) -> None:
+        """Record that the channel was found no longer funded on chain at ``at`` (the first time counts)."""
+        channel = self.channels[scid]
+        if channel.closed_at is None:
+            channel.closed_at = at
+            self._cache.clear()
+
     def add_message(self, raw: bytes, seen: int, funding_sats: int | None = None) -> str:
-        """Decode a wire gossip message and store it (no signature checks: the producer did them)."""
+        """Decode a wire gossip message and store it (no signature checks: the producer did them);
+        like persistence, refuses ("rejected") an update or node_announcement dated too far ahead."""
         msg = m.decode_gossip(raw)
+        if not isinstance(msg, m.ChannelAnnouncement) and rules.too_far_ahead(msg.timestamp, seen):
+            return "rejected"
         if isinstance(msg, m.ChannelAnnouncement):
             stored = self.add_channel_announcement(
                 msg.short_channel_id, msg.node_id_1, msg.node_id_2, seen, msg.features, funding_sats
@@ -293,6 +307,9 @@ class GossipHistory:
                 "scid": np.array(scids, dtype=np.uint64),
                 "chans": chans,
                 "seen": np.array([c.seen for c in chans], dtype=np.int64),
+                "closed_at": np.array(
+                    [_NEVER if c.closed_at is None else c.closed_at for c in chans], dtype=np.int64
+                ),
                 "features": [c.features for c in chans],
                 "funding": np.array(
                     [-1 if c.funding_sats is None else c.funding_sats for c in chans], dtype=np.int64
@@ -326,7 +343,8 @@ class GossipHistory:
         cols = self._columns()
         g = self._graph()
         dirs = g["dirs"]
-        has_dirs = (dirs >= 0).all(axis=1) & (g["seen"] < R)
+        # A channel found closed on chain before R is not part of R's graph.
+        has_dirs = (dirs >= 0).all(axis=1) & (g["seen"] < R) & (g["closed_at"] >= R)
         safe = np.where(dirs >= 0, dirs, 0)
         latest = g["d_latest"][safe] if len(safe) else np.zeros((0, 2), np.int64)
         alive_row = g["d_alive"][safe] if len(safe) else np.zeros((0, 2), np.int64)

@@ -13,6 +13,12 @@ from dataclasses import dataclass
 MAX_FINITE_SCOPE = 21 * 86400
 FULL = 0  # the scope value that stands for "full snapshot"
 NOTHING_NEW = -1  # and for the empty "nothing new" blob
+# Time a generation may take after its reference time R plus the ingest lag until it is published
+# (computing it, fetch delays): part of every snapshot's apply lag.
+APPLY_MARGIN = 600
+# How far behind a client may be and still be given a delta rather than need its channels
+# re-announced: LDK forgets channel directions not updated for 14 days.
+CLIENT_HORIZON = 14 * 86400
 
 
 def scopes(interval: int) -> list[int]:
@@ -55,3 +61,23 @@ def choose(last_sync: int, reference_time: int, ladder: list[int]) -> Choice:
         if scope >= gap:
             return Choice(scope)
     return Choice(FULL)
+
+
+def apply_lag(interval: int, ingest_lag: int, cache_lifetime: int) -> int:
+    """How long after its reference time R a snapshot blob may still be applied by a client: the
+    generation is published by R + ingest_lag + APPLY_MARGIN and served until the next one (one
+    interval later), and an HTTP cache may hand out a copy fetched at the last moment for up to
+    ``cache_lifetime`` more (``GatewaySettings.cache_lifetime``: the longer of max-age and
+    s-maxage, plus stale-while-revalidate). The engine's repair and reminder rules use it
+    (docs/reminders.md), so a client applying the blob by then has lost no channel."""
+    return interval + ingest_lag + APPLY_MARGIN + cache_lifetime
+
+
+def min_superseded_retention(interval: int, ingest_lag: int) -> int:
+    """The shortest ``persistence.superseded_retention`` that keeps every row a served delta needs.
+
+    A delta against T reads the change masks of the updates seen since T, including updates already
+    superseded; snapshots reach back the largest finite scope from R (computed up to
+    ingest_lag + APPLY_MARGIN after R), dynamic deltas at least CLIENT_HORIZON.
+    """
+    return max(CLIENT_HORIZON, scopes(interval)[-1]) + ingest_lag + APPLY_MARGIN

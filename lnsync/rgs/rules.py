@@ -19,6 +19,11 @@ Policy = tuple[int, int, int, int, int, int]
 _POLICY_BITS = (f.UPDATE_DISABLED, *f.FIELD_BITS)
 
 NEW_LIFE_MASK = 0x7E
+# A channel_update or node_announcement dated more than this after it was received is refused
+# (LDK drops updates more than a day ahead too): stored, it would be its direction's latest and
+# every later real update would be classed stale.
+MAX_AHEAD = 86400
+FUTURE_REASON = "timestamp_in_future"
 NODE_FEATURES_CHANGED = 0x01
 NODE_ADDRESSES_CHANGED = 0x02
 
@@ -55,6 +60,12 @@ _DUPLICATE = Decision(Outcome.DUPLICATE)
 _STALE = Decision(Outcome.STALE)
 _NEW_LIFE = Decision(Outcome.STORED, NEW_LIFE_MASK, True)
 _STORED = tuple(Decision(Outcome.STORED, mask, False) for mask in range(NEW_LIFE_MASK + 1))
+
+
+def too_far_ahead(timestamp: int, received: int) -> bool:
+    """True if a message dated ``timestamp`` must be refused, having been received at ``received``
+    (both whole seconds; pass the earlier of the receipt time and now)."""
+    return timestamp > received + MAX_AHEAD
 
 
 def decide_update(

@@ -22,6 +22,7 @@ import logging
 import os
 import time
 
+from lnsync.chain.verifier import FundingVerifier
 from lnsync.config import PeerAddress
 from lnsync.retry import Backoff
 from services.downloader import stats as st
@@ -50,6 +51,7 @@ class Downloader:
         options: PeerOptions | None = None,
         *,
         local_secret: bytes | None = None,
+        verifier: FundingVerifier | None = None,
     ) -> None:
         self.peer = peer
         self.chain_hash = chain_hash
@@ -68,6 +70,7 @@ class Downloader:
             pending_max=o.pending_max,
             pending_ttl=o.pending_ttl,
             cache_size=o.recent_cache,
+            verifier=verifier,
         )
         self.stats.pending_now = lambda: len(self.pipeline.pending)
         COLLECTOR.track(self.stats)
@@ -198,12 +201,15 @@ class Downloader:
             self._report_task = asyncio.create_task(self._report(int(time.time())), name="report-sync")
 
     async def _report(self, caught_up_to: int) -> None:
-        """Wait until persistence holds everything, then report (retrying until it works)."""
+        """Wait until every announcement has had its funding check (chain.source) and persistence
+        holds everything, then report (retrying until it works): a graph counts as synced only
+        once its channels are checked."""
+        await self.pipeline.wait_for_verdicts()
         while True:
             try:
                 await self.sink.flush()
                 counts = self.pipeline.counts()
-                await self.sink.report_sync_complete(self.peer.node_id, counts, caught_up_to)
+                await self.sink.report_sync_complete(self.peer.node_id, counts, self._held_cap(caught_up_to))
             except Exception as e:
                 log.warning("peer %s: reporting the initial sync failed (%s); retrying", self.label, e)
                 await asyncio.sleep(2.0)
@@ -228,7 +234,7 @@ class Downloader:
             session = self.session
             if not self.sync_reported.is_set() or session is None or session.caught_up_at is None:
                 continue
-            point = int(time.time())
+            point = self._held_cap(int(time.time()))
             try:
                 await self.sink.flush()
                 await self.sink.report_sync_complete(self.peer.node_id, self.pipeline.counts(), point)
@@ -237,7 +243,14 @@ class Downloader:
             else:
                 log.debug("peer %s: caught up to %d", self.label, point)
 
+    def _held_cap(self, point: int) -> int:
+        """``point``, or earlier: before the oldest announcement still waiting for its funding
+        check, which is not stored yet (a restart must ask the peer for it again)."""
+        oldest = self.pipeline.oldest_checking_us()
+        return point if oldest is None else min(point, oldest // 1_000_000)
+
     async def close(self) -> None:
+        await self.pipeline.close()
         COLLECTOR.untrack(self.stats)
         for task in (self._report_task, self._caught_up_task):
             if task is not None:

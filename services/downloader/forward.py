@@ -47,8 +47,8 @@ class PersistenceSink:
         await self.client.start()
         self._channel = rpc.channel(self.target)
 
-    async def send(self, raw: bytes, received_at_us: int) -> None:
-        await self.client.send(raw, received_at_us)
+    async def send(self, raw: bytes, received_at_us: int, funding_sats: int | None = None) -> None:
+        await self.client.send(raw, received_at_us, funding_sats=funding_sats)
 
     @property
     def unacked(self) -> int:

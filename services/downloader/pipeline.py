@@ -1,7 +1,8 @@
 """From raw gossip to verified messages on their way to persistence.
 
 Every gossip message is size-checked, parsed and signature-checked by the gossip core before it
-is forwarded; invalid ones are counted by reason and dropped. The pipeline outlives connections,
+is forwarded; invalid ones are counted by reason and dropped, and so are updates dated more than a
+day after their receipt (:func:`lnsync.rgs.rules.too_far_ahead`). The pipeline outlives connections,
 so what it learnt stays: the channels' node ids (to verify updates), updates waiting for their
 announcement, and a cache of recently seen messages, so the dump a peer replays after a reconnect
 is neither verified nor forwarded again (forwarded messages are already in the sink's window or
@@ -10,15 +11,21 @@ stored; invalid ones stay invalid).
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import logging
 import os
 from dataclasses import dataclass
 
+from lnsync.chain.funding import Judgement, Verdict
+from lnsync.chain.sources import ChainUnavailable
+from lnsync.chain.verifier import FundingVerifier
 from lnsync.gossip import messages as m
 from lnsync.gossip.errors import GossipError, UnknownChannel
 from lnsync.gossip.validate import GossipValidator
+from lnsync.retry import Backoff
+from lnsync.rgs import rules
 from services.downloader.pending import PendingUpdates
 from services.downloader.sink import GossipSink, SyncCounts
 from services.downloader.stats import PeerStats
@@ -38,6 +45,27 @@ KIND_NAMES = {
     m.CHANNEL_UPDATE: "channel_update",
     m.NODE_ANNOUNCEMENT: "node_announcement",
 }
+
+
+def _too_far_ahead(timestamp: int, received_at_us: int) -> bool:
+    return rules.too_far_ahead(timestamp, received_at_us // 1_000_000)
+
+
+# Announcements whose funding output has too few confirmations are asked about again this often,
+# this many times, then dropped (counted as funding_too_few_confirmations).
+CONFIRMATION_RETRY = 600.0
+CONFIRMATION_ATTEMPTS = 12
+
+
+@dataclass(slots=True)
+class CheckingAnnouncement:
+    """A verified announcement waiting for its funding check."""
+
+    msg: m.ChannelAnnouncement
+    received_at_us: int
+    digest: bytes
+    attempts: int = 0
+    judged: bool = False  # has had a verdict
 
 
 class Outcome(enum.Enum):
@@ -105,6 +133,8 @@ class GossipPipeline:
         pending_max: int = 20_000,
         pending_ttl: float = 600.0,
         cache_size: int = 400_000,
+        verifier: FundingVerifier | None = None,
+        workers: int = 8,
     ) -> None:
         # LDK stores updates with htlc_minimum_msat above htlc_maximum_msat; our clients run LDK,
         # so the downloader forwards them too (persistence and RGS treat them like any update).
@@ -114,6 +144,15 @@ class GossipPipeline:
         self.pending = PendingUpdates(pending_max, pending_ttl)
         self.recent = RecentMessages(cache_size)
         self.connection = 0  # set by each new session, to tell replays from repeats
+        # Funding checks (chain.source set): announcements held until the chain source answers.
+        self.verifier = verifier
+        self.checking: dict[int, CheckingAnnouncement] = {}
+        self._check_queue: asyncio.Queue[int] = asyncio.Queue()
+        self._workers: list[asyncio.Task[None]] = []
+        self._worker_count = workers
+        self._retry = Backoff(1.0, 60.0)
+        self._verdicts = asyncio.Condition()  # notified when no held announcement lacks a verdict
+        self._unjudged = 0
 
     def counts(self) -> SyncCounts:
         f = self.stats.forwarded
@@ -156,6 +195,14 @@ class GossipPipeline:
             self.stats.invalid[e.reason] += 1
             log.debug("invalid %s: %s", KIND_NAMES[msg_type], e)
             return Result(Outcome.INVALID, e.reason)
+        if not isinstance(msg, m.ChannelAnnouncement) and _too_far_ahead(msg.timestamp, received_at_us):
+            # Not remembered as invalid: the same message may be acceptable in a day.
+            self.stats.invalid[rules.FUTURE_REASON] += 1
+            return Result(Outcome.INVALID, rules.FUTURE_REASON)
+        if isinstance(msg, m.ChannelAnnouncement) and self.verifier is not None:
+            self._hold_for_check(msg, received_at_us, digest)
+            await self._release(msg.short_channel_id)
+            return Result(Outcome.PENDING, scid=msg.short_channel_id)
         await self._forward(msg_type, raw, received_at_us, digest)
         if isinstance(msg, m.ChannelAnnouncement):
             await self._release(msg.short_channel_id)
@@ -164,10 +211,12 @@ class GossipPipeline:
             return Result(Outcome.NEW, scid=msg.short_channel_id)
         return Result(Outcome.NEW)
 
-    async def _forward(self, msg_type: int, raw: bytes, received_at_us: int, digest: bytes) -> None:
+    async def _forward(
+        self, msg_type: int, raw: bytes, received_at_us: int, digest: bytes, funding_sats: int | None = None
+    ) -> None:
         # Recorded only once the sink has it: a send cancelled while the window is full leaves the
         # message unrecorded, so the peer's next dump delivers it again.
-        await self.sink.send(raw, received_at_us)
+        await self.sink.send(raw, received_at_us, funding_sats)
         self.recent.put(digest, self.connection)
         self.stats.forwarded[KIND_NAMES[msg_type]] += 1
 
@@ -179,10 +228,13 @@ class GossipPipeline:
             if self.recent.get(digest) is not None:
                 continue
             try:
-                self.validator.channel_update(update.raw)
+                msg = self.validator.channel_update(update.raw)
             except GossipError as e:
                 self.recent.put(digest, self.connection, e.reason)
                 self.stats.invalid[e.reason] += 1
+                continue
+            if _too_far_ahead(msg.timestamp, update.received_at_us):
+                self.stats.invalid[rules.FUTURE_REASON] += 1
                 continue
             try:
                 await self._forward(m.CHANNEL_UPDATE, update.raw, update.received_at_us, digest)
@@ -203,3 +255,88 @@ class GossipPipeline:
         if dropped:
             self.stats.pending["expired"] += dropped
         return dropped
+
+    # -- funding checks ---------------------------------------------------------------------------
+
+    def _hold_for_check(self, msg: m.ChannelAnnouncement, received_at_us: int, digest: bytes) -> None:
+        """Queue a signature-checked announcement for its funding check. Its updates verify (the
+        validator knows the channel) and are forwarded; persistence keeps them unserved until the
+        announcement comes. A replay meanwhile is a duplicate."""
+        scid = msg.short_channel_id
+        self.recent.put(digest, self.connection)
+        if scid in self.checking:
+            return
+        self.checking[scid] = CheckingAnnouncement(msg, received_at_us, digest)
+        self._unjudged += 1
+        self.stats.pending["funding_held"] += 1
+        self._check_queue.put_nowait(scid)
+        while len(self._workers) < self._worker_count:
+            self._workers.append(asyncio.create_task(self._check_worker(), name="funding-check"))
+
+    def awaiting_verdict(self) -> int:
+        """Held announcements that have had no verdict yet (not those waiting for confirmations)."""
+        return self._unjudged
+
+    async def wait_for_verdicts(self) -> None:
+        """Return once every held announcement has had a verdict (or waits for confirmations)."""
+        async with self._verdicts:
+            await self._verdicts.wait_for(lambda: not self.awaiting_verdict())
+
+    def oldest_checking_us(self) -> int | None:
+        """Receipt time of the oldest announcement still waiting for its check (a caught-up report
+        must not claim it is stored)."""
+        return min((c.received_at_us for c in self.checking.values()), default=None)
+
+    async def _check_worker(self) -> None:
+        assert self.verifier is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            scid = await self._check_queue.get()
+            held = self.checking.get(scid)
+            if held is None:
+                continue
+            try:
+                judgement = await self.verifier.check(scid, held.msg.bitcoin_key_1, held.msg.bitcoin_key_2)
+            except ChainUnavailable as exc:
+                # Held, asked again after a pause that grows while the source stays down.
+                self.stats.pending["funding_retried"] += 1
+                delay = self._retry.next_delay()
+                log.warning("chain source unavailable (%s); %d announcements held", exc, len(self.checking))
+                self._check_queue.put_nowait(scid)
+                await asyncio.sleep(delay)
+                continue
+            self._retry.reset()
+            if not held.judged:
+                held.judged = True
+                self._unjudged -= 1
+            await self._settle(scid, held, judgement, loop)
+            if not self._unjudged:
+                async with self._verdicts:
+                    self._verdicts.notify_all()
+
+    async def _settle(
+        self, scid: int, held: CheckingAnnouncement, judgement: Judgement, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        """Forward a verified announcement, hold one with too few confirmations, reject the rest."""
+        verdict = judgement.verdict
+        if verdict is Verdict.VERIFIED:
+            raw, received = held.msg.raw, held.received_at_us
+            await self._forward(m.CHANNEL_ANNOUNCEMENT, raw, received, held.digest, judgement.funding_sats)
+            del self.checking[scid]
+            return
+        held.attempts += 1
+        if not verdict.final and held.attempts < CONFIRMATION_ATTEMPTS:
+            loop.call_later(CONFIRMATION_RETRY, self._check_queue.put_nowait, scid)
+            return
+        reason = f"funding_{verdict.value}"
+        del self.checking[scid]
+        self.recent.put(held.digest, self.connection, reason)
+        self.validator.forget_channel(scid)
+        self.stats.invalid[reason] += 1
+        log.debug("channel %d rejected: %s", scid, reason)
+
+    async def close(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers.clear()

@@ -13,6 +13,7 @@ import contextlib
 import grpc
 
 from lnsync.chain import chain_hash
+from lnsync.chain.verifier import from_settings as verifier_from_settings
 from lnsync.config import ConfigError, PeerAddress, Settings
 from lnsync.service import ReadySignal, run_service
 from lnsync.v1 import downloader_pb2, downloader_pb2_grpc
@@ -42,6 +43,7 @@ class DownloaderService(downloader_pb2_grpc.DownloaderServicer):
             chain_hash(settings.network),
             self.sink,
             options or PeerOptions.from_settings(settings.downloader),
+            verifier=verifier_from_settings(settings),
         )
 
     def register(self, server: grpc.aio.Server) -> None:

@@ -22,9 +22,10 @@ class GossipSink(Protocol):
     async def start(self) -> None:
         """Begin delivering (connect in the background; sends queue until it works)."""
 
-    async def send(self, raw: bytes, received_at_us: int) -> None:
-        """Queue one message; waits while the window of unacknowledged messages is full (the
-        caller stops reading its peer meanwhile: back-pressure)."""
+    async def send(self, raw: bytes, received_at_us: int, funding_sats: int | None = None) -> None:
+        """Queue one message (an announcement with its funding amount, once checked on chain);
+        waits while the window of unacknowledged messages is full (the caller stops reading its
+        peer meanwhile: back-pressure)."""
 
     @property
     def unacked(self) -> int:

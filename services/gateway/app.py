@@ -27,6 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from lnsync.chain import chain_hash
+from lnsync.chain import sources as chain_sources
 from lnsync.config import Settings
 from services.gateway import metrics, openapi
 from services.gateway.blobs import cache_control, respond
@@ -86,7 +87,8 @@ class Gateway:
         self.cors = Cors(tuple(g.cors_origins))
         self.volume = VolumeSampler()
         self.volume.add_probe(*persistence_probe(self.upstreams.lookup_stub))
-        self.status = StatusCollector(self.upstreams, self.snapshots, self.deltas, self.volume)
+        self.chain = chain_sources.from_settings(settings.chain)
+        self.status = StatusCollector(self.upstreams, self.snapshots, self.deltas, self.volume, self.chain)
         self.page = resources.files("services.gateway").joinpath("status_page.html").read_bytes()
         self.openapi = json.dumps(openapi.document(), indent=1).encode()
         self._tasks: list[asyncio.Task[None]] = []
@@ -113,6 +115,8 @@ class Gateway:
                 await task
         await self.deltas.close()
         await self.upstreams.close()
+        if self.chain is not None:
+            await self.chain.close()
 
 
 GATEWAY_KEY = web.AppKey("gateway", Gateway)

@@ -5,6 +5,9 @@ endpoints cannot multiply load on lookup and persistence (whose sync state looku
 gateway reaches lookup and the snapshotter only). A section whose upstream fails says so
 (``{"error": ...}``) instead of failing the whole answer.
 
+With ``chain.source`` set, the chain source is probed too (its tip height, or "unavailable": then
+listed as degraded, since only new channels wait for it).
+
 Readiness: the gateway is ready once it has seen the first full graph sync and holds a snapshot
 generation, i.e. once it can give wallets what they ask for. Upstream services that do not answer
 are listed as ``degraded`` but do not make it unready, because a load balancer would then take every
@@ -20,6 +23,7 @@ from typing import Any
 
 import grpc
 
+from lnsync.chain.sources import ChainSource, ChainUnavailable
 from lnsync.v1 import lookup_pb2, persistence_pb2
 from services.gateway import metrics
 from services.gateway.deltas import DynamicDeltas
@@ -37,8 +41,14 @@ CALL_TIMEOUT = 3.0
 
 class StatusCollector:
     def __init__(
-        self, upstreams: Upstreams, snapshots: SnapshotCache, deltas: DynamicDeltas, volume: VolumeSampler
+        self,
+        upstreams: Upstreams,
+        snapshots: SnapshotCache,
+        deltas: DynamicDeltas,
+        volume: VolumeSampler,
+        chain: ChainSource | None = None,
     ) -> None:
+        self.chain = chain
         self.upstreams = upstreams
         self.snapshots = snapshots
         self.deltas = deltas
@@ -58,12 +68,13 @@ class StatusCollector:
 
     async def _collect(self) -> dict[str, Any]:
         ups = self.upstreams
-        health, sync, graph = await asyncio.gather(
+        health, sync, graph, chain = await asyncio.gather(
             asyncio.gather(*(u.serving() for u in ups.all)),
             _call(
                 ups.lookup_stub.GetSyncStatus(persistence_pb2.GetSyncStatusRequest(), timeout=CALL_TIMEOUT)
             ),
             _call(ups.lookup_stub.GraphSummary(lookup_pb2.GraphSummaryRequest(), timeout=CALL_TIMEOUT)),
+            self._chain_state(),
         )
         services = {u.name: "serving" if ok else "down" for u, ok in zip(ups.all, health, strict=True)}
         # Persistence as lookup sees it (the gateway does not reach it): its answer relayed, lookup
@@ -75,7 +86,7 @@ class StatusCollector:
             if services["lookup"] == "serving"
             else "unknown"
         )
-        facts: dict[str, Any] = {"services": services}
+        facts: dict[str, Any] = {"services": services, "chain": chain}
         if isinstance(sync, persistence_pb2.SyncStatus):
             self.first_sync_seen |= sync.fully_synced
             facts["sync"] = {
@@ -110,6 +121,18 @@ class StatusCollector:
             facts["graph"] = {"error": graph}
         self._facts, self._facts_at = facts, time.monotonic()
         return facts
+
+    async def _chain_state(self) -> dict[str, Any]:
+        """The funding checks' chain source (chain.source): its tip, or that it does not answer
+        (details only in the log: the URL is not for the public)."""
+        if self.chain is None:
+            return {"source": "none"}
+        try:
+            tip = await asyncio.wait_for(self.chain.tip_height(), CALL_TIMEOUT)
+        except (ChainUnavailable, TimeoutError) as exc:
+            log.warning("chain source %s unavailable: %s", self.chain.name, exc)
+            return {"source": self.chain.name, "state": "unavailable"}
+        return {"source": self.chain.name, "state": "answering", "tip_height": tip}
 
     def snapshots_json(self) -> dict[str, Any]:
         gen = self.snapshots.generation
@@ -172,6 +195,8 @@ class StatusCollector:
         if self.first_sync_seen and closed_at is not None and time.monotonic() - closed_at < GATE_CLOSED_FOR:
             problems.append("lookup's sync gate is closed: dynamic deltas answer 503")
         degraded = [name for name, state in facts["services"].items() if state != "serving"]
+        if facts["chain"].get("state") == "unavailable":
+            degraded.append("chain")  # new channels wait; everything else is served
         ready = not problems
         return ready, {"ready": ready, "problems": problems, "degraded": degraded}
 

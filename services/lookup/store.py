@@ -30,7 +30,7 @@ SELECT a.scid, a.node_id_1, a.node_id_2, coalesce(a.funding_sats, -1),
 FROM channel_announcements a
 JOIN channel_directions d0 ON d0.scid = a.scid AND d0.direction = 0
 JOIN channel_directions d1 ON d1.scid = a.scid AND d1.direction = 1
-WHERE a.seen < to_timestamp($1)
+WHERE a.seen < to_timestamp($1) AND (a.closed_at IS NULL OR a.closed_at >= to_timestamp($1))
 """
 _DIRECTION_SELECT = (
     "{p}.timestamp, {p}.channel_flags, {p}.cltv_expiry_delta::int8, {p}.htlc_minimum_msat, "

@@ -23,16 +23,20 @@ from prometheus_client import Counter, Gauge
 
 from lnsync import db, schema
 from lnsync.chain import chain_hash
+from lnsync.chain.sources import ChainUnavailable
+from lnsync.chain.verifier import FundingVerifier
+from lnsync.chain.verifier import from_settings as verifier_from_settings
 from lnsync.commands._common import require_database_url
 from lnsync.config import Settings
 from lnsync.gossip import messages as m
 from lnsync.gossip.errors import GossipError
 from lnsync.retry import Backoff, retry
+from lnsync.rgs import rules
 from lnsync.service import ReadySignal, run_service
 from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
 from services.observer import job as observer
 from services.observer.queries import summarised_until
-from services.persistence import peers, retention
+from services.persistence import peers, retention, spent
 from services.persistence.checks import check_message
 from services.persistence.ingest import Entry, IngestQueue, Job, StreamState
 from services.persistence.store import to_timestamp
@@ -43,9 +47,6 @@ log = logging.getLogger(__name__)
 MAX_SOURCE = 64
 MAX_CACHED_PEERS = 10_000
 MAX_FUNDING_SATS = 21_000_000 * 100_000_000
-# A channel_update or node_announcement dated more than this after its arrival is refused (a
-# timestamp of 2**32 - 1 would otherwise supersede every later update of its channel or node).
-MAX_TIMESTAMP_AHEAD = 86400
 QUEUE_BATCHES = 4  # the queue holds this many maximal batches
 DB_CHECK_INTERVAL = 2.0
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -56,6 +57,10 @@ MAX_KNOWN_CHANNELS = 400_000
 KNOWN_CHANNELS_CHUNK = 5_000
 # The database is down or not connected yet: the caller may retry later.
 UNAVAILABLE: tuple[type[BaseException], ...] = (*RETRYABLE, ConnectionError)
+
+
+# A spent-output recheck that failed for these reasons is tried again at the next interval.
+SPENT_RETRY: tuple[type[BaseException], ...] = (ChainUnavailable, *RETRYABLE)
 
 
 # Whole streams or requests refused (a broken protocol, the database down); single messages
@@ -144,6 +149,9 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
             tasks.create_task(self._watch_database(), name="persistence-db-watch")
             if p.prune_interval:
                 tasks.create_task(self._retention(p.prune_interval), name="persistence-retention")
+            verifier = verifier_from_settings(self.settings)
+            if verifier is not None and self.settings.chain.recheck_interval:
+                tasks.create_task(self._recheck_spent(verifier), name="persistence-spent")
             if p.observation_interval:
                 job = observer.run(
                     pool,
@@ -208,6 +216,25 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
                     "retention pass in %.1f s: %s, %d empty peers", time.monotonic() - started, stats, empty
                 )
             await asyncio.sleep(interval)
+
+    async def _recheck_spent(self, verifier: FundingVerifier) -> None:
+        interval = self.settings.chain.recheck_interval
+        while True:
+            await asyncio.sleep(interval)
+            started = time.monotonic()
+            try:
+                result = await spent.recheck(self.pool, verifier)
+            except SPENT_RETRY as exc:
+                log.warning("spent-output recheck abandoned (%s); next in %d s", exc, interval)
+            except Exception:  # a bug must not end the rechecks for the life of the process
+                log.exception("spent-output recheck failed; next in %d s", interval)
+            else:
+                if result is not None:
+                    log.info(
+                        "spent-output recheck in %.1f s: %d checked, %d spent",
+                        time.monotonic() - started,
+                        *result,
+                    )
 
     # -- Ingest -----------------------------------------------------------------------------------
 
@@ -315,7 +342,7 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
         if not request.messages:
             return
         now_us = time.time_ns() // 1000
-        latest_timestamp = now_us // 1_000_000 + MAX_TIMESTAMP_AHEAD
+        too_far_ahead = rules.too_far_ahead
         jobs: list[Job] = []
         job = Job(state)
         entries, rejected = job.entries, job.rejected
@@ -337,8 +364,12 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
                 except GossipError as exc:
                     rejected.append((seq, exc.reason))
                     continue
-                if not isinstance(parsed, m.ChannelAnnouncement) and parsed.timestamp > latest_timestamp:
-                    rejected.append((seq, "timestamp_in_future"))
+                # Judged against the earlier of the producer's receipt time and now.
+                arrived = min(msg.received_at_us, now_us) if msg.received_at_us > 0 else now_us
+                if not isinstance(parsed, m.ChannelAnnouncement) and too_far_ahead(
+                    parsed.timestamp, arrived // 1_000_000
+                ):
+                    rejected.append((seq, rules.FUTURE_REASON))
                     continue
                 funding = None
                 if msg.HasField("funding_sats") and isinstance(parsed, m.ChannelAnnouncement):

@@ -10,7 +10,11 @@ counters and the delivery rows; only after commit are the jobs acknowledged.
 ``[t0 - ingest_lag + margin, t0]`` where ``t0`` is taken just before the transaction, and the
 transaction is rolled back and retried (smaller) if it would commit later than ``t0 + margin``.
 So every stored ``seen`` lies in ``[commit - ingest_lag, commit]``, as readers rely on
-(docs/architecture.md, "The store"). Historical streams keep their times, capped at ``t0``.
+(docs/architecture.md, "The store"). Historical streams keep their times, capped at ``t0``, but
+only until the graph is first fully synced: from then on deltas are served, and an old seen would
+make a channel or update look older to clients than they are (an announcement it carried would be
+treated as already known by clients that synced after that seen, so they would never get it), so
+their times are clamped like a live stream's.
 
 Failures never lose a message: when the database is unreachable the batch is retried with
 backoff (health goes NOT_SERVING, and the bounded queue stops the streams); a batch that fails
@@ -66,6 +70,9 @@ BATCH_SECONDS = Histogram("lnsync_persistence_batch_seconds", "Time to write one
 QUEUED = Gauge("lnsync_persistence_queued_messages", "Messages queued or being written")
 
 
+SERVED_SQL = "SELECT fully_synced_at IS NOT NULL FROM sync_state"
+
+
 class _TooSlow(Exception):
     """The transaction would commit too late for the clamped seen times it carries."""
 
@@ -118,6 +125,7 @@ class Writer:
         self.batches = 0
         self.cache = StateCache()
         self.failing = False  # the last write attempt could not reach the database
+        self.served = False  # the graph has been fully synced (never reset): see the module doc
 
     async def run(self) -> None:
         while True:
@@ -191,8 +199,12 @@ class Writer:
         incoming: list[Entry] = []
         positions: list[int] = []
         any_live = False
-        for job, start, end in batch.spans(lo, hi):
-            live = job.stream.live
+        spans = list(batch.spans(lo, hi))
+        if not self.served and not all(job.stream.live for job, _, _ in spans):
+            async with self.pool.acquire() as conn:
+                self.served = bool(await conn.fetchval(SERVED_SQL))
+        for job, start, end in spans:
+            live = job.stream.live or self.served
             any_live |= live
             for k in range(start, end):
                 if k in errors:

@@ -55,8 +55,6 @@ REJECTED = Counter("lnsync_snapshotter_rejected_total", "Requests refused as inv
 TAKEOVERS = Counter(
     "lnsync_snapshotter_takeovers_total", "Generations made after the generating replica ended unpublished"
 )
-# Extra apply lag on top of the interval: generation time and fetch delays.
-APPLY_MARGIN = 600
 LOOKUP_TIMEOUT = 300.0
 RELOAD_EVERY = 2.0
 # How often the sync state is checked before the first full sync (a cheap cached call): the first
@@ -232,7 +230,9 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
             last_sync_timestamp=last_sync,
             version=version,
             reference_time=R,
-            apply_lag=self.interval + self.settings.ingest_lag + APPLY_MARGIN,
+            apply_lag=ladder.apply_lag(
+                self.interval, self.settings.ingest_lag, self.settings.gateway.cache_lifetime
+            ),
         )
         info, data = await rpc.join_chunks(self.lookup.ComputeDelta(request, timeout=LOOKUP_TIMEOUT))
         compressed = await asyncio.to_thread(gzip.compress, data, 6)

@@ -125,6 +125,7 @@ class MemorySink:
         self.window = window
         self.auto_ack = auto_ack
         self.messages: list[tuple[bytes, int]] = []
+        self.funding: dict[bytes, int] = {}  # announcement -> funding_sats it was sent with
         self.acked = 0
         self.reports: list[tuple[str, SyncCounts]] = []
         self.caught_up: list[int] = []  # caught_up_to of each report
@@ -147,10 +148,12 @@ class MemorySink:
     async def start(self) -> None:
         return None
 
-    async def send(self, raw: bytes, received_at_us: int) -> None:
+    async def send(self, raw: bytes, received_at_us: int, funding_sats: int | None = None) -> None:
         async with self._changed:
             await self._changed.wait_for(lambda: self.unacked < self.window)
             self.messages.append((raw, received_at_us))
+            if funding_sats is not None:
+                self.funding[raw] = funding_sats
             if self.auto_ack:
                 self.acked = len(self.messages)
             self._changed.notify_all()

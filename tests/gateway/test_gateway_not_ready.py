@@ -52,3 +52,26 @@ async def test_503_until_the_first_sync_and_generation(database_url: str, short_
         assert status == 200 and h["Content-Type"].startswith("text/html") and b"api/status" in page
     finally:
         stack.close()
+
+
+async def test_status_shows_the_chain_source(database_url: str, short_tmp: Path) -> None:
+    """With chain.source set, /api/status shows whether the chain source answers, and /readyz lists
+    it as degraded (not a readiness problem: only new channels wait for it), without its URL."""
+    from tests.conftest import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"  # nobody listens
+    stack = Stack(
+        database_url, short_tmp, extra_env={"LNSYNC_CHAIN__SOURCE": "esplora", "LNSYNC_CHAIN__URL": url}
+    )
+    try:
+        await stack.start_healthy("persistence")
+        stack.start("gateway")
+        base = f"http://{stack.target('gateway')}"
+        await wait_up(base)
+        admin = f"http://{stack.target('gateway-admin')}"
+        status, _, body = await get(admin + "/api/status")
+        assert status == 200 and json.loads(body)["chain"] == {"source": "esplora", "state": "unavailable"}
+        _, _, body = await get(base + "/readyz")
+        assert "chain" in json.loads(body)["degraded"] and url.encode() not in body
+    finally:
+        stack.close()

@@ -110,3 +110,62 @@ async def test_import_of_a_core_lightning_gossip_store_keeps_record_times_and_am
             assert r["seen"] == rec.timestamp and r["funding_sats"] == rec.funding_sats is not None
     finally:
         await conn.close()
+
+
+async def test_import_into_a_live_store_cannot_make_a_channel_look_older(
+    persistence: RunningPersistence, database_url: str, short_tmp: Path
+) -> None:
+    """Once the graph is fully synced (deltas are served), a historical import's times are clamped
+    like a live stream's: its channels appear as new to clients, and a channel already learned live
+    keeps its first-seen time. Updates dated more than a day after now are not imported."""
+    import time
+
+    from lnsync import rpc
+    from lnsync.gossip import messages as m
+    from lnsync.gossip.archive import encode_gsp
+    from lnsync.gossip.signing import sign_channel_announcement
+    from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
+    from services.persistence.client import IngestClient
+    from tests.gossip_helpers import BTC_A, BTC_B, NODE_A, NODE_B, channel_update
+
+    records = read_archive_bytes(FIXTURE.read_bytes())
+    first = next(r.raw for r in records if r.raw[:2] == b"\x01\x00")
+    scid = m.decode_channel_announcement(first).short_channel_id
+    async with IngestClient(persistence.target, "08" * 33) as client:
+        await client.send(first)
+        await client.flush(timeout=20)
+    async with rpc.channel(persistence.target) as ch:
+        stub = persistence_pb2_grpc.PersistenceStub(ch)
+        report = persistence_pb2.ReportSyncCompleteRequest(peer_id="08" * 33)
+        await stub.ReportSyncComplete(report, timeout=10)
+    started = int(time.time())
+    code, out, err = await lnsync_import(
+        str(FIXTURE), "--seen", "message", "--persistence", persistence.target
+    )
+    assert code == 0, err
+    conn = await asyncpg.connect(database_url)
+    try:
+        oldest = await conn.fetchval("SELECT min(extract(epoch FROM seen)) FROM channel_announcements")
+        live = await conn.fetchval(
+            "SELECT extract(epoch FROM seen) FROM channel_announcements WHERE scid = $1", scid
+        )
+        oldest_update = await conn.fetchval("SELECT min(extract(epoch FROM seen)) FROM channel_updates")
+    finally:
+        await conn.close()
+    lag = persistence.settings.ingest_lag
+    assert oldest >= started - lag - 1 and oldest_update >= started - lag - 1, (oldest, started)
+    assert live < started  # learned live before the import, never moved back by it
+
+    # A validly signed update dated two days ahead of now, in an archive: counted, never sent.
+    ours = (800_000 << 40) | 1
+    now = int(time.time())
+    archive = [
+        sign_channel_announcement(MAINNET, ours, NODE_A, NODE_B, BTC_A, BTC_B),
+        channel_update(ours, timestamp=now + 2 * 86400),
+        channel_update(ours, direction=1, timestamp=now),
+    ]
+    path = short_tmp / "future.gsp"
+    path.write_bytes(encode_gsp(archive))
+    code, out, err = await lnsync_import(str(path), "--persistence", persistence.target)
+    assert code == 0, err
+    assert "invalid 1 (timestamp_in_future 1); sent 2" in out, out

@@ -210,3 +210,16 @@ def test_capacity_is_only_sent_when_updates_respect_it() -> None:
     ds = delta(h, 0, T0 + 10)
     assert [a.funding_sats for a in ds.announcements] == [None, 5000]
     assert decode(encode(ds, 2)).announcements[1].funding_sats == 5000
+
+
+def test_a_channel_spent_before_R_is_not_in_the_graph() -> None:
+    """The model's side of migration 008 (lookup's SQL does the same): spent at S, the channel is in
+    the graph of every R <= S and in none after; nothing is sent for it any more."""
+    h = GossipHistory(MAINNET)
+    channel(h, SCID, T0)
+    h.mark_closed(SCID, T0 + 1000)
+    h.mark_closed(SCID, T0 + 5000)  # the first time counts
+    assert SCID in h.live_graph(T0 + 1000)
+    assert SCID not in h.live_graph(T0 + 1001)
+    ds = delta(h, T0 + 500, T0 + 2000, reminder_period=8 * DAY, reminder_slot=8 * DAY)
+    assert ds.updates == [] and ds.announcements == []

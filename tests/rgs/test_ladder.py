@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from lnsync.rgs import ladder
 from lnsync.rgs.ladder import FULL, NOTHING_NEW, choose, scopes
 
 H = 3600
@@ -41,3 +42,14 @@ def test_chosen_scope_always_covers_the_client(R: int, T: int, interval: int) ->
         assert all(s < R - T for s in smaller)  # and the smallest such
     else:
         assert ladder[-1] < R - T
+
+
+def test_apply_lag_covers_publication_serving_and_http_caches() -> None:
+    """A blob of the generation at R is served until the next generation is published (R + interval
+    + ingest_lag + margin) and an HTTP cache may keep it its lifetime longer: the engine's lag."""
+    from lnsync.config import GatewaySettings
+
+    g = GatewaySettings(cache_max_age=600, cache_s_maxage=3600, cache_stale_while_revalidate=300)
+    assert g.cache_lifetime == 3900  # the longer of max-age and s-maxage, plus stale-while-revalidate
+    assert ladder.apply_lag(86400, 60, 3600) == 86400 + 60 + ladder.APPLY_MARGIN + 3600
+    assert ladder.apply_lag(10800, 1, 0) == 10800 + 1 + ladder.APPLY_MARGIN

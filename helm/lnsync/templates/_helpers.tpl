@@ -329,12 +329,25 @@ spec:
           mountPath: {{ include "lnsync.tlsDir" $root }}
           readOnly: true
         {{- end }}
+        {{- if include "lnsync.chainSecretFor" (dict "root" $root "component" .component) }}
+        - name: chain
+          mountPath: {{ include "lnsync.chainDir" $root }}
+          readOnly: true
+        {{- end }}
   volumes:
     - name: tmp
       emptyDir:
         sizeLimit: 64Mi
     {{- if $root.Values.tls.enabled }}
     {{- include "lnsync.tlsVolume" (dict "root" $root "role" .component) | nindent 4 }}
+    {{- end }}
+    {{- if include "lnsync.chainSecretFor" (dict "root" $root "component" .component) }}
+    - name: chain
+      secret:
+        secretName: {{ $root.Values.chain.existingSecret }}
+        defaultMode: 0440
+        items:
+          - {key: password, path: password}
     {{- end }}
   {{- with $v.nodeSelector }}
   nodeSelector:
@@ -348,6 +361,16 @@ spec:
   affinity:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+{{- end -}}
+
+{{/* The chain source's password (chain.existingSecret): where it is mounted, and which components
+talk to the source (downloaders check new channels, persistence re-checks stored ones, the gateway
+shows the source's state). */}}
+{{- define "lnsync.chainDir" -}}/etc/lnsync/chain{{- end -}}
+{{- define "lnsync.chainClients" -}}downloader persistence gateway{{- end -}}
+{{- define "lnsync.chainSecretFor" -}}
+{{- $c := .root.Values.chain -}}
+{{- if and (ne $c.source "none") $c.existingSecret (has .component (splitList " " (include "lnsync.chainClients" .root))) -}}yes{{- end -}}
 {{- end -}}
 
 {{/* Mutual TLS (helm/lnsync/README.md, "Mutual TLS"): every lnsync container mounts the Secret of
