@@ -29,6 +29,11 @@ from services.gateway.errors import HttpError, from_grpc
 log = logging.getLogger(__name__)
 
 COMPUTE_TIMEOUT = 120.0
+# After UNAVAILABLE (which the channel already retried on every lookup it knows): how long one more
+# attempt may wait for a lookup to be reachable. In a rollout the channel can lose every pod it knows
+# before it re-resolves the name (at most every 5 s); a lookup that is really down still answers
+# 503 within this bound.
+READY_WAIT = 6.0
 CACHE_BYTES = 64 << 20
 # Answers smaller than this are not worth compressing.
 GZIP_MIN_SIZE = 1024
@@ -91,7 +96,18 @@ class DynamicDeltas:
             last_sync_timestamp=last_sync, version=version, reference_time=R
         )
         try:
-            info, data = await rpc.join_chunks(self._stub.ComputeDelta(request, timeout=COMPUTE_TIMEOUT))
+            try:
+                info, data = await rpc.join_chunks(self._stub.ComputeDelta(request, timeout=COMPUTE_TIMEOUT))
+            except grpc.aio.AioRpcError as first:
+                if first.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                metrics.UPSTREAM_ERRORS.labels("lookup", first.code().name).inc()
+                call = self._stub.ComputeDelta(request, timeout=READY_WAIT, wait_for_ready=True)
+                try:
+                    info, data = await rpc.join_chunks(call)
+                except grpc.aio.AioRpcError as second:
+                    # Still no lookup after the wait: unavailable (503), not slow (504).
+                    raise first if second.code() == grpc.StatusCode.DEADLINE_EXCEEDED else second from None
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
                 self.gate_closed_at = time.monotonic()

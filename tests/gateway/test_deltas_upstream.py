@@ -1,0 +1,72 @@
+"""A dynamic delta outlives a moment with no lookup reachable, and a lookup that stays away is a 503.
+
+In a rollout the gateway's channel can lose every lookup pod it knows before it re-resolves the
+name. The gateway then waits a bounded time for a lookup to be reachable instead of answering 503
+at once. A real gRPC server on a socket stands for lookup (it answers ComputeDelta with a small
+blob); it starts only after the request was made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+
+from lnsync import rpc
+from lnsync.v1 import lookup_pb2, lookup_pb2_grpc
+from services.gateway.deltas import READY_WAIT, DynamicDeltas
+from services.gateway.errors import HttpError
+from tests.conftest import free_port
+
+BODY = b"LDK\x02" + b"\x00" * 60
+
+
+class Lookup(lookup_pb2_grpc.LookupServicer):  # type: ignore[misc]
+    async def ComputeDelta(self, request, context):  # type: ignore[no-untyped-def]
+        info = lookup_pb2.BlobInfo(version=2, timestamp=request.reference_time, size=len(BODY))
+        yield lookup_pb2.BlobChunk(data=BODY, info=info)
+
+
+async def start_lookup(port: int) -> grpc.aio.Server:
+    server = grpc.aio.server()
+    lookup_pb2_grpc.add_LookupServicer_to_server(Lookup(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    return server
+
+
+def deltas(channel: grpc.aio.Channel) -> DynamicDeltas:
+    return DynamicDeltas(
+        lookup_pb2_grpc.LookupStub(channel),
+        ingest_lag=60,
+        granularity=60,
+        max_concurrent=4,
+        cache_control="x",
+    )
+
+
+@pytest.mark.timeout(60)
+async def test_a_lookup_back_within_the_wait_answers_the_request() -> None:
+    port = free_port()
+    async with rpc.channel(f"127.0.0.1:{port}") as channel:
+        asking = asyncio.create_task(deltas(channel).get(int(time.time()) - 3600, 2))
+        await asyncio.sleep(2.0)  # longer than the channel's own retries of UNAVAILABLE
+        assert not asking.done()
+        server = await start_lookup(port)
+        try:
+            blob = await asyncio.wait_for(asking, READY_WAIT + 5)
+        finally:
+            await server.stop(None)
+    assert blob.body == BODY
+
+
+@pytest.mark.timeout(60)
+async def test_a_lookup_that_stays_away_is_a_503_within_the_wait() -> None:
+    async with rpc.channel(f"127.0.0.1:{free_port()}") as channel:
+        started = time.monotonic()
+        with pytest.raises(HttpError) as refused:
+            await deltas(channel).get(int(time.time()) - 3600, 2)
+    assert refused.value.status == 503
+    assert time.monotonic() - started < READY_WAIT + 5
