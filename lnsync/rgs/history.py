@@ -34,8 +34,6 @@ from lnsync.rgs.model import (
     NodeTable,
 )
 
-_NEVER = np.iinfo(np.int64).max
-
 
 @dataclass
 class _Direction:

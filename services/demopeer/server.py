@@ -48,7 +48,6 @@ def demo_secret(identity: str = DEFAULT_IDENTITY) -> bytes:
 
 
 DEMO_SECRET = demo_secret()
-DEMO_NODE_ID = pubkey_of(DEMO_SECRET)
 FEATURES = feat.from_bits([feat.GOSSIP_QUERIES + 1])  # gossip_queries, optional
 HANDSHAKE_TIMEOUT = 10.0
 MAX_CONNECTIONS = 16
