@@ -380,6 +380,7 @@ async def test_garbage_instead_of_a_handshake():
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        await d.close()  # untracks its metrics: later tests of the same peer id read theirs alone
         server.close()
         await server.wait_closed()
 

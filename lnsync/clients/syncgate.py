@@ -1,0 +1,57 @@
+"""Whether the graph is fully synced, as persistence reports it (``Persistence.GetSyncGate``).
+
+Lookup and the snapshotter serve nothing before the first full graph sync: a client that synced
+against a half-downloaded graph would miss channels until they change. The answer is cached for a
+few seconds; once fully synced it stays so (persistence never un-syncs). The call's answer is
+small whatever number of peers persistence knows (``GetSyncStatus`` lists them all, and once failed
+with RESOURCE_EXHAUSTED under made-up peers, closing the gate).
+"""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+
+from lnsync import rpc
+from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
+
+
+class SyncGate:
+    def __init__(self, persistence_target: str, cache_seconds: float = 1.0) -> None:
+        self._channel = rpc.channel(persistence_target)
+        self._stub = persistence_pb2_grpc.PersistenceStub(self._channel)
+        self._cache_seconds = cache_seconds
+        self._status: persistence_pb2.SyncGate | None = None
+        self._fetched_at = 0.0
+
+    async def status(self) -> persistence_pb2.SyncGate:
+        """The current status; raises grpc.aio.AioRpcError if persistence cannot be reached."""
+        now = time.monotonic()
+        cached = self._status
+        if cached is not None and (cached.fully_synced or now - self._fetched_at < self._cache_seconds):
+            return cached
+        status: persistence_pb2.SyncGate = await self._stub.GetSyncGate(
+            persistence_pb2.GetSyncGateRequest(), timeout=5
+        )
+        self._status, self._fetched_at = status, now
+        return status
+
+    async def why_not_ready(self) -> str | None:
+        """None when fully synced, otherwise a sentence saying what is missing."""
+        try:
+            status = await self.status()
+        except grpc.aio.AioRpcError as exc:
+            return f"cannot reach persistence to check the sync state ({exc.code().name})"
+        if status.fully_synced:
+            return None
+        waiting = [p[:16] for p in status.syncing]
+        listed = ", ".join(waiting) if waiting else "no peer has connected yet"
+        return (
+            f"the first full graph sync is not complete: {status.peers_complete} of {status.quorum} "
+            "required peers "
+            f"reported (still syncing: {listed})"
+        )
+
+    async def close(self) -> None:
+        await self._channel.close()
