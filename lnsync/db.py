@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from lnsync.config import ConfigError, Settings
 from lnsync.logs import redact
 from lnsync.retry import Backoff, retry
 
@@ -24,6 +25,16 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InterfaceError,
     TimeoutError,
 )
+
+
+def require_database_url(settings: Settings) -> str:
+    """``database_url``, or a ConfigError that says how to set it."""
+    if not settings.database_url:
+        raise ConfigError(
+            "database_url is not set: give --database-url or LNSYNC_DATABASE_URL "
+            "(`lnsync up` starts an embedded PostgreSQL and sets it for its services)"
+        )
+    return settings.database_url
 
 
 async def _init_connection(conn: Any) -> None:

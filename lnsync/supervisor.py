@@ -66,7 +66,10 @@ class RotatingLog:
         self._file.close()
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+def die_with_parent() -> None:  # pragma: no cover - runs in a child (between fork and exec here)
+    """Make this process get SIGTERM when its parent dies, in its own process group (so a
+    terminal's Ctrl-C reaches only the parent). For children of :class:`Supervisor` and the
+    gateway's worker processes."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -113,7 +116,7 @@ class Supervisor:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE if piped else None,
             stderr=asyncio.subprocess.STDOUT if piped else None,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         if piped and child.proc.stdout is not None and child.log is not None:
             task = asyncio.create_task(_pump(child.proc.stdout, child.log), name=f"log-{child.name}")

@@ -28,19 +28,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lnsync import logs
 from lnsync.chain import chain_hash
+from lnsync.clients.ingest import IngestClient, IngestCounters
 from lnsync.commands._common import use_tls
 from lnsync.config import load_settings
 from lnsync.gossip import messages as m
 from lnsync.gossip.archive import ArchiveError, ArchiveRecord, read_archive
 from lnsync.gossip.errors import GossipError
 from lnsync.gossip.validate import GossipValidator
-
-if TYPE_CHECKING:
-    from services.persistence.client import IngestCounters
 
 SEEN_CHOICES = ("message", "record", "now")
 PROGRESS_EVERY = 5.0
@@ -123,8 +120,6 @@ async def import_files(
     stall_timeout: float,
     include_deleted: bool = False,
 ) -> tuple[Tally, IngestCounters]:
-    from services.persistence.client import IngestClient  # a service dependency, only for this command
-
     tally = Tally()
     validator = GossipValidator(chain_hash(network))
     ann_times = first_update_times(paths, include_deleted) if seen == "message" else {}

@@ -31,9 +31,9 @@ from lnsync.gossip import messages as m
 from lnsync.gossip import queries as q
 from lnsync.gossip.errors import GossipError
 from lnsync.gossip.signing import pubkey_of
+from lnsync.peer.transport import NoiseTransport, TransportError, handshake, set_nodelay
 from lnsync.service import ReadySignal, run_service
 from services.demopeer.graph import DemoDataError, DemoGraph
-from services.downloader.transport import NoiseTransport, TransportError, handshake, set_nodelay
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from aiohttp import http_writer, web
 
 from lnsync import logs, rpc
 from lnsync.config import Settings, parse_listen
-from lnsync.supervisor import _die_with_parent
+from lnsync.supervisor import die_with_parent
 from services.gateway import limits
 from services.gateway.app import (
     MAX_FIELD_SIZE,
@@ -138,7 +138,7 @@ def _site(
 
 
 def _worker(settings_data: dict[str, Any], workers: int, index: int) -> None:  # pragma: no cover - child
-    _die_with_parent()
+    die_with_parent()
     settings = Settings(**settings_data)
     logs.configure(f"gateway/{index}", settings.log_level, settings.log_format)
     rpc.configure_tls(settings.tls)  # a spawned interpreter: the parent's set-up is not inherited

@@ -29,15 +29,15 @@ from prometheus_client import Counter, Histogram
 
 from lnsync import db, rpc, schema
 from lnsync.chain import chain_hash
-from lnsync.commands._common import require_database_url
+from lnsync.clients.syncgate import SyncGate
 from lnsync.config import Settings
+from lnsync.db import require_database_url
 from lnsync.memo import Memo
 from lnsync.memory import release_free_memory
 from lnsync.rgs.delta import compute_delta
 from lnsync.rgs.encode import encode, encode_empty
 from lnsync.rgs.model import DeltaParams, DeltaSet
 from lnsync.service import ReadySignal, run_service
-from lnsync.syncgate import SyncGate
 from lnsync.v1 import lookup_pb2, lookup_pb2_grpc
 from services.lookup.store import GraphAt, load_delta_input, load_graph
 

@@ -33,8 +33,8 @@ from prometheus_client import Gauge
 
 from lnsync import db, schema
 from lnsync.chain import chain_hash
-from lnsync.commands._common import require_database_url
 from lnsync.config import ConfigError, ObserverSettings, PeerAddress, Settings
+from lnsync.db import require_database_url
 from lnsync.service import ReadySignal, run_service
 from services.downloader.downloader import Downloader
 from services.downloader.forward import PersistenceSink

@@ -32,8 +32,8 @@ import grpc
 from prometheus_client import Counter, Gauge
 
 from lnsync import db, schema
-from lnsync.commands._common import require_database_url
 from lnsync.config import PeerAddress, Settings
+from lnsync.db import require_database_url
 from lnsync.extras import require
 from lnsync.retry import Backoff
 from lnsync.service import ReadySignal, run_service

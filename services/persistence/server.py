@@ -23,8 +23,8 @@ from prometheus_client import Counter, Gauge
 
 from lnsync import db, schema
 from lnsync.chain import chain_hash
-from lnsync.commands._common import require_database_url
 from lnsync.config import Settings
+from lnsync.db import require_database_url
 from lnsync.gossip import messages as m
 from lnsync.gossip.errors import GossipError
 from lnsync.retry import Backoff, retry

@@ -24,12 +24,12 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from lnsync import db, rpc, schema
 from lnsync.chain import chain_hash
-from lnsync.commands._common import require_database_url
+from lnsync.clients.syncgate import SyncGate
 from lnsync.config import Settings
+from lnsync.db import require_database_url
 from lnsync.rgs import ladder
 from lnsync.rgs.encode import encode_empty
 from lnsync.service import ReadySignal, run_service
-from lnsync.syncgate import SyncGate
 from lnsync.v1 import lookup_pb2, lookup_pb2_grpc, snapshots_pb2, snapshots_pb2_grpc
 from services.snapshotter import storage
 from services.snapshotter.storage import Generation, StoredBlob
