@@ -21,6 +21,7 @@ import grpc
 
 from lnsync import rpc
 from lnsync.memo import Memo
+from lnsync.rgs import policy
 from lnsync.v1 import lookup_pb2, lookup_pb2_grpc
 from services.gateway import metrics
 from services.gateway.blobs import Blob
@@ -58,8 +59,7 @@ class DynamicDeltas:
         self.gate_closed_at: float | None = None
 
     def reference_time(self, now: float) -> int:
-        r = int(now) - self._lag
-        return r - r % self._granularity
+        return policy.reference_time(now, self._lag, self._granularity)
 
     @property
     def inflight(self) -> int:

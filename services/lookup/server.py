@@ -34,8 +34,10 @@ from lnsync.config import Settings
 from lnsync.db import require_database_url
 from lnsync.memo import Memo
 from lnsync.memory import release_free_memory
+from lnsync.rgs import policy
 from lnsync.rgs.delta import compute_delta
-from lnsync.rgs.encode import encode, encode_empty
+from lnsync.rgs.encode import encode
+from lnsync.rgs.format import STALE_AFTER
 from lnsync.rgs.model import DeltaParams, DeltaSet
 from lnsync.service import ReadySignal, run_service
 from lnsync.v1 import lookup_pb2, lookup_pb2_grpc
@@ -73,12 +75,6 @@ DELTA_CACHE_SIZE = 1
 GRAPH_CACHE_SIZE = 2
 # After a delta this large, freed heap memory is handed back to the system (lnsync/memory.py).
 TRIM_AFTER_RECORDS = 20_000
-# A client whose last sync is this old has pruned everything it had (LDK forgets data 7 days after
-# the blob that wrote it), and retention may have pruned the rows its delta would read: it gets
-# the full graph, computed as for T = 0 (the header stays R).
-FULL_SYNC_AFTER = 14 * 86400
-# A dynamic delta is applied as soon as it is fetched.
-DYNAMIC_APPLY_LAG = 600
 
 
 class LookupService(lookup_pb2_grpc.LookupServicer):
@@ -125,20 +121,21 @@ class LookupService(lookup_pb2_grpc.LookupServicer):
     def _reference_time(self, request: lookup_pb2.ComputeDeltaRequest, now: float) -> int:
         if request.HasField("reference_time"):
             return request.reference_time
-        gran = self.settings.lookup.timestamp_granularity
-        r = int(now) - self.settings.ingest_lag
-        return r - r % gran
+        return policy.reference_time(
+            now, self.settings.ingest_lag, self.settings.lookup.timestamp_granularity
+        )
 
     async def ComputeDelta(
         self, request: lookup_pb2.ComputeDeltaRequest, context: grpc.aio.ServicerContext
     ) -> Any:
         version = request.version
-        if version not in (1, 2):
+        problem = policy.version_problem(version)
+        if problem is not None:
             REQUESTS.labels(str(version), "invalid").inc()
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"version must be 1 or 2, not {version}")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         now = time.time()
         T = request.last_sync_timestamp
-        if now + 60 < T:
+        if policy.in_future(T, now):
             REQUESTS.labels(str(version), "invalid").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"last_sync_timestamp {T} is in the future")
         R = self._reference_time(request, now)
@@ -149,16 +146,14 @@ class LookupService(lookup_pb2_grpc.LookupServicer):
         if reason is not None:
             REQUESTS.labels(str(version), "not_synced").inc()
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, reason)
-        apply_lag = request.apply_lag if request.HasField("apply_lag") else DYNAMIC_APPLY_LAG
+        apply_lag = request.apply_lag if request.HasField("apply_lag") else policy.DYNAMIC_APPLY_LAG
         gran = self.settings.lookup.timestamp_granularity if not request.HasField("reference_time") else 1
 
-        if T > 0 and R - T >= FULL_SYNC_AFTER:
-            T = 0
-        if T >= R:
-            # The client is already at (or past) R: a well-formed "nothing new" blob at its own time.
-            blob = encode_empty(self.chain_hash, max(T, R), version)
+        T = policy.effective_last_sync(T, R)
+        if policy.is_nothing_new(T, R):
+            timestamp, blob = policy.nothing_new(self.chain_hash, T, R, version)
             info = lookup_pb2.BlobInfo(
-                version=version, timestamp=max(T, R), last_sync_timestamp=T, reference_time=R
+                version=version, timestamp=timestamp, last_sync_timestamp=T, reference_time=R
             )
         else:
             try:
@@ -237,7 +232,7 @@ class LookupService(lookup_pb2_grpc.LookupServicer):
     ) -> lookup_pb2.GraphSummaryResponse:
         try:
             async with self.pool.acquire() as conn:
-                row = await conn.fetchrow(SUMMARY_SQL, int(time.time()) - 14 * 86400)
+                row = await conn.fetchrow(SUMMARY_SQL, int(time.time()) - STALE_AFTER)
         except db.TRANSIENT_ERRORS as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
         return lookup_pb2.GraphSummaryResponse(

@@ -27,8 +27,7 @@ from lnsync.chain import chain_hash
 from lnsync.clients.syncgate import SyncGate
 from lnsync.config import Settings
 from lnsync.db import require_database_url
-from lnsync.rgs import ladder
-from lnsync.rgs.encode import encode_empty
+from lnsync.rgs import ladder, policy
 from lnsync.service import ReadySignal, run_service
 from lnsync.v1 import lookup_pb2, lookup_pb2_grpc, snapshots_pb2, snapshots_pb2_grpc
 from services.snapshotter import storage
@@ -55,8 +54,6 @@ REJECTED = Counter("lnsync_snapshotter_rejected_total", "Requests refused as inv
 TAKEOVERS = Counter(
     "lnsync_snapshotter_takeovers_total", "Generations made after the generating replica ended unpublished"
 )
-# Extra apply lag on top of the interval: generation time and fetch delays.
-APPLY_MARGIN = 600
 LOOKUP_TIMEOUT = 300.0
 RELOAD_EVERY = 2.0
 # How often the sync state is checked before the first full sync (a cheap cached call): the first
@@ -119,8 +116,7 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
     # -- generating ---------------------------------------------------------------------------------
 
     def aligned_reference_time(self, now: float) -> int:
-        r = int(now) - self.settings.ingest_lag
-        return r - r % self.interval
+        return policy.reference_time(now, self.settings.ingest_lag, self.interval)
 
     async def run(self, ready: ReadySignal) -> None:
         self.pool = await db.create_pool(self.url, max_size=4)
@@ -202,7 +198,7 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
             gen_id = await storage.create_generation(conn, R, self.interval)
         log.info("generation %d for R=%d: %d scopes x v1+v2", gen_id, R, len(work) + 1)
         for i, (scope, last_sync) in enumerate(work, start=1):
-            for version in (1, 2):
+            for version in policy.VERSIONS:
                 blob = await self._compute(last_sync, R, version, scope)
                 async with self.pool.acquire() as conn:
                     await storage.add_blob(conn, gen_id, blob)
@@ -211,11 +207,8 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
                 "generation %d: scope %d of %d (%s) done, v2 %d bytes",
                 gen_id, i, len(work) + 1, "full" if scope == ladder.FULL else f"{scope}s", len(blob.blob),
             )  # fmt: skip
-        for version in (1, 2):
-            data = encode_empty(self.chain_hash, R, version)
-            empty = StoredBlob(
-                version, ladder.NOTHING_NEW, R, R, 0, 0, 0, storage.sha256(data), data, gzip.compress(data, 6)
-            )
+        for version in policy.VERSIONS:
+            empty = _nothing_new(self.chain_hash, R, R, version)
             async with self.pool.acquire() as conn:
                 await storage.add_blob(conn, gen_id, empty)
         GENERATION_PROGRESS.set(len(work) + 1)
@@ -232,7 +225,7 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
             last_sync_timestamp=last_sync,
             version=version,
             reference_time=R,
-            apply_lag=self.interval + self.settings.ingest_lag + APPLY_MARGIN,
+            apply_lag=policy.snapshot_apply_lag(self.interval, self.settings.ingest_lag),
         )
         info, data = await rpc.join_chunks(self.lookup.ComputeDelta(request, timeout=LOOKUP_TIMEOUT))
         compressed = await asyncio.to_thread(gzip.compress, data, 6)
@@ -272,12 +265,11 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
     async def GetSnapshot(
         self, request: snapshots_pb2.GetSnapshotRequest, context: grpc.aio.ServicerContext
     ) -> Any:
-        if request.version not in (1, 2):
+        problem = policy.version_problem(request.version)
+        if problem is not None:
             REJECTED.labels("GetSnapshot", "version").inc()
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"version must be 1 or 2, not {request.version}"
-            )
-        if request.timestamp > time.time() + 60:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        if policy.in_future(request.timestamp, time.time()):
             REJECTED.labels("GetSnapshot", "future_timestamp").inc()
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"timestamp {request.timestamp} is in the future"
@@ -292,18 +284,13 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
                 grpc.StatusCode.NOT_FOUND, "no snapshot generation yet (waiting for the first full sync)"
             )
         assert gen is not None
-        choice = ladder.choose(request.timestamp, gen.reference_time, self.ladder)
+        choice = policy.choose_snapshot(request.timestamp, gen.reference_time, self.ladder)
         stored = gen.blobs.get((request.version, choice.scope))
         if stored is None:
             await context.abort(grpc.StatusCode.INTERNAL, f"generation {gen.id} lacks scope {choice.scope}")
         assert stored is not None
-        if choice.scope == ladder.NOTHING_NEW and request.timestamp > gen.reference_time:
-            # The client is ahead of this generation (a newer dynamic delta): nothing new, and keep its time.
-            data = encode_empty(self.chain_hash, request.timestamp, request.version)
-            stored = StoredBlob(
-                request.version, ladder.NOTHING_NEW, request.timestamp, request.timestamp, 0, 0, 0,
-                storage.sha256(data), data, gzip.compress(data, 6),
-            )  # fmt: skip
+        if policy.ahead_of_generation(request.timestamp, gen.reference_time):
+            stored = _nothing_new(self.chain_hash, request.timestamp, gen.reference_time, request.version)
         SERVED.labels(str(request.version), choice.kind).inc()
         payload = stored.gzip if request.gzip else stored.blob
         info = snapshots_pb2.SnapshotInfo(
@@ -387,6 +374,15 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
         except grpc.aio.AioRpcError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"lookup failed: {exc.details()}")
         return snapshots_pb2.RegenerateResponse(generation=gen_id, reference_time=R, seconds=seconds)
+
+
+def _nothing_new(chain_hash: bytes, last_sync: int, reference_time: int, version: int) -> StoredBlob:
+    """The "nothing new" blob (:func:`lnsync.rgs.policy.nothing_new`) as a stored snapshot."""
+    timestamp, data = policy.nothing_new(chain_hash, last_sync, reference_time, version)
+    return StoredBlob(
+        version, ladder.NOTHING_NEW, timestamp, timestamp, 0, 0, 0,
+        storage.sha256(data), data, gzip.compress(data, 6),
+    )  # fmt: skip
 
 
 async def main(settings: Settings) -> int:

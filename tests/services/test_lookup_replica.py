@@ -21,8 +21,9 @@ from lnsync.pg import LocalPostgres
 from lnsync.rgs.delta import compute_delta
 from lnsync.rgs.encode import encode
 from lnsync.rgs.model import DeltaParams
+from lnsync.rgs.policy import DYNAMIC_APPLY_LAG
 from services.lookup import server
-from services.lookup.server import DYNAMIC_APPLY_LAG, LookupService, replica_is_current
+from services.lookup.server import LookupService, replica_is_current
 from tests.conftest import free_port
 from tests.rgs.histories import DAY, START
 from tests.stack import load_history

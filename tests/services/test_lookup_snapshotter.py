@@ -25,13 +25,13 @@ from lnsync.rgs.delta import compute_delta
 from lnsync.rgs.encode import encode
 from lnsync.rgs.ladder import scopes
 from lnsync.rgs.model import DeltaParams
+from lnsync.rgs.policy import DYNAMIC_APPLY_LAG
 from lnsync.v1 import (
     lookup_pb2,
     lookup_pb2_grpc,
     snapshots_pb2,
     snapshots_pb2_grpc,
 )
-from services.lookup.server import DYNAMIC_APPLY_LAG
 from tests.conftest import free_port
 from tests.ldk import LdkRgsClient
 from tests.rgs.histories import DAY, START
