@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from lnsync import rpc
+from lnsync.clients import snapshots as snapshot_kinds
 from lnsync.rgs import ladder, policy
 from lnsync.v1 import snapshots_pb2, snapshots_pb2_grpc
 from services.gateway import metrics
@@ -67,10 +68,8 @@ class Generation:
 
 
 def _scope_of(info: snapshots_pb2.SnapshotInfo, reference_time: int) -> int:
-    """The ladder scope a listed snapshot stands for (the listing folds FULL and NOTHING_NEW into 0)."""
-    if info.scope_seconds:
-        return int(info.scope_seconds)
-    return ladder.NOTHING_NEW if info.last_sync_timestamp == reference_time else ladder.FULL
+    """The ladder scope a listed snapshot stands for."""
+    return snapshot_kinds.scope_of(info.kind, info.scope_seconds, info.last_sync_timestamp, reference_time)
 
 
 def _last_modified(listing: snapshots_pb2.ListSnapshotsResponse) -> int:
@@ -216,8 +215,9 @@ class SnapshotCache:
             timestamp = R
         else:
             timestamp = max(R - entry.scope, 0)  # as the snapshotter computed it
-        raw_info, raw = await self._get(timestamp, entry.version, gzip=False)
-        gz_info, gz = await self._get(timestamp, entry.version, gzip=True)
+        # By kind and scope, as listed; the timestamp serves a snapshotter that predates kinds.
+        raw_info, raw = await self._get(timestamp, entry, gzip=False)
+        gz_info, gz = await self._get(timestamp, entry, gzip=True)
         for info in (raw_info, gz_info):
             if info.generation != generation:
                 raise GenerationChanged(f"generation {generation} was replaced by {info.generation}")
@@ -226,9 +226,15 @@ class SnapshotCache:
         return Blob(raw, gz, raw_info.sha256, raw_info.blob.timestamp, self._cache_control, modified)
 
     async def _get(
-        self, timestamp: int, version: int, gzip: bool
+        self, timestamp: int, entry: SnapshotEntry, gzip: bool
     ) -> tuple[snapshots_pb2.SnapshotInfo, bytes]:
-        request = snapshots_pb2.GetSnapshotRequest(timestamp=timestamp, version=version, gzip=gzip)
+        request = snapshots_pb2.GetSnapshotRequest(
+            timestamp=timestamp,
+            version=entry.version,
+            gzip=gzip,
+            kind=snapshot_kinds.kind_of(entry.scope),
+            scope_seconds=max(entry.scope, 0),
+        )
         info, data = await rpc.join_chunks(self._stub.GetSnapshot(request, timeout=CALL_TIMEOUT))
         if info is None:
             raise GenerationChanged("the snapshotter sent an empty stream")

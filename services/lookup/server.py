@@ -174,7 +174,6 @@ class LookupService(lookup_pb2_grpc.LookupServicer):
                 update_count=len(delta.updates),
             )
         info.size = len(blob)
-        info.data_generation = R
         REQUESTS.labels(str(version), "ok").inc()
         first = True
         for chunk in rpc.chunks(blob):

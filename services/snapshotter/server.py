@@ -24,6 +24,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from lnsync import db, rpc, schema
 from lnsync.chain import chain_hash
+from lnsync.clients import snapshots as snapshot_kinds
 from lnsync.clients.syncgate import SyncGate
 from lnsync.config import Settings
 from lnsync.db import require_database_url
@@ -284,19 +285,33 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
                 grpc.StatusCode.NOT_FOUND, "no snapshot generation yet (waiting for the first full sync)"
             )
         assert gen is not None
-        choice = policy.choose_snapshot(request.timestamp, gen.reference_time, self.ladder)
-        stored = gen.blobs.get((request.version, choice.scope))
-        if stored is None:
-            await context.abort(grpc.StatusCode.INTERNAL, f"generation {gen.id} lacks scope {choice.scope}")
+        if request.kind != snapshots_pb2.SNAPSHOT_KIND_UNSPECIFIED:  # the one a listing named
+            scope = snapshot_kinds.scope_of(request.kind, request.scope_seconds, 0, gen.reference_time)
+            stored = gen.blobs.get((request.version, scope))
+            if stored is None or request.kind not in snapshots_pb2.SnapshotKind.values():
+                REJECTED.labels("GetSnapshot", "no_such_snapshot").inc()
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"generation {gen.id} has no snapshot of kind {request.kind}, "
+                    f"scope {request.scope_seconds}",
+                )
+        else:
+            scope = policy.choose_snapshot(request.timestamp, gen.reference_time, self.ladder).scope
+            stored = gen.blobs.get((request.version, scope))
+            if stored is None:
+                await context.abort(grpc.StatusCode.INTERNAL, f"generation {gen.id} lacks scope {scope}")
         assert stored is not None
-        if policy.ahead_of_generation(request.timestamp, gen.reference_time):
+        if request.kind == snapshots_pb2.SNAPSHOT_KIND_UNSPECIFIED and policy.ahead_of_generation(
+            request.timestamp, gen.reference_time
+        ):
             stored = _nothing_new(self.chain_hash, request.timestamp, gen.reference_time, request.version)
-        SERVED.labels(str(request.version), choice.kind).inc()
+        SERVED.labels(str(request.version), ladder.Choice(stored.scope).kind).inc()
         payload = stored.gzip if request.gzip else stored.blob
         info = snapshots_pb2.SnapshotInfo(
             generation=gen.id,
             reference_time=gen.reference_time,
             scope_seconds=max(stored.scope, 0),
+            kind=snapshot_kinds.kind_of(stored.scope),
             last_sync_timestamp=stored.last_sync,
             version=stored.version,
             size=len(stored.blob),
@@ -312,7 +327,6 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
                 node_count=stored.node_count,
                 announcement_count=stored.announcement_count,
                 update_count=stored.update_count,
-                data_generation=gen.reference_time,
             ),
         )
         first = True
@@ -340,6 +354,7 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
                     generation=gen.id,
                     reference_time=gen.reference_time,
                     scope_seconds=max(scope, 0),
+                    kind=snapshot_kinds.kind_of(scope),
                     last_sync_timestamp=b.last_sync,
                     version=version,
                     size=len(b.blob),
