@@ -148,6 +148,7 @@ POLICY: dict[str, frozenset[str]] = {
     "/lnsync.v1.Persistence/KnownChannels": frozenset({"downloader", "operator"}),
     "/lnsync.v1.Lookup/ComputeDelta": _LOOKUP_USERS,
     "/lnsync.v1.Lookup/GraphSummary": _LOOKUP_USERS,
+    "/lnsync.v1.Lookup/GetServingPolicy": _LOOKUP_USERS,
     "/lnsync.v1.Snapshots/GetSnapshot": frozenset({"gateway", "operator"}),
     "/lnsync.v1.Snapshots/ListSnapshots": frozenset({"gateway", "operator"}),
     "/lnsync.v1.Snapshots/Regenerate": frozenset({"operator"}),

@@ -125,6 +125,15 @@ class LookupService(lookup_pb2_grpc.LookupServicer):
             now, self.settings.ingest_lag, self.settings.lookup.timestamp_granularity
         )
 
+    async def GetServingPolicy(
+        self, request: lookup_pb2.GetServingPolicyRequest, context: grpc.aio.ServicerContext
+    ) -> lookup_pb2.ServingPolicy:
+        return lookup_pb2.ServingPolicy(
+            ingest_lag=self.settings.ingest_lag,
+            timestamp_granularity=self.settings.lookup.timestamp_granularity,
+            versions=policy.VERSIONS,
+        )
+
     async def ComputeDelta(
         self, request: lookup_pb2.ComputeDeltaRequest, context: grpc.aio.ServicerContext
     ) -> Any:
