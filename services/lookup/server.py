@@ -27,7 +27,7 @@ import asyncpg
 import grpc
 from prometheus_client import Counter, Histogram
 
-from lnsync import db, rpc, schema
+from lnsync import db, rpc
 from lnsync.chain import chain_hash
 from lnsync.clients.syncgate import SyncGate
 from lnsync.config import Settings
@@ -99,14 +99,12 @@ class LookupService(lookup_pb2_grpc.LookupServicer):
     async def run(self, ready: ReadySignal) -> None:
         await self.connect()
         await ready.set(True)
-        await asyncio.Event().wait()
+        await db.watch(self.pool, ready.set)  # health follows the primary (docs/architecture.md)
 
     async def connect(self) -> None:
         """Open the pools (waiting for the primary) and apply migrations on the primary."""
         size = self.settings.lookup.max_concurrent + 2
-        self.pool = await db.create_pool(self.url, max_size=size)
-        async with self.pool.acquire() as conn:
-            await schema.migrate(conn)
+        self.pool = await db.open_store(self.url, max_size=size)
         if self.replica_url:  # connects on first use: a replica that is down only costs a fallback
             self.replica = await db.create_pool(self.replica_url, min_size=0, max_size=size)
 

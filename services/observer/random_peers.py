@@ -31,7 +31,7 @@ import grpc
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge
 
-from lnsync import db, schema
+from lnsync import db
 from lnsync.chain import chain_hash
 from lnsync.config import ConfigError, ObserverSettings, PeerAddress, Settings
 from lnsync.db import require_database_url
@@ -358,9 +358,8 @@ class RandomPeerSet:
 
     async def run(self, ready: ReadySignal) -> None:
         if self.pool is None:
-            self.pool = await db.create_pool(self.url, max_size=2)
+            self.pool = await db.open_store(self.url, max_size=2)
         async with self.pool.acquire() as conn:
-            await schema.migrate(conn)
             stale = await close_stale(conn, time.time())
             self.excluded = await failed_until(conn, self.observer.exclude_failed_for, time.time())
         if stale:

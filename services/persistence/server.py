@@ -21,13 +21,12 @@ from typing import Any
 import grpc
 from prometheus_client import Counter, Gauge
 
-from lnsync import db, schema
+from lnsync import db
 from lnsync.chain import chain_hash
 from lnsync.config import Settings
-from lnsync.db import require_database_url
+from lnsync.db import RETRYABLE, require_database_url
 from lnsync.gossip import messages as m
 from lnsync.gossip.errors import GossipError
-from lnsync.retry import Backoff, retry
 from lnsync.service import ReadySignal, run_service
 from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
 from services.observer import job as observer
@@ -36,7 +35,7 @@ from services.persistence import peers, retention
 from services.persistence.checks import check_message
 from services.persistence.ingest import Entry, IngestQueue, Job, StreamState
 from services.persistence.store import to_timestamp
-from services.persistence.writer import RETRYABLE, Writer
+from services.persistence.writer import Writer
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +122,7 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
         # and leave what exists at start-up out of it.
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
-        pool = await db.create_pool(self.url, min_size=2, max_size=8)
-
-        async def migrate() -> None:
-            async with pool.acquire() as conn:
-                await schema.migrate(conn)
-
-        await retry(migrate, "applying migrations", retry_on=RETRYABLE, backoff=Backoff(0.5, 15))
+        pool = await db.open_store(self.url, min_size=2, max_size=8)
         self.pool = pool
         self.writer = Writer(
             pool,
@@ -141,7 +134,10 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
         await self._db_state(True)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.writer.run(), name="persistence-writer")
-            tasks.create_task(self._watch_database(), name="persistence-db-watch")
+            # Reachable is not enough while the writer still fails (e.g. a full disk).
+            healthy = lambda: self.writer is None or not self.writer.failing  # noqa: E731
+            watch = db.watch(pool, self._db_state, interval=DB_CHECK_INTERVAL, healthy=healthy)
+            tasks.create_task(watch, name="persistence-db-watch")
             if p.prune_interval:
                 tasks.create_task(self._retention(p.prune_interval), name="persistence-retention")
             if p.observation_interval:
@@ -165,18 +161,6 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
         DATABASE_UP.set(ok)
         if self._ready is not None and self._ready.is_ready != ok:
             await self._ready.set(ok)
-
-    async def _watch_database(self) -> None:
-        """Keep health honest while no batch is being written."""
-        while True:
-            await asyncio.sleep(DB_CHECK_INTERVAL)
-            try:
-                async with self.pool.acquire(timeout=DB_CHECK_INTERVAL) as conn:
-                    await conn.fetchval("SELECT 1", timeout=DB_CHECK_INTERVAL)
-            except RETRYABLE:
-                await self._db_state(False)
-            else:  # reachable, but not healthy while the writer still fails (e.g. a full disk)
-                await self._db_state(self.writer is None or not self.writer.failing)
 
     async def _retention(self, interval: int) -> None:
         p = self.settings.persistence

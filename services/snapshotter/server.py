@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 from prometheus_client import Counter, Gauge, Histogram
 
-from lnsync import db, rpc, schema
+from lnsync import db, rpc
 from lnsync.chain import chain_hash
 from lnsync.clients import snapshots as snapshot_kinds
 from lnsync.clients.syncgate import SyncGate
@@ -120,9 +120,8 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
         return policy.reference_time(now, self.settings.ingest_lag, self.interval)
 
     async def run(self, ready: ReadySignal) -> None:
-        self.pool = await db.create_pool(self.url, max_size=4)
-        async with self.pool.acquire() as conn:
-            await schema.migrate(conn)
+        # No database watch: a snapshotter serves the generation it holds while the store is away.
+        self.pool = await db.open_store(self.url, max_size=4)
         await self._refresh(force=True)
         await ready.set(True)
         said = None
