@@ -25,7 +25,6 @@ from typing import Any, TypeVar
 
 import asyncpg
 import grpc
-from prometheus_client import Counter, Histogram
 
 from lnsync import db, rpc
 from lnsync.chain import chain_hash
@@ -41,20 +40,11 @@ from lnsync.rgs.format import STALE_AFTER
 from lnsync.rgs.model import DeltaParams, DeltaSet
 from lnsync.service import ReadySignal, run_service
 from lnsync.v1 import lookup_pb2, lookup_pb2_grpc
+from services.lookup.metrics import COMPUTE_SECONDS, READS, REQUESTS
 from services.lookup.store import GraphAt, load_delta_input, load_graph
 
 log = logging.getLogger(__name__)
 
-COMPUTE_SECONDS = Histogram(
-    "lnsync_lookup_compute_seconds",
-    "Time to compute a delta set",
-    ["kind"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
-)
-REQUESTS = Counter("lnsync_lookup_requests_total", "ComputeDelta requests", ["version", "outcome"])
-READS = Counter(
-    "lnsync_lookup_reads_total", "Delta inputs and graphs read, by database (primary, replica)", ["database"]
-)
 # The replica must have replayed commits this much past R + ingest_lag (commit records reach the WAL
 # in about, not exactly, the order of their timestamps).
 REPLICA_MARGIN = 1.0

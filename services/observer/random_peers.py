@@ -28,8 +28,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
-from prometheus_client import Counter as PromCounter
-from prometheus_client import Gauge
 
 from lnsync import db
 from lnsync.chain import chain_hash
@@ -41,6 +39,7 @@ from services.downloader.forward import PersistenceSink
 from services.downloader.options import PeerOptions
 from services.downloader.sink import GossipSink
 from services.observer import peerset as ps
+from services.observer.metrics import CANDIDATES, EPOCH, MEMBERS, REPLACED
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +49,6 @@ RELOAD_EVERY = 60.0
 FLUSH_GRACE = 3.0
 STOP_ATTEMPTS = 25  # x 0.2 s: how long a member's downloader gets to end once cancelled
 
-REPLACED = PromCounter(
-    "lnsync_observer_random_peers_replaced_total", "Random-set peers replaced, by outcome", ["outcome"]
-)
-MEMBERS = Gauge("lnsync_observer_random_peers", "Peers in the random set now")
-CANDIDATES = Gauge("lnsync_observer_random_candidates", "Dialable nodes in the stored graph")
-EPOCH = Gauge("lnsync_observer_random_epoch", "The current peer-set epoch")
 
 CANDIDATES_SQL = "SELECT node_id, addresses FROM nodes WHERE length(addresses) > 0"
 

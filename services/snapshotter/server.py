@@ -20,7 +20,6 @@ import time
 from typing import Any
 
 import grpc
-from prometheus_client import Counter, Gauge, Histogram
 
 from lnsync import db, rpc
 from lnsync.chain import chain_hash
@@ -32,29 +31,20 @@ from lnsync.rgs import ladder, policy
 from lnsync.service import ReadySignal, run_service
 from lnsync.v1 import lookup_pb2, lookup_pb2_grpc, snapshots_pb2, snapshots_pb2_grpc
 from services.snapshotter import storage
+from services.snapshotter.metrics import (
+    CURRENT_REFERENCE,
+    GENERATION_PROGRESS,
+    GENERATION_SCOPES,
+    GENERATION_SECONDS,
+    INTERVAL,
+    REJECTED,
+    SERVED,
+    TAKEOVERS,
+)
 from services.snapshotter.storage import Generation, StoredBlob
 
 log = logging.getLogger(__name__)
 
-GENERATION_SECONDS = Histogram(
-    "lnsync_snapshotter_generation_seconds",
-    "Time to compute and publish a generation",
-    buckets=(1, 5, 15, 30, 60, 120),
-)
-GENERATION_PROGRESS = Gauge(
-    "lnsync_snapshotter_generation_scopes_done", "Scopes done in the running generation"
-)
-GENERATION_SCOPES = Gauge("lnsync_snapshotter_generation_scopes", "Scopes in a generation")
-CURRENT_REFERENCE = Gauge(
-    "lnsync_snapshotter_reference_time_seconds", "Reference time of the generation being served"
-)
-# The configured interval, so alerts can tell a late generation without knowing the settings.
-INTERVAL = Gauge("lnsync_snapshotter_interval_seconds", "Seconds between generations (snapshotter.interval)")
-SERVED = Counter("lnsync_snapshotter_served_total", "GetSnapshot answers", ["version", "kind"])
-REJECTED = Counter("lnsync_snapshotter_rejected_total", "Requests refused as invalid", ["method", "reason"])
-TAKEOVERS = Counter(
-    "lnsync_snapshotter_takeovers_total", "Generations made after the generating replica ended unpublished"
-)
 LOOKUP_TIMEOUT = 300.0
 RELOAD_EVERY = 2.0
 # How often the sync state is checked before the first full sync (a cheap cached call): the first
