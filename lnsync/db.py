@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from lnsync import schema
+from lnsync.chain import chain_hash
 from lnsync.config import ConfigError, Settings
 from lnsync.logs import redact
 from lnsync.retry import Backoff, retry
@@ -48,6 +49,17 @@ def require_database_url(settings: Settings) -> str:
             "(`lnsync up` starts an embedded PostgreSQL and sets it for its services)"
         )
     return settings.database_url
+
+
+class StoreService:
+    """What every service that uses the store holds: its settings, the store's URL (a ConfigError
+    at construction if there is none), its chain, and once started its pool (:func:`open_store`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.url = require_database_url(settings)
+        self.chain_hash = chain_hash(settings.network)
+        self.pool: Any = None
 
 
 async def _init_connection(conn: Any) -> None:

@@ -27,10 +27,8 @@ import asyncpg
 import grpc
 
 from lnsync import db, rpc
-from lnsync.chain import chain_hash
 from lnsync.clients.syncgate import SyncGate
 from lnsync.config import Settings
-from lnsync.db import require_database_url
 from lnsync.memo import Memo
 from lnsync.memory import release_free_memory
 from lnsync.rgs import policy
@@ -67,14 +65,11 @@ GRAPH_CACHE_SIZE = 2
 TRIM_AFTER_RECORDS = 20_000
 
 
-class LookupService(lookup_pb2_grpc.LookupServicer):
+class LookupService(db.StoreService, lookup_pb2_grpc.LookupServicer):
     service_names = ("lnsync.v1.Lookup",)
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.url = require_database_url(settings)
-        self.chain_hash = chain_hash(settings.network)
-        self.pool: Any = None
+        super().__init__(settings)
         self.replica_url = settings.lookup.database_url
         self.replica: Any = None
         self._replica_failed_at = -REPLICA_RETRY_AFTER

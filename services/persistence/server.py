@@ -22,9 +22,8 @@ import grpc
 from prometheus_client import Counter, Gauge
 
 from lnsync import db
-from lnsync.chain import chain_hash
 from lnsync.config import Settings
-from lnsync.db import RETRYABLE, require_database_url
+from lnsync.db import RETRYABLE
 from lnsync.gossip import messages as m
 from lnsync.gossip.errors import GossipError
 from lnsync.service import ReadySignal, run_service
@@ -93,17 +92,14 @@ def _too_many(exc: peers.TooManyPeers) -> StreamError:
     return StreamError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), "too_many_peers")
 
 
-class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
+class PersistenceService(db.StoreService, persistence_pb2_grpc.PersistenceServicer):
     service_names = ("lnsync.v1.Persistence",)
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.url = require_database_url(settings)
-        self.chain_hash = chain_hash(settings.network)
+        super().__init__(settings)
         p = settings.persistence
         self.max_batch = p.max_batch
         self.queue = IngestQueue(QUEUE_BATCHES * p.max_batch)
-        self.pool: Any = None
         self.writer: Writer | None = None
         self._ready: ReadySignal | None = None
         self._peer_nums: dict[str, int] = {}

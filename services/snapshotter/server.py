@@ -22,11 +22,9 @@ from typing import Any
 import grpc
 
 from lnsync import db, rpc
-from lnsync.chain import chain_hash
 from lnsync.clients import snapshots as snapshot_kinds
 from lnsync.clients.syncgate import SyncGate
 from lnsync.config import Settings
-from lnsync.db import require_database_url
 from lnsync.rgs import ladder, policy
 from lnsync.service import ReadySignal, run_service
 from lnsync.v1 import lookup_pb2, lookup_pb2_grpc, snapshots_pb2, snapshots_pb2_grpc
@@ -76,17 +74,14 @@ def reference_time_problem(
     return None
 
 
-class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
+class SnapshotterService(db.StoreService, snapshots_pb2_grpc.SnapshotsServicer):
     service_names = ("lnsync.v1.Snapshots",)
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.url = require_database_url(settings)
-        self.chain_hash = chain_hash(settings.network)
+        super().__init__(settings)
         self.interval = settings.snapshotter.interval
         INTERVAL.set(self.interval)
         self.ladder = ladder.scopes(self.interval)
-        self.pool: Any = None
         self.gate = SyncGate(settings.persistence.target)
         self._lookup_channel = rpc.channel(settings.lookup.target)
         self.lookup = lookup_pb2_grpc.LookupStub(self._lookup_channel)
