@@ -7,7 +7,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: up test lint typecheck proto bench test-k8s k8s-deps k8s-up k8s-down image clean help
+.PHONY: up test lint typecheck proto tables bench test-k8s k8s-deps k8s-up k8s-down image clean help
 
 help:
 	@echo "make up      install into $(VENV) and run the whole stack (embedded PostgreSQL); ARGS='--demo' etc."
@@ -71,6 +71,11 @@ test: $(VENV)/.dev tools/ldk/node_modules/.installed tools/bcoin/node_modules/.i
 
 proto: $(VENV)/.dev
 	$(BIN)/python scripts/protogen.py
+
+# Generated tables: README.md's configuration (from lnsync/config.py), the chart's parameters.
+tables: $(VENV)/.dev
+	$(BIN)/python scripts/config_table.py
+	$(BIN)/python scripts/helm_params_table.py
 
 bench: $(VENV)/.dev tools/ldk/node_modules/.installed
 	$(BIN)/python -m bench.run_all $(BENCH_ARGS)

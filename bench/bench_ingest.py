@@ -40,8 +40,8 @@ import psutil
 from bench import results as bench_results
 from bench.history import history as cached_history
 from lnsync import rpc, schema
+from lnsync.clients.ingest import IngestClient
 from lnsync.pg import LocalPostgres
-from services.persistence.client import IngestClient
 
 TABLES = ("channel_announcements", "channel_updates", "channel_directions", "node_announcements", "nodes")
 

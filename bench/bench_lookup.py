@@ -43,6 +43,7 @@ from bench.bench_gateway import fetch
 from bench.history import history
 from bench.results import PeakRss
 from lnsync import rpc, schema
+from lnsync.clients.ingest import IngestClient
 from lnsync.gen import DEFAULT_END_TIME
 from lnsync.pg import LocalPostgres
 from lnsync.v1 import (
@@ -54,7 +55,6 @@ from lnsync.v1 import (
     snapshots_pb2_grpc,
 )
 from services.lookup import store as lookup_store
-from services.persistence.client import IngestClient
 from tests.conftest import free_port
 
 HOUR, DAY = 3600, 86400

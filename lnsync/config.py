@@ -135,10 +135,11 @@ class _Section(BaseModel):
 class ServiceEndpoint(_Section):
     """Where a gRPC service listens and where its clients reach it."""
 
+    # Where the service listens (host:port; ``lnsync up`` gives downloader i this port + i).
     listen: str
     # What clients dial; defaults to ``listen`` (right for one machine; in Kubernetes the Service name).
     address: str = ""
-    # Prometheus metrics (HTTP), "" disables.
+    # Where to serve Prometheus metrics (host:port, HTTP); empty: off.
     metrics_listen: str = ""
 
     @field_validator("listen")
@@ -215,6 +216,7 @@ class ObserverSettings(ServiceEndpoint):
     """The gossip observer: its report (``lnsync observe report``) and random peer sets
     (``lnsync serve random-peers``, services/observer/peerset.py; ``listen`` is its health)."""
 
+    # Health of ``lnsync serve random-peers``.
     listen: str = "127.0.0.1:50080"
     # Reconciliation intervals (seconds) at which the report estimates what set reconciliation
     # would have spent instead of flooding (services/observer/recon.py).
@@ -225,6 +227,7 @@ class ObserverSettings(ServiceEndpoint):
     max_random_peers: int = Field(default=32, ge=1, le=RANDOM_PEERS_LIMIT)
     # Seconds per peer-set epoch; every epoch about rotate_share of the set is replaced.
     rotate_interval: int = Field(default=3600, ge=1, le=30 * 86400)
+    # The share of the random peer set replaced every epoch.
     rotate_share: float = Field(default=0.25, gt=0, le=1)
     # Same seed, same graph, same epoch: same set.
     seed: int = Field(default=0, ge=0, lt=2**63)
@@ -289,12 +292,15 @@ class GatewaySettings(_Section):
     admin_listen: str = "127.0.0.1:8081"
     # Concurrent dynamic-delta computations before answering 429.
     max_dynamic: int = Field(default=4, ge=1)
-    # Cache-Control of RGS answers, seconds: max-age (snapshots; deltas at most one lookup
-    # granularity), s-maxage (shared caches such as a CDN, likewise capped for deltas), and how long
-    # a cache may serve a stale answer while it revalidates, or while the gateway fails.
+    # Cache-Control max-age of RGS answers, seconds (deltas: at most one lookup granularity); see
+    # docs/operations.md, "Putting a CDN in front".
     cache_max_age: int = Field(default=3600, ge=0)
+    # Cache-Control s-maxage (shared caches such as a CDN; deltas: likewise capped), seconds.
     cache_s_maxage: int = Field(default=3600, ge=0)
+    # Cache-Control stale-while-revalidate: how long a cache may serve a stale answer while it
+    # revalidates, seconds.
     cache_stale_while_revalidate: int = Field(default=300, ge=0)
+    # Cache-Control stale-if-error: how long a cache may serve a stale answer while the gateway fails.
     cache_stale_if_error: int = Field(default=86400, ge=0)
 
     @property
@@ -348,17 +354,21 @@ class ChainSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # Where new channels' funding outputs are checked: none (not checked), bitcoind or esplora.
     source: Literal["none", "bitcoind", "esplora"] = "none"
     # bitcoind: its JSON-RPC URL (http://127.0.0.1:8332); esplora: the API root (.../api).
     url: str = ""
     # bitcoind authentication: its cookie file, or a user and a file whose first line is the password.
     cookie_file: str = ""
+    # bitcoind's RPC user (with password_file).
     user: str = ""
+    # A file whose first line is the RPC password (with user).
     password_file: str = ""
+    # Seconds one request to the source may take.
     timeout: float = Field(default=10.0, gt=0, le=300)
-    # Checks talking to the source at once (per downloader), and requests per second (0: no limit;
-    # a public Esplora instance wants one).
+    # Checks talking to the source at once (per downloader).
     max_concurrent: int = Field(default=8, ge=1, le=256)
+    # Requests per second to the source (0: no limit; a public Esplora instance wants one).
     max_rate: float = Field(default=0.0, ge=0)
     # Seconds between persistence's re-checks of stored channels for spent funding outputs (0: off).
     recheck_interval: int = Field(default=3600, ge=0)
@@ -378,8 +388,9 @@ class DownloaderSettings(ServiceEndpoint):
     stall_timeout: int = Field(default=300, ge=10)
     # Messages kept in memory waiting for acknowledgement before the peer socket stops being read.
     max_unacked: int = Field(default=20_000, ge=100)
-    # Reconnect backoff bounds, seconds.
+    # Shortest delay before reconnecting to the peer, seconds (doubled after each failure).
     backoff_min: float = Field(default=1.0, gt=0)
+    # Longest delay before reconnecting to the peer, seconds.
     backoff_max: float = Field(default=300.0, gt=0)
     # The initial sync counts as complete once new gossip has stayed below a trickle for this many
     # seconds and a ping round trip confirmed it (services/downloader/sync.py).
@@ -414,9 +425,14 @@ class TlsSettings(_Section):
     client certificate signed by ``ca_file``; every client presents the same pair and checks the
     server against ``ca_file``. Off by default (loopback under ``lnsync up``)."""
 
+    # gRPC between the services over mutual TLS (docs/reliability.md). ``lnsync up`` without these
+    # settings makes a CA and a certificate per service in <data dir>/tls/ (``--plaintext``: off).
     enabled: bool = False
+    # This process's certificate (PEM), presented as server and as client.
     cert_file: str = ""
+    # Its private key (PEM).
     key_file: str = ""
+    # The CA (PEM) every peer's certificate must be signed by.
     ca_file: str = ""
     # Name expected in the servers' certificates; empty: the host part of the address dialled.
     server_name: str = ""
@@ -440,7 +456,8 @@ def _default_data_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    """Every setting lnsync reads. See docs/configuration in the README for the full table."""
+    """Every setting lnsync reads. README.md's configuration table is generated from this module
+    (the comment above each field is its meaning): ``python scripts/config_table.py``."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -450,18 +467,23 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
+    # The chain: bitcoin (or mainnet), testnet, testnet4, signet, regtest.
     network: str = "bitcoin"
     # PostgreSQL URL (postgresql://user:pass@host:port/db). Empty: an embedded PostgreSQL in data_dir.
     database_url: str = ""
+    # The embedded database and local state (``lnsync up``).
     data_dir: Path = Field(default_factory=_default_data_dir)
+    # The lowest level logged.
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Log format: "text" for people, "json" for log pipelines.
     log_format: Literal["text", "json"] = "text"
-    # Peers as pubkey@host:port; in the environment a comma-separated list.
+    # Peers as pubkey@host:port (IPv4, [IPv6] or a DNS name); in the environment a comma-separated
+    # list. Empty on bitcoin: three well-connected public nodes (DEFAULT_MAINNET_PEERS).
     peers: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Seconds a live producer may lag between receiving a message and it being committed. Stored
     # "seen" times are never earlier than commit time minus this, and snapshots for reference time
-    # R are computed no earlier than R plus this, so no client ever misses a late-committed message.
+    # R are computed no earlier than R plus this, so no client ever misses a late-committed message
+    # (docs/architecture.md, "seen").
     ingest_lag: int = Field(default=60, ge=1, le=3600)
 
     persistence: PersistenceSettings = PersistenceSettings()

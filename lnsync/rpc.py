@@ -52,7 +52,7 @@ MAX_CONNECTION_AGE_MS = 30_000
 # another address. Writes (Ingest, ReportSyncComplete, Regenerate) are never retried here; their
 # callers own that, with what they know about duplicates.
 IDEMPOTENT_READS: dict[str, tuple[str, ...]] = {
-    "lnsync.v1.Lookup": ("ComputeDelta", "GraphSummary", "GetSyncStatus"),
+    "lnsync.v1.Lookup": ("ComputeDelta", "GraphSummary", "GetSyncStatus", "GetServingPolicy"),
     "lnsync.v1.Snapshots": ("GetSnapshot", "ListSnapshots"),
     "lnsync.v1.Persistence": ("GetSyncStatus", "GetSyncGate", "KnownChannels"),
     "lnsync.v1.Downloader": ("GetStatus",),
@@ -151,6 +151,7 @@ POLICY: dict[str, frozenset[str]] = {
     "/lnsync.v1.Lookup/ComputeDelta": _LOOKUP_USERS,
     "/lnsync.v1.Lookup/GraphSummary": _LOOKUP_USERS,
     "/lnsync.v1.Lookup/GetSyncStatus": frozenset({"gateway", "operator"}),
+    "/lnsync.v1.Lookup/GetServingPolicy": _LOOKUP_USERS,
     "/lnsync.v1.Snapshots/GetSnapshot": frozenset({"gateway", "operator"}),
     "/lnsync.v1.Snapshots/ListSnapshots": frozenset({"gateway", "operator"}),
     "/lnsync.v1.Snapshots/Regenerate": frozenset({"operator"}),

@@ -1,10 +1,11 @@
 """The life cycle every lnsync service process shares.
 
 ``run_service`` starts the gRPC server at once (so liveness probes pass while dependencies are
-still coming up), runs the service's main coroutine, which flips the health status to SERVING when
-its dependencies are reachable and back when they are not, and stops everything cleanly on SIGTERM
-or SIGINT: health goes NOT_SERVING, in-flight calls get a grace period, then background work is
-cancelled and connections closed.
+still coming up) and runs the service's main coroutine, which sets the health status to SERVING
+once its dependencies are reachable; only services that watch a dependency set it back (which
+ones, and what they watch: docs/architecture.md, "Health"). On SIGTERM or SIGINT it stops
+everything cleanly: health goes NOT_SERVING, in-flight calls get a grace period, then background
+work is cancelled and connections closed.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Process supervision for ``lnsync up``: every service in its own process, restarted with backoff
-when it dies, all stopped together on Ctrl-C or SIGTERM.
+"""Process supervision: every service of ``lnsync up`` (and every worker of the gateway) in its own
+process, restarted with backoff when it dies, all stopped together on Ctrl-C or SIGTERM.
 
 Children are started with ``PR_SET_PDEATHSIG`` so that they get SIGTERM if the supervisor itself is
 killed, and no process is ever left behind. A child with a log file writes into a pipe the
@@ -66,7 +66,10 @@ class RotatingLog:
         self._file.close()
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+def die_with_parent() -> None:  # pragma: no cover - runs in a child (between fork and exec here)
+    """Make this process get SIGTERM when its parent dies, in its own process group (so a
+    terminal's Ctrl-C reaches only the parent). For children of :class:`Supervisor` and the
+    gateway's worker processes."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -90,15 +93,27 @@ class Child:
     # Where the child's stdout and stderr go (appended, rotated); None: the supervisor's own.
     log_file: Path | None = None
     log: RotatingLog | None = None
+    # Called with (pid, exit code) when the child exits, before anything else (e.g. metrics clean-up).
+    on_exit: Callable[[int, int], None] | None = None
 
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
 
 
+# Asked after a child exited (and on_exit ran) with the child and its exit code: an exit code for
+# the whole supervisor to stop with, or None to restart the child.
+GiveUp = Callable[[Child, int], int | None]
+
+
 class Supervisor:
-    def __init__(self, children: list[Child]) -> None:
+    def __init__(
+        self, children: list[Child], *, stop_timeout: float = STOP_TIMEOUT, give_up: GiveUp | None = None
+    ) -> None:
         self.children = children
+        self.stop_timeout = stop_timeout
+        self.give_up = give_up
+        self.exit_code: int | None = None
         self._stopping = asyncio.Event()
         self._pumps: set[asyncio.Task[None]] = set()
 
@@ -113,7 +128,7 @@ class Supervisor:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE if piped else None,
             stderr=asyncio.subprocess.STDOUT if piped else None,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         if piped and child.proc.stdout is not None and child.log is not None:
             task = asyncio.create_task(_pump(child.proc.stdout, child.log), name=f"log-{child.name}")
@@ -138,8 +153,9 @@ class Supervisor:
                 await asyncio.sleep(0.2)
         return [c.name for c in pending]
 
-    async def supervise(self) -> None:
-        """Restart children that exit, until :meth:`stop` is called."""
+    async def supervise(self) -> int | None:
+        """Restart children that exit, until :meth:`stop` is called (then None) or ``give_up``
+        returns an exit code (then that code; the caller still calls :meth:`stop`)."""
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             waits = {asyncio.create_task(c.proc.wait()): c for c in self.children if c.proc is not None}
@@ -148,12 +164,19 @@ class Supervisor:
             for task in pending:
                 task.cancel()
             if self._stopping.is_set():
-                return
+                return self.exit_code
             for task in done:
                 child = waits.get(task)
                 if child is None:
                     continue
                 code = task.result()
+                if child.on_exit is not None and child.proc is not None:
+                    child.on_exit(child.proc.pid, code)
+                if self.give_up is not None:
+                    self.exit_code = self.give_up(child, code)
+                    if self.exit_code is not None:
+                        self._stopping.set()
+                        return self.exit_code
                 if loop.time() - child.started_at > STABLE_AFTER:
                     child.backoff.reset()
                 delay = child.backoff.next_delay()
@@ -161,10 +184,11 @@ class Supervisor:
                 log.warning("%s exited with code %s; restarting in %.1fs", child.name, code, delay)
                 try:
                     await asyncio.wait_for(self._stopping.wait(), delay)
-                    return
+                    return self.exit_code
                 except TimeoutError:
                     pass
                 await self._spawn(child)
+        return self.exit_code
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -179,9 +203,9 @@ class Supervisor:
             if child.proc is None:
                 continue
             try:
-                await asyncio.wait_for(child.proc.wait(), STOP_TIMEOUT)
+                await asyncio.wait_for(child.proc.wait(), self.stop_timeout)
             except TimeoutError:
-                log.warning("%s did not stop in %.0fs; killing it", child.name, STOP_TIMEOUT)
+                log.warning("%s did not stop in %.0fs; killing it", child.name, self.stop_timeout)
                 child.proc.kill()
                 await child.proc.wait()
         if self._pumps:  # the last lines of every child, up to its end of file

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from lnsync.chain import CHAIN_HASHES
 from lnsync.gossip import messages as m
 from lnsync.gossip.addresses import AddressType, SocketAddress, decode_address
-from lnsync.gossip.signing import pubkey_of, sha256d, sign
+from lnsync.gossip.signing import pubkey_of, signed_message
 
 MAINNET = CHAIN_HASHES["bitcoin"]
 TESTNET = CHAIN_HASHES["testnet"]
@@ -28,10 +28,8 @@ BTC_A, BTC_B = secret(21), secret(22)
 
 def resign(raw: bytes, secrets: list[bytes]) -> bytes:
     """Re-sign a (possibly tampered) gossip message over its current body with ``secrets``."""
-    n = len(secrets)
-    body = raw[2 + 64 * n :]
-    digest = sha256d(body)
-    return raw[:2] + b"".join(sign(s, digest) for s in secrets) + body
+    body = raw[2 + 64 * len(secrets) :]
+    return signed_message(m.message_type(raw), secrets, body)
 
 
 def channel_update(
@@ -51,7 +49,7 @@ def channel_update(
     )
     key = secret_key or (NODE_B if direction else NODE_A)
     body += excess
-    return m.with_type(m.CHANNEL_UPDATE, sign(key, sha256d(body)), body)
+    return signed_message(m.CHANNEL_UPDATE, (key,), body)
 
 
 # -- strategies -----------------------------------------------------------------------------------

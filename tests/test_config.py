@@ -148,3 +148,16 @@ def test_chain_source_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LNSYNC_CHAIN__SOURCE", "electrum")
     with pytest.raises(ConfigError, match=r"chain\.source"):
         load_settings()
+
+
+def test_readme_configuration_table_is_generated_from_config() -> None:
+    """README.md's table lists every setting with its default and meaning, as config.py says."""
+    import runpy
+
+    from tests.conftest import ROOT
+
+    generator = runpy.run_path(str(ROOT / "scripts" / "config_table.py"))
+    readme = (ROOT / "README.md").read_text()
+    assert generator["updated_readme"](readme) == readme, "run: python scripts/config_table.py"
+    for key in ("lookup.max_concurrent", "snapshotter.keep_generations", "<service>.metrics_listen"):
+        assert f"| `{key}` |" in readme

@@ -1,20 +1,11 @@
-"""Small helpers shared by CLI commands."""
+"""Helpers shared by CLI commands (not by services: what they share lives in the core library)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from lnsync import certs, rpc
-from lnsync.config import ConfigError, Settings
-
-
-def require_database_url(settings: Settings) -> str:
-    if not settings.database_url:
-        raise ConfigError(
-            "database_url is not set: give --database-url or LNSYNC_DATABASE_URL "
-            "(`lnsync up` starts an embedded PostgreSQL and sets it for its services)"
-        )
-    return settings.database_url
+from lnsync.config import Settings
 
 
 def use_tls(

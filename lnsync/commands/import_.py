@@ -34,7 +34,7 @@ import time
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from lnsync import logs
 from lnsync.chain import chain_hash
@@ -42,6 +42,7 @@ from lnsync.chain.funding import Judgement, Verdict
 from lnsync.chain.sources import ChainUnavailable
 from lnsync.chain.verifier import FundingVerifier
 from lnsync.chain.verifier import from_settings as verifier_from_settings
+from lnsync.clients.ingest import IngestClient, IngestCounters
 from lnsync.commands._common import use_tls
 from lnsync.config import load_settings
 from lnsync.gossip import messages as m
@@ -49,9 +50,6 @@ from lnsync.gossip.archive import ArchiveError, ArchiveRecord, read_archive
 from lnsync.gossip.errors import GossipError
 from lnsync.gossip.validate import GossipValidator
 from lnsync.rgs.rules import FUTURE_REASON, too_far_ahead
-
-if TYPE_CHECKING:
-    from services.persistence.client import IngestCounters
 
 T = TypeVar("T")
 SEEN_CHOICES = ("message", "record", "now")
@@ -136,8 +134,6 @@ async def import_files(
     include_deleted: bool = False,
     verifier: FundingVerifier | None = None,
 ) -> tuple[Tally, IngestCounters]:
-    from services.persistence.client import IngestClient  # a service dependency, only for this command
-
     tally = Tally()
     validator = GossipValidator(chain_hash(network))
     ann_times = first_update_times(paths, include_deleted) if seen == "message" else {}

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lnsync.chain import network_of
-from lnsync.gossip.messages import scid_str
+from lnsync.gossip.scid import scid_str
 from lnsync.rgs.decode import DecodedBlob, RgsDecodeError, decode
 
 FIELD_NAMES = (

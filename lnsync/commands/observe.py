@@ -18,8 +18,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from lnsync import db
-from lnsync.commands._common import require_database_url
 from lnsync.config import ConfigError, ObserverSettings, Settings, load_settings
+from lnsync.db import require_database_url
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -22,34 +22,18 @@ from pathlib import Path
 from typing import BinaryIO
 
 from coincurve import PublicKey
-from coincurve._libsecp256k1 import ffi, lib
-from coincurve.context import GLOBAL_CONTEXT
 
 from lnsync.gen.history import Job, Planned
 from lnsync.gossip import messages as m
-from lnsync.gossip.signing import sha256d
+from lnsync.gossip.signing import signed_message
 
 PLACEHOLDER_SIGNATURE = bytes(64)
 BATCH = 1000
-_CTX = GLOBAL_CONTEXT.ctx
-
-
-# Most generated keys sign once (every channel has two fresh bitcoin keys), so these go straight to
-# libsecp256k1 instead of building (and caching) coincurve key objects, which costs two extra
-# elliptic-curve multiplications per key. The signatures are the same RFC 6979 low-S ones.
 
 
 def _pubkey(secret: bytes) -> bytes:
+    # Not signing.pubkey_of: nearly every generated key is used once, so caching would only churn.
     return bytes(PublicKey.from_secret(secret).format(compressed=True))
-
-
-def _sign(secret: bytes, digest: bytes) -> bytes:
-    sig = ffi.new("secp256k1_ecdsa_signature *")
-    if not lib.secp256k1_ecdsa_sign(_CTX, sig, digest, secret, ffi.NULL, ffi.NULL):
-        raise ValueError("invalid secret key")
-    out = ffi.new("unsigned char[64]")
-    lib.secp256k1_ecdsa_signature_serialize_compact(_CTX, out, sig)
-    return bytes(ffi.buffer(out, 64))
 
 
 def build_message(job: Job, chain_hash: bytes, signed: bool) -> bytes:
@@ -58,24 +42,23 @@ def build_message(job: Job, chain_hash: bytes, signed: bool) -> bytes:
     if kind == "u":
         _, secret, scid, ts, flags, cltv, hmin, base, ppm, hmax = job
         body = m.encode_channel_update_body(chain_hash, scid, ts, flags, cltv, hmin, base, ppm, hmax)
-        sig = _sign(secret, sha256d(body)) if signed else PLACEHOLDER_SIGNATURE
-        return m.with_type(m.CHANNEL_UPDATE, sig, body)
+        if signed:
+            return signed_message(m.CHANNEL_UPDATE, (secret,), body)
+        return m.with_type(m.CHANNEL_UPDATE, PLACEHOLDER_SIGNATURE, body)
     if kind == "n":
         _, secret, node_id, ts, features, rgb, alias, addresses = job
         body = m.encode_node_announcement_body(
             node_id, ts, features=features, rgb_color=rgb, alias=alias, addresses=addresses
         )
-        sig = _sign(secret, sha256d(body)) if signed else PLACEHOLDER_SIGNATURE
-        return m.with_type(m.NODE_ANNOUNCEMENT, sig, body)
+        if signed:
+            return signed_message(m.NODE_ANNOUNCEMENT, (secret,), body)
+        return m.with_type(m.NODE_ANNOUNCEMENT, PLACEHOLDER_SIGNATURE, body)
     if kind == "c":
         _, scid, n1, n2, s1, s2, b1, b2 = job
         body = m.encode_channel_announcement_body(chain_hash, scid, n1, n2, _pubkey(b1), _pubkey(b2))
         if signed:
-            digest = sha256d(body)
-            sigs = b"".join(_sign(s, digest) for s in (s1, s2, b1, b2))
-        else:
-            sigs = PLACEHOLDER_SIGNATURE * 4
-        return m.with_type(m.CHANNEL_ANNOUNCEMENT, sigs, body)
+            return signed_message(m.CHANNEL_ANNOUNCEMENT, (s1, s2, b1, b2), body)
+        return m.with_type(m.CHANNEL_ANNOUNCEMENT, PLACEHOLDER_SIGNATURE * 4, body)
     raise ValueError(f"unknown job kind {kind!r}")
 
 

@@ -7,6 +7,8 @@ Every error a decoder or validator in :mod:`lnsync.gossip` raises is a :class:`G
 
 from __future__ import annotations
 
+from lnsync.gossip.scid import scid_str
+
 
 class GossipError(ValueError):
     """Base class: a message that must not be accepted. ``reason`` is a short stable label."""
@@ -75,8 +77,6 @@ class UnknownChannel(GossipError):
     reason = "unknown_channel"
 
     def __init__(self, short_channel_id: int) -> None:
-        from lnsync.gossip.messages import scid_str  # local import: messages imports this module
-
         super().__init__(f"channel_update for unknown channel {scid_str(short_channel_id)}")
         self.short_channel_id = short_channel_id
 

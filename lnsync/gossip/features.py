@@ -60,7 +60,6 @@ DEPENDENCIES: dict[int, tuple[int, ...]] = {
 }
 
 GOSSIP_QUERIES = 6
-GOSSIP_QUERIES_EX = 10
 
 
 def to_int(features: bytes) -> int:

@@ -49,18 +49,6 @@ def message_type(raw: bytes) -> int:
     return int(_U16.unpack_from(raw)[0])
 
 
-def scid_str(scid: int) -> str:
-    """``block x tx x output`` notation of a short channel id."""
-    return f"{scid >> 40}x{(scid >> 16) & 0xFFFFFF}x{scid & 0xFFFF}"
-
-
-def scid_from_str(text: str) -> int:
-    block, tx, out = (int(p) for p in text.split("x"))
-    if not (0 <= block < 1 << 24 and 0 <= tx < 1 << 24 and 0 <= out < 1 << 16):
-        raise ValueError(f"{text!r} is not a short channel id")
-    return (block << 40) | (tx << 16) | out
-
-
 @dataclass(frozen=True, slots=True)
 class ChannelAnnouncement:
     node_signature_1: bytes

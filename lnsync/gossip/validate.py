@@ -38,6 +38,7 @@ from lnsync.gossip.errors import (
     UnsortedNodeIds,
     WrongChain,
 )
+from lnsync.gossip.scid import scid_str
 from lnsync.gossip.signing import is_valid_pubkey, sha256d, verify
 
 # 21 million BTC in millisatoshi: the bound BOLT 1 puts on every msat amount.
@@ -58,7 +59,7 @@ def check_channel_announcement(
     _check_chain(msg.chain_hash, chain_hash, "channel_announcement")
     if msg.node_id_1 >= msg.node_id_2:
         raise UnsortedNodeIds(
-            f"channel_announcement {m.scid_str(msg.short_channel_id)}: node_id_1 {msg.node_id_1.hex()} "
+            f"channel_announcement {scid_str(msg.short_channel_id)}: node_id_1 {msg.node_id_1.hex()} "
             f"is not below node_id_2 {msg.node_id_2.hex()}"
         )
     keys = (
@@ -76,8 +77,7 @@ def check_channel_announcement(
     for name, key, signature, is_node in keys:
         if not verify(key, signature, digest, cache=is_node):
             raise InvalidSignature(
-                f"channel_announcement {m.scid_str(msg.short_channel_id)}: "
-                f"signature by {name} does not verify"
+                f"channel_announcement {scid_str(msg.short_channel_id)}: signature by {name} does not verify"
             )
 
 
@@ -97,7 +97,7 @@ def check_channel_update(
     _check_update_fields(msg, reject_htlc_min_above_max)
     if origin is not None and not verify(origin, msg.signature, sha256d(msg.signed_part)):
         raise InvalidSignature(
-            f"channel_update {m.scid_str(msg.short_channel_id)}/{msg.direction}: "
+            f"channel_update {scid_str(msg.short_channel_id)}/{msg.direction}: "
             f"signature by {origin.hex()} does not verify"
         )
 
@@ -119,7 +119,7 @@ def _check_update_fields(msg: m.ChannelUpdate, reject_htlc_min_above_max: bool) 
 
 def _where(msg: m.ChannelUpdate) -> str:
     """Built only for an error: formatting it for every update cost ~1 µs each (bench_ingest)."""
-    return f"channel_update {m.scid_str(msg.short_channel_id)}/{msg.direction}"
+    return f"channel_update {scid_str(msg.short_channel_id)}/{msg.direction}"
 
 
 def check_node_announcement(
@@ -226,7 +226,7 @@ class GossipValidator:
             origin = pair[msg.channel_flags & 1]
             if not verify(origin, msg.signature, sha256d(raw[66:])):
                 raise InvalidSignature(
-                    f"channel_update {m.scid_str(msg.short_channel_id)}/{msg.direction}: "
+                    f"channel_update {scid_str(msg.short_channel_id)}/{msg.direction}: "
                     f"signature by {origin.hex()} does not verify"
                 )
         return msg

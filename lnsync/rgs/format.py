@@ -22,7 +22,6 @@ FIELD_BITS = (UPDATE_CLTV, UPDATE_HTLC_MIN, UPDATE_FEE_BASE, UPDATE_FEE_PROP, UP
 VALUE_FIELDS_MASK = UPDATE_CLTV | UPDATE_HTLC_MIN | UPDATE_FEE_BASE | UPDATE_FEE_PROP | UPDATE_HTLC_MAX
 # Size in bytes of each value field, same order as FIELD_BITS.
 FIELD_SIZES = (2, 8, 4, 4, 8)
-DEFAULTS_SIZE = sum(FIELD_SIZES)  # 26
 
 # v2 node entry: flags carried in the first byte of the compressed public key.
 NODE_HAS_ADDRESSES = 0x04

@@ -34,9 +34,6 @@ from lnsync.rgs.model import (
     NodeTable,
 )
 
-_NEVER = np.iinfo(np.int64).max
-
-
 _NEVER = 1 << 62  # closed_at of a channel not known to be closed
 
 

@@ -25,23 +25,29 @@ _sym_db = _symbol_database.Default()
 from lnsync.v1 import persistence_pb2 as lnsync_dot_v1_dot_persistence__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16lnsync/v1/lookup.proto\x12\tlnsync.v1\x1a\x1blnsync/v1/persistence.proto\"\x99\x01\n\x13\x43omputeDeltaRequest\x12\x1b\n\x13last_sync_timestamp\x18\x01 \x01(\r\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x1b\n\x0ereference_time\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x16\n\tapply_lag\x18\x04 \x01(\rH\x01\x88\x01\x01\x42\x11\n\x0f_reference_timeB\x0c\n\n_apply_lag\"<\n\tBlobChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12!\n\x04info\x18\x02 \x01(\x0b\x32\x13.lnsync.v1.BlobInfo\"\xd0\x01\n\x08\x42lobInfo\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x11\n\ttimestamp\x18\x02 \x01(\r\x12\x1b\n\x13last_sync_timestamp\x18\x03 \x01(\r\x12\x16\n\x0ereference_time\x18\x04 \x01(\r\x12\x0c\n\x04size\x18\x05 \x01(\x04\x12\x12\n\nnode_count\x18\x06 \x01(\r\x12\x1a\n\x12\x61nnouncement_count\x18\x07 \x01(\r\x12\x14\n\x0cupdate_count\x18\x08 \x01(\r\x12\x17\n\x0f\x64\x61ta_generation\x18\t \x01(\x04\"\x15\n\x13GraphSummaryRequest\"\x9c\x01\n\x14GraphSummaryResponse\x12\x10\n\x08\x63hannels\x18\x01 \x01(\r\x12\r\n\x05nodes\x18\x02 \x01(\r\x12\x12\n\ndirections\x18\x03 \x01(\r\x12\x16\n\x0elast_gossip_at\x18\x04 \x01(\x03\x12\x1e\n\x16\x63hannel_updates_stored\x18\x05 \x01(\x04\x12\x17\n\x0f\x64\x61ta_generation\x18\x06 \x01(\x04\x32\xea\x01\n\x06Lookup\x12\x46\n\x0c\x43omputeDelta\x12\x1e.lnsync.v1.ComputeDeltaRequest\x1a\x14.lnsync.v1.BlobChunk0\x01\x12O\n\x0cGraphSummary\x12\x1e.lnsync.v1.GraphSummaryRequest\x1a\x1f.lnsync.v1.GraphSummaryResponse\x12G\n\rGetSyncStatus\x12\x1f.lnsync.v1.GetSyncStatusRequest\x1a\x15.lnsync.v1.SyncStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16lnsync/v1/lookup.proto\x12\tlnsync.v1\x1a\x1blnsync/v1/persistence.proto\"\x99\x01\n\x13\x43omputeDeltaRequest\x12\x1b\n\x13last_sync_timestamp\x18\x01 \x01(\r\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x1b\n\x0ereference_time\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x16\n\tapply_lag\x18\x04 \x01(\rH\x01\x88\x01\x01\x42\x11\n\x0f_reference_timeB\x0c\n\n_apply_lag\"<\n\tBlobChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12!\n\x04info\x18\x02 \x01(\x0b\x32\x13.lnsync.v1.BlobInfo\"\xd4\x01\n\x08\x42lobInfo\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x11\n\ttimestamp\x18\x02 \x01(\r\x12\x1b\n\x13last_sync_timestamp\x18\x03 \x01(\r\x12\x16\n\x0ereference_time\x18\x04 \x01(\r\x12\x0c\n\x04size\x18\x05 \x01(\x04\x12\x12\n\nnode_count\x18\x06 \x01(\r\x12\x1a\n\x12\x61nnouncement_count\x18\x07 \x01(\r\x12\x14\n\x0cupdate_count\x18\x08 \x01(\r\x12\x1b\n\x0f\x64\x61ta_generation\x18\t \x01(\x04\x42\x02\x18\x01\"\x19\n\x17GetServingPolicyRequest\"T\n\rServingPolicy\x12\x12\n\ningest_lag\x18\x01 \x01(\r\x12\x1d\n\x15timestamp_granularity\x18\x02 \x01(\r\x12\x10\n\x08versions\x18\x03 \x03(\r\"\x15\n\x13GraphSummaryRequest\"\x9c\x01\n\x14GraphSummaryResponse\x12\x10\n\x08\x63hannels\x18\x01 \x01(\r\x12\r\n\x05nodes\x18\x02 \x01(\r\x12\x12\n\ndirections\x18\x03 \x01(\r\x12\x16\n\x0elast_gossip_at\x18\x04 \x01(\x03\x12\x1e\n\x16\x63hannel_updates_stored\x18\x05 \x01(\x04\x12\x17\n\x0f\x64\x61ta_generation\x18\x06 \x01(\x04\x32\xbc\x02\n\x06Lookup\x12\x46\n\x0c\x43omputeDelta\x12\x1e.lnsync.v1.ComputeDeltaRequest\x1a\x14.lnsync.v1.BlobChunk0\x01\x12O\n\x0cGraphSummary\x12\x1e.lnsync.v1.GraphSummaryRequest\x1a\x1f.lnsync.v1.GraphSummaryResponse\x12G\n\rGetSyncStatus\x12\x1f.lnsync.v1.GetSyncStatusRequest\x1a\x15.lnsync.v1.SyncStatus\x12P\n\x10GetServingPolicy\x12\".lnsync.v1.GetServingPolicyRequest\x1a\x18.lnsync.v1.ServingPolicyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lnsync.v1.lookup_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_BLOBINFO'].fields_by_name['data_generation']._loaded_options = None
+  _globals['_BLOBINFO'].fields_by_name['data_generation']._serialized_options = b'\030\001'
   _globals['_COMPUTEDELTAREQUEST']._serialized_start=67
   _globals['_COMPUTEDELTAREQUEST']._serialized_end=220
   _globals['_BLOBCHUNK']._serialized_start=222
   _globals['_BLOBCHUNK']._serialized_end=282
   _globals['_BLOBINFO']._serialized_start=285
-  _globals['_BLOBINFO']._serialized_end=493
-  _globals['_GRAPHSUMMARYREQUEST']._serialized_start=495
-  _globals['_GRAPHSUMMARYREQUEST']._serialized_end=516
-  _globals['_GRAPHSUMMARYRESPONSE']._serialized_start=519
-  _globals['_GRAPHSUMMARYRESPONSE']._serialized_end=675
-  _globals['_LOOKUP']._serialized_start=678
-  _globals['_LOOKUP']._serialized_end=912
+  _globals['_BLOBINFO']._serialized_end=497
+  _globals['_GETSERVINGPOLICYREQUEST']._serialized_start=499
+  _globals['_GETSERVINGPOLICYREQUEST']._serialized_end=524
+  _globals['_SERVINGPOLICY']._serialized_start=526
+  _globals['_SERVINGPOLICY']._serialized_end=610
+  _globals['_GRAPHSUMMARYREQUEST']._serialized_start=612
+  _globals['_GRAPHSUMMARYREQUEST']._serialized_end=633
+  _globals['_GRAPHSUMMARYRESPONSE']._serialized_start=636
+  _globals['_GRAPHSUMMARYRESPONSE']._serialized_end=792
+  _globals['_LOOKUP']._serialized_start=795
+  _globals['_LOOKUP']._serialized_end=1111
 # @@protoc_insertion_point(module_scope)

@@ -1,7 +1,8 @@
 from lnsync.v1 import persistence_pb2 as _persistence_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -47,6 +48,20 @@ class BlobInfo(_message.Message):
     update_count: int
     data_generation: int
     def __init__(self, version: _Optional[int] = ..., timestamp: _Optional[int] = ..., last_sync_timestamp: _Optional[int] = ..., reference_time: _Optional[int] = ..., size: _Optional[int] = ..., node_count: _Optional[int] = ..., announcement_count: _Optional[int] = ..., update_count: _Optional[int] = ..., data_generation: _Optional[int] = ...) -> None: ...
+
+class GetServingPolicyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServingPolicy(_message.Message):
+    __slots__ = ("ingest_lag", "timestamp_granularity", "versions")
+    INGEST_LAG_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_GRANULARITY_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    ingest_lag: int
+    timestamp_granularity: int
+    versions: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, ingest_lag: _Optional[int] = ..., timestamp_granularity: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class GraphSummaryRequest(_message.Message):
     __slots__ = ()

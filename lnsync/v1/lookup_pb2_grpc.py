@@ -50,6 +50,11 @@ class LookupStub:
                 request_serializer=lnsync_dot_v1_dot_persistence__pb2.GetSyncStatusRequest.SerializeToString,
                 response_deserializer=lnsync_dot_v1_dot_persistence__pb2.SyncStatus.FromString,
                 _registered_method=True)
+        self.GetServingPolicy = channel.unary_unary(
+                '/lnsync.v1.Lookup/GetServingPolicy',
+                request_serializer=lnsync_dot_v1_dot_lookup__pb2.GetServingPolicyRequest.SerializeToString,
+                response_deserializer=lnsync_dot_v1_dot_lookup__pb2.ServingPolicy.FromString,
+                _registered_method=True)
 
 
 class LookupServicer:
@@ -81,6 +86,16 @@ class LookupServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetServingPolicy(self, request, context):
+        """How lookup fixes the reference time R of a dynamic delta (ComputeDelta without
+        reference_time): now minus `ingest_lag`, rounded down to `timestamp_granularity`
+        (lnsync/rgs/policy.py). A caller that coalesces and caches deltas (the gateway) fixes R the
+        same way from this answer and passes it, instead of reading lookup's settings.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LookupServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -98,6 +113,11 @@ def add_LookupServicer_to_server(servicer, server):
                     servicer.GetSyncStatus,
                     request_deserializer=lnsync_dot_v1_dot_persistence__pb2.GetSyncStatusRequest.FromString,
                     response_serializer=lnsync_dot_v1_dot_persistence__pb2.SyncStatus.SerializeToString,
+            ),
+            'GetServingPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetServingPolicy,
+                    request_deserializer=lnsync_dot_v1_dot_lookup__pb2.GetServingPolicyRequest.FromString,
+                    response_serializer=lnsync_dot_v1_dot_lookup__pb2.ServingPolicy.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -181,6 +201,33 @@ class Lookup:
             '/lnsync.v1.Lookup/GetSyncStatus',
             lnsync_dot_v1_dot_persistence__pb2.GetSyncStatusRequest.SerializeToString,
             lnsync_dot_v1_dot_persistence__pb2.SyncStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetServingPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lnsync.v1.Lookup/GetServingPolicy',
+            lnsync_dot_v1_dot_lookup__pb2.GetServingPolicyRequest.SerializeToString,
+            lnsync_dot_v1_dot_lookup__pb2.ServingPolicy.FromString,
             options,
             channel_credentials,
             insecure,

@@ -80,7 +80,10 @@ class PersistenceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReportSyncComplete(self, request, context):
-        """A downloader reports, once per peer, that its initial graph download is complete.
+        """A downloader reports that its peer's initial graph download is complete, then again every
+        `downloader.caught_up_interval` with how far the peer is caught up (`caught_up_to`). Only a
+        peer's first report counts towards the quorum and sets its counts; `caught_up_to` only moves
+        forward.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,5 +1,6 @@
 from lnsync.v1 import lookup_pb2 as _lookup_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -7,15 +8,30 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class SnapshotKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SNAPSHOT_KIND_UNSPECIFIED: _ClassVar[SnapshotKind]
+    SNAPSHOT_KIND_FULL: _ClassVar[SnapshotKind]
+    SNAPSHOT_KIND_SCOPED: _ClassVar[SnapshotKind]
+    SNAPSHOT_KIND_NOTHING_NEW: _ClassVar[SnapshotKind]
+SNAPSHOT_KIND_UNSPECIFIED: SnapshotKind
+SNAPSHOT_KIND_FULL: SnapshotKind
+SNAPSHOT_KIND_SCOPED: SnapshotKind
+SNAPSHOT_KIND_NOTHING_NEW: SnapshotKind
+
 class GetSnapshotRequest(_message.Message):
-    __slots__ = ("timestamp", "version", "gzip")
+    __slots__ = ("timestamp", "version", "gzip", "kind", "scope_seconds")
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     GZIP_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     timestamp: int
     version: int
     gzip: bool
-    def __init__(self, timestamp: _Optional[int] = ..., version: _Optional[int] = ..., gzip: _Optional[bool] = ...) -> None: ...
+    kind: SnapshotKind
+    scope_seconds: int
+    def __init__(self, timestamp: _Optional[int] = ..., version: _Optional[int] = ..., gzip: _Optional[bool] = ..., kind: _Optional[_Union[SnapshotKind, str]] = ..., scope_seconds: _Optional[int] = ...) -> None: ...
 
 class SnapshotChunk(_message.Message):
     __slots__ = ("data", "info")
@@ -26,7 +42,7 @@ class SnapshotChunk(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., info: _Optional[_Union[SnapshotInfo, _Mapping]] = ...) -> None: ...
 
 class SnapshotInfo(_message.Message):
-    __slots__ = ("generation", "reference_time", "scope_seconds", "last_sync_timestamp", "version", "size", "sha256", "gzip_size", "gzip", "blob")
+    __slots__ = ("generation", "reference_time", "scope_seconds", "last_sync_timestamp", "version", "size", "sha256", "gzip_size", "gzip", "blob", "kind")
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_TIME_FIELD_NUMBER: _ClassVar[int]
     SCOPE_SECONDS_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +53,7 @@ class SnapshotInfo(_message.Message):
     GZIP_SIZE_FIELD_NUMBER: _ClassVar[int]
     GZIP_FIELD_NUMBER: _ClassVar[int]
     BLOB_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     generation: int
     reference_time: int
     scope_seconds: int
@@ -47,7 +64,8 @@ class SnapshotInfo(_message.Message):
     gzip_size: int
     gzip: bool
     blob: _lookup_pb2.BlobInfo
-    def __init__(self, generation: _Optional[int] = ..., reference_time: _Optional[int] = ..., scope_seconds: _Optional[int] = ..., last_sync_timestamp: _Optional[int] = ..., version: _Optional[int] = ..., size: _Optional[int] = ..., sha256: _Optional[bytes] = ..., gzip_size: _Optional[int] = ..., gzip: _Optional[bool] = ..., blob: _Optional[_Union[_lookup_pb2.BlobInfo, _Mapping]] = ...) -> None: ...
+    kind: SnapshotKind
+    def __init__(self, generation: _Optional[int] = ..., reference_time: _Optional[int] = ..., scope_seconds: _Optional[int] = ..., last_sync_timestamp: _Optional[int] = ..., version: _Optional[int] = ..., size: _Optional[int] = ..., sha256: _Optional[bytes] = ..., gzip_size: _Optional[int] = ..., gzip: _Optional[bool] = ..., blob: _Optional[_Union[_lookup_pb2.BlobInfo, _Mapping]] = ..., kind: _Optional[_Union[SnapshotKind, str]] = ...) -> None: ...
 
 class ListSnapshotsRequest(_message.Message):
     __slots__ = ()

@@ -55,8 +55,10 @@ class SnapshotsServicer:
     """Missing associated documentation comment in .proto file."""
 
     def GetSnapshot(self, request, context):
-        """The snapshot that serves a client whose last sync is `timestamp` (0 = full). Streamed in chunks
-        like Lookup.ComputeDelta. NOT_FOUND before the first generation exists.
+        """One snapshot of the current generation: the one a listing named (`kind`, `scope_seconds`), or
+        without `kind` the one that serves a client whose last sync is `timestamp` (the rules of
+        lnsync/rgs/policy.py). Streamed in chunks like Lookup.ComputeDelta. NOT_FOUND before the first
+        generation exists.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -23,7 +23,8 @@ from pathlib import Path
 from lnsync.gossip import messages as m
 from lnsync.gossip import queries as q
 from lnsync.gossip.archive import ArchiveFormat, read_archive
-from lnsync.gossip.signing import pubkey_of, sha256d, sign
+from lnsync.gossip.scid import scid_str
+from lnsync.gossip.signing import pubkey_of, signed_message
 
 # Shipped inside the package (an installed lnsync and the image have no data/ folder); data/ in the
 # repository links to it.
@@ -53,7 +54,7 @@ def resign_update(cu: m.ChannelUpdate, secret: bytes, timestamp: int, fee_propor
         cu.chain_hash, cu.short_channel_id, timestamp, cu.channel_flags, cu.cltv_expiry_delta,
         cu.htlc_minimum_msat, cu.fee_base_msat, fee_proportional, cu.htlc_maximum_msat, cu.message_flags,
     ) + cu.excess  # fmt: skip
-    return m.with_type(m.CHANNEL_UPDATE, sign(secret, sha256d(body)), body)
+    return signed_message(m.CHANNEL_UPDATE, (secret,), body)
 
 
 def resign_node(na: m.NodeAnnouncement, secret: bytes, timestamp: int) -> bytes:
@@ -68,7 +69,7 @@ def resign_node(na: m.NodeAnnouncement, secret: bytes, timestamp: int) -> bytes:
         )
         + na.excess
     )
-    return m.with_type(m.NODE_ANNOUNCEMENT, sign(secret, sha256d(body)), body)
+    return signed_message(m.NODE_ANNOUNCEMENT, (secret,), body)
 
 
 class DemoGraph:
@@ -134,9 +135,9 @@ class DemoGraph:
             raise DemoDataError("no channel_announcement in the demo data")
         for scid, d in self.updates:
             if scid not in self.channels:
-                raise DemoDataError(f"channel_update for unannounced channel {m.scid_str(scid)}")
+                raise DemoDataError(f"channel_update for unannounced channel {scid_str(scid)}")
             if self._origin(scid, d) not in self.secrets:
-                raise DemoDataError(f"no key for the origin of {m.scid_str(scid)}/{d}")
+                raise DemoDataError(f"no key for the origin of {scid_str(scid)}/{d}")
         for node_id in self.nodes:
             if node_id not in self.secrets:
                 raise DemoDataError(f"no key for node {node_id.hex()}")

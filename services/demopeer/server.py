@@ -31,9 +31,9 @@ from lnsync.gossip import messages as m
 from lnsync.gossip import queries as q
 from lnsync.gossip.errors import GossipError
 from lnsync.gossip.signing import pubkey_of
+from lnsync.peer.transport import NoiseTransport, TransportError, handshake, set_nodelay
 from lnsync.service import ReadySignal, run_service
 from services.demopeer.graph import DemoDataError, DemoGraph
-from services.downloader.transport import NoiseTransport, TransportError, handshake, set_nodelay
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,6 @@ def demo_secret(identity: str = DEFAULT_IDENTITY) -> bytes:
 
 
 DEMO_SECRET = demo_secret()
-DEMO_NODE_ID = pubkey_of(DEMO_SECRET)
 FEATURES = feat.from_bits([feat.GOSSIP_QUERIES + 1])  # gossip_queries, optional
 HANDSHAKE_TIMEOUT = 10.0
 MAX_CONNECTIONS = 16

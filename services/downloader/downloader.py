@@ -24,6 +24,7 @@ import time
 
 from lnsync.chain.verifier import FundingVerifier
 from lnsync.config import PeerAddress
+from lnsync.peer.transport import NoiseTransport, TransportError, connect
 from lnsync.retry import Backoff
 from services.downloader import stats as st
 from services.downloader.metrics import COLLECTOR
@@ -31,7 +32,6 @@ from services.downloader.options import PeerOptions
 from services.downloader.pipeline import GossipPipeline
 from services.downloader.session import PeerFailure, PeerSession
 from services.downloader.sink import GossipSink
-from services.downloader.transport import NoiseTransport, TransportError, connect
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator, Mapping
 import grpc
 
 from lnsync import rpc
+from lnsync.clients.ingest import IngestClient
 from lnsync.retry import Backoff, retry
 from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
 from services.downloader.sink import SyncCounts
-from services.persistence.client import IngestClient
 
 log = logging.getLogger(__name__)
 

@@ -32,12 +32,12 @@ from lnsync.gossip import messages as m
 from lnsync.gossip import queries as q
 from lnsync.gossip.dispatch import IgnoredMessage, decode_message
 from lnsync.gossip.errors import GossipError, UnknownMessageType
+from lnsync.peer.transport import NoiseTransport, TransportError
 from services.downloader.limits import EventWindow, TokenBucket
 from services.downloader.options import OUR_FEATURES, PeerOptions
 from services.downloader.pipeline import GossipPipeline, Outcome
 from services.downloader.stats import PeerStats
 from services.downloader.sync import Action, RateWindow, SyncTracker
-from services.downloader.transport import NoiseTransport, TransportError
 
 log = logging.getLogger(__name__)
 

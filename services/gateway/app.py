@@ -72,17 +72,11 @@ class Gateway:
             chain_hash(settings.network),
             cache_control(g.cache_max_age, g.cache_s_maxage, *stale),
         )
-        granularity = settings.lookup.timestamp_granularity
         self.deltas = DynamicDeltas(
             self.upstreams.lookup_stub,
-            ingest_lag=settings.ingest_lag,
-            granularity=granularity,
             # gateway.max_dynamic bounds the whole gateway: each worker gets its share.
             max_concurrent=max(1, -(-g.max_dynamic // workers)),
-            # A delta's answer changes with every granularity step: no cache keeps it longer.
-            cache_control=cache_control(
-                min(granularity, g.cache_max_age), min(granularity, g.cache_s_maxage), *stale
-            ),
+            cache=(g.cache_max_age, g.cache_s_maxage, *stale),
         )
         self.cors = Cors(tuple(g.cors_origins))
         self.volume = VolumeSampler()

@@ -1,7 +1,8 @@
 """Dynamic deltas (``/delta/...``): coalesced, cached and bounded calls to ``Lookup.ComputeDelta``.
 
-The gateway fixes the reference time R itself, exactly as lookup would (now minus the ingest lag,
-rounded down to ``lookup.timestamp_granularity``), and passes it along. The answer for (T, version,
+The gateway fixes the reference time R itself, exactly as lookup would: by the rule lookup states
+in ``Lookup.GetServingPolicy`` (now minus the ingest lag, rounded down to its granularity; asked
+again every few minutes), and passes it along. The answer for (T, version,
 R) then never changes, so it is cached under that key and every request for it within the same
 granularity step shares one computation. At most ``max_concurrent`` distinct computations run at
 once per worker; a request that would start one more is refused with 429 and ``Retry-After``
@@ -21,9 +22,10 @@ import grpc
 
 from lnsync import rpc
 from lnsync.memo import Memo
+from lnsync.rgs import policy
 from lnsync.v1 import lookup_pb2, lookup_pb2_grpc
 from services.gateway import metrics
-from services.gateway.blobs import Blob
+from services.gateway.blobs import Blob, cache_control
 from services.gateway.errors import HttpError, from_grpc
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,9 @@ COMPUTE_TIMEOUT = 120.0
 # before it re-resolves the name (at most every 5 s); a lookup that is really down still answers
 # 503 within this bound.
 READY_WAIT = 6.0
+# How long lookup's serving policy is used before it is asked again.
+POLICY_TTL = 300.0
+POLICY_TIMEOUT = 5.0
 CACHE_BYTES = 64 << 20
 # Answers smaller than this are not worth compressing.
 GZIP_MIN_SIZE = 1024
@@ -46,25 +51,54 @@ class DynamicDeltas:
         self,
         stub: lookup_pb2_grpc.LookupStub,
         *,
-        ingest_lag: int,
-        granularity: int,
         max_concurrent: int,
-        cache_control: str,
+        cache: tuple[int, int, int, int],
         cache_bytes: int = CACHE_BYTES,
     ) -> None:
+        """``cache``: the gateway's Cache-Control seconds (max-age, s-maxage, stale-while-revalidate,
+        stale-if-error); a delta's max-age and s-maxage are capped at one granularity step."""
         self._stub = stub
-        self._lag = ingest_lag
-        self._granularity = granularity
+        self._policy: lookup_pb2.ServingPolicy | None = None
+        self._policy_at = -POLICY_TTL
+        self._policy_lock = asyncio.Lock()
         self.max_concurrent = max_concurrent
-        self._cache_control = cache_control
+        self._cache = cache
+        self._cache_control = ""
         self._memo: Memo[Key, Blob] = Memo(cache_bytes, weight=_size, admit=self._admit)
         self._latest_reference = 0
         # When lookup last refused a delta because its sync gate was closed (None once it answers).
         self.gate_closed_at: float | None = None
 
-    def reference_time(self, now: float) -> int:
-        r = int(now) - self._lag
-        return r - r % self._granularity
+    async def reference_time(self, now: float) -> int:
+        """R for a request at ``now``, by lookup's serving policy."""
+        served = await self._serving_policy()
+        return policy.reference_time(now, served.ingest_lag, served.timestamp_granularity)
+
+    async def _serving_policy(self) -> lookup_pb2.ServingPolicy:
+        if self._policy is not None and time.monotonic() - self._policy_at < POLICY_TTL:
+            return self._policy
+        async with self._policy_lock:
+            if self._policy is not None and time.monotonic() - self._policy_at < POLICY_TTL:
+                return self._policy
+            request = lookup_pb2.GetServingPolicyRequest()
+            try:
+                answer: lookup_pb2.ServingPolicy = await self._stub.GetServingPolicy(
+                    request, timeout=POLICY_TIMEOUT
+                )
+            except grpc.aio.AioRpcError as exc:
+                metrics.UPSTREAM_ERRORS.labels("lookup", exc.code().name).inc()
+                if self._policy is None:
+                    raise from_grpc(exc, "lookup") from None
+                log.info("lookup's serving policy not refreshed (%s); keeping it", exc.code().name)
+                self._policy_at = time.monotonic()
+                return self._policy
+            if answer.timestamp_granularity == 0:
+                raise HttpError(502, "lookup: invalid serving policy", retry_after=5)
+            step = answer.timestamp_granularity
+            max_age, s_maxage, *stale = self._cache
+            self._cache_control = cache_control(min(step, max_age), min(step, s_maxage), *stale)
+            self._policy, self._policy_at = answer, time.monotonic()
+            return answer
 
     @property
     def inflight(self) -> int:
@@ -76,7 +110,7 @@ class DynamicDeltas:
         return len(self._memo), self._memo.weight
 
     async def get(self, last_sync: int, version: int, now: float | None = None) -> Blob:
-        key = (last_sync, version, self.reference_time(time.time() if now is None else now))
+        key = (last_sync, version, await self.reference_time(time.time() if now is None else now))
         memo = self._memo
         if key in memo:
             metrics.DYNAMIC.labels("hit").inc()

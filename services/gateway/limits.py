@@ -25,7 +25,8 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from aiohttp import web
-from prometheus_client import Counter, Gauge
+
+from services.gateway.metrics import CONNECTIONS, REFUSED
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,6 @@ _REFUSED_ANSWER = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 33\r\n"
     b"Retry-After: 5\r\nConnection: close\r\n\r\ntoo many connections; retry later\n"
 )
-
-CONNECTIONS = Gauge("lnsync_gateway_connections", "Open client connections", multiprocess_mode="livesum")
-REFUSED = Counter("lnsync_gateway_connections_refused_total", "Connections refused over the cap")
 
 
 class ConnectionCount:

@@ -52,6 +52,8 @@ DYNAMIC = Counter(
 UPSTREAM_ERRORS = Counter(
     "lnsync_gateway_upstream_errors_total", "Failed gRPC calls to upstream services", ["service", "code"]
 )
+CONNECTIONS = Gauge("lnsync_gateway_connections", "Open client connections", multiprocess_mode="livesum")
+REFUSED = Counter("lnsync_gateway_connections_refused_total", "Connections refused over the cap")
 
 # Each worker imports this module once (after the parent set PROMETHEUS_MULTIPROC_DIR).
 set_build_info("gateway")

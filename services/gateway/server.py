@@ -19,22 +19,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import uvloop
 from aiohttp import http_writer, web
 
 from lnsync import logs, rpc
 from lnsync.config import Settings, parse_listen
-from lnsync.supervisor import _die_with_parent
+from lnsync.retry import Backoff
+from lnsync.supervisor import Child, Supervisor
 from services.gateway import limits
 from services.gateway.app import (
     MAX_FIELD_SIZE,
@@ -137,15 +137,16 @@ def _site(
     )
 
 
-def _worker(settings_data: dict[str, Any], workers: int, index: int) -> None:  # pragma: no cover - child
-    _die_with_parent()
-    settings = Settings(**settings_data)
+def worker_main(argv: list[str]) -> int:  # pragma: no cover - runs in a worker process
+    """One worker process (``python -m services.gateway.worker SETTINGS_FILE WORKERS INDEX``)."""
+    settings_file, workers, index = argv[0], int(argv[1]), int(argv[2])
+    settings = Settings.model_validate_json(Path(settings_file).read_text())
     logs.configure(f"gateway/{index}", settings.log_level, settings.log_format)
-    rpc.configure_tls(settings.tls)  # a spawned interpreter: the parent's set-up is not inherited
+    rpc.configure_tls(settings.tls)  # a new interpreter: the parent's set-up is not inherited
     # uvloop: about 30 % more 200 kB responses per second than asyncio's own loop (bench_gateway).
     _write_headers_and_body_without_joining()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        raise SystemExit(runner.run(serve(settings, workers, reuse_port=True)))
+        return runner.run(serve(settings, workers, reuse_port=True))
 
 
 def _write_headers_and_body_without_joining() -> None:
@@ -176,6 +177,8 @@ def _reserve_port(listen: str) -> socket.socket:
 
 
 async def _supervise(settings: Settings, workers: int) -> int:
+    """Run ``workers`` worker processes under :class:`lnsync.supervisor.Supervisor` (restarted when
+    they die; the gateway gives up when they keep dying, or at once on exit code 2, a bad setting)."""
     reserved: list[socket.socket] = []
     for listen in (settings.gateway.listen, settings.gateway.admin_listen):
         try:
@@ -186,65 +189,57 @@ async def _supervise(settings: Settings, workers: int) -> int:
                 sock.close()
             return 2
     _remove_orphaned_metrics_dirs()
-    metrics_dir = tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-")
+    metrics_dir = tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-")  # mode 0700
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    ctx = multiprocessing.get_context("spawn")
-    data = settings.model_dump()
-    procs: list[Any] = [None] * workers
+    settings_file = Path(metrics_dir) / "settings.json"  # the workers' settings, not in their argv
+    settings_file.write_text(settings.model_dump_json())
     failures: list[float] = []
 
-    def start(i: int) -> None:
-        p = ctx.Process(target=_worker, args=(data, workers, i), name=f"gateway-{i}")
-        p.start()
-        procs[i] = p
+    def mark_dead(pid: int, code: int) -> None:
+        log.warning("gateway worker %d exited with %s", pid, code)
+        _mark_dead(metrics_dir, pid)
 
-    stop = asyncio.Event()
+    def give_up(child: Child, code: int) -> int | None:
+        now = time.monotonic()
+        failures[:] = [t for t in failures if now - t < 60] + [now]
+        if len(failures) >= MAX_QUICK_FAILURES or code == 2:
+            log.error("gateway workers keep failing; stopping")
+            return 2 if code == 2 else 1
+        return None
+
+    async def alive() -> bool:
+        return True
+
+    children = [
+        Child(
+            f"gateway-{i}",
+            [sys.executable, "-m", "services.gateway.worker", str(settings_file), str(workers), str(i)],
+            dict(os.environ),
+            alive,
+            backoff=Backoff(RESTART_DELAY, RESTART_DELAY),
+            on_exit=mark_dead,
+        )
+        for i in range(workers)
+    ]
+    supervisor = Supervisor(children, stop_timeout=STOP_TIMEOUT, give_up=give_up)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    code = 0
+        loop.add_signal_handler(sig, supervisor.request_stop)
+    code: int | None = 0
     try:
-        for i in range(workers):
-            start(i)
+        await supervisor.start()
         log.info(
             "gateway: %d workers on http://%s (admin: http://%s)",
             workers, settings.gateway.listen, settings.gateway.admin_listen,
         )  # fmt: skip
-        while not stop.is_set():
-            for i, p in enumerate(procs):
-                if p.exitcode is None:
-                    continue
-                log.warning("gateway worker %d exited with %s; restarting", i, p.exitcode)
-                _mark_dead(metrics_dir, p.pid)
-                now = time.monotonic()
-                failures[:] = [t for t in failures if now - t < 60] + [now]
-                if len(failures) >= MAX_QUICK_FAILURES or p.exitcode == 2:
-                    log.error("gateway workers keep failing; stopping")
-                    code = 1 if p.exitcode != 2 else 2
-                    stop.set()
-                    break
-                await asyncio.sleep(RESTART_DELAY)
-                start(i)
-            with_timeout = asyncio.create_task(stop.wait())
-            await asyncio.wait({with_timeout}, timeout=0.5)
-            with_timeout.cancel()
+        code = await supervisor.supervise()
     finally:
-        for p in procs:
-            if p is not None and p.exitcode is None:
-                p.terminate()
-        deadline = time.monotonic() + STOP_TIMEOUT
-        for p in procs:
-            if p is None:
-                continue
-            await asyncio.to_thread(p.join, max(0.1, deadline - time.monotonic()))
-            if p.exitcode is None:
-                p.kill()
-                await asyncio.to_thread(p.join, 5)
+        await supervisor.stop()
         for sock in reserved:
             sock.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
         log.info("gateway stopped")
-    return code
+    return code or 0
 
 
 def _remove_orphaned_metrics_dirs() -> list[str]:

@@ -3,7 +3,7 @@
 A background task polls ``Snapshots.ListSnapshots``; when it reports a generation this gateway does
 not hold, every blob of it (v1 and v2, raw and the snapshotter's gzip bytes) is fetched, checked
 against its SHA-256 and swapped in as a whole. Requests are then answered from memory with the same
-ladder rule the snapshotter uses (:func:`lnsync.rgs.ladder.choose`), so a snapshot request costs no
+rules the snapshotter uses (:mod:`lnsync.rgs.policy`), so a snapshot request costs no
 gRPC call, and the gateway keeps serving the generation it has while the snapshotter restarts.
 """
 
@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import grpc
 
 from lnsync import rpc
-from lnsync.rgs import ladder
-from lnsync.rgs.encode import encode_empty
+from lnsync.clients import snapshots as snapshot_kinds
+from lnsync.rgs import ladder, policy
 from lnsync.v1 import snapshots_pb2, snapshots_pb2_grpc
 from services.gateway import metrics
 from services.gateway.blobs import Blob
@@ -32,7 +32,6 @@ POLL_SECONDS = 5.0
 STALE_AFTER = 3 * POLL_SECONDS
 CALL_TIMEOUT = 30.0
 PARALLEL_FETCHES = 4
-VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +68,8 @@ class Generation:
 
 
 def _scope_of(info: snapshots_pb2.SnapshotInfo, reference_time: int) -> int:
-    """The ladder scope a listed snapshot stands for (the listing folds FULL and NOTHING_NEW into 0)."""
-    if info.scope_seconds:
-        return int(info.scope_seconds)
-    return ladder.NOTHING_NEW if info.last_sync_timestamp == reference_time else ladder.FULL
+    """The ladder scope a listed snapshot stands for."""
+    return snapshot_kinds.scope_of(info.kind, info.scope_seconds, info.last_sync_timestamp, reference_time)
 
 
 def _last_modified(listing: snapshots_pb2.ListSnapshotsResponse) -> int:
@@ -171,7 +168,7 @@ class SnapshotCache:
             for s in listing.snapshots
         ]
         scopes = sorted({e.scope for e in entries if e.scope > 0})
-        needed = {(v, s) for v in VERSIONS for s in (*scopes, ladder.FULL, ladder.NOTHING_NEW)}
+        needed = {(v, s) for v in policy.VERSIONS for s in (*scopes, ladder.FULL, ladder.NOTHING_NEW)}
         have = {(e.version, e.scope) for e in entries}
         if not needed <= have:
             missing = sorted(needed - have)
@@ -185,7 +182,7 @@ class SnapshotCache:
                 return (entry.version, entry.scope), blob
 
         results = await asyncio.gather(
-            *(fetch(e) for e in entries if e.version in VERSIONS), return_exceptions=True
+            *(fetch(e) for e in entries if e.version in policy.VERSIONS), return_exceptions=True
         )
         for result in results:
             if isinstance(result, BaseException):
@@ -218,8 +215,9 @@ class SnapshotCache:
             timestamp = R
         else:
             timestamp = max(R - entry.scope, 0)  # as the snapshotter computed it
-        raw_info, raw = await self._get(timestamp, entry.version, gzip=False)
-        gz_info, gz = await self._get(timestamp, entry.version, gzip=True)
+        # By kind and scope, as listed; the timestamp serves a snapshotter that predates kinds.
+        raw_info, raw = await self._get(timestamp, entry, gzip=False)
+        gz_info, gz = await self._get(timestamp, entry, gzip=True)
         for info in (raw_info, gz_info):
             if info.generation != generation:
                 raise GenerationChanged(f"generation {generation} was replaced by {info.generation}")
@@ -228,9 +226,15 @@ class SnapshotCache:
         return Blob(raw, gz, raw_info.sha256, raw_info.blob.timestamp, self._cache_control, modified)
 
     async def _get(
-        self, timestamp: int, version: int, gzip: bool
+        self, timestamp: int, entry: SnapshotEntry, gzip: bool
     ) -> tuple[snapshots_pb2.SnapshotInfo, bytes]:
-        request = snapshots_pb2.GetSnapshotRequest(timestamp=timestamp, version=version, gzip=gzip)
+        request = snapshots_pb2.GetSnapshotRequest(
+            timestamp=timestamp,
+            version=entry.version,
+            gzip=gzip,
+            kind=snapshot_kinds.kind_of(entry.scope),
+            scope_seconds=max(entry.scope, 0),
+        )
         info, data = await rpc.join_chunks(self._stub.GetSnapshot(request, timeout=CALL_TIMEOUT))
         if info is None:
             raise GenerationChanged("the snapshotter sent an empty stream")
@@ -246,10 +250,8 @@ class SnapshotCache:
             if not self.reachable:
                 reason = "snapshotter unavailable and no snapshot held yet"
             raise HttpError(503, reason, retry_after=30)
-        choice = ladder.choose(last_sync, gen.reference_time, gen.scopes)
-        if choice.scope == ladder.NOTHING_NEW and last_sync > gen.reference_time:
-            # The client is ahead of this generation (it applied a newer dynamic delta): nothing new,
-            # and its own timestamp back, as the snapshotter answers.
-            body = encode_empty(self._chain_hash, last_sync, version)
-            return Blob.of(body, last_sync, self._cache_control, gen.last_modified)
+        if policy.ahead_of_generation(last_sync, gen.reference_time):
+            timestamp, body = policy.nothing_new(self._chain_hash, last_sync, gen.reference_time, version)
+            return Blob.of(body, timestamp, self._cache_control, gen.last_modified)
+        choice = policy.choose_snapshot(last_sync, gen.reference_time, gen.scopes)
         return gen.blobs[(version, choice.scope)]

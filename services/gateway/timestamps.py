@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 
+from lnsync.rgs import policy
+
 U32_MAX = (1 << 32) - 1
-# A client's clock may run a little ahead of ours; beyond this a timestamp is an error.
-FUTURE_TOLERANCE = 60
 _CANONICAL = re.compile(r"0|[1-9][0-9]{0,9}", re.ASCII)
 
 
@@ -30,6 +30,6 @@ def parse_timestamp(text: str, now: float) -> int:
     value = int(text)
     if value > U32_MAX:
         raise BadTimestamp(f"timestamp {value} is above {U32_MAX} (RGS timestamps are 32-bit)")
-    if value > now + FUTURE_TOLERANCE:
+    if policy.in_future(value, now):
         raise BadTimestamp(f"timestamp {value} is in the future")
     return value

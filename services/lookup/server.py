@@ -25,34 +25,24 @@ from typing import Any, TypeVar
 
 import asyncpg
 import grpc
-from prometheus_client import Counter, Histogram
 
-from lnsync import db, rpc, schema
-from lnsync.chain import chain_hash
-from lnsync.commands._common import require_database_url
+from lnsync import db, rpc
+from lnsync.clients.syncgate import SyncGate
 from lnsync.config import Settings
 from lnsync.memo import Memo
 from lnsync.memory import release_free_memory
+from lnsync.rgs import policy
 from lnsync.rgs.delta import compute_delta
-from lnsync.rgs.encode import encode, encode_empty
+from lnsync.rgs.encode import encode
+from lnsync.rgs.format import STALE_AFTER
 from lnsync.rgs.model import DeltaParams, DeltaSet
 from lnsync.service import ReadySignal, run_service
-from lnsync.syncgate import SyncGate
 from lnsync.v1 import lookup_pb2, lookup_pb2_grpc, persistence_pb2
+from services.lookup.metrics import COMPUTE_SECONDS, READS, REQUESTS
 from services.lookup.store import GraphAt, load_delta_input, load_graph
 
 log = logging.getLogger(__name__)
 
-COMPUTE_SECONDS = Histogram(
-    "lnsync_lookup_compute_seconds",
-    "Time to compute a delta set",
-    ["kind"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
-)
-REQUESTS = Counter("lnsync_lookup_requests_total", "ComputeDelta requests", ["version", "outcome"])
-READS = Counter(
-    "lnsync_lookup_reads_total", "Delta inputs and graphs read, by database (primary, replica)", ["database"]
-)
 # The replica must have replayed commits this much past R + ingest_lag (commit records reach the WAL
 # in about, not exactly, the order of their timestamps).
 REPLICA_MARGIN = 1.0
@@ -73,22 +63,13 @@ DELTA_CACHE_SIZE = 1
 GRAPH_CACHE_SIZE = 2
 # After a delta this large, freed heap memory is handed back to the system (lnsync/memory.py).
 TRIM_AFTER_RECORDS = 20_000
-# A client whose last sync is this old has pruned everything it had (LDK forgets data 7 days after
-# the blob that wrote it), and retention may have pruned the rows its delta would read: it gets
-# the full graph, computed as for T = 0 (the header stays R).
-FULL_SYNC_AFTER = 14 * 86400
-# A dynamic delta is applied as soon as it is fetched.
-DYNAMIC_APPLY_LAG = 600
 
 
-class LookupService(lookup_pb2_grpc.LookupServicer):
+class LookupService(db.StoreService, lookup_pb2_grpc.LookupServicer):
     service_names = ("lnsync.v1.Lookup",)
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.url = require_database_url(settings)
-        self.chain_hash = chain_hash(settings.network)
-        self.pool: Any = None
+        super().__init__(settings)
         self.replica_url = settings.lookup.database_url
         self.replica: Any = None
         self._replica_failed_at = -REPLICA_RETRY_AFTER
@@ -103,14 +84,12 @@ class LookupService(lookup_pb2_grpc.LookupServicer):
     async def run(self, ready: ReadySignal) -> None:
         await self.connect()
         await ready.set(True)
-        await asyncio.Event().wait()
+        await db.watch(self.pool, ready.set)  # health follows the primary (docs/architecture.md)
 
     async def connect(self) -> None:
         """Open the pools (waiting for the primary) and apply migrations on the primary."""
         size = self.settings.lookup.max_concurrent + 2
-        self.pool = await db.create_pool(self.url, max_size=size)
-        async with self.pool.acquire() as conn:
-            await schema.migrate(conn)
+        self.pool = await db.open_store(self.url, max_size=size)
         if self.replica_url:  # connects on first use: a replica that is down only costs a fallback
             self.replica = await db.create_pool(self.replica_url, min_size=0, max_size=size)
 
@@ -125,20 +104,30 @@ class LookupService(lookup_pb2_grpc.LookupServicer):
     def _reference_time(self, request: lookup_pb2.ComputeDeltaRequest, now: float) -> int:
         if request.HasField("reference_time"):
             return request.reference_time
-        gran = self.settings.lookup.timestamp_granularity
-        r = int(now) - self.settings.ingest_lag
-        return r - r % gran
+        return policy.reference_time(
+            now, self.settings.ingest_lag, self.settings.lookup.timestamp_granularity
+        )
+
+    async def GetServingPolicy(
+        self, request: lookup_pb2.GetServingPolicyRequest, context: grpc.aio.ServicerContext
+    ) -> lookup_pb2.ServingPolicy:
+        return lookup_pb2.ServingPolicy(
+            ingest_lag=self.settings.ingest_lag,
+            timestamp_granularity=self.settings.lookup.timestamp_granularity,
+            versions=policy.VERSIONS,
+        )
 
     async def ComputeDelta(
         self, request: lookup_pb2.ComputeDeltaRequest, context: grpc.aio.ServicerContext
     ) -> Any:
         version = request.version
-        if version not in (1, 2):
+        problem = policy.version_problem(version)
+        if problem is not None:
             REQUESTS.labels(str(version), "invalid").inc()
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"version must be 1 or 2, not {version}")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         now = time.time()
         T = request.last_sync_timestamp
-        if now + 60 < T:
+        if policy.in_future(T, now):
             REQUESTS.labels(str(version), "invalid").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"last_sync_timestamp {T} is in the future")
         R = self._reference_time(request, now)
@@ -149,16 +138,14 @@ class LookupService(lookup_pb2_grpc.LookupServicer):
         if reason is not None:
             REQUESTS.labels(str(version), "not_synced").inc()
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, reason)
-        apply_lag = request.apply_lag if request.HasField("apply_lag") else DYNAMIC_APPLY_LAG
+        apply_lag = request.apply_lag if request.HasField("apply_lag") else policy.DYNAMIC_APPLY_LAG
         gran = self.settings.lookup.timestamp_granularity if not request.HasField("reference_time") else 1
 
-        if T > 0 and R - T >= FULL_SYNC_AFTER:
-            T = 0
-        if T >= R:
-            # The client is already at (or past) R: a well-formed "nothing new" blob at its own time.
-            blob = encode_empty(self.chain_hash, max(T, R), version)
+        T = policy.effective_last_sync(T, R)
+        if policy.is_nothing_new(T, R):
+            timestamp, blob = policy.nothing_new(self.chain_hash, T, R, version)
             info = lookup_pb2.BlobInfo(
-                version=version, timestamp=max(T, R), last_sync_timestamp=T, reference_time=R
+                version=version, timestamp=timestamp, last_sync_timestamp=T, reference_time=R
             )
         else:
             try:
@@ -179,7 +166,6 @@ class LookupService(lookup_pb2_grpc.LookupServicer):
                 update_count=len(delta.updates),
             )
         info.size = len(blob)
-        info.data_generation = R
         REQUESTS.labels(str(version), "ok").inc()
         first = True
         for chunk in rpc.chunks(blob):
@@ -237,7 +223,7 @@ class LookupService(lookup_pb2_grpc.LookupServicer):
     ) -> lookup_pb2.GraphSummaryResponse:
         try:
             async with self.pool.acquire() as conn:
-                row = await conn.fetchrow(SUMMARY_SQL, int(time.time()) - 14 * 86400)
+                row = await conn.fetchrow(SUMMARY_SQL, int(time.time()) - STALE_AFTER)
         except db.TRANSIENT_ERRORS as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
         return lookup_pb2.GraphSummaryResponse(

@@ -20,8 +20,11 @@ import numpy as np
 from lnsync import pgbinary
 from lnsync.rgs import format as f
 from lnsync.rgs.model import DIRECTION_CHANGE_BITS, ChannelTable, DeltaInput, NodeTable
+from lnsync.schema import columns
 
-_DIR_COLUMNS = ("ts", "flags", "cltv", "hmin", "fbase", "fprop", "hmax", "seen", "alive")
+# What the engine reads of each direction (lnsync/schema/columns.py), by its short names.
+_ENGINE_COLUMNS = columns.engine_columns(columns.DIRECTION)
+_DIR_COLUMNS = tuple(str(c.read_as) for c in _ENGINE_COLUMNS)
 
 CHANNELS_SQL = """
 SELECT a.scid, a.node_id_1, a.node_id_2, coalesce(a.funding_sats, -1),
@@ -32,20 +35,15 @@ JOIN channel_directions d0 ON d0.scid = a.scid AND d0.direction = 0
 JOIN channel_directions d1 ON d1.scid = a.scid AND d1.direction = 1
 WHERE a.seen < to_timestamp($1) AND (a.closed_at IS NULL OR a.closed_at >= to_timestamp($1))
 """
-_DIRECTION_SELECT = (
-    "{p}.timestamp, {p}.channel_flags, {p}.cltv_expiry_delta::int8, {p}.htlc_minimum_msat, "
-    "{p}.fee_base_msat, {p}.fee_proportional_millionths, {p}.htlc_maximum_msat, "
-    "floor(extract(epoch FROM {p}.seen))::int8, "
-    "floor(extract(epoch FROM {p}.alive_since))::int8"
-)
+_DIRECTION_SELECT = ", ".join(c.as_engine_value("{p}") for c in _ENGINE_COLUMNS)
 _CHANNEL_COLUMNS: list[pgbinary.Column] = [
     ("scid", ">i8"),
     ("node_1", "V33"),
     ("node_2", "V33"),
     ("funding", ">i8"),
     ("ann_seen", ">i8"),
-    *[(f"d0_{c}", ">i2" if c == "flags" else ">i8") for c in _DIR_COLUMNS],
-    *[(f"d1_{c}", ">i2" if c == "flags" else ">i8") for c in _DIR_COLUMNS],
+    *[(f"d0_{c.read_as}", c.dtype) for c in _ENGINE_COLUMNS],
+    *[(f"d1_{c.read_as}", c.dtype) for c in _ENGINE_COLUMNS],
 ]
 
 CHANGES_SQL = """

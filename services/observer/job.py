@@ -24,46 +24,26 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from prometheus_client import Counter, Gauge
 
 from lnsync.db import TRANSIENT_ERRORS
 from services.observer import queries, stats
+from services.observer.metrics import (
+    COUNTED,
+    DELIVERIES,
+    LAST_REDUNDANCY,
+    LAST_T50,
+    LAST_T95,
+    MESSAGES,
+    PEER_COVERAGE,
+    PEER_MEAN_RANK,
+    SUMMARISED_UNTIL,
+)
 
 log = logging.getLogger(__name__)
 
 OBSERVER_LOCK = 0x6F62_7365_7276  # pg_try_advisory_xact_lock key ("observ")
 MAX_INTERVALS = 24
 MAX_PASS_EVERY = 60  # seconds between passes, at most (a pass with nothing closed is two cheap queries)
-
-DELIVERIES = Counter("lnsync_observer_deliveries_total", "Deliveries folded into summaries", ["kind"])
-MESSAGES = Counter("lnsync_observer_messages_total", "Unique messages folded into summaries", ["kind"])
-COUNTED = Counter(
-    "lnsync_observer_counted_deliveries_total",
-    "Deliveries by distinct peers within max_delay (redundancy = this / messages)",
-    ["kind"],
-)
-LAST_REDUNDANCY = Gauge(
-    "lnsync_observer_redundancy_mean", "Mean peers per message, last folded interval", ["kind"]
-)
-LAST_T50 = Gauge(
-    "lnsync_observer_t50_seconds",
-    "Median over messages of the time to reach 50 % of peers (last interval)",
-    ["kind"],
-)
-LAST_T95 = Gauge(
-    "lnsync_observer_t95_seconds",
-    "Median over messages of the time to reach 95 % of peers (last interval)",
-    ["kind"],
-)
-PEER_COVERAGE = Gauge(
-    "lnsync_observer_peer_coverage_ratio",
-    "Share of the last interval's unique messages a peer delivered",
-    ["peer"],
-)
-PEER_MEAN_RANK = Gauge(
-    "lnsync_observer_peer_mean_rank", "A peer's mean arrival rank (last interval)", ["peer"]
-)
-SUMMARISED_UNTIL = Gauge("lnsync_observer_summarised_until_seconds", "End of the last folded interval")
 
 
 @dataclass

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from lnsync.gossip.messages import scid_str
+from lnsync.gossip.scid import scid_str
 from services.observer import outliers, recon, stats
 from services.observer.stats import KindSummary, PeerSummary
 

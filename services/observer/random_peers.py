@@ -28,19 +28,18 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
-from prometheus_client import Counter as PromCounter
-from prometheus_client import Gauge
 
-from lnsync import db, schema
+from lnsync import db
 from lnsync.chain import chain_hash
-from lnsync.commands._common import require_database_url
 from lnsync.config import ConfigError, ObserverSettings, PeerAddress, Settings
+from lnsync.db import require_database_url
 from lnsync.service import ReadySignal, run_service
 from services.downloader.downloader import Downloader
 from services.downloader.forward import PersistenceSink
 from services.downloader.options import PeerOptions
 from services.downloader.sink import GossipSink
 from services.observer import peerset as ps
+from services.observer.metrics import CANDIDATES, EPOCH, MEMBERS, REPLACED
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +49,6 @@ RELOAD_EVERY = 60.0
 FLUSH_GRACE = 3.0
 STOP_ATTEMPTS = 25  # x 0.2 s: how long a member's downloader gets to end once cancelled
 
-REPLACED = PromCounter(
-    "lnsync_observer_random_peers_replaced_total", "Random-set peers replaced, by outcome", ["outcome"]
-)
-MEMBERS = Gauge("lnsync_observer_random_peers", "Peers in the random set now")
-CANDIDATES = Gauge("lnsync_observer_random_candidates", "Dialable nodes in the stored graph")
-EPOCH = Gauge("lnsync_observer_random_epoch", "The current peer-set epoch")
 
 CANDIDATES_SQL = "SELECT node_id, addresses FROM nodes WHERE length(addresses) > 0"
 
@@ -358,9 +351,8 @@ class RandomPeerSet:
 
     async def run(self, ready: ReadySignal) -> None:
         if self.pool is None:
-            self.pool = await db.create_pool(self.url, max_size=2)
+            self.pool = await db.open_store(self.url, max_size=2)
         async with self.pool.acquire() as conn:
-            await schema.migrate(conn)
             stale = await close_stale(conn, time.time())
             self.excluded = await failed_until(conn, self.observer.exclude_failed_for, time.time())
         if stale:

@@ -29,16 +29,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from prometheus_client import Counter, Gauge
 
 from lnsync import db, schema
-from lnsync.commands._common import require_database_url
 from lnsync.config import PeerAddress, Settings
+from lnsync.db import require_database_url
 from lnsync.extras import require
 from lnsync.retry import Backoff
 from lnsync.service import ReadySignal, run_service
 from services.observer import random_peers
 from services.peer_controller import spec
+from services.peer_controller.metrics import ACTIONS, PEERS, ROUNDS
 
 if TYPE_CHECKING:
     from kubernetes import client
@@ -77,11 +77,6 @@ def kube() -> Kube:
 
     errors = (ApiException, urllib3.exceptions.HTTPError, OSError, ConfigException)
     return Kube(client, config, watch, ApiException, errors)
-
-
-ROUNDS = Counter("lnsync_peer_controller_rounds_total", "Reconciliation rounds", ["result"])
-ACTIONS = Counter("lnsync_peer_controller_actions_total", "Deployments changed", ["action"])
-PEERS = Gauge("lnsync_peer_controller_peers", "Peers listed in the ConfigMap")
 
 
 @dataclass

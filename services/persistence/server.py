@@ -21,16 +21,14 @@ from typing import Any
 import grpc
 from prometheus_client import Counter, Gauge
 
-from lnsync import db, schema
-from lnsync.chain import chain_hash
+from lnsync import db
 from lnsync.chain.sources import ChainUnavailable
 from lnsync.chain.verifier import FundingVerifier
 from lnsync.chain.verifier import from_settings as verifier_from_settings
-from lnsync.commands._common import require_database_url
 from lnsync.config import Settings
+from lnsync.db import RETRYABLE
 from lnsync.gossip import messages as m
 from lnsync.gossip.errors import GossipError
-from lnsync.retry import Backoff, retry
 from lnsync.rgs import rules
 from lnsync.service import ReadySignal, run_service
 from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
@@ -40,7 +38,7 @@ from services.persistence import peers, retention, spent
 from services.persistence.checks import check_message
 from services.persistence.ingest import Entry, IngestQueue, Job, StreamState
 from services.persistence.store import to_timestamp
-from services.persistence.writer import RETRYABLE, Writer
+from services.persistence.writer import Writer
 
 log = logging.getLogger(__name__)
 
@@ -99,17 +97,14 @@ def _too_many(exc: peers.TooManyPeers) -> StreamError:
     return StreamError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), "too_many_peers")
 
 
-class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
+class PersistenceService(db.StoreService, persistence_pb2_grpc.PersistenceServicer):
     service_names = ("lnsync.v1.Persistence",)
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.url = require_database_url(settings)
-        self.chain_hash = chain_hash(settings.network)
+        super().__init__(settings)
         p = settings.persistence
         self.max_batch = p.max_batch
         self.queue = IngestQueue(QUEUE_BATCHES * p.max_batch)
-        self.pool: Any = None
         self.writer: Writer | None = None
         self._ready: ReadySignal | None = None
         self._peer_nums: dict[str, int] = {}
@@ -128,13 +123,7 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
         # and leave what exists at start-up out of it.
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
-        pool = await db.create_pool(self.url, min_size=2, max_size=8)
-
-        async def migrate() -> None:
-            async with pool.acquire() as conn:
-                await schema.migrate(conn)
-
-        await retry(migrate, "applying migrations", retry_on=RETRYABLE, backoff=Backoff(0.5, 15))
+        pool = await db.open_store(self.url, min_size=2, max_size=8)
         self.pool = pool
         self.writer = Writer(
             pool,
@@ -146,7 +135,10 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
         await self._db_state(True)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.writer.run(), name="persistence-writer")
-            tasks.create_task(self._watch_database(), name="persistence-db-watch")
+            # Reachable is not enough while the writer still fails (e.g. a full disk).
+            healthy = lambda: self.writer is None or not self.writer.failing  # noqa: E731
+            watch = db.watch(pool, self._db_state, interval=DB_CHECK_INTERVAL, healthy=healthy)
+            tasks.create_task(watch, name="persistence-db-watch")
             if p.prune_interval:
                 tasks.create_task(self._retention(p.prune_interval), name="persistence-retention")
             verifier = verifier_from_settings(self.settings)
@@ -173,18 +165,6 @@ class PersistenceService(persistence_pb2_grpc.PersistenceServicer):
         DATABASE_UP.set(ok)
         if self._ready is not None and self._ready.is_ready != ok:
             await self._ready.set(ok)
-
-    async def _watch_database(self) -> None:
-        """Keep health honest while no batch is being written."""
-        while True:
-            await asyncio.sleep(DB_CHECK_INTERVAL)
-            try:
-                async with self.pool.acquire(timeout=DB_CHECK_INTERVAL) as conn:
-                    await conn.fetchval("SELECT 1", timeout=DB_CHECK_INTERVAL)
-            except RETRYABLE:
-                await self._db_state(False)
-            else:  # reachable, but not healthy while the writer still fails (e.g. a full disk)
-                await self._db_state(self.writer is None or not self.writer.failing)
 
     async def _retention(self, interval: int) -> None:
         p = self.settings.persistence

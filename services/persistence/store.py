@@ -32,6 +32,7 @@ from typing import Any, NamedTuple, Protocol
 
 from lnsync.gossip import messages as m
 from lnsync.rgs import rules
+from lnsync.schema import columns
 
 WRITER_LOCK = 0x6C6E737772  # "lnswr": one batch at a time, across replicas
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -188,15 +189,12 @@ async def _write_announcements(
 
 # -- channel updates ------------------------------------------------------------------------------
 
-# Times are read as µs since the epoch.
-DIRECTION_STATE_SQL = """
-SELECT d.scid, d.direction, d.update_id, d.timestamp, d.channel_flags, d.cltv_expiry_delta,
-       d.htlc_minimum_msat, d.fee_base_msat, d.fee_proportional_millionths, d.htlc_maximum_msat,
-       (extract(epoch FROM d.seen) * 1000000)::int8, d.alive_update_id,
-       (extract(epoch FROM d.alive_since) * 1000000)::int8
-FROM channel_directions d
-JOIN unnest($1::int8[], $2::int2[]) AS k(scid, direction) USING (scid, direction)
-"""
+# Every column (lnsync/schema/columns.py order), times as µs since the epoch.
+_STATE_SELECT = ", ".join(c.as_micros("d") for c in columns.DIRECTION)
+DIRECTION_STATE_SQL = (
+    "\nSELECT " + _STATE_SELECT + "\nFROM channel_directions d\n"
+    "JOIN unnest($1::int8[], $2::int2[]) AS k(scid, direction) USING (scid, direction)\n"
+)
 EXISTING_UPDATES_SQL = """
 SELECT u.id, u.scid, u.direction, u.timestamp, (extract(epoch FROM u.seen) * 1000000)::int8
 FROM channel_updates u
@@ -214,27 +212,20 @@ LOWER_UPDATE_SEEN_SQL = """
 UPDATE channel_updates u SET seen = k.seen
 FROM unnest($1::int8[], $2::timestamptz[]) AS k(id, seen) WHERE u.id = k.id AND k.seen < u.seen
 """
-DIRECTION_COLUMNS = (
-    "scid", "direction", "update_id", "timestamp", "channel_flags", "cltv_expiry_delta", "htlc_minimum_msat",
-    "fee_base_msat", "fee_proportional_millionths", "htlc_maximum_msat", "seen", "alive_update_id",
-    "alive_since",
-)  # fmt: skip
+DIRECTION_COLUMNS = columns.names(columns.DIRECTION)
 STAGE_SQL = "CREATE TEMP TABLE IF NOT EXISTS direction_stage (LIKE channel_directions) ON COMMIT DELETE ROWS"
 # The staging table has no statistics, and the planner then prefers hashing all of
 # channel_directions to one index look-up per staged row (2x slower at 100k directions).
+_STAGE_SET = ", ".join(f"{n} = s.{n}" for n in DIRECTION_COLUMNS if n not in columns.DIRECTION_KEY)
 APPLY_STAGE_SQL = """
 SET LOCAL enable_hashjoin = off;
 SET LOCAL enable_mergejoin = off;
 UPDATE channel_directions d SET
-    update_id = s.update_id, timestamp = s.timestamp, channel_flags = s.channel_flags,
-    cltv_expiry_delta = s.cltv_expiry_delta, htlc_minimum_msat = s.htlc_minimum_msat,
-    fee_base_msat = s.fee_base_msat, fee_proportional_millionths = s.fee_proportional_millionths,
-    htlc_maximum_msat = s.htlc_maximum_msat, seen = s.seen, alive_update_id = s.alive_update_id,
-    alive_since = s.alive_since
+    _STAGE_SET
 FROM direction_stage s WHERE d.scid = s.scid AND d.direction = s.direction;
 SET LOCAL enable_hashjoin = on;
 SET LOCAL enable_mergejoin = on;
-"""
+""".replace("_STAGE_SET", _STAGE_SET)
 
 
 # Binary COPY (PostgreSQL's documented format): rows are packed with struct rather than encoded
@@ -250,7 +241,8 @@ _UPDATE_HEAD = struct.Struct(
 _SEEN_FIELD = struct.Struct(">iq")
 COPY_CHUNK = 512  # rows per chunk streamed to COPY
 # channel_directions (DIRECTION_COLUMNS order).
-_DIRECTION_ROW = struct.Struct(">h" + "iq" + "ih" + "iq" * 2 + "ih" + "ii" + "iq" * 4 + "iq" * 3)
+_DIRECTION_ROW = columns.copy_row(columns.DIRECTION)
+_DIRECTION_FIELDS = len(columns.DIRECTION)
 
 
 async def _copy_binary(conn: Any, table: str, columns: Sequence[str], rows: list[bytes]) -> None:
@@ -405,8 +397,8 @@ async def _write_updates(
         hmin8 = hmin - _U64 if hmin >= half else hmin
         hmax8 = hmax - _U64 if hmax >= half else hmax
         direction_row = pack(
-            13, 8, dkey[0], 2, dkey[1], 8, st[0], 8, st[1], 2, st[3], 4, p[1], 8, hmin8, 8, p[3], 8, p[4],
-            8, hmax8, 8, st[4] - PG_EPOCH_US, 8, st[5], 8, st[6] - PG_EPOCH_US,
+            _DIRECTION_FIELDS, 8, dkey[0], 2, dkey[1], 8, st[0], 8, st[1], 2, st[3], 4, p[1], 8, hmin8,
+            8, p[3], 8, p[4], 8, hmax8, 8, st[4] - PG_EPOCH_US, 8, st[5], 8, st[6] - PG_EPOCH_US,
         )  # fmt: skip
         (changed if dkey in before else created).append(direction_row)
         if pending is not None:

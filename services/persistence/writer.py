@@ -36,7 +36,7 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter, Gauge, Histogram
 
-from lnsync.db import TRANSIENT_ERRORS
+from lnsync.db import RETRYABLE
 from lnsync.gossip.messages import ChannelAnnouncement, ChannelUpdate, NodeAnnouncement
 from lnsync.retry import Backoff
 from lnsync.rgs.rules import Outcome
@@ -50,14 +50,8 @@ MIN_BATCH = 64
 LINGER = 0.02  # seconds to wait for more messages when a batch is below target
 STORE_ERROR = "store_error"
 
-# Errors after which the same batch may well succeed later: retried with backoff, never split.
-RETRYABLE: tuple[type[BaseException], ...] = (
-    *TRANSIENT_ERRORS,
-    asyncpg.exceptions.TransactionRollbackError,  # serialization failures, deadlocks
-    asyncpg.exceptions.OperatorInterventionError,  # cancelled statements, shutdowns
-    asyncpg.exceptions.InsufficientResourcesError,  # disk full, out of memory
-    asyncpg.exceptions.ReadOnlySQLTransactionError,  # a fail-over in progress
-)
+# Errors after which the same batch may well succeed later (lnsync.db.RETRYABLE): retried with
+# backoff, never split.
 
 MESSAGES = Counter("lnsync_persistence_messages_total", "Messages handled by the writer", ["outcome"])
 REJECTIONS = Counter("lnsync_persistence_rejections_total", "Messages rejected", ["reason"])

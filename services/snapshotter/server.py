@@ -20,41 +20,29 @@ import time
 from typing import Any
 
 import grpc
-from prometheus_client import Counter, Gauge, Histogram
 
-from lnsync import db, rpc, schema
-from lnsync.chain import chain_hash
-from lnsync.commands._common import require_database_url
+from lnsync import db, rpc
+from lnsync.clients import snapshots as snapshot_kinds
+from lnsync.clients.syncgate import SyncGate
 from lnsync.config import Settings
-from lnsync.rgs import ladder
-from lnsync.rgs.encode import encode_empty
+from lnsync.rgs import ladder, policy
 from lnsync.service import ReadySignal, run_service
-from lnsync.syncgate import SyncGate
 from lnsync.v1 import lookup_pb2, lookup_pb2_grpc, snapshots_pb2, snapshots_pb2_grpc
 from services.snapshotter import storage
+from services.snapshotter.metrics import (
+    CURRENT_REFERENCE,
+    GENERATION_PROGRESS,
+    GENERATION_SCOPES,
+    GENERATION_SECONDS,
+    INTERVAL,
+    REJECTED,
+    SERVED,
+    TAKEOVERS,
+)
 from services.snapshotter.storage import Generation, StoredBlob
 
 log = logging.getLogger(__name__)
 
-GENERATION_SECONDS = Histogram(
-    "lnsync_snapshotter_generation_seconds",
-    "Time to compute and publish a generation",
-    buckets=(1, 5, 15, 30, 60, 120),
-)
-GENERATION_PROGRESS = Gauge(
-    "lnsync_snapshotter_generation_scopes_done", "Scopes done in the running generation"
-)
-GENERATION_SCOPES = Gauge("lnsync_snapshotter_generation_scopes", "Scopes in a generation")
-CURRENT_REFERENCE = Gauge(
-    "lnsync_snapshotter_reference_time_seconds", "Reference time of the generation being served"
-)
-# The configured interval, so alerts can tell a late generation without knowing the settings.
-INTERVAL = Gauge("lnsync_snapshotter_interval_seconds", "Seconds between generations (snapshotter.interval)")
-SERVED = Counter("lnsync_snapshotter_served_total", "GetSnapshot answers", ["version", "kind"])
-REJECTED = Counter("lnsync_snapshotter_rejected_total", "Requests refused as invalid", ["method", "reason"])
-TAKEOVERS = Counter(
-    "lnsync_snapshotter_takeovers_total", "Generations made after the generating replica ended unpublished"
-)
 LOOKUP_TIMEOUT = 300.0
 RELOAD_EVERY = 2.0
 # How often the sync state is checked before the first full sync (a cheap cached call): the first
@@ -86,17 +74,14 @@ def reference_time_problem(
     return None
 
 
-class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
+class SnapshotterService(db.StoreService, snapshots_pb2_grpc.SnapshotsServicer):
     service_names = ("lnsync.v1.Snapshots",)
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.url = require_database_url(settings)
-        self.chain_hash = chain_hash(settings.network)
+        super().__init__(settings)
         self.interval = settings.snapshotter.interval
         INTERVAL.set(self.interval)
         self.ladder = ladder.scopes(self.interval)
-        self.pool: Any = None
         self.gate = SyncGate(settings.persistence.target)
         self._lookup_channel = rpc.channel(settings.lookup.target)
         self.lookup = lookup_pb2_grpc.LookupStub(self._lookup_channel)
@@ -117,13 +102,11 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
     # -- generating ---------------------------------------------------------------------------------
 
     def aligned_reference_time(self, now: float) -> int:
-        r = int(now) - self.settings.ingest_lag
-        return r - r % self.interval
+        return policy.reference_time(now, self.settings.ingest_lag, self.interval)
 
     async def run(self, ready: ReadySignal) -> None:
-        self.pool = await db.create_pool(self.url, max_size=4)
-        async with self.pool.acquire() as conn:
-            await schema.migrate(conn)
+        # No database watch: a snapshotter serves the generation it holds while the store is away.
+        self.pool = await db.open_store(self.url, max_size=4)
         await self._refresh(force=True)
         await ready.set(True)
         said = None
@@ -200,7 +183,7 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
             gen_id = await storage.create_generation(conn, R, self.interval)
         log.info("generation %d for R=%d: %d scopes x v1+v2", gen_id, R, len(work) + 1)
         for i, (scope, last_sync) in enumerate(work, start=1):
-            for version in (1, 2):
+            for version in policy.VERSIONS:
                 blob = await self._compute(last_sync, R, version, scope)
                 async with self.pool.acquire() as conn:
                     await storage.add_blob(conn, gen_id, blob)
@@ -209,11 +192,8 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
                 "generation %d: scope %d of %d (%s) done, v2 %d bytes",
                 gen_id, i, len(work) + 1, "full" if scope == ladder.FULL else f"{scope}s", len(blob.blob),
             )  # fmt: skip
-        for version in (1, 2):
-            data = encode_empty(self.chain_hash, R, version)
-            empty = StoredBlob(
-                version, ladder.NOTHING_NEW, R, R, 0, 0, 0, storage.sha256(data), data, gzip.compress(data, 6)
-            )
+        for version in policy.VERSIONS:
+            empty = _nothing_new(self.chain_hash, R, R, version)
             async with self.pool.acquire() as conn:
                 await storage.add_blob(conn, gen_id, empty)
         GENERATION_PROGRESS.set(len(work) + 1)
@@ -230,7 +210,7 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
             last_sync_timestamp=last_sync,
             version=version,
             reference_time=R,
-            apply_lag=ladder.apply_lag(
+            apply_lag=policy.snapshot_apply_lag(
                 self.interval, self.settings.ingest_lag, self.settings.gateway.cache_lifetime
             ),
         )
@@ -272,12 +252,11 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
     async def GetSnapshot(
         self, request: snapshots_pb2.GetSnapshotRequest, context: grpc.aio.ServicerContext
     ) -> Any:
-        if request.version not in (1, 2):
+        problem = policy.version_problem(request.version)
+        if problem is not None:
             REJECTED.labels("GetSnapshot", "version").inc()
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"version must be 1 or 2, not {request.version}"
-            )
-        if request.timestamp > time.time() + 60:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        if policy.in_future(request.timestamp, time.time()):
             REJECTED.labels("GetSnapshot", "future_timestamp").inc()
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"timestamp {request.timestamp} is in the future"
@@ -292,24 +271,33 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
                 grpc.StatusCode.NOT_FOUND, "no snapshot generation yet (waiting for the first full sync)"
             )
         assert gen is not None
-        choice = ladder.choose(request.timestamp, gen.reference_time, self.ladder)
-        stored = gen.blobs.get((request.version, choice.scope))
-        if stored is None:
-            await context.abort(grpc.StatusCode.INTERNAL, f"generation {gen.id} lacks scope {choice.scope}")
+        if request.kind != snapshots_pb2.SNAPSHOT_KIND_UNSPECIFIED:  # the one a listing named
+            scope = snapshot_kinds.scope_of(request.kind, request.scope_seconds, 0, gen.reference_time)
+            stored = gen.blobs.get((request.version, scope))
+            if stored is None or request.kind not in snapshots_pb2.SnapshotKind.values():
+                REJECTED.labels("GetSnapshot", "no_such_snapshot").inc()
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"generation {gen.id} has no snapshot of kind {request.kind}, "
+                    f"scope {request.scope_seconds}",
+                )
+        else:
+            scope = policy.choose_snapshot(request.timestamp, gen.reference_time, self.ladder).scope
+            stored = gen.blobs.get((request.version, scope))
+            if stored is None:
+                await context.abort(grpc.StatusCode.INTERNAL, f"generation {gen.id} lacks scope {scope}")
         assert stored is not None
-        if choice.scope == ladder.NOTHING_NEW and request.timestamp > gen.reference_time:
-            # The client is ahead of this generation (a newer dynamic delta): nothing new, and keep its time.
-            data = encode_empty(self.chain_hash, request.timestamp, request.version)
-            stored = StoredBlob(
-                request.version, ladder.NOTHING_NEW, request.timestamp, request.timestamp, 0, 0, 0,
-                storage.sha256(data), data, gzip.compress(data, 6),
-            )  # fmt: skip
-        SERVED.labels(str(request.version), choice.kind).inc()
+        if request.kind == snapshots_pb2.SNAPSHOT_KIND_UNSPECIFIED and policy.ahead_of_generation(
+            request.timestamp, gen.reference_time
+        ):
+            stored = _nothing_new(self.chain_hash, request.timestamp, gen.reference_time, request.version)
+        SERVED.labels(str(request.version), ladder.Choice(stored.scope).kind).inc()
         payload = stored.gzip if request.gzip else stored.blob
         info = snapshots_pb2.SnapshotInfo(
             generation=gen.id,
             reference_time=gen.reference_time,
             scope_seconds=max(stored.scope, 0),
+            kind=snapshot_kinds.kind_of(stored.scope),
             last_sync_timestamp=stored.last_sync,
             version=stored.version,
             size=len(stored.blob),
@@ -325,7 +313,6 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
                 node_count=stored.node_count,
                 announcement_count=stored.announcement_count,
                 update_count=stored.update_count,
-                data_generation=gen.reference_time,
             ),
         )
         first = True
@@ -353,6 +340,7 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
                     generation=gen.id,
                     reference_time=gen.reference_time,
                     scope_seconds=max(scope, 0),
+                    kind=snapshot_kinds.kind_of(scope),
                     last_sync_timestamp=b.last_sync,
                     version=version,
                     size=len(b.blob),
@@ -387,6 +375,15 @@ class SnapshotterService(snapshots_pb2_grpc.SnapshotsServicer):
         except grpc.aio.AioRpcError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"lookup failed: {exc.details()}")
         return snapshots_pb2.RegenerateResponse(generation=gen_id, reference_time=R, seconds=seconds)
+
+
+def _nothing_new(chain_hash: bytes, last_sync: int, reference_time: int, version: int) -> StoredBlob:
+    """The "nothing new" blob (:func:`lnsync.rgs.policy.nothing_new`) as a stored snapshot."""
+    timestamp, data = policy.nothing_new(chain_hash, last_sync, reference_time, version)
+    return StoredBlob(
+        version, ladder.NOTHING_NEW, timestamp, timestamp, 0, 0, 0,
+        storage.sha256(data), data, gzip.compress(data, 6),
+    )  # fmt: skip
 
 
 async def main(settings: Settings) -> int:

@@ -30,6 +30,7 @@ from lnsync.chain import chain_hash
 from lnsync.chain.funding import Verdict, p2wsh
 from lnsync.chain.sources import BitcoindRpc, ChainSource, ChainUnavailable, Esplora, rpc_auth
 from lnsync.chain.verifier import FundingVerifier
+from lnsync.clients.ingest import IngestClient
 from lnsync.commands.import_ import ImportFailed, import_files
 from lnsync.config import PeerAddress
 from lnsync.gossip.archive import encode_gsp
@@ -43,7 +44,6 @@ from services.downloader.pipeline import GossipPipeline, Outcome
 from services.downloader.stats import PeerStats
 from services.lookup.store import load_delta_input
 from services.persistence import spent
-from services.persistence.client import IngestClient
 from tests.chain.regtest import API_KEY, RegtestNode, funding_output, multisig_spend, scid, sign_segwit
 from tests.conftest import free_port
 from tests.downloader.scripted import PEER_ID, Graph, MemorySink, PeerBehaviour, ScriptedPeer

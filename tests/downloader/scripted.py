@@ -30,8 +30,8 @@ from lnsync.gossip.signing import (
     sign_channel_update,
     sign_node_announcement,
 )
+from lnsync.peer.transport import NoiseTransport, PeerClosed, TransportError, handshake
 from services.downloader.sink import SyncCounts
-from services.downloader.transport import NoiseTransport, PeerClosed, TransportError, handshake
 
 MAINNET = chain_hash("bitcoin")
 REGTEST = chain_hash("regtest")

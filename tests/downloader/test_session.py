@@ -16,7 +16,7 @@ from lnsync.gossip import control as c
 from lnsync.gossip import features as feat
 from lnsync.gossip import messages as m
 from lnsync.gossip import queries as q
-from lnsync.gossip.signing import sha256d, sign, sign_channel_update
+from lnsync.gossip.signing import sign_channel_update, signed_message
 from services.downloader.downloader import Downloader
 from services.downloader.options import PeerOptions
 from services.downloader.sync import SyncSettings
@@ -161,7 +161,7 @@ async def test_oversized_gossip_is_dropped_and_counted():
     s = next(iter(graph.announcements))
     big = sign_channel_update(graph.origins[(s, 0)], MAINNET, s, 1_800_000_000, 0, 40, 1000, 7, 10, 10**9)
     body = big[66:] + bytes(2000)  # 2000 bytes we do not understand, validly signed
-    big = m.with_type(m.CHANNEL_UPDATE, sign(graph.origins[(s, 0)], sha256d(body)), body)
+    big = signed_message(m.CHANNEL_UPDATE, (graph.origins[(s, 0)],), body)
     graph.nodes.append(big)
     sink = MemorySink()
     async with ScriptedPeer(graph) as peer, running(peer, sink) as d:
@@ -380,6 +380,7 @@ async def test_garbage_instead_of_a_handshake():
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        await d.close()  # untracks its metrics: later tests of the same peer id read theirs alone
         server.close()
         await server.wait_closed()
 

@@ -113,16 +113,26 @@ def test_fuzzed_compute_delta_requests(
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(timestamp=FIELD, version=st.integers(0, 2**32 - 1) | st.sampled_from([1, 2]), gz=st.booleans())
-def test_fuzzed_snapshot_requests(services, timestamp: int, version: int, gz: bool) -> None:
+@given(
+    timestamp=FIELD,
+    version=st.integers(0, 2**32 - 1) | st.sampled_from([1, 2]),
+    gz=st.booleans(),
+    kind=st.integers(0, 2**31 - 1) | st.integers(0, 3),
+    scope=st.integers(0, 2**64 - 1) | st.sampled_from([0, 86400]),
+)
+def test_fuzzed_snapshot_requests(
+    services, timestamp: int, version: int, gz: bool, kind: int, scope: int
+) -> None:
     stack, _ = services
 
     def make(ch):  # type: ignore[no-untyped-def]
-        request = snapshots_pb2.GetSnapshotRequest(timestamp=timestamp, version=version, gzip=gz)
+        request = snapshots_pb2.GetSnapshotRequest(
+            timestamp=timestamp, version=version, gzip=gz, kind=kind, scope_seconds=scope
+        )
         return snapshots_pb2_grpc.SnapshotsStub(ch).GetSnapshot(request, timeout=30)
 
     code = asyncio.run(_call(stack.target("snapshotter"), make))
-    assert code in EXPECTED | {grpc.StatusCode.NOT_FOUND}, (timestamp, version, code)
+    assert code in EXPECTED | {grpc.StatusCode.NOT_FOUND}, (timestamp, version, kind, scope, code)
     refused["snapshotter"] += code == grpc.StatusCode.INVALID_ARGUMENT
 
 

@@ -15,8 +15,8 @@ import asyncpg
 import pytest
 
 from lnsync import rpc
+from lnsync.clients.ingest import IngestClient
 from lnsync.v1 import lookup_pb2, lookup_pb2_grpc
-from services.persistence.client import IngestClient
 from tests.ldk import LdkRgsClient
 from tests.persistence.conftest import channel_announcement, channel_update
 from tests.rgs.histories import DAY

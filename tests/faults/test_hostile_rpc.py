@@ -20,8 +20,8 @@ import grpc
 import pytest
 
 from lnsync import rpc
+from lnsync.clients.ingest import IngestClient
 from lnsync.v1 import persistence_pb2, persistence_pb2_grpc, snapshots_pb2, snapshots_pb2_grpc
-from services.persistence.client import IngestClient
 from services.snapshotter import storage
 from tests.persistence.conftest import channel_announcement, channel_update, start_persistence
 from tests.rgs.histories import DAY, START

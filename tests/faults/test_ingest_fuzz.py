@@ -29,10 +29,10 @@ from hypothesis import strategies as st
 
 from lnsync import rpc
 from lnsync.chain import chain_hash
+from lnsync.clients.ingest import IngestClient
 from lnsync.gossip.errors import GossipError
 from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
 from services.persistence.checks import check_message
-from services.persistence.client import IngestClient
 from services.persistence.peers import MAX_PEER_ID, peer_id_problem
 from tests.conftest import free_port
 from tests.faults.system import metric_sum, scrape

@@ -26,8 +26,8 @@ import psutil
 import pytest
 
 from lnsync import rpc
+from lnsync.clients.ingest import IngestClient
 from lnsync.v1 import snapshots_pb2, snapshots_pb2_grpc
-from services.persistence.client import IngestClient
 from tests.faults.system import metric_sum
 from tests.persistence.conftest import channel_announcement, channel_update, node_announcement
 from tests.stack import ServiceProcess, Stack, load_history, regenerate, report_synced, stored_gossip, until

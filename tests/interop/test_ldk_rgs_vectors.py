@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from lnsync.gossip.messages import scid_from_str
+from lnsync.gossip.scid import scid_from_str
 from tests.interop.rgs_vectors import DAY, NODE_024D, NODE_031B, NODE_IDS, SCID_A, SCID_B, VALID, VALID_TS, V
 from tests.ldk import LdkRgsClient
 

@@ -38,9 +38,9 @@ import asyncpg
 import pytest
 
 from lnsync import rpc
+from lnsync.clients.ingest import IngestClient
 from lnsync.v1 import persistence_pb2_grpc
 from services.gateway.volume import persistence_probe
-from services.persistence.client import IngestClient
 from tests.persistence.conftest import node_announcement
 from tests.stack import Stack
 

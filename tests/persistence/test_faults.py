@@ -20,10 +20,10 @@ import asyncpg
 import pytest
 
 from lnsync import rpc
+from lnsync.clients.ingest import IngestClient
 from lnsync.service import run_service
 from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
 from services.downloader.forward import PersistenceSink
-from services.persistence.client import IngestClient
 from services.persistence.server import PersistenceService
 from tests.conftest import free_port
 from tests.persistence.conftest import (

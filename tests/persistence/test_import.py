@@ -121,11 +121,11 @@ async def test_import_into_a_live_store_cannot_make_a_channel_look_older(
     import time
 
     from lnsync import rpc
+    from lnsync.clients.ingest import IngestClient
     from lnsync.gossip import messages as m
     from lnsync.gossip.archive import encode_gsp
     from lnsync.gossip.signing import sign_channel_announcement
     from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
-    from services.persistence.client import IngestClient
     from tests.gossip_helpers import BTC_A, BTC_B, NODE_A, NODE_B, channel_update
 
     records = read_archive_bytes(FIXTURE.read_bytes())

@@ -12,9 +12,9 @@ import pytest
 
 from lnsync import rpc
 from lnsync.chain import chain_hash
-from lnsync.syncgate import SyncGate
+from lnsync.clients.ingest import IngestClient
+from lnsync.clients.syncgate import SyncGate
 from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
-from services.persistence.client import IngestClient
 from tests.persistence.conftest import (
     RunningPersistence,
     channel_announcement,

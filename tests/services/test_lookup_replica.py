@@ -21,15 +21,16 @@ from lnsync.pg import LocalPostgres
 from lnsync.rgs.delta import compute_delta
 from lnsync.rgs.encode import encode
 from lnsync.rgs.model import DeltaParams
-from services.lookup import server
-from services.lookup.server import DYNAMIC_APPLY_LAG, LookupService, replica_is_current
+from lnsync.rgs.policy import DYNAMIC_APPLY_LAG
+from services.lookup import metrics, server
+from services.lookup.server import LookupService, replica_is_current
 from tests.conftest import free_port
 from tests.rgs.histories import DAY, START
 from tests.stack import load_history
 
 
 def reads(database: str) -> float:
-    return server.READS.labels(database)._value.get()
+    return metrics.READS.labels(database)._value.get()
 
 
 def test_a_replica_is_current_once_it_replayed_past_r_plus_the_ingest_lag():

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 from pathlib import Path
 
@@ -25,13 +26,13 @@ from lnsync.rgs.delta import compute_delta
 from lnsync.rgs.encode import encode
 from lnsync.rgs.ladder import scopes
 from lnsync.rgs.model import DeltaParams
+from lnsync.rgs.policy import DYNAMIC_APPLY_LAG
 from lnsync.v1 import (
     lookup_pb2,
     lookup_pb2_grpc,
     snapshots_pb2,
     snapshots_pb2_grpc,
 )
-from services.lookup.server import DYNAMIC_APPLY_LAG
 from tests.conftest import free_port
 from tests.ldk import LdkRgsClient
 from tests.rgs.histories import DAY, START
@@ -168,6 +169,17 @@ async def test_snapshots_serve_every_client_timestamp(
                     )
         _, empty = await get_snapshot(snaps, R, 2)
         assert len(empty) == 53
+        # Every listed snapshot can be fetched by what the listing says of it (kind and scope).
+        kinds = {snapshots_pb2.SNAPSHOT_KIND_FULL, snapshots_pb2.SNAPSHOT_KIND_NOTHING_NEW}
+        assert {s.kind for s in listing.snapshots} == {*kinds, snapshots_pb2.SNAPSHOT_KIND_SCOPED}
+        for listed in listing.snapshots:
+            request = snapshots_pb2.GetSnapshotRequest(
+                version=listed.version, kind=listed.kind, scope_seconds=listed.scope_seconds
+            )
+            info, data = await rpc.join_chunks(snaps.GetSnapshot(request, timeout=30))
+            assert (info.kind, info.scope_seconds) == (listed.kind, listed.scope_seconds)
+            assert hashlib.sha256(data).digest() == listed.sha256
+            assert info.blob.data_generation == 0  # deprecated (it repeated reference_time): unset
 
 
 async def test_regeneration_never_fails_a_reader_and_a_crash_keeps_the_old_generation(

@@ -217,6 +217,26 @@ readinessProbe:
   failureThreshold: {{ $p.readiness.failureThreshold }}
 {{- end -}}
 
+{{/* Probes of the gateway (plain HTTP on its public port): startup and liveness ask /healthz (the
+process runs), readiness /readyz (synced, and a snapshot generation held). */}}
+{{- define "lnsync.httpProbes" -}}
+{{- $p := .Values.probes -}}
+startupProbe:
+  httpGet: {path: /healthz, port: http}
+  periodSeconds: {{ int $p.startup.periodSeconds }}
+  failureThreshold: {{ int $p.startup.failureThreshold }}
+livenessProbe:
+  httpGet: {path: /healthz, port: http}
+  periodSeconds: {{ int $p.liveness.periodSeconds }}
+  timeoutSeconds: {{ int $p.liveness.timeoutSeconds }}
+  failureThreshold: {{ int $p.liveness.failureThreshold }}
+readinessProbe:
+  httpGet: {path: /readyz, port: http}
+  periodSeconds: {{ int $p.readiness.periodSeconds }}
+  timeoutSeconds: {{ int $p.readiness.timeoutSeconds }}
+  failureThreshold: {{ int $p.readiness.failureThreshold }}
+{{- end -}}
+
 {{/*
 The pod template of an lnsync service. Parameters (dict):
   root, component, values (the component's values), port (container port number),

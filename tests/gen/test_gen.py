@@ -30,7 +30,7 @@ from lnsync.gossip.addresses import AddressType, onion_v3_checksum_ok
 from lnsync.gossip.archive import ArchiveFormat, detect_format, read_archive
 from lnsync.gossip.validate import GossipValidator
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 MAINNET = chain_hash("bitcoin")
 
 

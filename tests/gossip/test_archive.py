@@ -35,7 +35,7 @@ from lnsync.gossip.archive import (
     read_archive_bytes,
 )
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 GSP_10 = DATA / "lnresearch" / "gossip_20250819_10.gsp"
 GSP_17 = DATA / "lnresearch" / "gossip_20250819_17.gsp"
 STORE_PART1 = DATA / "cln-gossip-store" / "gossip_store-part1"

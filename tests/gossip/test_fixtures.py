@@ -36,7 +36,7 @@ from lnsync.gossip.tlv import decode_tlv_stream
 from lnsync.gossip.validate import MAX_VALUE_MSAT, GossipValidator, check_channel_update
 from tests.gossip_helpers import MAINNET, TESTNET
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 GSP_10 = DATA / "lnresearch" / "gossip_20250819_10.gsp"
 GSP_17 = DATA / "lnresearch" / "gossip_20250819_17.gsp"
 CLN_TOP50 = DATA / "cln2026_top50_resigned_mainnet.bin"

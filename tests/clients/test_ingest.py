@@ -9,8 +9,8 @@ from typing import Any
 import grpc
 import pytest
 
+from lnsync.clients.ingest import IngestClient, IngestRejected
 from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
-from services.persistence.client import IngestClient, IngestRejected
 from tests.conftest import free_port
 from tests.persistence.conftest import channel_update, start_persistence
 

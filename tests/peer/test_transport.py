@@ -11,7 +11,7 @@ import pytest
 from pyln.proto.wire import PrivateKey
 from pyln.proto.wire import connect as pyln_connect
 
-from services.downloader import transport as t
+from lnsync.peer import transport as t
 
 # BOLT 8 appendix A: the initiator's and responder's keys.
 INITIATOR_STATIC = bytes.fromhex("11" * 32)

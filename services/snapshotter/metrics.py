@@ -1,0 +1,25 @@
+"""Prometheus metrics of the snapshotter (lnsync_snapshotter_*; docs/monitoring.md lists them)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+GENERATION_SECONDS = Histogram(
+    "lnsync_snapshotter_generation_seconds",
+    "Time to compute and publish a generation",
+    buckets=(1, 5, 15, 30, 60, 120),
+)
+GENERATION_PROGRESS = Gauge(
+    "lnsync_snapshotter_generation_scopes_done", "Scopes done in the running generation"
+)
+GENERATION_SCOPES = Gauge("lnsync_snapshotter_generation_scopes", "Scopes in a generation")
+CURRENT_REFERENCE = Gauge(
+    "lnsync_snapshotter_reference_time_seconds", "Reference time of the generation being served"
+)
+# The configured interval, so alerts can tell a late generation without knowing the settings.
+INTERVAL = Gauge("lnsync_snapshotter_interval_seconds", "Seconds between generations (snapshotter.interval)")
+SERVED = Counter("lnsync_snapshotter_served_total", "GetSnapshot answers", ["version", "kind"])
+REJECTED = Counter("lnsync_snapshotter_rejected_total", "Requests refused as invalid", ["method", "reason"])
+TAKEOVERS = Counter(
+    "lnsync_snapshotter_takeovers_total", "Generations made after the generating replica ended unpublished"
+)
