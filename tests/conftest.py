@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import random
 import shutil
 import socket
 import tempfile
@@ -99,7 +100,8 @@ async def database_url(pg_server: LocalPostgres, template_db: str) -> AsyncItera
 # could be handed to the other worker, or to an outgoing connection, before our service bound it
 # (seen: the fourth downloader of test_kill9 never got its port under two workers).
 _PORTS = range(20000, 32768)
-_next_port = itertools.count()
+# From a random point: benches and helper processes a test starts use this too, in the same range.
+_next_port = itertools.count(random.randrange(len(_PORTS)))
 
 
 def _my_ports() -> range:
