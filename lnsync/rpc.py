@@ -48,7 +48,8 @@ _OPTIONS: list[tuple[str, Any]] = [
 # connection finish: streams such as Ingest live on as long as they need.
 MAX_CONNECTION_AGE_MS = 30_000
 # Calls that only read are retried by gRPC itself when a replica answers UNAVAILABLE before any
-# response (a pod shutting down in a rollout, a connection just closed): the next attempt goes to
+# response (a pod shutting down in a rollout, a connection just closed), or CANCELLED (a call that
+# raced with a server's graceful stop ends so: tests/test_rpc_retries.py): the next attempt goes to
 # another address. Writes (Ingest, ReportSyncComplete, Regenerate) are never retried here; their
 # callers own that, with what they know about duplicates.
 IDEMPOTENT_READS: dict[str, tuple[str, ...]] = {
@@ -62,7 +63,7 @@ RETRY_POLICY: dict[str, Any] = {
     "initialBackoff": "0.1s",
     "maxBackoff": "1s",
     "backoffMultiplier": 2,
-    "retryableStatusCodes": ["UNAVAILABLE"],
+    "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
 }
 SERVICE_CONFIG: dict[str, Any] = {
     "loadBalancingConfig": [{"round_robin": {}}],

@@ -36,6 +36,8 @@ COMPUTE_TIMEOUT = 120.0
 # before it re-resolves the name (at most every 5 s); a lookup that is really down still answers
 # 503 within this bound.
 READY_WAIT = 6.0
+# Failures of a lookup going away (gRPC's own retries already tried the other replicas).
+RETRY_ONCE_MORE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
 # How long lookup's serving policy is used before it is asked again.
 POLICY_TTL = 300.0
 POLICY_TIMEOUT = 5.0
@@ -133,7 +135,7 @@ class DynamicDeltas:
             try:
                 info, data = await rpc.join_chunks(self._stub.ComputeDelta(request, timeout=COMPUTE_TIMEOUT))
             except grpc.aio.AioRpcError as first:
-                if first.code() != grpc.StatusCode.UNAVAILABLE:
+                if first.code() not in RETRY_ONCE_MORE:
                     raise
                 metrics.UPSTREAM_ERRORS.labels("lookup", first.code().name).inc()
                 call = self._stub.ComputeDelta(request, timeout=READY_WAIT, wait_for_ready=True)

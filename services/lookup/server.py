@@ -152,6 +152,7 @@ class LookupService(db.StoreService, lookup_pb2_grpc.LookupServicer):
                 delta = await self._delta_set(T, R, apply_lag, gran)
             except db.TRANSIENT_ERRORS as exc:
                 REQUESTS.labels(str(version), "unavailable").inc()
+                log.warning("ComputeDelta(%d, v%d): database unavailable: %s", T, version, exc)
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
             blob = await asyncio.to_thread(encode, delta, version)
             if T == 0 or len(delta.updates) > TRIM_AFTER_RECORDS:

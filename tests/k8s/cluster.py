@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -135,6 +136,74 @@ class Kube:
                 )
                 parts.append(f"--- {name}\n{logs.stdout.decode(errors='replace')}{logs.stderr.decode()}")
         return "\n".join(parts)
+
+
+class PodLogs:
+    """Every log line of the pods matching ``selectors``, pods started later included, kept even
+    after a pod is gone (the kubelet deletes a deleted pod's logs): what a rollout's old pods said
+    about a failed request."""
+
+    def __init__(self, kube: Kube, namespace: str, selectors: list[str]) -> None:
+        self.kube, self.namespace, self.selectors = kube, namespace, selectors
+        self.lines: dict[str, list[str]] = {}
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._stop = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            for selector in self.selectors:
+                try:
+                    pods = self.kube.pods(self.namespace, selector)
+                except (AssertionError, subprocess.TimeoutExpired):
+                    continue
+                for pod in pods:
+                    name = pod["metadata"]["name"]
+                    running = any(
+                        "running" in c.get("state", {}) for c in pod["status"].get("containerStatuses", [])
+                    )
+                    if name not in self.lines and running:
+                        self.lines[name] = []
+                        self._follow(name)
+            self._stop.wait(0.5)
+
+    def _follow(self, pod: str) -> None:
+        cmd = [
+            str(K8S_BIN / "kubectl"),
+            "--kubeconfig",
+            str(self.kube.kubeconfig),
+            "logs",
+            "-f",
+            "-n",
+            self.namespace,
+            pod,
+        ]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self._procs.append(proc)
+
+        def read() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                self.lines[pod].append(line.decode(errors="replace").rstrip())
+
+        threading.Thread(target=read, daemon=True).start()
+
+    def __enter__(self) -> PodLogs:
+        self._watcher.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._watcher.join(10)
+        time.sleep(0.5)
+        for proc in self._procs:
+            proc.terminate()
+
+    def text(self, *, keep: Callable[[str], bool] = lambda line: True) -> str:
+        return "\n".join(
+            f"--- {pod}\n" + "\n".join(line for line in lines if keep(line))
+            for pod, lines in self.lines.items()
+        )
 
 
 def pod_ready(pod: dict[str, Any]) -> bool:

@@ -22,7 +22,7 @@ import pytest
 
 from lnsync.v1 import snapshots_pb2, snapshots_pb2_grpc
 from services.snapshotter import storage
-from tests.k8s.cluster import NS, Kube, Release, http_get, record, wait_for
+from tests.k8s.cluster import NS, Kube, PodLogs, Release, http_get, record, wait_for
 
 pytestmark = [pytest.mark.k8s, pytest.mark.cluster, pytest.mark.timeout(900)]
 
@@ -211,7 +211,8 @@ def test_a_rollout_of_gateway_and_lookup_together_under_load_fails_no_request(
     T = int(headers["X-RGS-Timestamp"]) - 86400
     old = {c: {p["metadata"]["uid"] for p in kube.pods(NS, release.selector(c))} for c in components}
     gone: dict[str, float] = {}
-    with Load(release, 4, mixed(T)) as load:
+    logs = PodLogs(kube, NS, [release.selector(c) for c in components])
+    with logs, Load(release, 4, mixed(T)) as load:
         time.sleep(3)
         t0 = time.monotonic()
         kube.kubectl("rollout", "restart", "-n", NS, *(f"deployment/lnsync-{c}" for c in components))
@@ -235,7 +236,10 @@ def test_a_rollout_of_gateway_and_lookup_together_under_load_fails_no_request(
         gateway_and_lookup={**{f"{c}_rollout_s": round(gone[c], 1) for c in components}, **load.figures()},
     )
     assert sum(load.codes.values()) > 100
-    assert not load.failed, f"failed requests during the rollout: {dict(load.codes)}: {load.failures}"
+    assert not load.failed, (
+        f"failed requests during the rollout: {dict(load.codes)}: {load.failures}\n"
+        + logs.text(keep=lambda line: '"level": "info"' not in line or "fail" in line or "stop" in line)
+    )
 
 
 async def test_killing_the_generating_snapshotter_hands_the_generation_to_the_other(
