@@ -30,6 +30,7 @@ from lnsync.db import RETRYABLE
 from lnsync.gossip import messages as m
 from lnsync.gossip.errors import GossipError
 from lnsync.rgs import rules
+from lnsync.schema.columns import INT8_MIN, to_u64
 from lnsync.service import ReadySignal, run_service
 from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
 from services.observer import job as observer
@@ -459,7 +460,7 @@ class PersistenceService(db.StoreService, persistence_pb2_grpc.PersistenceServic
                 yield persistence_pb2.KnownChannelsChunk(
                     channels=[
                         persistence_pb2.KnownChannel(
-                            short_channel_id=scid % (1 << 64), node_id_1=bytes(n1), node_id_2=bytes(n2)
+                            short_channel_id=to_u64(scid), node_id_1=bytes(n1), node_id_2=bytes(n2)
                         )
                         for scid, n1, n2 in rows
                     ]
@@ -475,7 +476,7 @@ class PersistenceService(db.StoreService, persistence_pb2_grpc.PersistenceServic
             start = await conn.fetchval(
                 "SELECT scid FROM channel_announcements ORDER BY scid DESC OFFSET $1 LIMIT 1", limit - 1
             )
-        after: int | None = None if start is None or start == -(1 << 63) else start - 1
+        after: int | None = None if start is None or start == INT8_MIN else start - 1
         sent = 0
         while sent < limit:
             async with self._acquire() as conn:

@@ -21,6 +21,7 @@ from prometheus_client import Counter
 from lnsync.chain.funding import Verdict
 from lnsync.chain.verifier import FundingVerifier
 from lnsync.gossip import messages as m
+from lnsync.schema.columns import INT8_MIN
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ async def recheck(pool: Any, verifier: FundingVerifier) -> tuple[int, int] | Non
 
 
 async def _pass(pool: Any, verifier: FundingVerifier) -> tuple[int, int]:
-    after, checked, closed = -(1 << 63), 0, 0
+    after, checked, closed = INT8_MIN, 0, 0
     while True:
         async with pool.acquire() as conn:
             rows = await conn.fetch(CHANNELS_SQL, after, PAGE)
