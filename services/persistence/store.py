@@ -65,16 +65,33 @@ class IncomingLike(Protocol):
     def funding_sats(self) -> int | None: ...
 
 
-class DirectionState(NamedTuple):
-    """A direction's latest update as stored (what the cache keeps; times in µs since the epoch)."""
+@dataclass(slots=True)
+class _Latest:
+    """The latest row of a direction or node: its id and seen, the first row of its life (a node:
+    its first announcement) and that row's seen, and whether a batch changed any of it."""
 
-    update_id: int
+    latest_id: int
+    seen: Any  # µs since the epoch for a direction, a datetime for a node
+    life_id: int
+    life_seen: Any
+    changed: bool
+
+
+@dataclass(slots=True)
+class DirectionState(_Latest):
+    """A direction's row of channel_directions as the writer keeps it (update_id, seen,
+    alive_update_id, alive_since as :class:`_Latest`'s fields), with the policy the rules compare.
+    A batch changes its own copy (:meth:`copy`): the cached one stays as committed."""
+
     timestamp: int
     policy: rules.Policy
     channel_flags: int
-    seen_us: int
-    alive_update_id: int  # the update that started the current life
-    alive_since_us: int  # its seen
+
+    def copy(self) -> DirectionState:
+        return DirectionState(
+            self.latest_id, self.seen, self.life_id, self.life_seen, False, self.timestamp, self.policy,
+            self.channel_flags,
+        )  # fmt: skip
 
 
 @dataclass
@@ -263,49 +280,6 @@ class _Row:
     seen: Any
 
 
-@dataclass(slots=True)
-class _Latest:
-    """The latest row of a direction or node as a batch changes it: its id and seen, the first row of
-    its life (a node: its first announcement) and that row's seen, and whether any changed."""
-
-    latest_id: int
-    seen: Any
-    life_id: int
-    life_seen: Any
-    changed: bool
-
-
-@dataclass(slots=True)
-class _Direction(_Latest):
-    timestamp: int
-    policy: rules.Policy
-    channel_flags: int
-
-    @classmethod
-    def of(cls, st: DirectionState) -> _Direction:
-        return cls(
-            st.update_id,
-            st.seen_us,
-            st.alive_update_id,
-            st.alive_since_us,
-            False,
-            st.timestamp,
-            st.policy,
-            st.channel_flags,
-        )
-
-    def state(self) -> DirectionState:
-        return DirectionState(
-            self.latest_id,
-            self.timestamp,
-            self.policy,
-            self.channel_flags,
-            self.seen,
-            self.life_id,
-            self.life_seen,
-        )
-
-
 def _redeliver(row: _Row, latest: _Latest | None, seen: Any) -> None:
     """A delivery of ``row`` with an earlier ``seen`` than its deliveries so far: lower the row's
     seen and the copies its direction's or node's ``latest`` holds of it."""
@@ -334,7 +308,7 @@ class _UpdatePlan:
         self.before = before
         self.existing = existing
         self.next_id = first_id
-        self.state: dict[DirectionKey, _Direction] = {}  # the directions touched, as they end
+        self.state: dict[DirectionKey, DirectionState] = {}  # the directions touched, as they end
         self.new: dict[UpdateKey, _Row] = {}
 
     def rows(self, keyed: list[Keyed], outcomes: list[rules.Outcome]) -> Iterator[bytes]:
@@ -361,10 +335,10 @@ class _UpdatePlan:
             st = state.get(dkey)
             prev = before.get(dkey)
             if st is None and prev is not None:
-                st = state[dkey] = _Direction.of(prev)
+                st = state[dkey] = prev.copy()
             dup = new.get(key) or existing.get(key)
             if dup is None and prev is not None and ts == prev.timestamp:  # the stored latest itself
-                dup = existing[key] = _Row(prev.update_id, prev.seen_us, prev.seen_us)
+                dup = existing[key] = _Row(prev.latest_id, prev.seen, prev.seen)
             flags = u.channel_flags
             policy = (
                 1 if flags & _DISABLED else 0, u.cltv_expiry_delta, u.htlc_minimum_msat, u.fee_base_msat,
@@ -396,7 +370,7 @@ class _UpdatePlan:
                 yield flush()
             if decision.outcome is stored:
                 if st is None:
-                    state[dkey] = _Direction(row_id, seen, row_id, seen, True, ts, policy, flags)
+                    state[dkey] = DirectionState(row_id, seen, row_id, seen, True, ts, policy, flags)
                 else:
                     st.latest_id, st.seen, st.timestamp, st.policy, st.channel_flags = (
                         row_id,
@@ -433,7 +407,7 @@ class _UpdatePlan:
                 8, st.life_id, 8, st.life_seen - PG_EPOCH_US,
             )  # fmt: skip
             (changed if dkey in self.before else created).append(direction_row)
-            states[dkey] = st.state()
+            states[dkey] = st
         return created, changed, states
 
 
@@ -459,14 +433,9 @@ async def _direction_states(
                 r["fee_base_msat"], r["fee_proportional_millionths"], to_u64(r["htlc_maximum_msat"]),
             )  # fmt: skip
             states[(to_u64(r["scid"]), r["direction"])] = DirectionState(
-                r["update_id"],
-                r["timestamp"],
-                policy,
-                flags,
-                r["seen"],
-                r["alive_update_id"],
-                r["alive_since"],
-            )
+                r["update_id"], r["seen"], r["alive_update_id"], r["alive_since"], False, r["timestamp"],
+                policy, flags,
+            )  # fmt: skip
     return states
 
 
