@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from prometheus_client import Counter, Gauge
 
 from lnsync import db
 from lnsync.chain.sources import ChainUnavailable
@@ -38,6 +37,7 @@ from services.observer.queries import summarised_until
 from services.persistence import peers, retention, spent
 from services.persistence.checks import check_message
 from services.persistence.ingest import Entry, IngestQueue, Job, StreamState
+from services.persistence.metrics import DATABASE_UP, REFUSED
 from services.persistence.store import to_timestamp
 from services.persistence.writer import Writer
 
@@ -60,16 +60,6 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (*RETRYABLE, ConnectionError)
 
 # A spent-output recheck that failed for these reasons is tried again at the next interval.
 SPENT_RETRY: tuple[type[BaseException], ...] = (ChainUnavailable, *RETRYABLE)
-
-
-# Whole streams or requests refused (a broken protocol, the database down); single messages
-# rejected inside a good stream are lnsync_persistence_rejections_total.
-REFUSED = Counter(
-    "lnsync_persistence_refused_total", "Ingest streams and requests refused", ["rpc", "reason"]
-)
-
-# PostgreSQL as persistence sees it: answering, and the writer's batches committing (health).
-DATABASE_UP = Gauge("lnsync_persistence_database_up", "1 while PostgreSQL answers and batches commit, else 0")
 
 
 class StreamError(Exception):
