@@ -116,3 +116,17 @@ def test_no_import_cycles() -> None:
         if node not in state:
             visit(node)
     assert not cycles, cycles
+
+
+def test_the_module_map_names_every_core_module() -> None:
+    """docs/architecture.md, "Where things live", names every module and package of lnsync/, so
+    that it stays the map of the tree (services are one rule there: ``services/<name>/``)."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    section = text.split("## Where things live")[1].split("\n## ")[0]
+    entries = [
+        p.name + ("/" if p.is_dir() else "")
+        for p in sorted((ROOT / "lnsync").iterdir())
+        if not p.name.startswith(("_", ".")) and (p.is_dir() or p.suffix == ".py")
+    ]
+    missing = [e for e in entries if e not in section]
+    assert not missing, f"lnsync/ entries the module map does not name: {missing}"

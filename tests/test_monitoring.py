@@ -4,6 +4,7 @@ metric they use exists, so a rename cannot silently break an alert)."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import pkgutil
@@ -80,6 +81,19 @@ def test_metric_names_follow_the_convention(name):
     assert name.endswith("_total") == (kind == "counter")
     if "timestamp" in name or "reference_time" in name or "until" in name:
         assert name.endswith("_seconds"), "unix times are ..._seconds"
+
+
+def test_each_service_registers_its_metrics_in_its_metrics_py():
+    """One place per service for its metrics (docs/architecture.md, "Where does X live")."""
+    metric_types = {"Counter", "Gauge", "Histogram", "Summary", "Info", "Enum"}
+    for path in sorted((ROOT / "services").rglob("*.py")):
+        if path.name == "metrics.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("prometheus_client"):
+                assert not {a.name for a in node.names} & metric_types, (
+                    f"{path}: metrics belong in metrics.py"
+                )
 
 
 def test_build_info_names_version_python_and_service():

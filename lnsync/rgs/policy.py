@@ -12,7 +12,8 @@ a new rule touches one module. Pure code.
 * A client whose last sync is :data:`FULL_SYNC_AFTER` older than R gets the full graph.
 * A client at or after R gets "nothing new": an empty blob at ``max(T, R)`` (never moving a client
   back in time).
-* Snapshots: the smallest scope of the ladder covering R - T (:func:`lnsync.rgs.ladder.choose`).
+* Snapshots: the smallest scope of the ladder covering R - T (:func:`lnsync.rgs.ladder.choose`),
+  applicable until :func:`lnsync.rgs.ladder.apply_lag` after R.
 """
 
 from __future__ import annotations
@@ -79,9 +80,3 @@ def ahead_of_generation(last_sync: int, reference_time: int) -> bool:
 def choose_snapshot(last_sync: int, reference_time: int, scopes: list[int]) -> ladder.Choice:
     """Which blob of a generation at ``reference_time`` answers a client at ``last_sync``."""
     return ladder.choose(last_sync, reference_time, scopes)
-
-
-def snapshot_apply_lag(interval: int, ingest_lag: int, cache_lifetime: int) -> int:
-    """How long after R a generation's blobs may be applied (lookup's reminders depend on it):
-    :func:`lnsync.rgs.ladder.apply_lag`, HTTP caches' lifetime included."""
-    return ladder.apply_lag(interval, ingest_lag, cache_lifetime)

@@ -21,6 +21,7 @@ from lnsync import pgbinary
 from lnsync.rgs import format as f
 from lnsync.rgs.model import DIRECTION_CHANGE_BITS, ChannelTable, DeltaInput, NodeTable
 from lnsync.schema import columns
+from lnsync.schema.columns import to_u64, u64_array
 
 # What the engine reads of each direction (lnsync/schema/columns.py), by its short names.
 _ENGINE_COLUMNS = columns.engine_columns(columns.DIRECTION)
@@ -55,19 +56,22 @@ GROUP BY scid, direction
 _CHANGE_COLUMNS: list[pgbinary.Column] = [("scid", ">i8"), ("direction", ">i2"), ("mask", ">i2")]
 
 # Directions whose current latest was seen at or after R: their latest and life start before R.
+# The engine's direction columns an update row holds too, read from that update.
+_UPDATE_NAMES = set(columns.names(columns.UPDATE))
+_FROM_UPDATE = tuple(c for c in _ENGINE_COLUMNS if c.name in _UPDATE_NAMES)
+_FROM_UPDATE_NAMES = tuple(str(c.read_as) for c in _FROM_UPDATE)
 LATEST_BEFORE_SQL = """
-SELECT k.scid, k.direction, u.timestamp, u.channel_flags, u.cltv_expiry_delta, u.htlc_minimum_msat,
-       u.fee_base_msat, u.fee_proportional_millionths, u.htlc_maximum_msat,
+SELECT k.scid, k.direction, _FROM_UPDATE,
        (SELECT floor(extract(epoch FROM l.seen))::int8 FROM channel_updates l
          WHERE l.scid = k.scid AND l.direction = k.direction AND l.starts_life AND l.seen < to_timestamp($3)
-         ORDER BY l.seen DESC LIMIT 1)
+         ORDER BY l.seen DESC LIMIT 1) AS alive
 FROM unnest($1::int8[], $2::int2[]) AS k(scid, direction)
 CROSS JOIN LATERAL (
     SELECT * FROM channel_updates u
     WHERE u.scid = k.scid AND u.direction = k.direction AND u.seen < to_timestamp($3)
     ORDER BY u.timestamp DESC LIMIT 1
 ) u
-"""
+""".replace("_FROM_UPDATE", ", ".join(f"{c.as_engine_value('u')} AS {c.read_as}" for c in _FROM_UPDATE))
 
 FEATURES_SQL = "SELECT scid, features FROM channel_announcements WHERE length(features) > 0"
 
@@ -95,11 +99,6 @@ async def _copy(conn: Any, sql: str, *args: Any) -> bytes:
 
     await conn.copy_from_query(sql, *args, output=sink, format="binary")
     return b"".join(chunks)
-
-
-def _u64(values: np.ndarray) -> np.ndarray:
-    """bigint columns hold u64 values with the same bits."""
-    return values.astype(np.int64).view(np.uint64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +137,7 @@ async def _channel_changes(conn: Any, scid: np.ndarray, T: int, R: int) -> np.nd
     changes = np.zeros((n, 2), dtype=np.uint8)
     ch = pgbinary.parse(await _copy(conn, CHANGES_SQL, T, R), _CHANGE_COLUMNS)
     if n and len(ch):
-        ch_scid = _u64(ch["scid"])
+        ch_scid = u64_array(ch["scid"])
         pos = np.searchsorted(scid, ch_scid)
         pos_ok = pos < n
         hit = np.zeros(len(ch), dtype=np.bool_)
@@ -168,7 +167,7 @@ async def load_graph(conn: Any, reference_time: int) -> GraphAt:
     sql = CHANNELS_SQL.format(d0=_DIRECTION_SELECT.format(p="d0"), d1=_DIRECTION_SELECT.format(p="d1"))
     rows = pgbinary.parse(await _copy(conn, sql, R), _CHANNEL_COLUMNS)
     # Sorted here rather than by PostgreSQL: its sort spills the rows to disk at default work_mem.
-    rows = rows[np.argsort(_u64(rows["scid"]), kind="stable")]
+    rows = rows[np.argsort(u64_array(rows["scid"]), kind="stable")]
     n = len(rows)
     d = {c: np.stack([rows[f"d0_{c}"], rows[f"d1_{c}"]], axis=1).astype(np.int64) for c in _DIR_COLUMNS}
     present = np.ones((n, 2), dtype=np.bool_)
@@ -182,24 +181,22 @@ async def load_graph(conn: Any, reference_time: int) -> GraphAt:
         where = {(int(r["scid"]), int(r["direction"])): r for r in found}
         for i, dir_ in zip(ri.tolist(), di.tolist(), strict=True):
             r = where.get((int(rows["scid"][i]), dir_))
-            if r is None or r[9] is None:
+            if r is None or r["alive"] is None:
                 continue
             present[i, dir_] = True
-            for col, value in zip(_DIR_COLUMNS[:7], list(r)[2:9], strict=True):
-                d[col][i, dir_] = value
-            d["alive"][i, dir_] = r[9]
+            for name in _FROM_UPDATE_NAMES:
+                d[name][i, dir_] = r[name]
+            d["alive"][i, dir_] = r["alive"]
 
     live = present.all(axis=1) & (d["ts"] >= R - f.STALE_AFTER).all(axis=1)
     rows, present = rows[live], present[live]
     d = {c: v[live] for c, v in d.items()}
     n = len(rows)
-    scid = _u64(rows["scid"])
+    scid = u64_array(rows["scid"])
 
     node_ids, inverse = np.unique(np.concatenate([rows["node_1"], rows["node_2"]]), return_inverse=True)
     node_list = [bytes(x) for x in node_ids.tolist()]
-    features_by_scid = {
-        int(r["scid"]) & (2**64 - 1): bytes(r["features"]) for r in await conn.fetch(FEATURES_SQL)
-    }
+    features_by_scid = {to_u64(r["scid"]): bytes(r["features"]) for r in await conn.fetch(FEATURES_SQL)}
     channels = ChannelTable(
         scid=scid,
         node_1=inverse[:n].astype(np.int32),
@@ -209,10 +206,10 @@ async def load_graph(conn: Any, reference_time: int) -> GraphAt:
         live_since=np.maximum(rows["ann_seen"].astype(np.int64), d["alive"].max(axis=1)),
         disabled=(d["flags"] & f.UPDATE_DISABLED) != 0,
         cltv_expiry_delta=d["cltv"],
-        htlc_minimum_msat=_u64(d["hmin"]),
+        htlc_minimum_msat=u64_array(d["hmin"]),
         fee_base_msat=d["fbase"],
         fee_proportional_millionths=d["fprop"],
-        htlc_maximum_msat=_u64(d["hmax"]),
+        htlc_maximum_msat=u64_array(d["hmax"]),
         changes=np.zeros((n, 2), dtype=np.uint8),
     )
     return GraphAt(R, channels, await _load_nodes(conn, node_list, R))

@@ -32,6 +32,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from lnsync.rgs import format as f
+from lnsync.schema.columns import INT8_MIN
 from services.persistence.store import WRITER_LOCK, to_timestamp
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,6 @@ DELETE FROM observations WHERE ctid = ANY(ARRAY(
 """
 # Deleting directions invalidates what writers cached of them (see services.persistence.store).
 STAMP_SQL = "UPDATE writer_state SET writer = 0, batch = batch + 1"
-INT8_MIN = -(1 << 63)
 
 
 @dataclass

@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from prometheus_client import Counter, Gauge
 
 from lnsync import db
 from lnsync.chain.sources import ChainUnavailable
@@ -30,6 +29,7 @@ from lnsync.db import RETRYABLE
 from lnsync.gossip import messages as m
 from lnsync.gossip.errors import GossipError
 from lnsync.rgs import rules
+from lnsync.schema.columns import INT8_MIN, to_u64
 from lnsync.service import ReadySignal, run_service
 from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
 from services.observer import job as observer
@@ -37,6 +37,7 @@ from services.observer.queries import summarised_until
 from services.persistence import peers, retention, spent
 from services.persistence.checks import check_message
 from services.persistence.ingest import Entry, IngestQueue, Job, StreamState
+from services.persistence.metrics import DATABASE_UP, REFUSED
 from services.persistence.store import to_timestamp
 from services.persistence.writer import Writer
 
@@ -59,16 +60,6 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (*RETRYABLE, ConnectionError)
 
 # A spent-output recheck that failed for these reasons is tried again at the next interval.
 SPENT_RETRY: tuple[type[BaseException], ...] = (ChainUnavailable, *RETRYABLE)
-
-
-# Whole streams or requests refused (a broken protocol, the database down); single messages
-# rejected inside a good stream are lnsync_persistence_rejections_total.
-REFUSED = Counter(
-    "lnsync_persistence_refused_total", "Ingest streams and requests refused", ["rpc", "reason"]
-)
-
-# PostgreSQL as persistence sees it: answering, and the writer's batches committing (health).
-DATABASE_UP = Gauge("lnsync_persistence_database_up", "1 while PostgreSQL answers and batches commit, else 0")
 
 
 class StreamError(Exception):
@@ -459,7 +450,7 @@ class PersistenceService(db.StoreService, persistence_pb2_grpc.PersistenceServic
                 yield persistence_pb2.KnownChannelsChunk(
                     channels=[
                         persistence_pb2.KnownChannel(
-                            short_channel_id=scid % (1 << 64), node_id_1=bytes(n1), node_id_2=bytes(n2)
+                            short_channel_id=to_u64(scid), node_id_1=bytes(n1), node_id_2=bytes(n2)
                         )
                         for scid, n1, n2 in rows
                     ]
@@ -475,7 +466,7 @@ class PersistenceService(db.StoreService, persistence_pb2_grpc.PersistenceServic
             start = await conn.fetchval(
                 "SELECT scid FROM channel_announcements ORDER BY scid DESC OFFSET $1 LIMIT 1", limit - 1
             )
-        after: int | None = None if start is None or start == -(1 << 63) else start - 1
+        after: int | None = None if start is None or start == INT8_MIN else start - 1
         sent = 0
         while sent < limit:
             async with self._acquire() as conn:

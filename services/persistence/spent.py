@@ -16,11 +16,11 @@ import asyncio
 import logging
 from typing import Any
 
-from prometheus_client import Counter
-
 from lnsync.chain.funding import Verdict
 from lnsync.chain.verifier import FundingVerifier
 from lnsync.gossip import messages as m
+from lnsync.schema.columns import INT8_MIN
+from services.persistence.metrics import CLOSED
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,6 @@ WHERE closed_at IS NULL AND scid > $1 ORDER BY scid LIMIT $2
 """
 MARK_SQL = (
     "UPDATE channel_announcements SET closed_at = now() WHERE scid = ANY($1::int8[]) AND closed_at IS NULL"
-)
-CLOSED = Counter(
-    "lnsync_persistence_channels_closed_total", "Stored channels found no longer funded on chain"
 )
 
 
@@ -55,7 +52,7 @@ async def recheck(pool: Any, verifier: FundingVerifier) -> tuple[int, int] | Non
 
 
 async def _pass(pool: Any, verifier: FundingVerifier) -> tuple[int, int]:
-    after, checked, closed = -(1 << 63), 0, 0
+    after, checked, closed = INT8_MIN, 0, 0
     while True:
         async with pool.acquire() as conn:
             rows = await conn.fetch(CHANNELS_SQL, after, PAGE)

@@ -25,25 +25,18 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-import struct
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from lnsync.gossip import messages as m
 from lnsync.rgs import rules
 from lnsync.schema import columns
+from lnsync.schema.columns import to_int8, to_u64
 
 WRITER_LOCK = 0x6C6E737772  # "lnswr": one batch at a time, across replicas
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _fromtimestamp = dt.datetime.fromtimestamp
-_U64 = 1 << 64
 _DISABLED = m.CHANNEL_FLAG_DISABLED
-
-
-def to_int8(value: int) -> int:
-    """u64 (scids) in a signed bigint with the same bits."""
-    return value - _U64 if value >= 1 << 63 else value
 
 
 def to_timestamp(us: int) -> dt.datetime:
@@ -72,8 +65,33 @@ class IncomingLike(Protocol):
     def funding_sats(self) -> int | None: ...
 
 
-# (update_id, timestamp, policy, channel_flags, seen_us, alive_update_id, alive_since_us)
-DirectionState = tuple[int, int, rules.Policy, int, int, int, int]
+@dataclass(slots=True)
+class _Latest:
+    """The latest row of a direction or node: its id and seen, the first row of its life (a node:
+    its first announcement) and that row's seen, and whether a batch changed any of it."""
+
+    latest_id: int
+    seen: Any  # µs since the epoch for a direction, a datetime for a node
+    life_id: int
+    life_seen: Any
+    changed: bool
+
+
+@dataclass(slots=True)
+class DirectionState(_Latest):
+    """A direction's row of channel_directions as the writer keeps it (update_id, seen,
+    alive_update_id, alive_since as :class:`_Latest`'s fields), with the policy the rules compare.
+    A batch changes its own copy (:meth:`copy`): the cached one stays as committed."""
+
+    timestamp: int
+    policy: rules.Policy
+    channel_flags: int
+
+    def copy(self) -> DirectionState:
+        return DirectionState(
+            self.latest_id, self.seen, self.life_id, self.life_seen, False, self.timestamp, self.policy,
+            self.channel_flags,
+        )  # fmt: skip
 
 
 @dataclass
@@ -87,7 +105,7 @@ class StateCache:
 
     max_directions: int = 300_000
     token: int = field(default_factory=lambda: secrets.randbits(62) + 1)
-    directions: dict[tuple[int, int], DirectionState] = field(default_factory=dict)
+    directions: dict[tuple[int, int], DirectionState] = field(default_factory=dict)  # by (scid, direction)
     stamp: int | None = None  # writer_state.batch after our last committed batch
     pending: dict[tuple[int, int], DirectionState] = field(default_factory=dict)
     pending_stamp: int | None = None
@@ -190,24 +208,21 @@ async def _write_announcements(
 # -- channel updates ------------------------------------------------------------------------------
 
 # Every column (lnsync/schema/columns.py order), times as µs since the epoch.
-_STATE_SELECT = ", ".join(c.as_micros("d") for c in columns.DIRECTION)
 DIRECTION_STATE_SQL = (
-    "\nSELECT " + _STATE_SELECT + "\nFROM channel_directions d\n"
+    "\nSELECT "
+    + ", ".join(f"{c.as_micros('d')} AS {c.name}" for c in columns.DIRECTION)
+    + "\nFROM channel_directions d\n"
     "JOIN unnest($1::int8[], $2::int2[]) AS k(scid, direction) USING (scid, direction)\n"
 )
-EXISTING_UPDATES_SQL = """
-SELECT u.id, u.scid, u.direction, u.timestamp, (extract(epoch FROM u.seen) * 1000000)::int8
+EXISTING_UPDATES_SQL = f"""
+SELECT u.id, u.scid, u.direction, u.timestamp, {columns.column(columns.UPDATE, "seen").as_micros("u")}
 FROM channel_updates u
 JOIN unnest($1::int8[], $2::int2[], $3::int8[]) AS k(scid, direction, timestamp)
   USING (scid, direction, timestamp)
-"""
+"""  # noqa: S608 - declared column names
 # Ids for n rows: all writes to channel_updates hold the writer lock, so the range is ours.
 RESERVE_IDS_SQL = "SELECT setval('channel_updates_id_seq', nextval('channel_updates_id_seq') + $1 - 1)"
-UPDATE_COLUMNS = (
-    "id", "scid", "direction", "timestamp", "message_flags", "channel_flags", "cltv_expiry_delta",
-    "htlc_minimum_msat", "fee_base_msat", "fee_proportional_millionths", "htlc_maximum_msat",
-    "change_mask", "starts_life", "raw", "seen",
-)  # fmt: skip
+UPDATE_COLUMNS = columns.names(columns.UPDATE)
 LOWER_UPDATE_SEEN_SQL = """
 UPDATE channel_updates u SET seen = k.seen
 FROM unnest($1::int8[], $2::timestamptz[]) AS k(id, seen) WHERE u.id = k.id AND k.seen < u.seen
@@ -230,102 +245,86 @@ SET LOCAL enable_mergejoin = on;
 
 # Binary COPY (PostgreSQL's documented format): rows are packed with struct rather than encoded
 # value by value by asyncpg, and times go in as µs since 2000-01-01 without datetime objects. Each
-# field is its length then its big-endian value; the column types are those of 001_graph.sql.
+# field is its length then its big-endian value, as lnsync/schema/columns.py declares them.
 PG_EPOCH_US = 946_684_800_000_000
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 _COPY_TRAILER = b"\xff\xff"
-# channel_updates up to raw's length (UPDATE_COLUMNS order): then raw, then seen.
-_UPDATE_HEAD = struct.Struct(
-    ">h" + "iq" + "iq" + "ih" + "iq" + "ih" + "ih" + "ii" + "iq" * 4 + "ih" + "i?" + "i"
-)
-_SEEN_FIELD = struct.Struct(">iq")
+# channel_updates up to raw's length: then raw, then seen.
+_RAW = UPDATE_COLUMNS.index("raw")
+_UPDATE_HEAD = columns.copy_row(columns.UPDATE[: _RAW + 1])
+_UPDATE_TAIL = columns.copy_fields(columns.UPDATE[_RAW + 1 :])
+_UPDATE_FIELDS = len(columns.UPDATE)
 COPY_CHUNK = 512  # rows per chunk streamed to COPY
-# channel_directions (DIRECTION_COLUMNS order).
 _DIRECTION_ROW = columns.copy_row(columns.DIRECTION)
 _DIRECTION_FIELDS = len(columns.DIRECTION)
 
 
-async def _copy_binary(conn: Any, table: str, columns: Sequence[str], rows: list[bytes]) -> None:
+async def _copy_binary(conn: Any, table: str, names: Sequence[str], rows: list[bytes]) -> None:
     payload = b"".join((_COPY_HEADER, *rows, _COPY_TRAILER))
     # A memoryview: asyncpg would take bytes for a file name.
-    await conn.copy_to_table(table, source=memoryview(payload), columns=columns, format="binary")
+    await conn.copy_to_table(table, source=memoryview(payload), columns=names, format="binary")
 
 
-def _lower_seen(row: list[Any], state: list[Any] | None, seen: Any) -> None:
-    """A delivery of an already stored message with an earlier ``seen``: lower the row's seen
-    (``row`` = [id, seen as stored, seen now]) and the copies the latest state holds of it
-    (``state`` = [latest id, _, _, _, its seen, life/first id, its seen, changed])."""
-    row[2] = seen
-    if state is not None:
-        if row[0] == state[0] and seen < state[4]:
-            state[4], state[7] = seen, True
-        if row[0] == state[5] and seen < state[6]:
-            state[6], state[7] = seen, True
+async def _stream(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
 
 
-async def _direction_states(
-    conn: Any, keys: set[tuple[int, int]], cache: StateCache | None
-) -> dict[tuple[int, int], DirectionState]:
-    """The stored state of ``keys`` (absent keys have no row)."""
-    states: dict[tuple[int, int], DirectionState] = {}
-    missing = keys
-    if cache is not None:
-        get = cache.directions.get
-        states = {k: st for k in keys if (st := get(k)) is not None}
-        missing = keys.difference(states)
-        cache.hits += len(states)
-        cache.misses += len(missing)
-    if missing:
-        ordered = sorted(missing)
-        rows = await conn.fetch(DIRECTION_STATE_SQL, [k[0] for k in ordered], [k[1] for k in ordered])
-        for r in rows:
-            policy = (int(r[4] & _DISABLED != 0), r[5], r[6] % _U64, r[7], r[8], r[9] % _U64)
-            states[(r[0], r[1])] = (r[2], r[3], policy, r[4], r[10], r[11], r[12])
-    return states
+@dataclass(slots=True)
+class _Row:
+    """A stored (or batch-new) row a batch may deliver again: its id, the seen the table holds (for a
+    new row: once streamed), and the lowest seen of its deliveries so far."""
+
+    id: int
+    stored: Any  # µs for channel_updates, datetime for node_announcements
+    seen: Any
 
 
-async def _write_updates(
-    conn: Any, upds: list[tuple[int, IncomingLike]], outcomes: list[rules.Outcome], cache: StateCache | None
-) -> None:
-    decide = rules.decide_update
-    stored = rules.Outcome.STORED
-    half = 1 << 63
-    keyed = []
-    for i, it in upds:
-        u: m.ChannelUpdate = it.message  # type: ignore[assignment]
-        scid = u.short_channel_id
-        keyed.append((i, it.seen_us, u, (scid - _U64 if scid >= half else scid, u.channel_flags & 1)))
-    before = await _direction_states(conn, {k[3] for k in keyed}, cache)
-    # Rows already stored under older timestamps (a direction's latest has its highest one), as
-    # [id, seen as stored, seen after this batch]; the latest rows are added when met.
-    get_before = before.get
-    older = sorted(
-        {(d[0], d[1], u.timestamp) for _, _, u, d in keyed if (b := get_before(d)) and u.timestamp < b[1]}
-    )
-    existing: dict[tuple[int, int, int], list[int]] = {}
-    if older:
-        rows = await conn.fetch(EXISTING_UPDATES_SQL, *map(list, zip(*older, strict=True)))
-        existing = {(r[1], r[2], r[3]): [r[0], r[4], r[4]] for r in rows}
-    last_id = await conn.fetchval(RESERVE_IDS_SQL, len(keyed))
-    next_id = last_id - len(keyed) + 1
+def _redeliver(row: _Row, latest: _Latest | None, seen: Any) -> None:
+    """A delivery of ``row`` with an earlier ``seen`` than its deliveries so far: lower the row's
+    seen and the copies its direction's or node's ``latest`` holds of it."""
+    row.seen = seen
+    if latest is not None:
+        if row.id == latest.latest_id and seen < latest.seen:
+            latest.seen, latest.changed = seen, True
+        if row.id == latest.life_id and seen < latest.life_seen:
+            latest.life_seen, latest.changed = seen, True
 
-    # Touched directions as mutable lists: the DirectionState fields, then a "changed" flag.
-    state: dict[tuple[int, int], list[Any]] = {}
-    # New rows by key: [id, seen, lowest seen in this batch, seen written (once streamed)].
-    new_by_key: dict[tuple[int, int, int], list[int]] = {}
 
-    async def decide_rows() -> AsyncIterator[bytes]:
-        """Decide every update and stream the new rows to COPY in chunks, so PostgreSQL inserts
-        one chunk while the next is being decided."""
-        nonlocal next_id
-        seen_field = _SEEN_FIELD.pack
-        chunk: list[tuple[bytes, bytes, list[int]]] = []  # binary row before seen, raw, record
+DirectionKey = tuple[int, int]  # (scid, direction)
+UpdateKey = tuple[int, int, int]  # (scid, direction, timestamp)
+# (position in the batch, seen µs, the update, its direction)
+Keyed = tuple[int, int, m.ChannelUpdate, DirectionKey]
+
+
+class _UpdatePlan:
+    """What a batch of channel_updates does to the store, decided without touching it: from the
+    directions' state before the batch and the older rows it delivers again, each update's outcome,
+    the new rows (as binary COPY), the rows whose seen to lower and the directions to write."""
+
+    def __init__(
+        self, before: dict[DirectionKey, DirectionState], existing: dict[UpdateKey, _Row], first_id: int
+    ) -> None:
+        self.before = before
+        self.existing = existing
+        self.next_id = first_id
+        self.state: dict[DirectionKey, DirectionState] = {}  # the directions touched, as they end
+        self.new: dict[UpdateKey, _Row] = {}
+
+    def rows(self, keyed: list[Keyed], outcomes: list[rules.Outcome]) -> Iterator[bytes]:
+        """Decide every update (its outcome into ``outcomes``) and yield the new rows as a binary
+        COPY in chunks, so that PostgreSQL inserts one chunk while the next is being decided."""
+        decide = rules.decide_update
+        stored = rules.Outcome.STORED
+        before, existing, state, new = self.before, self.existing, self.state, self.new
+        tail = _UPDATE_TAIL.pack
+        chunk: list[tuple[bytes, bytes, _Row]] = []  # binary row before seen, raw, its row
 
         def flush() -> bytes:
             out = []
-            for head, raw, rec in chunk:
-                rec[3] = rec[2]
-                out.append(b"".join((head, raw, seen_field(8, rec[2] - PG_EPOCH_US))))
+            for head, raw, row in chunk:
+                row.stored = row.seen
+                out.append(b"".join((head, raw, tail(8, row.seen - PG_EPOCH_US))))
             chunk.clear()
             return b"".join(out)
 
@@ -336,73 +335,151 @@ async def _write_updates(
             st = state.get(dkey)
             prev = before.get(dkey)
             if st is None and prev is not None:
-                st = state[dkey] = [*prev, False]
-            dup = new_by_key.get(key) or existing.get(key)
-            if dup is None and prev is not None and ts == prev[1]:  # the stored latest itself
-                dup = existing[key] = [prev[0], prev[4], prev[4]]
+                st = state[dkey] = prev.copy()
+            dup = new.get(key) or existing.get(key)
+            if dup is None and prev is not None and ts == prev.timestamp:  # the stored latest itself
+                dup = existing[key] = _Row(prev.latest_id, prev.seen, prev.seen)
             flags = u.channel_flags
             policy = (
                 1 if flags & _DISABLED else 0, u.cltv_expiry_delta, u.htlc_minimum_msat, u.fee_base_msat,
                 u.fee_proportional_millionths, u.htlc_maximum_msat,
             )  # fmt: skip
             decision = decide(
-                None if st is None else (st[1], st[2]), ts, seen // 1_000_000, policy, dup is not None
+                None if st is None else (st.timestamp, st.policy),
+                ts,
+                seen // 1_000_000,
+                policy,
+                dup is not None,
             )
             outcomes[i] = decision.outcome
             if dup is not None:
-                if seen < dup[2]:  # (a batch-new row already streamed is corrected below)
-                    _lower_seen(dup, st, seen)
+                if seen < dup.seen:  # (a batch-new row already streamed is corrected after)
+                    _redeliver(dup, st, seen)
                 continue
-            row_id = next_id
-            next_id += 1
-            record = [row_id, seen, seen, 0]
-            new_by_key[key] = record
-            hmin, hmax = policy[2], policy[5]
-            hmin8 = hmin - _U64 if hmin >= half else hmin
-            hmax8 = hmax - _U64 if hmax >= half else hmax
+            row_id = self.next_id
+            self.next_id += 1
+            row = new[key] = _Row(row_id, seen, seen)
             raw = u.raw
             head = _UPDATE_HEAD.pack(
-                15, 8, row_id, 8, dkey[0], 2, dkey[1], 8, ts, 2, u.message_flags, 2, flags, 4, policy[1],
-                8, hmin8, 8, policy[3], 8, policy[4], 8, hmax8, 2, decision.change_mask,
-                1, decision.starts_life, len(raw),
+                _UPDATE_FIELDS, 8, row_id, 8, dkey[0], 2, dkey[1], 8, ts, 2, u.message_flags, 2, flags,
+                4, policy[1], 8, policy[2], 8, policy[3], 8, policy[4], 8, policy[5],
+                2, decision.change_mask, 1, decision.starts_life, len(raw),
             )  # fmt: skip
-            chunk.append((head, raw, record))
+            chunk.append((head, raw, row))
             if len(chunk) >= COPY_CHUNK:
                 yield flush()
             if decision.outcome is stored:
                 if st is None:
-                    state[dkey] = [row_id, ts, policy, flags, seen, row_id, seen, True]
+                    state[dkey] = DirectionState(row_id, seen, row_id, seen, True, ts, policy, flags)
                 else:
-                    st[0], st[1], st[2], st[3], st[4], st[7] = row_id, ts, policy, flags, seen, True
+                    st.latest_id, st.seen, st.timestamp, st.policy, st.channel_flags = (
+                        row_id,
+                        seen,
+                        ts,
+                        policy,
+                        flags,
+                    )
+                    st.changed = True
                     if decision.starts_life:
-                        st[5], st[6] = row_id, seen
+                        st.life_id, st.life_seen = row_id, seen
         yield flush() + _COPY_TRAILER
 
-    await conn.copy_to_table("channel_updates", source=decide_rows(), columns=UPDATE_COLUMNS, format="binary")
-    lowered = [(rec[0], to_timestamp(rec[2])) for rec in existing.values() if rec[2] < rec[1]]
-    # Batch-new rows whose seen a later delivery in this batch lowered after they were streamed.
-    lowered += [(rec[0], to_timestamp(rec[2])) for rec in new_by_key.values() if rec[2] < rec[3]]
+    def lowered(self) -> list[tuple[int, dt.datetime]]:
+        """Rows whose seen the batch lowered below what the table holds (after :meth:`rows`):
+        stored ones, and batch-new ones a later delivery lowered after they were streamed."""
+        rows = (*self.existing.values(), *self.new.values())
+        return [(row.id, to_timestamp(row.seen)) for row in rows if row.seen < row.stored]
+
+    def directions(self) -> tuple[list[bytes], list[bytes], dict[DirectionKey, DirectionState]]:
+        """The changed directions (after :meth:`rows`): binary COPY rows of the new ones and of the
+        changed ones, and every changed direction's state."""
+        created: list[bytes] = []
+        changed: list[bytes] = []
+        states: dict[DirectionKey, DirectionState] = {}
+        pack = _DIRECTION_ROW.pack
+        for dkey, st in self.state.items():
+            if not st.changed:
+                continue
+            p = st.policy
+            direction_row = pack(
+                _DIRECTION_FIELDS, 8, dkey[0], 2, dkey[1], 8, st.latest_id, 8, st.timestamp,
+                2, st.channel_flags, 4, p[1], 8, p[2], 8, p[3], 8, p[4], 8, p[5], 8, st.seen - PG_EPOCH_US,
+                8, st.life_id, 8, st.life_seen - PG_EPOCH_US,
+            )  # fmt: skip
+            (changed if dkey in self.before else created).append(direction_row)
+            states[dkey] = st
+        return created, changed, states
+
+
+async def _direction_states(
+    conn: Any, keys: set[DirectionKey], cache: StateCache | None
+) -> dict[DirectionKey, DirectionState]:
+    """The stored state of ``keys`` (absent keys have no row)."""
+    states: dict[DirectionKey, DirectionState] = {}
+    missing = keys
+    if cache is not None:
+        get = cache.directions.get
+        states = {k: st for k in keys if (st := get(k)) is not None}
+        missing = keys.difference(states)
+        cache.hits += len(states)
+        cache.misses += len(missing)
+    if missing:
+        ordered = sorted(missing)
+        scids = [to_int8(k[0]) for k in ordered]
+        for r in await conn.fetch(DIRECTION_STATE_SQL, scids, [k[1] for k in ordered]):
+            flags = r["channel_flags"]
+            policy = (
+                int(flags & _DISABLED != 0), r["cltv_expiry_delta"], to_u64(r["htlc_minimum_msat"]),
+                r["fee_base_msat"], r["fee_proportional_millionths"], to_u64(r["htlc_maximum_msat"]),
+            )  # fmt: skip
+            states[(to_u64(r["scid"]), r["direction"])] = DirectionState(
+                r["update_id"], r["seen"], r["alive_update_id"], r["alive_since"], False, r["timestamp"],
+                policy, flags,
+            )  # fmt: skip
+    return states
+
+
+async def _existing_updates(
+    conn: Any, keyed: list[Keyed], before: dict[DirectionKey, DirectionState]
+) -> dict[UpdateKey, _Row]:
+    """Rows already stored under timestamps older than their direction's latest (rare: stale
+    arrivals and re-deliveries). Newer ones cannot be stored: the latest has the highest."""
+    get = before.get
+    older = sorted(
+        {(d[0], d[1], u.timestamp) for _, _, u, d in keyed if (b := get(d)) and u.timestamp < b.timestamp}
+    )
+    if not older:
+        return {}
+    scids, directions, timestamps = (
+        [to_int8(k[0]) for k in older],
+        [k[1] for k in older],
+        [k[2] for k in older],
+    )
+    rows = await conn.fetch(EXISTING_UPDATES_SQL, scids, directions, timestamps)
+    return {(to_u64(r[1]), r[2], r[3]): _Row(r[0], r[4], r[4]) for r in rows}
+
+
+async def _write_updates(
+    conn: Any, upds: list[tuple[int, IncomingLike]], outcomes: list[rules.Outcome], cache: StateCache | None
+) -> None:
+    """Read what the rules need, let :class:`_UpdatePlan` decide, write what it decided."""
+    keyed: list[Keyed] = []
+    for i, it in upds:
+        u: m.ChannelUpdate = it.message  # type: ignore[assignment]
+        keyed.append((i, it.seen_us, u, (u.short_channel_id, u.channel_flags & 1)))
+    before = await _direction_states(conn, {k[3] for k in keyed}, cache)
+    existing = await _existing_updates(conn, keyed, before)
+    last_id = await conn.fetchval(RESERVE_IDS_SQL, len(keyed))
+    plan = _UpdatePlan(before, existing, last_id - len(keyed) + 1)
+    await conn.copy_to_table(
+        "channel_updates", source=_stream(plan.rows(keyed, outcomes)), columns=UPDATE_COLUMNS, format="binary"
+    )
+    lowered = plan.lowered()
     if lowered:
         await conn.execute(LOWER_UPDATE_SEEN_SQL, [x[0] for x in lowered], [x[1] for x in lowered])
-
-    created: list[bytes] = []
-    changed: list[bytes] = []
-    pending = cache.pending if cache is not None else None
-    pack = _DIRECTION_ROW.pack
-    for dkey, st in state.items():
-        if not st[7]:
-            continue
-        p = st[2]
-        hmin, hmax = p[2], p[5]
-        hmin8 = hmin - _U64 if hmin >= half else hmin
-        hmax8 = hmax - _U64 if hmax >= half else hmax
-        direction_row = pack(
-            _DIRECTION_FIELDS, 8, dkey[0], 2, dkey[1], 8, st[0], 8, st[1], 2, st[3], 4, p[1], 8, hmin8,
-            8, p[3], 8, p[4], 8, hmax8, 8, st[4] - PG_EPOCH_US, 8, st[5], 8, st[6] - PG_EPOCH_US,
-        )  # fmt: skip
-        (changed if dkey in before else created).append(direction_row)
-        if pending is not None:
-            pending[dkey] = (st[0], st[1], p, st[3], st[4], st[5], st[6])
+    created, changed, states = plan.directions()
+    if cache is not None:
+        cache.pending.update(states)
     if created:
         await _copy_binary(conn, "channel_directions", DIRECTION_COLUMNS, created)
     if changed:
@@ -413,19 +490,16 @@ async def _write_updates(
 
 # -- node announcements -----------------------------------------------------------------------------
 
-NODE_STATE_SQL = """
-SELECT n.node_id, n.announcement_id, n.timestamp, n.features, n.addresses, n.seen, n.first_announcement_id,
-       n.first_seen, a.raw
+NODE_STATE_SQL = f"""
+SELECT {", ".join("n." + c for c in columns.names(columns.NODE))}, a.raw
 FROM nodes n JOIN node_announcements a ON a.id = n.announcement_id WHERE n.node_id = ANY($1::bytea[])
-"""
+"""  # noqa: S608 - declared column names
 EXISTING_NODE_ANNS_SQL = """
 SELECT a.id, a.node_id, a.timestamp, a.seen FROM node_announcements a
 JOIN unnest($1::bytea[], $2::int8[]) AS k(node_id, timestamp) USING (node_id, timestamp)
 """
 NEXT_NODE_IDS_SQL = "SELECT nextval('node_announcements_id_seq') FROM generate_series(1, $1)"
-NODE_COLUMNS = (
-    "id", "node_id", "timestamp", "features", "addresses", "alias", "rgb_color", "change_mask", "raw", "seen",
-)  # fmt: skip
+NODE_COLUMNS = columns.names(columns.NODE_ANNOUNCEMENT)
 # A node's latest announcement replaced by the winner of a tie (rules.node_tie_winner).
 REPLACE_NODE_SQL = """
 UPDATE node_announcements a SET features = k.features, addresses = k.addresses, alias = k.alias,
@@ -438,45 +512,64 @@ LOWER_NODE_SEEN_SQL = """
 UPDATE node_announcements a SET seen = k.seen
 FROM unnest($1::int8[], $2::timestamptz[]) AS k(id, seen) WHERE a.id = k.id AND k.seen < a.seen
 """
-UPSERT_NODES_SQL = """
-INSERT INTO nodes (node_id, announcement_id, timestamp, features, addresses, seen,
-                   first_announcement_id, first_seen)
-SELECT * FROM unnest($1::bytea[], $2::int8[], $3::int8[], $4::bytea[], $5::bytea[], $6::timestamptz[],
-                     $7::int8[], $8::timestamptz[])
+# Every column of nodes; a node's first announcement never changes.
+_NODE_KEPT = ("node_id", "first_announcement_id")
+UPSERT_NODES_SQL = f"""
+INSERT INTO nodes ({", ".join(columns.names(columns.NODE))})
+SELECT * FROM unnest({", ".join(f"${k}::{c.array_type}" for k, c in enumerate(columns.NODE, 1))})
 ON CONFLICT (node_id) DO UPDATE SET
-    announcement_id = EXCLUDED.announcement_id, timestamp = EXCLUDED.timestamp, features = EXCLUDED.features,
-    addresses = EXCLUDED.addresses, seen = EXCLUDED.seen, first_seen = EXCLUDED.first_seen
-"""
+    {", ".join(f"{c.name} = EXCLUDED.{c.name}" for c in columns.NODE if c.name not in _NODE_KEPT)}
+"""  # noqa: S608 - declared column names
+
+
+@dataclass(slots=True)
+class _Node(_Latest):
+    timestamp: int
+    features: bytes
+    addresses: bytes
+    raw: bytes  # of the latest announcement: ties are decided on it
+
+
+class _Replacement(NamedTuple):
+    """New content for a stored latest announcement that lost a tie, and the change bits to add."""
+
+    features: bytes
+    addresses: bytes
+    alias: bytes
+    rgb_color: bytes
+    raw: bytes
+    mask: int
 
 
 async def _write_nodes(
     conn: Any, nodes: list[tuple[int, IncomingLike]], outcomes: list[rules.Outcome]
 ) -> None:
     node_ids = sorted({it.message.node_id for _, it in nodes})  # type: ignore[union-attr]
-    state: dict[bytes, list[Any]] = {
-        bytes(r["node_id"]): [
+    state: dict[bytes, _Node] = {
+        bytes(r["node_id"]): _Node(
             r["announcement_id"],
-            r["timestamp"],
-            bytes(r["features"]),
-            bytes(r["addresses"]),
             r["seen"],
             r["first_announcement_id"],
             r["first_seen"],
             False,
+            r["timestamp"],
+            bytes(r["features"]),
+            bytes(r["addresses"]),
             bytes(r["raw"]),
-        ]
+        )
         for r in await conn.fetch(NODE_STATE_SQL, node_ids)
     }
     pairs = sorted({(it.message.node_id, it.message.timestamp) for _, it in nodes})  # type: ignore[union-attr]
-    existing: dict[tuple[bytes, int], list[Any]] = {
-        (bytes(r["node_id"]), r["timestamp"]): [r["id"], r["seen"], r["seen"]]
+    existing: dict[tuple[bytes, int], _Row] = {
+        (bytes(r["node_id"]), r["timestamp"]): _Row(r["id"], r["seen"], r["seen"])
         for r in await conn.fetch(EXISTING_NODE_ANNS_SQL, [p[0] for p in pairs], [p[1] for p in pairs])
     }
     ids = [r[0] for r in await conn.fetch(NEXT_NODE_IDS_SQL, len(nodes))]
-    new_by_key: dict[tuple[bytes, int], list[Any]] = {}
+    new_by_key: dict[tuple[bytes, int], _Row] = {}
+    # New rows in NODE_COLUMNS order, the last field (seen) as its _Row until written.
     new_rows: list[list[Any]] = []
     new_row_of: dict[tuple[bytes, int], list[Any]] = {}
-    replaced: dict[int, list[Any]] = {}  # stored row id -> its new content and the mask bits to add
+    replaced: dict[int, _Replacement] = {}  # by stored row id
     for (i, it), row_id in zip(nodes, ids, strict=True):
         a = it.message
         assert isinstance(a, m.NodeAnnouncement)
@@ -484,75 +577,62 @@ async def _write_nodes(
         seen = to_timestamp(it.seen_us)
         dup = existing.get(key) or new_by_key.get(key)
         st = state.get(a.node_id)
-        latest = (st[1], st[2], st[3], st[8]) if st is not None else None
+        latest = (st.timestamp, st.features, st.addresses, st.raw) if st is not None else None
         decision = rules.decide_node(latest, a.timestamp, a.features, a.addresses, a.raw, dup is not None)
         outcomes[i] = decision.outcome
         if dup is not None:
-            if seen < dup[2]:
-                _lower_seen(dup, st, seen)
+            if seen < dup.seen:
+                _redeliver(dup, st, seen)
             if decision.replaces:
                 assert st is not None
-                content = [a.features, a.addresses, a.alias, a.rgb_color, a.raw]
                 row = new_row_of.get(key)
                 if row is not None:  # written by this batch: not in the table yet
-                    row[3:7] = content[:4]
+                    row[3:7] = [a.features, a.addresses, a.alias, a.rgb_color]
                     row[7] |= decision.change_mask
                     row[8] = a.raw
                 else:
-                    mask = replaced[dup[0]][5] if dup[0] in replaced else 0
-                    replaced[dup[0]] = [*content, mask | decision.change_mask]
-                st[2], st[3], st[8], st[7] = a.features, a.addresses, a.raw, True
+                    mask = replaced[dup.id].mask if dup.id in replaced else 0
+                    replaced[dup.id] = _Replacement(
+                        a.features, a.addresses, a.alias, a.rgb_color, a.raw, mask | decision.change_mask
+                    )
+                st.features, st.addresses, st.raw, st.changed = a.features, a.addresses, a.raw, True
             continue
-        record = [row_id, seen, seen]
-        new_by_key[key] = record
+        record = new_by_key[key] = _Row(row_id, seen, seen)
         new_row = [
-            row_id,
-            a.node_id,
-            a.timestamp,
-            a.features,
-            a.addresses,
-            a.alias,
-            a.rgb_color,
-            decision.change_mask,
-            a.raw,
-            record,
-        ]
+            row_id, a.node_id, a.timestamp, a.features, a.addresses, a.alias, a.rgb_color,
+            decision.change_mask, a.raw, record,
+        ]  # fmt: skip
         new_rows.append(new_row)
         new_row_of[key] = new_row
         if decision.outcome is rules.Outcome.STORED:
             if st is None:
-                state[a.node_id] = [
-                    row_id,
-                    a.timestamp,
-                    a.features,
-                    a.addresses,
-                    seen,
-                    row_id,
-                    seen,
-                    True,
-                    a.raw,
-                ]
+                state[a.node_id] = _Node(
+                    row_id, seen, row_id, seen, True, a.timestamp, a.features, a.addresses, a.raw
+                )
             else:
-                st[0:5] = [row_id, a.timestamp, a.features, a.addresses, seen]
-                st[7], st[8] = True, a.raw
+                st.latest_id, st.timestamp, st.features, st.addresses, st.seen = (
+                    row_id, a.timestamp, a.features, a.addresses, seen,
+                )  # fmt: skip
+                st.changed, st.raw = True, a.raw
     if new_rows:
         for row in new_rows:
-            row[-1] = row[-1][2]
+            row[-1] = row[-1].seen
         await conn.copy_records_to_table("node_announcements", records=new_rows, columns=NODE_COLUMNS)
     if replaced:
-        cols_r: list[list[Any]] = [list(replaced), *([c[k] for c in replaced.values()] for k in range(6))]
+        cols_r: list[list[Any]] = [list(replaced), *map(list, zip(*replaced.values(), strict=True))]
         await conn.execute(REPLACE_NODE_SQL, *cols_r)
-    lowered = [(rec[0], rec[2]) for rec in existing.values() if rec[2] < rec[1]]
+    lowered = [(row.id, row.seen) for row in existing.values() if row.seen < row.stored]
     if lowered:
         await conn.execute(LOWER_NODE_SEEN_SQL, [x[0] for x in lowered], [x[1] for x in lowered])
-    dirty = [(node_id, st) for node_id, st in state.items() if st[7]]
+    dirty = [(node_id, st) for node_id, st in state.items() if st.changed]
     if dirty:
-        seen_of = {rec[0]: rec[2] for rec in new_by_key.values()}
-        cols: list[list[Any]] = [[] for _ in range(8)]
+        seen_of = {row.id: row.seen for row in new_by_key.values()}
+        cols: list[list[Any]] = [[] for _ in columns.NODE]
         for node_id, st in dirty:
             values = (
-                node_id, st[0], st[1], st[2], st[3], min(st[4], seen_of.get(st[0], st[4])), st[5],
-                min(st[6], seen_of.get(st[5], st[6])),
+                node_id, st.latest_id, st.life_id, st.timestamp, st.features, st.addresses,
+                min(st.seen, seen_of.get(st.latest_id, st.seen)),
+                min(st.life_seen, seen_of.get(st.life_id, st.life_seen)),
             )  # fmt: skip
             for col, value in zip(cols, values, strict=True):
                 col.append(value)

@@ -34,7 +34,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import asyncpg
-from prometheus_client import Counter, Gauge, Histogram
 
 from lnsync.db import RETRYABLE
 from lnsync.gossip.messages import ChannelAnnouncement, ChannelUpdate, NodeAnnouncement
@@ -42,6 +41,7 @@ from lnsync.retry import Backoff
 from lnsync.rgs.rules import Outcome
 from services.persistence import peers
 from services.persistence.ingest import Entry, IngestQueue, Job
+from services.persistence.metrics import BATCH_SECONDS, BATCH_SIZE, MESSAGES, QUEUED, REJECTIONS
 from services.persistence.store import StateCache, to_timestamp, write_batch
 
 log = logging.getLogger(__name__)
@@ -49,20 +49,6 @@ log = logging.getLogger(__name__)
 MIN_BATCH = 64
 LINGER = 0.02  # seconds to wait for more messages when a batch is below target
 STORE_ERROR = "store_error"
-
-# Errors after which the same batch may well succeed later (lnsync.db.RETRYABLE): retried with
-# backoff, never split.
-
-MESSAGES = Counter("lnsync_persistence_messages_total", "Messages handled by the writer", ["outcome"])
-REJECTIONS = Counter("lnsync_persistence_rejections_total", "Messages rejected", ["reason"])
-BATCH_SIZE = Histogram(
-    "lnsync_persistence_batch_messages",
-    "Messages per committed batch",
-    buckets=(1, 16, 64, 256, 1024, 4096, 16384),
-)
-BATCH_SECONDS = Histogram("lnsync_persistence_batch_seconds", "Time to write one batch")
-QUEUED = Gauge("lnsync_persistence_queued_messages", "Messages queued or being written")
-
 
 SERVED_SQL = "SELECT fully_synced_at IS NOT NULL FROM sync_state"
 

@@ -210,7 +210,7 @@ class SnapshotterService(db.StoreService, snapshots_pb2_grpc.SnapshotsServicer):
             last_sync_timestamp=last_sync,
             version=version,
             reference_time=R,
-            apply_lag=policy.snapshot_apply_lag(
+            apply_lag=ladder.apply_lag(
                 self.interval, self.settings.ingest_lag, self.settings.gateway.cache_lifetime
             ),
         )

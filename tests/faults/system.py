@@ -145,11 +145,6 @@ class FaultPeer:
 # ------------------------------------------------------------------------------- the system
 
 
-def _free_block(n: int) -> int:
-    """A port p with p..p+n-1 free (downloader i listens on base + i)."""
-    return free_ports(n)
-
-
 @dataclass
 class Recovery:
     service: str
@@ -172,7 +167,7 @@ class UpSystem:
 
     def __post_init__(self) -> None:
         self.ports = {name: free_port() for name in (*GRPC_SERVICES, "gateway", "gateway-admin")}
-        self.downloader_base = _free_block(len(self.peers))
+        self.downloader_base = free_ports(len(self.peers))  # downloader i listens on base + i
         self.log_path = self.workdir / "up.log"
 
     def target(self, name: str) -> str:

@@ -1,40 +1,61 @@
-"""The store's row schema declared in lnsync/schema/columns.py is the one the migrations create,
-and what the writer and lookup derive from it covers every column."""
+"""The store's row schema declared in lnsync/schema/columns.py is the one the migrations create in
+PostgreSQL, what the writer and lookup derive from it covers every column, and the u64 mapping
+keeps every bit."""
 
 from __future__ import annotations
 
-import re
+import struct
 
-from lnsync import schema
+import asyncpg
+import numpy as np
+import pytest
+
 from lnsync.schema import columns
+from lnsync.schema.columns import INT8_MIN, to_int8, to_u64, u64_array
 from services.lookup import store as lookup_store
 from services.persistence import store as writer_store
 
-
-def _table(name: str) -> list[tuple[str, str]]:
-    sql = "\n".join(text for _, _, text in schema.migrations())
-    body = re.search(rf"CREATE TABLE {name} \((.*?)\n\);", sql, re.S)
-    assert body is not None, name
-    out = []
-    for line in body[1].splitlines():
-        words = line.split("--")[0].split()
-        if len(words) >= 2 and words[0] != "PRIMARY":
-            out.append((words[0], words[1].rstrip(",")))
-    return out
+# information_schema's data_type for each declared SQL type.
+_INFORMATION_TYPE = {
+    "bigint": "bigint",
+    "integer": "integer",
+    "smallint": "smallint",
+    "boolean": "boolean",
+    "bytea": "bytea",
+    "timestamptz": "timestamp with time zone",
+}
 
 
-def test_direction_columns_are_the_tables() -> None:
-    assert [(c.name, c.sql) for c in columns.DIRECTION] == _table("channel_directions")
-    # Later migrations change its storage, never its columns.
-    later = "\n".join(text for _, _, text in schema.migrations())
-    assert not re.search(r"ALTER TABLE channel_directions\s+(ADD|DROP|ALTER|RENAME)", later)
+@pytest.mark.parametrize("table", sorted(columns.TABLES))
+async def test_declaration_is_the_migrated_table(database_url: str, table: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position",
+            table,
+        )
+    finally:
+        await conn.close()
+    actual = [(r["column_name"], r["data_type"]) for r in rows]
+    declared = [(c.name, _INFORMATION_TYPE[c.sql]) for c in columns.TABLES[table]]
+    assert declared == actual
 
 
 def test_writer_and_lookup_derive_theirs() -> None:
     assert columns.names(columns.DIRECTION) == writer_store.DIRECTION_COLUMNS
+    assert columns.names(columns.UPDATE) == writer_store.UPDATE_COLUMNS
+    assert columns.names(columns.NODE_ANNOUNCEMENT) == writer_store.NODE_COLUMNS
+    sizes = {"q": 8, "Q": 8, "i": 4, "h": 2, "?": 1, "": 0}
     assert writer_store._DIRECTION_ROW.size == 2 + sum(
-        4 + {"iq": 8, "ii": 4, "ih": 2}[c.copy_format] for c in columns.DIRECTION
+        4 + sizes[c.copy_format[1:]] for c in columns.DIRECTION
     )
+    # channel_updates: the fixed fields and raw's length, then raw, then seen.
+    head, tail = writer_store._UPDATE_HEAD, writer_store._UPDATE_TAIL
+    assert head.size + tail.size == 2 + sum(4 + sizes[c.copy_format[1:]] for c in columns.UPDATE)
+    assert tail.format == ">iq"
+    for name in columns.names(columns.NODE):
+        assert f"n.{name}" in writer_store.NODE_STATE_SQL
     assert lookup_store._DIR_COLUMNS == (
         "ts",
         "flags",
@@ -46,3 +67,13 @@ def test_writer_and_lookup_derive_theirs() -> None:
         "seen",
         "alive",
     )
+    assert lookup_store._DIR_COLUMNS[:8] == lookup_store._FROM_UPDATE_NAMES
+
+
+@pytest.mark.parametrize("u64", [0, 1, (1 << 63) - 1, 1 << 63, (1 << 64) - 1, 0x0C0FFEE000010001])
+def test_u64_mapping_keeps_the_bits(u64: int) -> None:
+    signed = to_int8(u64)
+    assert INT8_MIN <= signed < 1 << 63
+    assert struct.pack(">q", signed) == struct.pack(">Q", u64)  # what a binary COPY writes
+    assert to_u64(signed) == u64
+    assert u64_array(np.array([signed], dtype=">i8")).tolist() == [u64]
