@@ -7,7 +7,9 @@ PostgreSQL. The store holds a synthetic history (``tests.rgs.histories``) sized 
 snapshot for a client that synced one day before the generation is about 200 kB; the gateway
 serves exactly that blob, and nginx serves a copy of it with a plain static configuration
 (``worker_processes auto``, sendfile, no access log). Repeats alternate the servers so machine
-noise hits both; medians are reported with their ratio.
+noise hits both; medians are reported with their ratio, the p99 against nginx's, and each server's
+CPU time (user + system, all its processes) per request: on a shared machine the other work moves
+requests/s a lot and CPU per request little.
 
 Needs ``wrk`` and ``nginx``: installed with apt-get when missing (as root).
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import re
@@ -35,6 +38,7 @@ import urllib.request
 from pathlib import Path
 
 import asyncpg
+import psutil
 
 from bench import results as bench_results
 from lnsync import rpc, schema
@@ -159,8 +163,8 @@ http {{
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk(url: str, seconds: int, connections: int) -> tuple[float, float]:
-    """(requests/s, p99 ms) of one wrk run."""
+def wrk(url: str, seconds: int, connections: int) -> tuple[float, float, int]:
+    """(requests/s, p99 ms, requests) of one wrk run."""
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url],
         check=True,
@@ -169,10 +173,22 @@ def wrk(url: str, seconds: int, connections: int) -> tuple[float, float]:
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out).groups()  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise RuntimeError(f"{url}: {errors.group(1)} non-2xx answers\n{out}")
-    return rps, float(value) * _UNITS[unit]
+    return rps, float(value) * _UNITS[unit], requests
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a server: the process and its children (workers)."""
+    total = 0.0
+    root = psutil.Process(pid)
+    for p in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -222,29 +238,48 @@ async def run(args: argparse.Namespace) -> int:
         print(f"blob: {path}, {len(blob):,} bytes (v2, one day before R={R})", flush=True)
 
         gateway_rss = [bench_results.PeakRss(p.pid) for p in procs[:-1]]  # the gateways (nginx is last)
+        pids = dict(zip(servers, [p.pid for p in procs], strict=True))
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
+        # Server CPU per request (all its processes, user + system): what a server costs the machine
+        # for one answer, a figure the other work on a shared machine moves far less than req/s.
+        cpu_us: dict[str, list[float]] = {name: [] for name in servers}
         for i in range(args.repeats):
             for name, u in servers.items():
-                rps, p99 = await asyncio.to_thread(wrk, u, args.seconds, args.connections)
+                cpu_before = cpu_seconds(pids[name])
+                rps, p99, requests = await asyncio.to_thread(wrk, u, args.seconds, args.connections)
+                cpu_us[name].append((cpu_seconds(pids[name]) - cpu_before) / max(requests, 1) * 1e6)
                 results[name].append((rps, p99))
                 for rss in gateway_rss:
                     rss.sample()
-                print(f"  repeat {i + 1}: {name:<30} {rps:>9,.0f} req/s  p99 {p99:6.1f} ms", flush=True)
+                print(
+                    f"  repeat {i + 1}: {name:<30} {rps:>9,.0f} req/s  p99 {p99:6.1f} ms  "
+                    f"server CPU {cpu_us[name][-1]:5.0f} µs/request (load {os.getloadavg()[0]:.1f})",
+                    flush=True,
+                )
         ref = statistics.median(r for r, _ in results["nginx (same file, sendfile)"])
         print(
             f"\n{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} cores, "
             f"load {os.getloadavg()[0]:.1f}; wrk -t2 -c{args.connections} -d{args.seconds}s, "
             f"{args.repeats} repeats\n"
         )
-        print("| server | median req/s | ratio to nginx | median p99 |")
-        print("|---|---:|---:|---:|")
+        ref_p99 = statistics.median(p for _, p in results["nginx (same file, sendfile)"])
+        print("| server | median req/s | ratio to nginx | median p99 | p99 / nginx's | server CPU/request |")
+        print("|---|---:|---:|---:|---:|---:|")
         figures: dict[str, object] = {}
         keys = ("gateway", "gateway_1_worker", "nginx") if args.one_worker else ("gateway", "nginx")
         for (name, rows), key in zip(results.items(), keys, strict=True):
             rps = statistics.median(r for r, _ in rows)
             p99 = statistics.median(p for _, p in rows)
-            print(f"| {name} | {rps:,.0f} | {rps / ref:.2f}x | {p99:.1f} ms |")
-            figures[key] = {"rps": round(rps), "ratio": round(rps / ref, 3), "p99_ms": round(p99, 1)}
+            cpu = statistics.median(cpu_us[name])
+            cells = f"{rps:,.0f} | {rps / ref:.2f}x | {p99:.1f} ms | {p99 / ref_p99:.2f}x | {cpu:.0f} µs"
+            print(f"| {name} | {cells} |")
+            figures[key] = {
+                "rps": round(rps),
+                "ratio": round(rps / ref, 3),
+                "p99_ms": round(p99, 1),
+                "p99_ratio": round(p99 / ref_p99, 2),
+                "cpu_us_per_request": round(cpu, 1),
+            }
         rss = [r.peak_mb for r in gateway_rss]
         print(f"gateway peak RSS (PSS of all its processes): {' MB, '.join(map(str, rss))} MB")
         bench_results.write(

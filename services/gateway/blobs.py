@@ -47,6 +47,10 @@ class Blob:
     last_modified: int
     identity_headers: CIMultiDict[str] = field(init=False, repr=False, compare=False)
     gzip_headers: CIMultiDict[str] | None = field(init=False, repr=False, compare=False)
+    # The fast path's status lines and headers, by (gzip, not modified, CORS origin allowed).
+    wire: dict[tuple[bool, bool, str | None], bytes] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         tag = self.sha256.hex()
@@ -123,26 +127,38 @@ def unmodified_since(if_modified_since: str, last_modified: int) -> bool:
     return last_modified <= since.timestamp()
 
 
-def respond(request_headers: CIMultiDictProxy[str], blob: Blob) -> web.Response:
-    """The response to a GET or HEAD for ``blob`` (aiohttp leaves the body out for HEAD itself).
+def negotiate(
+    blob: Blob, accept_encoding: str | None, if_none_match: str | None, if_modified_since: str | None
+) -> tuple[bool, bool]:
+    """(gzip, not modified) of the answer to a GET or HEAD for ``blob`` with these request headers.
 
-    304 when ``If-None-Match`` matches, or, only without ``If-None-Match``, when ``If-Modified-Since``
-    is not before ``Last-Modified`` (RFC 9110, 13.2.2)."""
-    headers = blob.identity_headers
-    body = blob.body
-    if blob.gzip_headers is not None and blob.gzip is not None:
-        accept = request_headers.get("Accept-Encoding")
-        if accept and accepts_gzip(accept):
-            headers, body = blob.gzip_headers, blob.gzip
-    inm = request_headers.get("If-None-Match")
-    if inm is not None:
-        fresh = none_match(inm, headers["ETag"])
-    else:
-        ims = request_headers.get("If-Modified-Since")
-        fresh = ims is not None and unmodified_since(ims, blob.last_modified)
+    Not modified when ``If-None-Match`` matches, or, only without ``If-None-Match``, when
+    ``If-Modified-Since`` is not before ``Last-Modified`` (RFC 9110, 13.2.2). The one decision both
+    :func:`respond` and the public port's fast path (:mod:`services.gateway.fastpath`) use."""
+    zipped = False
+    if blob.gzip_headers is not None and blob.gzip is not None and accept_encoding:
+        zipped = accepts_gzip(accept_encoding)
+    if if_none_match is not None:
+        headers = blob.gzip_headers if zipped and blob.gzip_headers is not None else blob.identity_headers
+        return zipped, none_match(if_none_match, headers["ETag"])
+    fresh = if_modified_since is not None and unmodified_since(if_modified_since, blob.last_modified)
+    return zipped, fresh
+
+
+def respond(request_headers: CIMultiDictProxy[str], blob: Blob) -> web.Response:
+    """The response to a GET or HEAD for ``blob`` (aiohttp leaves the body out for HEAD itself):
+    304 or 200, gzip or not, as :func:`negotiate` decides."""
+    zipped, fresh = negotiate(
+        blob,
+        request_headers.get("Accept-Encoding"),
+        request_headers.get("If-None-Match"),
+        request_headers.get("If-Modified-Since"),
+    )
+    headers = blob.gzip_headers if zipped and blob.gzip_headers is not None else blob.identity_headers
     if fresh:
         not_modified = CIMultiDict(headers)
         del not_modified["Content-Type"]
         not_modified.popall("Content-Encoding", None)
         return web.Response(status=304, headers=not_modified)
+    body = blob.gzip if zipped and blob.gzip is not None else blob.body
     return web.Response(body=body, headers=CIMultiDict(headers))

@@ -17,21 +17,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import resource
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 from aiohttp import web
+from aiohttp.tcp_helpers import tcp_keepalive
 
+from services.gateway.fastpath import MAX_HEAD, FastPath
 from services.gateway.metrics import CONNECTIONS, REFUSED
 
 log = logging.getLogger(__name__)
 
 MALFORMED_LOG_EVERY = 10.0
 REFUSED_LINGER = 1.0
+# The fast path's high-water mark of a connection's write buffer (which holds the blobs' own bytes
+# objects, not copies): above it, no further request is read until the client has taken some.
+FAST_WRITE_HIGH_WATER = 8 << 20
 _REFUSED_ANSWER = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 33\r\n"
     b"Retry-After: 5\r\nConnection: close\r\n\r\ntoo many connections; retry later\n"
@@ -54,25 +60,160 @@ class ConnectionCount:
         CONNECTIONS.dec()
 
 
-class _Connection(asyncio.Protocol):
-    """A client connection: aiohttp's handler behind the count, answering after a half-close."""
+class FastConnections:
+    """The connections of a site still reading their own requests (aiohttp does not know them)."""
 
-    def __init__(self, inner: Any, count: ConnectionCount, grace: float) -> None:
-        self._inner = inner
+    def __init__(self) -> None:
+        self._open: set[_Connection] = set()
+        self.empty = asyncio.Event()
+        self.empty.set()
+
+    def add(self, connection: _Connection) -> None:
+        self._open.add(connection)
+        self.empty.clear()
+
+    def discard(self, connection: _Connection) -> None:
+        self._open.discard(connection)
+        if not self._open:
+            self.empty.set()
+
+    def __iter__(self) -> Iterator[_Connection]:
+        return iter(list(self._open))
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+
+class _Connection(asyncio.Protocol):
+    """A client connection: aiohttp's handler behind the count, answering after a half-close.
+
+    With a :class:`FastPath` (the public port) the connection starts by reading requests itself
+    and answers the plain snapshot requests from memory; the first request it does not answer goes,
+    with everything received after it, to aiohttp's handler, created then, which serves the
+    connection from then on. While reading requests itself it keeps aiohttp's rules: the header
+    timeout from opening or from the previous answer (not while an answer is still being sent), no
+    further requests read while the transport's buffer is above its high-water mark, and an answer
+    still being written when the client half-closes is finished before the connection closes.
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[], Any],
+        count: ConnectionCount,
+        grace: float,
+        fast: FastPath | None = None,
+        fast_connections: FastConnections | None = None,
+    ) -> None:
+        self._factory = factory
+        self._inner: Any = None
         self._count = count
         self._grace = grace
-        self._transport: asyncio.BaseTransport | None = None
+        self._transport: asyncio.Transport | None = None
         self._deadline: asyncio.TimerHandle | None = None
+        self._fast = fast
+        self._fast_connections = fast_connections
+        self._buffer = b""
+        self._writing_paused = False
+        self._idle_since = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport subclasses
         self._count.opened()
-        self._inner.connection_made(transport)
+        if self._fast is None:
+            self._hand_off()
+            return
+        tcp_keepalive(self._transport)  # as aiohttp's handler does
+        # One answer (status line, headers, the blob) never stops reading by itself: only answers
+        # piling up for a client that does not read them.
+        self._transport.set_write_buffer_limits(high=FAST_WRITE_HIGH_WATER)
+        if self._fast_connections is not None:
+            self._fast_connections.add(self)
+        loop = asyncio.get_running_loop()
+        self._idle_since = loop.time()
+        self._idle_timer = loop.call_at(self._idle_since + self._grace, self._check_idle)
 
     def data_received(self, data: bytes) -> None:
-        self._inner.data_received(data)
+        if self._inner is not None:
+            self._inner.data_received(data)
+            return
+        self._buffer += data
+        if not self._writing_paused:
+            self._answer()
+
+    def _answer(self) -> None:
+        """Answer the complete requests buffered, in order, until one is not the fast path's."""
+        fast, transport = self._fast, self._transport
+        assert fast is not None
+        assert transport is not None
+        while not self._writing_paused and self._inner is None:
+            end = self._buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
+            if end < 0:
+                if len(self._buffer) >= MAX_HEAD:
+                    self._hand_off()  # aiohttp answers the oversized request (4xx)
+                return
+            head = self._buffer[: end + 4]
+            try:
+                out = fast.answer(head)
+            except Exception:
+                log.exception("fast path failed on a request; aiohttp answers it")
+                out = None
+            if out is None:
+                self._hand_off()
+                return
+            self._buffer = self._buffer[end + 4 :]
+            transport.writelines(out)  # may pause writing at once
+            self._idle_since = asyncio.get_running_loop().time()
+
+    def _hand_off(self) -> None:
+        """From now on aiohttp's handler serves this connection, starting with what is buffered."""
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if self._fast_connections is not None:
+            self._fast_connections.discard(self)
+        self._inner = self._factory()
+        self._inner.connection_made(self._transport)
+        if self._transport is not None and self._fast is not None:
+            self._transport.set_write_buffer_limits()  # aiohttp's drain uses the default marks
+        data, self._buffer = self._buffer, b""
+        if data:
+            self._inner.data_received(data)
+
+    def _check_idle(self) -> None:
+        """The header timeout while reading requests itself: close a connection that has not sent
+        a complete request within ``grace`` seconds of opening or of its previous answer."""
+        self._idle_timer = None
+        transport = self._transport
+        if transport is None or self._inner is not None:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._writing_paused or transport.get_write_buffer_size() > 0:
+            self._idle_since = now  # still sending an answer: the client is not idle
+        if now < self._idle_since + self._grace:
+            self._idle_timer = loop.call_at(self._idle_since + self._grace, self._check_idle)
+            return
+        transport.close()
+
+    def shut(self) -> None:
+        """Stop serving (the worker is stopping): close once what was answered is written."""
+        if self._inner is None and self._transport is not None:
+            self._close_after_writing()
+
+    def _close_after_writing(self) -> None:
+        transport = self._transport
+        assert transport is not None
+        transport.close()  # sends what is buffered first
+        if self._deadline is None:  # whatever happens, the connection ends within the grace
+            self._deadline = asyncio.get_running_loop().call_later(self._grace, transport.abort)
 
     def eof_received(self) -> bool:
+        if self._inner is None:
+            # Every complete request was answered (or waits behind answers the client does not
+            # read): the client is done. Close once the answers are written.
+            self._close_after_writing()
+            return True
         # aiohttp waiting for a request (none, or only part of one, arrived): nothing more can come,
         # close now. The same test aiohttp's own keep-alive timer makes.
         waiter = getattr(self._inner, "_waiter", None)
@@ -89,15 +230,34 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if self._fast_connections is not None:
+            self._fast_connections.discard(self)
         self._transport = None
         self._count.closed()
-        self._inner.connection_lost(exc)
+        if self._inner is not None:
+            self._inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
-        self._inner.pause_writing()
+        if self._inner is not None:
+            self._inner.pause_writing()
+            return
+        self._writing_paused = True
+        if self._transport is not None:
+            self._transport.pause_reading()
 
     def resume_writing(self) -> None:
-        self._inner.resume_writing()
+        if self._inner is not None:
+            self._inner.resume_writing()
+            return
+        self._writing_paused = False
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
+            self._idle_since = asyncio.get_running_loop().time()
+            self._answer()
 
 
 class _Refused(asyncio.Protocol):
@@ -130,9 +290,10 @@ class _Refused(asyncio.Protocol):
 
 
 class LimitedSite(web.BaseSite):
-    """A TCP site like aiohttp's, whose connections go through a :class:`ConnectionCount`."""
+    """A TCP site like aiohttp's, whose connections go through a :class:`ConnectionCount`, and,
+    given a :class:`FastPath`, start on it (:class:`_Connection`)."""
 
-    __slots__ = ("_count", "_grace", "_host", "_port", "_reuse_port")
+    __slots__ = ("_count", "_fast", "_fast_connections", "_grace", "_host", "_port", "_reuse_port")
 
     def __init__(
         self,
@@ -144,11 +305,14 @@ class LimitedSite(web.BaseSite):
         grace: float,
         reuse_port: bool,
         backlog: int,
+        fast: FastPath | None = None,
     ) -> None:
         super().__init__(runner, backlog=backlog)
         self._host, self._port, self._reuse_port = host, port, reuse_port
         self._count = ConnectionCount(max_connections)
         self._grace = grace
+        self._fast = fast
+        self._fast_connections = FastConnections()
 
     @property
     def name(self) -> str:
@@ -159,7 +323,7 @@ class LimitedSite(web.BaseSite):
             return _Refused()
         factory: Callable[[], Any] | None = self._runner.server
         assert factory is not None
-        return _Connection(factory(), self._count, self._grace)
+        return _Connection(factory, self._count, self._grace, self._fast, self._fast_connections)
 
     async def start(self) -> None:
         await super().start()
@@ -173,6 +337,18 @@ class LimitedSite(web.BaseSite):
             reuse_port=self._reuse_port or None,
             family=socket.AF_INET6 if ":" in self._host else socket.AF_INET,
         )
+
+    async def stop(self) -> None:
+        """Stop accepting; the fast path's connections close once their answers are written
+        (aiohttp's are drained by its runner's clean-up)."""
+        await super().stop()
+        for connection in self._fast_connections:
+            connection.shut()
+
+    async def drained(self, timeout: float) -> None:
+        """Wait, up to ``timeout`` seconds, until the fast path's connections have closed."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._fast_connections.empty.wait(), timeout)
 
 
 class MalformedRequestLog(logging.Filter):

@@ -44,6 +44,7 @@ from services.gateway.app import (
     build_admin_app,
     build_app,
 )
+from services.gateway.fastpath import FastPath
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,10 @@ async def serve(settings: Settings, workers: int, reuse_port: bool) -> int:
     ]
     for runner in runners:
         await runner.setup()
+    # The public port answers plain snapshot requests itself (services/gateway/fastpath.py).
+    fast = FastPath(gateway.snapshots, gateway.cors)
     sites = [
-        (g.listen, _site(runners[0], g.listen, g.max_connections, g.header_timeout, reuse_port)),
+        (g.listen, _site(runners[0], g.listen, g.max_connections, g.header_timeout, reuse_port, fast)),
         (
             g.admin_listen,
             _site(runners[1], g.admin_listen, ADMIN_MAX_CONNECTIONS, g.header_timeout, reuse_port),
@@ -106,8 +109,11 @@ async def serve(settings: Settings, workers: int, reuse_port: bool) -> int:
     finally:
         for site in started:  # both ports stop accepting at once, then requests in flight finish
             await site.stop()
+        # Answers of the fast path still being sent, beside aiohttp's requests in flight.
+        drained = [asyncio.create_task(site.drained(DRAIN_SECONDS)) for site in started]
         for runner in reversed(runners):
             await runner.cleanup()
+        await asyncio.gather(*drained)
 
 
 def _runner(app: web.Application, header_timeout: float) -> web.AppRunner:
@@ -123,7 +129,12 @@ def _runner(app: web.Application, header_timeout: float) -> web.AppRunner:
 
 
 def _site(
-    runner: web.AppRunner, listen: str, max_connections: int, header_timeout: float, reuse_port: bool
+    runner: web.AppRunner,
+    listen: str,
+    max_connections: int,
+    header_timeout: float,
+    reuse_port: bool,
+    fast: FastPath | None = None,
 ) -> limits.LimitedSite:
     host, port = parse_listen(listen)
     return limits.LimitedSite(
@@ -134,6 +145,7 @@ def _site(
         grace=header_timeout,
         reuse_port=reuse_port,
         backlog=1024,
+        fast=fast,
     )
 
 
