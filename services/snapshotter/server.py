@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 LOOKUP_TIMEOUT = 300.0
 RELOAD_EVERY = 2.0
+# The longest a ListSnapshots long poll waits for a new generation.
+MAX_LONG_POLL = 60
 # How often the sync state is checked before the first full sync (a cheap cached call): the first
 # generation should follow the sync within seconds.
 SYNC_POLL = 2.0
@@ -97,6 +99,8 @@ class SnapshotterService(db.StoreService, snapshots_pb2_grpc.SnapshotsServicer):
         self._checked_at = 0.0
         self._reload = asyncio.Lock()
         self._generate = asyncio.Lock()
+        # Set (and replaced) whenever the generation held changes: the long polls wait on it.
+        self._changed = asyncio.Event()
 
     def register(self, server: grpc.aio.Server) -> None:
         snapshots_pb2_grpc.add_SnapshotsServicer_to_server(self, server)
@@ -270,6 +274,8 @@ class SnapshotterService(db.StoreService, snapshots_pb2_grpc.SnapshotsServicer):
                     loaded = await storage.load_generation(conn, gen_id)
                     if loaded is not None:
                         self.generation = loaded
+                        changed, self._changed = self._changed, asyncio.Event()
+                        changed.set()
                         CURRENT_REFERENCE.set(loaded.reference_time)
                         log.info("serving generation %d (R=%d)", loaded.id, loaded.reference_time)
             self._checked_at = time.monotonic()
@@ -352,6 +358,8 @@ class SnapshotterService(db.StoreService, snapshots_pb2_grpc.SnapshotsServicer):
     ) -> snapshots_pb2.ListSnapshotsResponse:
         with contextlib.suppress(*db.TRANSIENT_ERRORS):
             await self._refresh()
+        if request.wait_seconds:
+            await self._wait_for_change(request.unless_generation, min(request.wait_seconds, MAX_LONG_POLL))
         gen = self.generation
         resp = snapshots_pb2.ListSnapshotsResponse(interval=self.interval)
         if gen is None:
@@ -376,6 +384,21 @@ class SnapshotterService(db.StoreService, snapshots_pb2_grpc.SnapshotsServicer):
                 )
             )
         return resp
+
+    async def _wait_for_change(self, unless: int, seconds: float) -> None:
+        """Return once the generation held is not ``unless`` (0: none), or after ``seconds``. One
+        this replica publishes wakes the waiters at once; another replica's is seen within
+        RELOAD_EVERY (the store is looked at again that often while waiting)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while (self.generation.id if self.generation else 0) == unless:
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(left, RELOAD_EVERY))
+            with contextlib.suppress(*db.TRANSIENT_ERRORS):
+                await self._refresh()
 
     async def Regenerate(
         self, request: snapshots_pb2.RegenerateRequest, context: grpc.aio.ServicerContext
