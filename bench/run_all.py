@@ -71,7 +71,7 @@ def bench_args(name: str, quick: bool, scale: float, keep_store: str | None) -> 
         "reconcile": ["--repeats", "3"],
         # Mainnet's 54,000 channels take ~5 min to fund on the local chain: by hand (docs/benchmarks.md).
         "funding": ["--channels", "10000", "--concurrency", "8"],
-        # A tenth of the mainnet-size graph (~25-40 s); the whole graph by hand (docs/benchmarks.md).
+        # A tenth of the mainnet-size graph (36 s at load 10); the whole graph by hand (docs/benchmarks.md).
         "coldstart": ["--scale", str(min(scale, 0.1))],
     }[name]
     if name == "lookup" and keep_store:
