@@ -27,12 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-BENCHES = ("gossip", "ingest", "downloader", "gateway", "rgs", "lookup", "observer", "reconcile", "funding")
+BENCHES = (
+    "gossip", "ingest", "downloader", "gateway", "rgs", "lookup", "observer", "reconcile", "funding",
+    "coldstart",
+)  # fmt: skip
 # Benches with no row in the targets table (and no --json): run for their own printed figures.
 UNTABLED = frozenset({"observer", "reconcile", "funding"})
 # Left out of --quick (the smoke run in make test): funding first mines a 440-block regtest chain
 # in bcoin (a minute or more on two busy cores); its parts are tested in tests/chain.
 NOT_QUICK = frozenset({"funding"})
+DEMO_GRAPH = (
+    Path(__file__).resolve().parent.parent / "services" / "demopeer" / "cln2026_top50_resigned_mainnet.bin"
+)
 REFERENCE_FULL_V2_BYTES = 3.3e6  # the reference server's full mainnet snapshot (LDK's crate README)
 
 
@@ -50,6 +56,8 @@ def bench_args(name: str, quick: bool, scale: float, keep_store: str | None) -> 
             "observer": ["--messages", "2000", "--peers", "4", "--repeats", "1"],
             "reconcile": ["--messages", "300", "--repeats", "1"],
             "funding": ["--channels", "100", "--concurrency", "8"],  # with --only
+            # The bundled 934-channel graph: the shared mainnet-size one may not be there.
+            "coldstart": ["--graph", str(DEMO_GRAPH)],
         }[name]
     s = str(scale)
     args = {
@@ -63,6 +71,8 @@ def bench_args(name: str, quick: bool, scale: float, keep_store: str | None) -> 
         "reconcile": ["--repeats", "3"],
         # Mainnet's 54,000 channels take ~5 min to fund on the local chain: by hand (docs/benchmarks.md).
         "funding": ["--channels", "10000", "--concurrency", "8"],
+        # A tenth of the mainnet-size graph (36 s at load 10); the whole graph by hand (docs/benchmarks.md).
+        "coldstart": ["--scale", str(min(scale, 0.1))],
     }[name]
     if name == "lookup" and keep_store:
         args += ["--keep", keep_store]
@@ -119,6 +129,8 @@ TARGETS = [
     Target("RSS lookup", "lookup", _rss("lookup"), 300.0, False, _mb),
     Target("RSS snapshotter", "lookup", _rss("snapshotter"), 300.0, False, _mb),
     Target("RSS gateway (2 workers, PSS sum)", "lookup", _rss("gateway"), 300.0, False, _mb),
+    Target("cold start to the full snapshot, full-scale estimate", "coldstart",
+           lambda r: r["full_scale_estimate_seconds"], 120.0, False, _s),
     Target("full v2 snapshot size", "lookup", lambda r: r["deltas"]["full"]["v2_bytes"], None, False,
            lambda v: f"{v / 1e6:.2f} MB"),
 ]  # fmt: skip
@@ -185,6 +197,13 @@ def details(results: dict[str, dict[str, Any]]) -> list[str]:
             f"RGS engine in memory: full v2 {full['v2_seconds']} s wall / {full['v2_cpu_seconds']} s CPU, "
             f"1 day {day['v2_seconds']} s / {day['v2_cpu_seconds']} s"
             + (f"; LDK applies the full v2 in {ldk:.0f} ms" if ldk else "")
+        )
+    if cs := results.get("coldstart"):
+        shares = ", ".join(f"{name.split(' (')[0].split(':')[0]} {s} s" for name, s in cs["phases"].items())
+        out.append(
+            f"cold start ({cs['graph']}, scale {cs['scale']}: {cs['channels']:,} channels, chain source "
+            f"{cs['chain']}): {cs['seconds']} s measured, {cs['full_scale_estimate_seconds']} s "
+            f"estimated for the whole graph (phases that grow with it divided by the scale); {shares}"
         )
     if lk := results.get("lookup"):
         parts = [

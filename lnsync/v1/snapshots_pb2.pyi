@@ -68,8 +68,12 @@ class SnapshotInfo(_message.Message):
     def __init__(self, generation: _Optional[int] = ..., reference_time: _Optional[int] = ..., scope_seconds: _Optional[int] = ..., last_sync_timestamp: _Optional[int] = ..., version: _Optional[int] = ..., size: _Optional[int] = ..., sha256: _Optional[bytes] = ..., gzip_size: _Optional[int] = ..., gzip: _Optional[bool] = ..., blob: _Optional[_Union[_lookup_pb2.BlobInfo, _Mapping]] = ..., kind: _Optional[_Union[SnapshotKind, str]] = ...) -> None: ...
 
 class ListSnapshotsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("unless_generation", "wait_seconds")
+    UNLESS_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    unless_generation: int
+    wait_seconds: int
+    def __init__(self, unless_generation: _Optional[int] = ..., wait_seconds: _Optional[int] = ...) -> None: ...
 
 class ListSnapshotsResponse(_message.Message):
     __slots__ = ("generation", "reference_time", "generated_at", "snapshots", "interval")

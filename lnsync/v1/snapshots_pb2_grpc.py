@@ -65,7 +65,7 @@ class SnapshotsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListSnapshots(self, request, context):
-        """The current generation and its snapshots.
+        """The current generation and its snapshots (or, as a long poll, the next one).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -29,8 +29,11 @@ from lnsync.gossip.signing import pubkey_of, signed_message
 # Shipped inside the package (an installed lnsync and the image have no data/ folder); data/ in the
 # repository links to it.
 DEFAULT_DATASET = Path(__file__).resolve().parent / "cln2026_top50_resigned_mainnet.bin"
-# The dataset's nodes are numbered 0..49; see data/SOURCE.md.
+# The bundled dataset's nodes are numbered 0..49; see data/SOURCE.md. A larger dataset made the
+# same way (the whole re-signed mainnet topology: 17,324 nodes, or a part of it) numbers its nodes
+# below MAX_DATASET_NODES.
 DATASET_NODES = 50
+MAX_DATASET_NODES = 100_000
 # Re-timed gossip spans this window, ending a minute ago.
 RECENT_WINDOW = 2 * 86400
 # A saved state whose newest message is older than this is re-timed from the dataset again.
@@ -72,6 +75,33 @@ def resign_node(na: m.NodeAnnouncement, secret: bytes, timestamp: int) -> bytes:
     return signed_message(m.NODE_ANNOUNCEMENT, (secret,), body)
 
 
+def secrets_for(node_ids: set[bytes]) -> dict[bytes, bytes]:
+    """The dataset secrets of ``node_ids``: the first DATASET_NODES, then on until every one is
+    found (or MAX_DATASET_NODES were tried: the rest then fail the graph's check)."""
+    secrets = dataset_secrets()
+    missing = node_ids - secrets.keys()
+    i = DATASET_NODES
+    while missing and i < MAX_DATASET_NODES:
+        secret = hashlib.sha256(f"node-{i}".encode()).digest()
+        node_id = pubkey_of(secret)
+        secrets[node_id] = secret
+        missing.discard(node_id)
+        i += 1
+    return secrets
+
+
+def _node_ids(raws: list[bytes]) -> set[bytes]:
+    """The node ids of ``raws``' channel and node announcements."""
+    nodes: set[bytes] = set()
+    for raw in raws:
+        msg = m.decode_gossip(raw)
+        if isinstance(msg, m.ChannelAnnouncement):
+            nodes.update((msg.node_id_1, msg.node_id_2))
+        elif isinstance(msg, m.NodeAnnouncement):
+            nodes.add(msg.node_id)
+    return nodes
+
+
 class DemoGraph:
     """The latest announcement, updates and node announcements of every channel and node."""
 
@@ -103,10 +133,14 @@ class DemoGraph:
         return g
 
     @classmethod
-    def read(cls, path: Path, secrets: dict[bytes, bytes]) -> DemoGraph:
+    def read(cls, path: Path, secrets: dict[bytes, bytes] | None = None) -> DemoGraph:
+        """The graph in ``path``; without ``secrets``, those of as many dataset nodes as it has."""
         try:
             with path.open("rb") as f:
-                return cls.from_messages((r.raw for r in read_archive(f, ArchiveFormat.U16)), secrets)
+                raws = [r.raw for r in read_archive(f, ArchiveFormat.U16)]
+            if secrets is None:
+                secrets = secrets_for(_node_ids(raws))
+            return cls.from_messages(raws, secrets)
         except DemoDataError:
             raise
         except Exception as exc:  # any parse failure: the file is not something we can serve
@@ -118,15 +152,14 @@ class DemoGraph:
 
         Returns the graph and whether it came from the state file.
         """
-        secrets = dataset_secrets()
         if state is not None and state.exists():
             try:
-                saved = cls.read(state, secrets)
+                saved = cls.read(state)
                 if saved.newest_timestamp() >= now - STALE_AFTER:
                     return saved, True
             except DemoDataError:
                 pass  # a damaged state file is replaced by a fresh one from the dataset
-        graph = cls.read(dataset, secrets)
+        graph = cls.read(dataset)
         graph.retime(now)
         return graph, False
 

@@ -1,9 +1,11 @@
 """The snapshotter's current generation, held in memory, and which blob answers a timestamp.
 
-A background task polls ``Snapshots.ListSnapshots``; when it reports a generation this gateway does
-not hold, every blob of it (v1 and v2, raw and the snapshotter's gzip bytes) is fetched, checked
-against its SHA-256 and swapped in as a whole. Requests are then answered from memory with the same
-rules the snapshotter uses (:mod:`lnsync.rgs.policy`), so a snapshot request costs no
+A background task long-polls ``Snapshots.ListSnapshots`` (the answer comes when the snapshotter
+holds another generation than this gateway, or after LONG_POLL seconds; a snapshotter that answers
+at once is polled every POLL_SECONDS); when it reports a generation this gateway does not hold,
+every blob of it (v1 and v2, raw and the snapshotter's gzip bytes) is fetched, checked against its
+SHA-256 and swapped in as a whole. Requests are then answered from memory with the same rules the
+snapshotter uses (:mod:`lnsync.rgs.policy`), so a snapshot request costs no
 gRPC call, and the gateway keeps serving the generation it has while the snapshotter restarts.
 """
 
@@ -28,6 +30,9 @@ from services.gateway.errors import HttpError
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 5.0
+# How long one ListSnapshots long poll may wait for a new generation (below the gRPC connections'
+# 30 s maximum age, lnsync.rpc).
+LONG_POLL = 20
 # A listed generation this gateway has failed to load for this long makes /readyz report it stale.
 STALE_AFTER = 3 * POLL_SECONDS
 CALL_TIMEOUT = 30.0
@@ -93,11 +98,13 @@ class SnapshotCache:
         chain_hash: bytes,
         cache_control: str,
         poll: float = POLL_SECONDS,
+        long_poll: int = LONG_POLL,
     ) -> None:
         self._stub = stub
         self._chain_hash = chain_hash
         self._cache_control = cache_control
         self._poll = poll
+        self._long_poll = long_poll
         self.generation: Generation | None = None
         self.reachable = False
         self.last_error = "not polled yet"
@@ -108,10 +115,11 @@ class SnapshotCache:
     # -- following the snapshotter ---------------------------------------------------------------
 
     async def run(self) -> None:
-        """Poll forever (cancel to stop); a failed poll is logged by :meth:`refresh` and retried."""
+        """Long-poll forever (cancel to stop); a failed poll is logged by :meth:`refresh` and
+        retried after the poll interval, as is a snapshotter that answered without waiting."""
         while True:
-            await self.refresh()
-            await asyncio.sleep(self._poll)
+            if not await self.refresh(wait=self._long_poll):
+                await asyncio.sleep(self._poll)
 
     def stale_for(self, now: float | None = None) -> tuple[float, str] | None:
         """(seconds, reason) the snapshotter's generation has been failing to load, or None."""
@@ -121,38 +129,47 @@ class SnapshotCache:
         seconds = (time.monotonic() if now is None else now) - since
         return seconds, f"generation {generation} cannot be loaded ({reason})"
 
-    async def refresh(self) -> None:
-        """One poll: load the snapshotter's generation if it differs from the one held.
+    async def refresh(self, wait: float = 0) -> bool:
+        """One poll: load the snapshotter's generation if it differs from the one held. With
+        ``wait``, a long poll: the snapshotter answers once it holds another generation, or after
+        ``wait`` seconds.
 
-        Never raises (but for cancellation): whatever the snapshotter lists, the generation held
-        keeps being served and the next poll tries again.
+        Returns whether the next long poll may follow at once: the answer was a new generation
+        that loaded, or it came after the snapshotter waited. Never raises (but for
+        cancellation): whatever the snapshotter lists, the generation held keeps being served and
+        the next poll tries again.
         """
-        async with self._loading:
-            listed = 0
-            try:
-                listing = await self._stub.ListSnapshots(snapshots_pb2.ListSnapshotsRequest(), timeout=10)
-                self.reachable, self.last_error = True, ""
+        listed = 0
+        held = self.generation.id if self.generation else 0
+        request = snapshots_pb2.ListSnapshotsRequest(unless_generation=held, wait_seconds=round(wait))
+        started = time.monotonic()
+        try:
+            listing = await self._stub.ListSnapshots(request, timeout=CALL_TIMEOUT + wait)
+            self.reachable, self.last_error = True, ""
+            listed = listing.generation
+            async with self._loading:  # the wait above holds no lock: only loading is exclusive
                 current = self.generation
-                listed = listing.generation
                 if listing.generation and (current is None or current.id != listing.generation):
                     await self._load(listing)
-                else:
-                    self.unloaded = None
-            except grpc.aio.AioRpcError as exc:
-                self.reachable = False
-                self.last_error = f"{exc.code().name}: {exc.details()}"
-                log.debug("snapshotter poll failed: %s", self.last_error)
-            except GenerationChanged as exc:
-                log.info("%s; fetching again", exc)
-                self._failed(listed, str(exc))
-            except Exception as exc:  # a listing this code cannot use must not stop the polling
-                first = self.unloaded is None or self.unloaded[0] != listed
-                log.log(
-                    logging.ERROR if first else logging.DEBUG,
-                    "cannot load snapshot generation %d: %r; keeping the one held",
-                    listed, exc,
-                )  # fmt: skip
-                self._failed(listed, type(exc).__name__)
+                    return True
+                self.unloaded = None
+            return wait > 0 and time.monotonic() - started >= wait / 2
+        except grpc.aio.AioRpcError as exc:
+            self.reachable = False
+            self.last_error = f"{exc.code().name}: {exc.details()}"
+            log.debug("snapshotter poll failed: %s", self.last_error)
+        except GenerationChanged as exc:
+            log.info("%s; fetching again", exc)
+            self._failed(listed, str(exc))
+        except Exception as exc:  # a listing this code cannot use must not stop the polling
+            first = self.unloaded is None or self.unloaded[0] != listed
+            log.log(
+                logging.ERROR if first else logging.DEBUG,
+                "cannot load snapshot generation %d: %r; keeping the one held",
+                listed, exc,
+            )  # fmt: skip
+            self._failed(listed, type(exc).__name__)
+        return False
 
     def _failed(self, generation: int, reason: str) -> None:
         if self.unloaded is None or self.unloaded[0] != generation:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import random
 import time
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from lnsync.config import PeerAddress
 from lnsync.gossip import messages as m
 from lnsync.gossip import queries as q
 from lnsync.gossip.archive import read_archive
+from lnsync.gossip.signing import pubkey_of, sign_channel_announcement, signed_message
 from lnsync.gossip.validate import check_channel_announcement, check_channel_update, check_node_announcement
 from services.demopeer.graph import DEFAULT_DATASET, RECENT_WINDOW, STALE_AFTER, DemoGraph, dataset_secrets
 from services.demopeer.server import DemoPeer, DemoPeerOptions, demo_peer_address
@@ -181,3 +183,22 @@ def test_demo_misuse_is_one_clear_line(tmp_path: Path, args: list[str], fragment
     assert out.returncode == 2, out.stderr
     assert fragment in out.stderr and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_larger_dataset_made_the_same_way_is_served_with_its_nodes_secrets(tmp_path: Path) -> None:
+    """The whole re-signed mainnet topology numbers its 17,324 nodes the same way: nodes past the
+    bundled file's 50 (here node-60 and node-75) are found and their messages re-signed."""
+    secrets = [hashlib.sha256(f"node-{i}".encode()).digest() for i in (60, 75)]
+    ann = sign_channel_announcement(MAINNET, (700_000 << 40) | (1 << 16), *secrets, *secrets)
+    decoded = m.decode_channel_announcement(ann)
+    origin = {decoded.node_id_1: secrets[0] if pubkey_of(secrets[0]) == decoded.node_id_1 else secrets[1]}
+    body = m.encode_channel_update_body(
+        MAINNET, decoded.short_channel_id, 1_770_000_000, 0, 40, 1, 1000, 10, 10**9, 1
+    )
+    update = signed_message(m.CHANNEL_UPDATE, (origin[decoded.node_id_1],), body)
+    dataset = tmp_path / "bigger.bin"
+    dataset.write_bytes(b"".join(len(r).to_bytes(2, "big") + r for r in (ann, update)))
+    graph, resumed = DemoGraph.load(dataset, None, NOW)
+    assert not resumed and len(graph.channels) == 1 and len(graph.updates) == 1
+    check_all_valid(graph)
+    assert max(u.timestamp for u in graph.updates.values()) == NOW - 60

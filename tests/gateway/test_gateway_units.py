@@ -3,8 +3,10 @@ headers, error mapping, rates."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import random
+import time
 
 import grpc
 import pytest
@@ -12,9 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from lnsync.v1 import snapshots_pb2
 from services.gateway.blobs import Blob, accepts_gzip, cache_control, none_match, respond, unmodified_since
 from services.gateway.cors import Cors
 from services.gateway.errors import from_grpc
+from services.gateway.snapshots import SnapshotCache
 from services.gateway.timestamps import U32_MAX, BadTimestamp, parse_timestamp
 from services.gateway.volume import Series, VolumeSampler
 
@@ -204,3 +208,37 @@ def test_volume_rates_per_minute_and_counter_resets() -> None:
 
 async def _never_called() -> dict[str, float]:
     raise AssertionError
+
+
+class _Snapshotter:
+    """ListSnapshots of a snapshotter with no generation yet: one that honours the long poll
+    (waits ``wait_seconds``), or an older one that answers at once."""
+
+    def __init__(self, waits: bool) -> None:
+        self.waits = waits
+        self.asked: list[tuple[float, int, int]] = []  # (when, unless_generation, wait_seconds)
+
+    async def ListSnapshots(self, request: snapshots_pb2.ListSnapshotsRequest, timeout: float) -> object:
+        self.asked.append((time.monotonic(), request.unless_generation, request.wait_seconds))
+        assert timeout > request.wait_seconds
+        if self.waits:
+            await asyncio.sleep(request.wait_seconds)
+        return snapshots_pb2.ListSnapshotsResponse(interval=86400)
+
+
+@pytest.mark.parametrize("waits", [True, False])
+async def test_the_gateway_long_polls_and_polls_a_snapshotter_that_answers_at_once(waits: bool) -> None:
+    stub = _Snapshotter(waits)
+    cache = SnapshotCache(stub, bytes(32), "public", poll=0.4, long_poll=1)  # type: ignore[arg-type]
+    task = asyncio.ensure_future(cache.run())
+    while len(stub.asked) < 4:  # noqa: ASYNC110 - the fake stub has no event to offer
+        await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert {(unless, wait) for _, unless, wait in stub.asked} == {(0, 1)}
+    gaps = [b[0] - a[0] for a, b in zip(stub.asked, stub.asked[1:], strict=False)]
+    if waits:  # asked again as soon as the long poll ends, not a poll interval later
+        assert all(0.95 <= g < 1.3 for g in gaps), gaps
+    else:  # an older snapshotter, which answers at once, is asked every poll interval
+        assert all(0.38 <= g < 0.7 for g in gaps), gaps
+    assert cache.reachable

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import time
 from pathlib import Path
 
 import asyncpg
@@ -210,7 +211,26 @@ async def test_regeneration_never_fails_a_reader_and_a_crash_keeps_the_old_gener
                     failures += 1
 
         readers = [asyncio.create_task(reader()) for _ in range(3)]
+        held = (await snaps.ListSnapshots(snapshots_pb2.ListSnapshotsRequest(), timeout=10)).generation
+        # A long poll (what the gateway sends) answers at once when the generation is not the one
+        # named, after its wait when nothing changes, and as soon as the new generation is out.
+        quick = await snaps.ListSnapshots(
+            snapshots_pb2.ListSnapshotsRequest(unless_generation=held + 100, wait_seconds=60), timeout=5
+        )
+        assert quick.generation == held
+        started = time.monotonic()
+        idle = await snaps.ListSnapshots(
+            snapshots_pb2.ListSnapshotsRequest(unless_generation=held, wait_seconds=1), timeout=10
+        )
+        assert idle.generation == held and time.monotonic() - started >= 0.9
+        polling = asyncio.ensure_future(
+            snaps.ListSnapshots(
+                snapshots_pb2.ListSnapshotsRequest(unless_generation=held, wait_seconds=60), timeout=300
+            )
+        )
         await snaps.Regenerate(snapshots_pb2.RegenerateRequest(reference_time=R1 + INTERVAL), timeout=300)
+        answered = await asyncio.wait_for(polling, 5)
+        assert answered.generation != held and answered.reference_time == R1 + INTERVAL
         await asyncio.sleep(0.5)
         stop.set()
         await asyncio.gather(*readers)
