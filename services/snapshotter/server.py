@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import gzip
 import logging
+import random
 import time
 from typing import Any
 
@@ -25,16 +26,19 @@ from lnsync import db, rpc
 from lnsync.clients import snapshots as snapshot_kinds
 from lnsync.clients.syncgate import SyncGate
 from lnsync.config import Settings
-from lnsync.rgs import ladder, policy
+from lnsync.rgs import ladder, policy, proof
 from lnsync.service import ReadySignal, run_service
 from lnsync.v1 import lookup_pb2, lookup_pb2_grpc, snapshots_pb2, snapshots_pb2_grpc
-from services.snapshotter import storage
+from services.snapshotter import storage, truth
 from services.snapshotter.metrics import (
     CURRENT_REFERENCE,
     GENERATION_PROGRESS,
     GENERATION_SCOPES,
     GENERATION_SECONDS,
     INTERVAL,
+    PROOF_FAILING,
+    PROOF_FAILURES,
+    PROOF_SECONDS,
     REJECTED,
     SERVED,
     TAKEOVERS,
@@ -51,6 +55,18 @@ SYNC_POLL = 2.0
 # The earliest reference time a generation may have (2017-07-14, before any Lightning gossip): every
 # scope of the ladder (at most ~42 days) then starts after the epoch, so R - scope is a valid uint32.
 MIN_REFERENCE_TIME = 1_500_000_000
+# After a generation failed its proof, the next attempt (the same store gives the same verdict; an
+# operator's Regenerate tries at once).
+PROOF_RETRY = 3600.0
+
+
+class ProofFailed(Exception):
+    """A generation failed its proof and was not published."""
+
+    def __init__(self, generation: int, reference_time: int, failure: proof.Failure) -> None:
+        super().__init__(f"generation {generation} for R={reference_time} failed its proof: {failure}")
+        self.reference_time = reference_time
+        self.failure = failure
 
 
 def reference_time_problem(
@@ -86,6 +102,8 @@ class SnapshotterService(db.StoreService, snapshots_pb2_grpc.SnapshotsServicer):
         self._lookup_channel = rpc.channel(settings.lookup.target)
         self.lookup = lookup_pb2_grpc.LookupStub(self._lookup_channel)
         self.generation: Generation | None = None
+        # The newest generation made that failed its proof: (R, first difference), until one passes.
+        self.proof_failure: tuple[int, str] | None = None
         self._checked_at = 0.0
         self._reload = asyncio.Lock()
         self._generate = asyncio.Lock()
@@ -125,6 +143,9 @@ class SnapshotterService(db.StoreService, snapshots_pb2_grpc.SnapshotsServicer):
             if current is None or current.reference_time < R:
                 try:
                     await self.regenerate(R)
+                except ProofFailed:
+                    await asyncio.sleep(PROOF_RETRY)  # logged and counted where it failed
+                    continue
                 except (grpc.aio.AioRpcError, *db.TRANSIENT_ERRORS) as exc:
                     log.warning("generation for %d failed (%s); retrying in 30 s", R, exc)
                     await asyncio.sleep(30)
@@ -182,9 +203,10 @@ class SnapshotterService(db.StoreService, snapshots_pb2_grpc.SnapshotsServicer):
         async with self.pool.acquire() as conn:
             gen_id = await storage.create_generation(conn, R, self.interval)
         log.info("generation %d for R=%d: %d scopes x v1+v2", gen_id, R, len(work) + 1)
+        made: dict[tuple[int, int], StoredBlob] = {}
         for i, (scope, last_sync) in enumerate(work, start=1):
             for version in policy.VERSIONS:
-                blob = await self._compute(last_sync, R, version, scope)
+                blob = made[(version, scope)] = await self._compute(last_sync, R, version, scope)
                 async with self.pool.acquire() as conn:
                     await storage.add_blob(conn, gen_id, blob)
             GENERATION_PROGRESS.set(i)
@@ -197,6 +219,8 @@ class SnapshotterService(db.StoreService, snapshots_pb2_grpc.SnapshotsServicer):
             async with self.pool.acquire() as conn:
                 await storage.add_blob(conn, gen_id, empty)
         GENERATION_PROGRESS.set(len(work) + 1)
+        if self.settings.snapshotter.prove:
+            await self._prove(gen_id, R, made)
         seconds = time.perf_counter() - started
         async with self.pool.acquire() as conn:
             await storage.publish(conn, gen_id, seconds, self.settings.snapshotter.keep_generations)
@@ -204,6 +228,60 @@ class SnapshotterService(db.StoreService, snapshots_pb2_grpc.SnapshotsServicer):
         log.info("generation %d for R=%d published in %.1f s", gen_id, R, seconds)
         await self._refresh(force=True)
         return gen_id, seconds
+
+    async def _prove(self, gen_id: int, R: int, made: dict[tuple[int, int], StoredBlob]) -> None:
+        """Prove generation ``gen_id`` (lnsync/rgs/proof.py) or raise ProofFailed: its full blobs
+        against the store's live graph at R, the scope served to the previous generation's clients
+        after its full blob, and ``proof_samples`` scopes after a full snapshot at their start."""
+        started = time.perf_counter()
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            graph = await truth.live_graph(conn, self.chain_hash, R)
+        chains: list[tuple[int, int, int, bytes]] = []  # (base R, version, scope, base blob)
+        previous = self.generation
+        if previous is not None and previous.reference_time < R:
+            scope = policy.choose_snapshot(previous.reference_time, R, self.ladder).scope
+            if scope > 0:
+                for version in policy.VERSIONS:
+                    base = previous.blobs.get((version, ladder.FULL))
+                    if base is not None:
+                        chains.append((previous.reference_time, version, scope, base.blob))
+        for scope in random.sample(
+            self.ladder, min(self.settings.snapshotter.proof_samples, len(self.ladder))
+        ):
+            if R - scope >= MIN_REFERENCE_TIME:
+                base_blob = await self._compute(0, R - scope, 2, ladder.FULL)
+                chains.append((R - scope, 2, scope, base_blob.blob))
+
+        def check() -> proof.Failure | None:
+            expected = {v: proof.expected_graph(graph, v) for v in policy.VERSIONS}
+            for v in policy.VERSIONS:
+                failure = proof.prove_full(made[(v, ladder.FULL)].blob, expected[v], self.chain_hash, R, v)
+                if failure is not None:
+                    return failure
+            for base_R, v, scope, base in chains:
+                scoped = made[(v, scope)].blob
+                failure = proof.prove_chain(base, base_R, scoped, expected[v], self.chain_hash, R, v)
+                if failure is not None:
+                    return failure
+            return None
+
+        failure = await asyncio.to_thread(check)
+        seconds = time.perf_counter() - started
+        PROOF_SECONDS.observe(seconds)
+        if failure is None:
+            PROOF_FAILING.set(0)
+            self.proof_failure = None
+            log.info(
+                "generation %d proven in %.1f s: full v1+v2 and %d chains over %d channels",
+                gen_id, seconds, len(chains), len(graph.channels),
+            )  # fmt: skip
+            return
+        PROOF_FAILURES.labels(failure.check).inc()
+        PROOF_FAILING.set(1)
+        self.proof_failure = (R, str(failure))
+        error = ProofFailed(gen_id, R, failure)
+        log.error("%s; not published, the previous generation keeps serving", error)
+        raise error
 
     async def _compute(self, last_sync: int, R: int, version: int, scope: int) -> StoredBlob:
         request = lookup_pb2.ComputeDeltaRequest(
@@ -327,6 +405,8 @@ class SnapshotterService(db.StoreService, snapshots_pb2_grpc.SnapshotsServicer):
             await self._refresh()
         gen = self.generation
         resp = snapshots_pb2.ListSnapshotsResponse(interval=self.interval)
+        if self.proof_failure is not None:
+            resp.proof_failure.reference_time, resp.proof_failure.problem = self.proof_failure
         if gen is None:
             return resp
         resp.generation, resp.reference_time, resp.generated_at = (
@@ -372,6 +452,8 @@ class SnapshotterService(db.StoreService, snapshots_pb2_grpc.SnapshotsServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem[1])
         try:
             gen_id, seconds = await self.regenerate(R)
+        except ProofFailed as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except grpc.aio.AioRpcError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"lookup failed: {exc.details()}")
         return snapshots_pb2.RegenerateResponse(generation=gen_id, reference_time=R, seconds=seconds)

@@ -1,0 +1,204 @@
+"""The proof a snapshot generation passes before it is published (issue 26). Pure code.
+
+A blob proves itself by what a client does with it: :mod:`lnsync.rgs.client` (the model of LDK's
+client) applies it, and the graph the client then holds is compared with the store's live graph at
+the blob's reference time R, read independently of the engine's input:
+
+* **full**: the full snapshot applied to an empty client gives exactly the live graph at R: the
+  same channels, both directions' fields, capacities (v2) and node features and addresses (v2);
+* **chain**: a client that applied the full snapshot of an earlier R' and then the scoped blob
+  served to it holds every live channel at R as the full snapshot gives it (channels that died
+  since R' may linger: RGS has no removals, clients forget them), and nothing that was not in
+  either.
+
+Each check returns the first difference (smallest short channel id first, then node ids) or None.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lnsync.gossip.scid import scid_str
+from lnsync.rgs.client import ClientError, RgsClient
+from lnsync.rgs.decode import RgsDecodeError
+from lnsync.rgs.delta import announced_funding, node_addresses
+from lnsync.rgs.model import DeltaInput
+
+# A direction as the client holds it: disabled, cltv, htlc_min, fee_base, fee_prop, htlc_max.
+Values = tuple[bool, int, int, int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelFacts:
+    node_1: bytes
+    node_2: bytes
+    capacity_sats: int | None  # None: not sent (v1, unknown, or not respected by an update)
+    directions: tuple[Values, Values]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFacts:
+    features: bytes
+    addresses: tuple[bytes, ...]
+
+
+@dataclass
+class Graph:
+    """A routing graph as a client holds it: channels with both directions, announced nodes."""
+
+    channels: dict[int, ChannelFacts]
+    nodes: dict[bytes, NodeFacts]  # v2 only (v1 carries no node details)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why a blob failed its proof: the check, the version and the first difference."""
+
+    check: str  # "full" or "chain"
+    version: int
+    what: str  # "channel 800000x1x0", "node 02ab…", or "blob"
+    expected: object
+    actual: object
+
+    def __str__(self) -> str:
+        return f"v{self.version} {self.check}: {self.what}: {describe(self.expected, self.actual)}"
+
+
+DIRECTION_FIELDS = (
+    "disabled",
+    "cltv_expiry_delta",
+    "htlc_minimum_msat",
+    "fee_base_msat",
+    "fee_proportional_millionths",
+    "htlc_maximum_msat",
+)
+
+
+def describe(expected: object, actual: object) -> str:
+    """One short line: how what the client holds differs from what it should."""
+    if actual is None:
+        return "missing from the client's graph"
+    if expected is None:
+        return "held by the client but not in the live graph"
+    if isinstance(expected, ChannelFacts) and isinstance(actual, ChannelFacts):
+        parts = [
+            f"{name} {want!r} expected, {got!r} held"
+            for name, want, got in (
+                ("node_1", expected.node_1.hex(), actual.node_1.hex()),
+                ("node_2", expected.node_2.hex(), actual.node_2.hex()),
+                ("capacity_sats", expected.capacity_sats, actual.capacity_sats),
+            )
+            if want != got
+        ]
+        for d in (0, 1):
+            for name, want_v, got_v in zip(
+                DIRECTION_FIELDS, expected.directions[d], actual.directions[d], strict=True
+            ):
+                if want_v != got_v:
+                    parts.append(f"direction {d} {name} {want_v} expected, {got_v} held")
+        return "; ".join(parts)
+    if isinstance(expected, NodeFacts) and isinstance(actual, NodeFacts):
+        parts = []
+        if expected.features != actual.features:
+            parts.append(f"features {expected.features.hex()} expected, {actual.features.hex()} held")
+        if expected.addresses != actual.addresses:
+            parts.append(
+                f"addresses differ ({len(expected.addresses)} expected, {len(actual.addresses)} held)"
+            )
+        return "; ".join(parts)
+    return f"{expected} expected, {actual}"
+
+
+def expected_graph(inp: DeltaInput, version: int) -> Graph:
+    """What an empty client holds after the full snapshot of ``inp``'s live graph in ``version``
+    (``inp`` is read for T = 0; its ``changes`` are not used)."""
+    ch, nodes = inp.channels, inp.nodes
+    funding = announced_funding(ch).tolist() if version == 2 else [-1] * len(ch)
+    channels: dict[int, ChannelFacts] = {}
+    for i, scid in enumerate(ch.scid.tolist()):
+        channels[int(scid)] = ChannelFacts(
+            nodes.node_id[int(ch.node_1[i])],
+            nodes.node_id[int(ch.node_2[i])],
+            funding[i] if funding[i] >= 0 else None,
+            (ch.direction_values(i, 0), ch.direction_values(i, 1)),
+        )
+    announced: dict[bytes, NodeFacts] = {}
+    if version == 2:
+        for j, node_id in enumerate(nodes.node_id):
+            if nodes.has_announcement[j]:
+                announced[node_id] = NodeFacts(nodes.features[j], tuple(node_addresses(nodes.addresses[j])))
+    return Graph(channels, announced)
+
+
+def client_graph(client: RgsClient) -> Graph:
+    """The graph ``client`` holds (channels with both directions)."""
+    channels: dict[int, ChannelFacts] = {}
+    for scid, chan in client.channels.items():
+        d0, d1 = chan.directions
+        if d0 is not None and d1 is not None:
+            channels[scid] = ChannelFacts(
+                chan.node_1, chan.node_2, chan.capacity_sats, (d0.values(), d1.values())
+            )
+    nodes = {n: NodeFacts(i.features, tuple(i.addresses)) for n, i in client.node_info.items()}
+    return Graph(channels, nodes)
+
+
+def first_difference(
+    expected: Graph, actual: Graph, lingering: frozenset[int] = frozenset()
+) -> tuple[str, object, object] | None:
+    """(what, expected, actual) of the first difference, or None. Channels in ``lingering`` may be
+    held beyond ``expected`` (they died after the client got them); nodes are compared where
+    ``expected`` has them."""
+    for scid in sorted(expected.channels.keys() | actual.channels.keys()):
+        want, got = expected.channels.get(scid), actual.channels.get(scid)
+        if want != got and not (want is None and scid in lingering):
+            return f"channel {scid_str(scid)}", want, got
+    for node_id in sorted(expected.nodes):
+        want_node, got_node = expected.nodes[node_id], actual.nodes.get(node_id)
+        if want_node != got_node:
+            return f"node {node_id.hex()}", want_node, got_node
+    return None
+
+
+def _apply(client: RgsClient, blob: bytes, now: int, check: str, version: int) -> Failure | None:
+    try:
+        client.apply(blob, now)
+    except (ClientError, RgsDecodeError) as exc:
+        return Failure(check, version, "blob", "accepted", f"rejected ({exc})")
+    return None
+
+
+def prove_full(
+    blob: bytes, expected: Graph, chain_hash: bytes, reference_time: int, version: int
+) -> Failure | None:
+    """The full snapshot ``blob`` applied to an empty client at R gives ``expected``."""
+    client = RgsClient(chain_hash)
+    failed = _apply(client, blob, reference_time, "full", version)
+    if failed is not None:
+        return failed
+    diff = first_difference(expected, client_graph(client))
+    return None if diff is None else Failure("full", version, *diff)
+
+
+def prove_chain(
+    base: bytes,
+    base_time: int,
+    scoped: bytes,
+    expected: Graph,
+    chain_hash: bytes,
+    reference_time: int,
+    version: int,
+) -> Failure | None:
+    """The full snapshot ``base`` (applied at ``base_time``, its R), then ``scoped`` (applied at R)
+    give ``expected``, up to channels of ``base`` that died since."""
+    client = RgsClient(chain_hash)
+    failed = _apply(client, base, base_time, "chain", version)
+    if failed is not None:
+        return failed
+    lingering = frozenset(client_graph(client).channels)
+    client.prune(reference_time)  # what LDK does hourly in between
+    failed = _apply(client, scoped, reference_time, "chain", version)
+    if failed is not None:
+        return failed
+    diff = first_difference(expected, client_graph(client), lingering)
+    return None if diff is None else Failure("chain", version, *diff)

@@ -1,0 +1,117 @@
+"""The publisher's proof (lnsync.rgs.proof) on drawn histories: what the engine makes from a correct
+store always passes, for full snapshots and for "full at an earlier R, then the scoped blob served
+to it"; a blob made from a store that differs from the truth (a fee changed, a channel gone) fails
+with the first differing channel."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lnsync.gossip.scid import scid_str
+from lnsync.rgs import ladder, policy, proof
+from lnsync.rgs.decode import decode
+from lnsync.rgs.delta import compute_delta
+from lnsync.rgs.encode import encode
+from lnsync.rgs.history import GossipHistory
+from lnsync.rgs.model import DeltaInput, DeltaParams
+from tests.rgs.histories import DAY, MAINNET, START, random_history
+
+INTERVAL = 3 * 3600
+PARAMS = DeltaParams(apply_lag=ladder.apply_lag(INTERVAL, 60, 3600))
+
+
+def blob(inp: DeltaInput, version: int) -> bytes:
+    return encode(compute_delta(inp, PARAMS), version)
+
+
+def full(history: GossipHistory, R: int, version: int) -> bytes:
+    return blob(history.delta_input(0, R), version)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**32),
+    day=st.integers(2, 28),
+    back=st.integers(0, 8 * 32),
+    version=st.sampled_from(policy.VERSIONS),
+    node_changes=st.booleans(),
+)
+def test_a_correct_store_always_passes(
+    seed: int, day: int, back: int, version: int, node_changes: bool
+) -> None:
+    history = random_history(seed, days=30, nodes=12 if node_changes else 6)
+    R = START + day * DAY
+    R -= R % INTERVAL
+    truth = proof.expected_graph(history.delta_input(0, R), version)
+    assert proof.prove_full(full(history, R, version), truth, MAINNET, R, version) is None
+    # An earlier generation's R, then the scope the ladder serves to a client that synced there.
+    earlier = R - back * INTERVAL
+    scope = policy.choose_snapshot(earlier, R, ladder.scopes(INTERVAL)).scope
+    if scope > 0:
+        scoped = blob(history.delta_input(R - scope, R), version)
+        base = full(history, earlier, version)
+        assert proof.prove_chain(base, earlier, scoped, truth, MAINNET, R, version) is None
+
+
+def _with_fee(inp: DeltaInput, row: int, fee: int) -> DeltaInput:
+    fees = inp.channels.fee_base_msat.copy()
+    fees[row, 0] = fee
+    return dataclasses.replace(inp, channels=dataclasses.replace(inp.channels, fee_base_msat=fees))
+
+
+def _without(inp: DeltaInput, row: int) -> DeltaInput:
+    ch = inp.channels
+    keep = np.arange(len(ch)) != row
+    fields = {
+        f.name: (
+            [v for v, k in zip(getattr(ch, f.name), keep.tolist(), strict=True) if k]
+            if isinstance(getattr(ch, f.name), list)
+            else getattr(ch, f.name)[keep]
+        )
+        for f in dataclasses.fields(ch)
+    }
+    return dataclasses.replace(inp, channels=type(ch)(**fields))
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32), version=st.sampled_from(policy.VERSIONS))
+def test_a_store_that_differs_from_the_truth_fails_with_the_first_differing_channel(
+    seed: int, version: int
+) -> None:
+    history = random_history(seed, days=30)
+    R = START + 20 * DAY
+    inp = history.delta_input(0, R)
+    assert len(inp.channels) >= 2
+    truth = proof.expected_graph(inp, version)
+    row = len(inp.channels) // 2
+    scid = int(inp.channels.scid[row])
+    changed = blob(_with_fee(inp, row, int(inp.channels.fee_base_msat[row, 0]) + 1), version)
+    failure = proof.prove_full(changed, truth, MAINNET, R, version)
+    assert failure is not None and failure.check == "full"
+    assert failure.what == f"channel {scid_str(scid)}"
+    assert isinstance(failure.expected, proof.ChannelFacts) and isinstance(failure.actual, proof.ChannelFacts)
+    assert failure.actual.directions[0][3] == failure.expected.directions[0][3] + 1
+    gone = proof.prove_full(blob(_without(inp, row), version), truth, MAINNET, R, version)
+    assert gone is not None and gone.actual is None and gone.expected == truth.channels[scid]
+    # The chain check: the earlier full snapshot, then a scoped blob missing the fee change.
+    R2 = R + INTERVAL
+    truth2 = proof.expected_graph(history.delta_input(0, R2), version)
+    base = blob(_with_fee(inp, row, 7), version)
+    scoped = blob(history.delta_input(R2 - INTERVAL, R2), version)
+    if scid in truth2.channels and not any(
+        u.scid == scid and u.direction == 0 for u in decode(scoped).updates
+    ):
+        chain = proof.prove_chain(base, R, scoped, truth2, MAINNET, R2, version)
+        assert chain is not None and chain.check == "chain"
+
+
+def test_a_rejected_blob_fails() -> None:
+    history = random_history(1, days=30)
+    R = START + 20 * DAY
+    truth = proof.expected_graph(history.delta_input(0, R), 2)
+    failure = proof.prove_full(b"\x00" * 10, truth, MAINNET, R, 2)
+    assert failure is not None and failure.what == "blob" and "rejected" in str(failure.actual)

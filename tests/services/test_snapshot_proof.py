@@ -1,0 +1,115 @@
+"""The self-verifying publisher (issue 26) with real processes on a real PostgreSQL: a store
+corrupted behind the engine's back (a fee changed in channel_directions, a channel's directions
+deleted) makes the next generation fail its proof: Regenerate says which channel differs, it is not
+published, the previous generation keeps serving, and the listing reports the failure; once the
+store is right again the next generation passes and the report clears."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+
+from lnsync import rpc
+from lnsync.gossip.scid import scid_str
+from lnsync.v1 import snapshots_pb2, snapshots_pb2_grpc
+from tests.rgs.histories import DAY, START
+from tests.stack import Stack, load_history, regenerate, report_synced
+
+pytestmark = pytest.mark.slow
+INTERVAL = 3 * 3600
+
+
+@pytest.fixture
+async def stack(database_url: str, short_tmp: Path):  # type: ignore[no-untyped-def]
+    s = Stack(
+        database_url,
+        short_tmp,
+        extra_env={"LNSYNC_SNAPSHOTTER__INTERVAL": str(INTERVAL), "LNSYNC_INGEST_LAG": "1"},
+    )
+    yield s
+    s.close()
+
+
+async def _regenerate_fails(snaps: snapshots_pb2_grpc.SnapshotsStub, R: int) -> str:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await snaps.Regenerate(
+            snapshots_pb2.RegenerateRequest(reference_time=R, replace_newer=True), timeout=300
+        )
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    return err.value.details() or ""
+
+
+async def test_a_corrupted_store_fails_the_proof_and_the_previous_generation_keeps_serving(
+    stack: Stack, database_url: str
+) -> None:
+    history = await load_history(database_url, seed=26, days=20)
+    await stack.start_healthy("persistence")
+    await report_synced(stack)
+    await stack.start_healthy("lookup")
+    await stack.start_healthy("snapshotter")
+    R1 = START + 16 * DAY
+    R1 -= R1 % INTERVAL
+    # Lookup keeps the graph it read for an R: every attempt here is at a new R.
+    R2, R3, R4 = (R1 + i * INTERVAL for i in (1, 2, 3))
+    first = await regenerate(stack, R1)  # a correct store passes
+    conn = await asyncpg.connect(database_url)
+    async with rpc.channel(stack.target("snapshotter")) as ch:
+        snaps = snapshots_pb2_grpc.SnapshotsStub(ch)
+        try:
+            # A direction lookup reads from channel_directions at R2 (its latest seen before R2).
+            live = history.live_graph(R2)
+            scid, direction, fee = next(
+                (r["scid"], r["direction"], r["fee_base_msat"])
+                for r in await conn.fetch(
+                    "SELECT scid, direction, fee_base_msat FROM channel_directions "
+                    "WHERE seen < to_timestamp($1) AND alive_since < to_timestamp($1) "
+                    "ORDER BY scid, direction",
+                    R2,
+                )
+                if r["scid"] in live
+            )
+            await conn.execute(
+                "UPDATE channel_directions SET fee_base_msat = fee_base_msat + 1 "
+                "WHERE scid = $1 AND direction = $2",
+                scid,
+                direction,
+            )
+            problem = await _regenerate_fails(snaps, R2)
+            field = f"direction {direction} fee_base_msat {fee} expected, {fee + 1} held"
+            assert f"full: channel {scid_str(scid)}: {field}" in problem
+            listing = await snaps.ListSnapshots(snapshots_pb2.ListSnapshotsRequest(), timeout=10)
+            assert (listing.generation, listing.reference_time) == (first, R1)
+            assert (
+                listing.proof_failure.reference_time == R2 and scid_str(scid) in listing.proof_failure.problem
+            )
+            info, _ = await rpc.join_chunks(
+                snaps.GetSnapshot(snapshots_pb2.GetSnapshotRequest(timestamp=0, version=2), timeout=30)
+            )
+            assert (info.generation, info.reference_time) == (first, R1)
+
+            # Put it right: the next generation passes and the report clears.
+            await conn.execute(
+                "UPDATE channel_directions SET fee_base_msat = $3 WHERE scid = $1 AND direction = $2",
+                scid,
+                direction,
+                fee,
+            )
+            second = (
+                await snaps.Regenerate(
+                    snapshots_pb2.RegenerateRequest(reference_time=R3, replace_newer=True), timeout=300
+                )
+            ).generation
+            listing = await snaps.ListSnapshots(snapshots_pb2.ListSnapshotsRequest(), timeout=10)
+            assert listing.generation == second > first and not listing.HasField("proof_failure")
+
+            # A channel deleted from the maintained state: the proof misses it in the blobs.
+            await conn.execute("DELETE FROM channel_directions WHERE scid = $1", scid)
+            problem = await _regenerate_fails(snaps, R4)
+            assert f"channel {scid_str(scid)}: missing from the client's graph" in problem
+            listing = await snaps.ListSnapshots(snapshots_pb2.ListSnapshotsRequest(), timeout=10)
+            assert listing.generation == second and listing.proof_failure.reference_time == R4
+        finally:
+            await conn.close()
