@@ -265,6 +265,10 @@ class LookupSettings(ServiceEndpoint):
     max_concurrent: int = Field(default=2, ge=1)
     # Granularity that dynamic-delta header timestamps are rounded down to (seconds).
     timestamp_granularity: int = Field(default=60, ge=1)
+    # One dynamic delta in this many is proven after it is answered, off the request path
+    # (lnsync/rgs/proof.py: the full snapshot at the client's T, then the delta, against the
+    # store's live graph at R); a failure is logged and counted. 0: none.
+    proof_sample: int = Field(default=1000, ge=0)
 
 
 class SnapshotterSettings(ServiceEndpoint):

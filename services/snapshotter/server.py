@@ -22,14 +22,14 @@ from typing import Any
 
 import grpc
 
-from lnsync import db, rpc
+from lnsync import db, rpc, truth
 from lnsync.clients import snapshots as snapshot_kinds
 from lnsync.clients.syncgate import SyncGate
 from lnsync.config import Settings
 from lnsync.rgs import ladder, policy, proof
 from lnsync.service import ReadySignal, run_service
 from lnsync.v1 import lookup_pb2, lookup_pb2_grpc, snapshots_pb2, snapshots_pb2_grpc
-from services.snapshotter import storage, truth
+from services.snapshotter import storage
 from services.snapshotter.metrics import (
     CURRENT_REFERENCE,
     GENERATION_PROGRESS,

@@ -2,10 +2,13 @@
 corrupted behind the engine's back (a fee changed in channel_directions, a channel's directions
 deleted) makes the next generation fail its proof: Regenerate says which channel differs, it is not
 published, the previous generation keeps serving, and the listing reports the failure; once the
-store is right again the next generation passes and the report clears."""
+store is right again the next generation passes and the report clears. Lookup proves a sample of
+dynamic deltas after answering them (here every one) and logs the first difference."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import asyncpg
@@ -14,9 +17,9 @@ import pytest
 
 from lnsync import rpc
 from lnsync.gossip.scid import scid_str
-from lnsync.v1 import snapshots_pb2, snapshots_pb2_grpc
+from lnsync.v1 import lookup_pb2, lookup_pb2_grpc, snapshots_pb2, snapshots_pb2_grpc
 from tests.rgs.histories import DAY, START
-from tests.stack import Stack, load_history, regenerate, report_synced
+from tests.stack import Stack, load_history, regenerate, report_synced, until
 
 pytestmark = pytest.mark.slow
 INTERVAL = 3 * 3600
@@ -113,3 +116,59 @@ async def test_a_corrupted_store_fails_the_proof_and_the_previous_generation_kee
             assert listing.generation == second and listing.proof_failure.reference_time == R4
         finally:
             await conn.close()
+
+
+async def test_lookup_proves_a_sample_of_dynamic_deltas(database_url: str, short_tmp: Path) -> None:
+    now = int(time.time())
+    history = await load_history(database_url, seed=27, days=20, start=now - 20 * DAY)
+    stack = Stack(
+        database_url,
+        short_tmp,
+        extra_env={
+            "LNSYNC_INGEST_LAG": "1",
+            "LNSYNC_LOOKUP__PROOF_SAMPLE": "1",
+            "LNSYNC_LOOKUP__TIMESTAMP_GRANULARITY": "1",  # a new R (and graph read) every second
+        },
+    )
+    conn = await asyncpg.connect(database_url)
+    try:
+        await stack.start_healthy("persistence")
+        await report_synced(stack)
+        lookup_process = await stack.start_healthy("lookup")
+        async with rpc.channel(stack.target("lookup")) as ch:
+            lookup = lookup_pb2_grpc.LookupStub(ch)
+
+            async def dynamic(T: int) -> None:
+                request = lookup_pb2.ComputeDeltaRequest(last_sync_timestamp=T, version=2)
+                await asyncio.sleep(1.1)  # a new R: the proof reads the store again
+                await rpc.join_chunks(lookup.ComputeDelta(request, timeout=60))
+
+            async def logged(text: str) -> bool:
+                return text in lookup_process.log()
+
+            await dynamic(now - 2 * DAY)
+            await until(lambda: logged("proven in"), 30, "a dynamic delta proven")
+            R = int(time.time())
+            live = history.live_graph(R)
+            scid = next(
+                r["scid"]
+                for r in await conn.fetch(
+                    "SELECT scid FROM channel_directions WHERE seen < to_timestamp($1) "
+                    "AND alive_since < to_timestamp($1) AND direction = 0 ORDER BY scid",
+                    R - 2 * DAY,
+                )
+                if r["scid"] in live
+            )
+            await conn.execute(
+                "UPDATE channel_directions SET fee_base_msat = fee_base_msat + 1 "
+                "WHERE scid = $1 AND direction = 0",
+                scid,
+            )
+            # A client that synced before the corruption: its delta lacks the change the full has,
+            # or (synced from scratch) the full has what the records do not.
+            await dynamic(now - DAY)
+            await until(lambda: logged("failed its proof"), 30, "a failed proof logged")
+            assert f"channel {scid_str(scid)}" in lookup_process.log()
+    finally:
+        await conn.close()
+        stack.close()

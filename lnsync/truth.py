@@ -1,4 +1,5 @@
-"""The store's live graph at R, read for the proof (lnsync/rgs/proof.py) independently of lookup.
+"""The store's live graph at R, read for the proof (lnsync/rgs/proof.py) independently of how lookup
+reads it: the snapshotter proves each generation with it, lookup a sample of dynamic deltas.
 
 Lookup reads the graph persistence maintains (``channel_directions``, ``nodes``); this reads it
 again from the records themselves: for each direction, its update with the highest gossip
