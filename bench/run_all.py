@@ -102,6 +102,8 @@ TARGETS = [
     Target("full v2 delta via gRPC, p50", "lookup", _delta("full"), 3.0, False, _s),
     Target("1-day delta via gRPC, p50", "lookup", _delta("1 day"), 0.3, False, _s),
     Target("whole snapshot ladder", "lookup", lambda r: r["ladder"]["seconds"], 30.0, False, _s),
+    Target("generation proof vs its ladder, in memory", "rgs", lambda r: r["proof"]["ratio"], 0.3, False,
+           _x),
     Target("gateway vs nginx, req/s", "gateway", lambda r: r["gateway"]["ratio"], 0.5, True, _x),
     Target("gateway p99 at 32 connections", "gateway", lambda r: r["gateway"]["p99_ms"], 50.0, False,
            lambda v: f"{v:.1f} ms"),
@@ -174,6 +176,12 @@ def details(results: dict[str, dict[str, Any]]) -> list[str]:
             f"RGS engine in memory: full v2 {full['v2_seconds']} s wall / {full['v2_cpu_seconds']} s CPU, "
             f"1 day {day['v2_seconds']} s / {day['v2_cpu_seconds']} s"
             + (f"; LDK applies the full v2 in {ldk:.0f} ms" if ldk else "")
+        )
+        p = rg["proof"]
+        out.append(
+            f"generation proof in memory: {p['proof_seconds']} s (truth {p['truth_seconds']} s, full v1+v2 "
+            f"{p['full_seconds']} s, chains {p['chain_seconds']} s) vs the engine's ladder "
+            f"{p['ladder_seconds']} s, {p['channels']:,} channels"
         )
     if lk := results.get("lookup"):
         parts = [

@@ -8,8 +8,10 @@ dynamic deltas after answering them (here every one) and logs the first differen
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import grpc
@@ -18,6 +20,7 @@ import pytest
 from lnsync import rpc
 from lnsync.gossip.scid import scid_str
 from lnsync.v1 import lookup_pb2, lookup_pb2_grpc, snapshots_pb2, snapshots_pb2_grpc
+from tests.gateway.conftest import get, wait_up
 from tests.rgs.histories import DAY, START
 from tests.stack import Stack, load_history, regenerate, report_synced, until
 
@@ -85,6 +88,22 @@ async def test_a_corrupted_store_fails_the_proof_and_the_previous_generation_kee
             assert f"full: channel {scid_str(scid)}: {field}" in problem
             listing = await snaps.ListSnapshots(snapshots_pb2.ListSnapshotsRequest(), timeout=10)
             assert (listing.generation, listing.reference_time) == (first, R1)
+            # The gateway still serves generation `first`, says why in /readyz (degraded, still
+            # ready: the previous generation is proven) and on the status page's data.
+            stack.start("gateway")
+            base, admin = f"http://{stack.target('gateway')}", f"http://{stack.target('gateway-admin')}"
+            await wait_up(base)
+
+            async def readyz() -> dict[str, Any] | None:
+                status, _, body = await get(base + "/readyz")
+                ready = json.loads(body)
+                return ready if status == 200 and "proof_failure" in ready else None
+
+            ready = await until(readyz, 30, "the gateway to report the failed proof")
+            assert "snapshot_proof" in ready["degraded"] and scid_str(scid) in ready["proof_failure"]
+            facts = json.loads((await get(admin + "/api/status"))[2])
+            assert facts["snapshots"]["generation"] == first
+            assert facts["snapshots"]["proof_failure"]["reference_time"] == R2
             assert (
                 listing.proof_failure.reference_time == R2 and scid_str(scid) in listing.proof_failure.problem
             )
