@@ -253,14 +253,13 @@ class SnapshotterService(db.StoreService, snapshots_pb2_grpc.SnapshotsServicer):
                 chains.append((R - scope, 2, scope, base_blob.blob))
 
         def check() -> proof.Failure | None:
-            expected = {v: proof.expected_graph(graph, v) for v in policy.VERSIONS}
-            for v in policy.VERSIONS:
-                failure = proof.prove_full(made[(v, ladder.FULL)].blob, expected[v], self.chain_hash, R, v)
-                if failure is not None:
-                    return failure
-            for base_R, v, scope, base in chains:
-                scoped = made[(v, scope)].blob
-                failure = proof.prove_chain(base, base_R, scoped, expected[v], self.chain_hash, R, v)
+            for v in policy.VERSIONS:  # one version's expected graph and client at a time (memory)
+                expected = proof.expected_graph(graph, v)
+                failure = proof.prove_full(made[(v, ladder.FULL)].blob, expected, self.chain_hash, R, v)
+                for base_R, _, scope, base in (c for c in chains if c[1] == v):
+                    if failure is None:
+                        scoped = made[(v, scope)].blob
+                        failure = proof.prove_chain(base, base_R, scoped, expected, self.chain_hash, R, v)
                 if failure is not None:
                     return failure
             return None

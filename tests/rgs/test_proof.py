@@ -115,3 +115,23 @@ def test_a_rejected_blob_fails() -> None:
     truth = proof.expected_graph(history.delta_input(0, R), 2)
     failure = proof.prove_full(b"\x00" * 10, truth, MAINNET, R, 2)
     assert failure is not None and failure.what == "blob" and "rejected" in str(failure.actual)
+
+
+def test_capacities_count_in_full_snapshots_but_not_in_chains() -> None:
+    """A client keeps the capacity of a channel's first announcement: one learnt later (a funding
+    check, an archive's amount) cannot reach a client that holds the channel, and is no failure of
+    a chain; a full snapshot without it is."""
+    history = random_history(5, days=30)
+    R = START + 20 * DAY
+    inp = history.delta_input(0, R)
+    row = next(i for i, fs in enumerate(inp.channels.funding_sats.tolist()) if fs > 0)
+    unknown = inp.channels.funding_sats.copy()
+    unknown[row] = -1
+    before = dataclasses.replace(inp, channels=dataclasses.replace(inp.channels, funding_sats=unknown))
+    truth = proof.expected_graph(inp, 2)
+    failure = proof.prove_full(blob(before, 2), truth, MAINNET, R, 2)
+    assert failure is not None and "capacity_sats" in str(failure)
+    R2 = R + INTERVAL
+    scoped = blob(history.delta_input(R, R2), 2)
+    truth2 = proof.expected_graph(history.delta_input(0, R2), 2)
+    assert proof.prove_chain(blob(before, 2), R, scoped, truth2, MAINNET, R2, 2) is None
