@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import random
 import shutil
 import socket
 import tempfile
@@ -94,10 +95,48 @@ async def database_url(pg_server: LocalPostgres, template_db: str) -> AsyncItera
         yield url
 
 
-def free_port() -> int:
+# Ports for services the tests start come from a range of each pytest worker's own, below the
+# kernel's ephemeral range (32768-60999 here): a port asked of the kernel (bind to 0) and released
+# could be handed to the other worker, or to an outgoing connection, before our service bound it
+# (seen: the fourth downloader of test_kill9 never got its port under two workers).
+_PORTS = range(20000, 32768)
+# From a random point: benches and helper processes a test starts use this too, in the same range.
+_next_port = itertools.count(random.randrange(len(_PORTS)))
+
+
+def _my_ports() -> range:
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(name[2:]) if name[2:].isdigit() else 0
+    span = len(_PORTS) // max(workers, 1)
+    start = _PORTS.start + (index % max(workers, 1)) * span
+    return range(start, start + span)
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_ports(n: int) -> int:
+    """The first of ``n`` consecutive ports nothing listens on, from this worker's own range."""
+    mine = _my_ports()
+    for _ in range(len(mine)):
+        first = mine.start + next(_next_port) % len(mine)
+        if first + n <= mine.stop and all(_bindable(first + i) for i in range(n)):
+            for _ in range(n - 1):
+                next(_next_port)
+            return first
+    raise RuntimeError(f"no {n} free consecutive ports in {mine}")
+
+
+def free_port() -> int:
+    """A port nothing listens on, from this worker's own range (see _PORTS)."""
+    return free_ports(1)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import base64
 import hashlib
 import json
 import shutil
-import socket
 import struct
 import subprocess
 import tempfile
@@ -31,9 +30,9 @@ API_KEY = "regtest-secret"
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    from tests.conftest import free_port  # a port of this pytest worker's own range
+
+    return free_port()
 
 
 def dsha256(data: bytes) -> bytes:

@@ -31,7 +31,7 @@ from lnsync.gossip import messages as m
 from lnsync.gossip import queries as q
 from lnsync.gossip.signing import pubkey_of
 from lnsync.v1 import lookup_pb2, lookup_pb2_grpc, snapshots_pb2, snapshots_pb2_grpc
-from tests.conftest import free_port
+from tests.conftest import free_port, free_ports
 from tests.downloader.scripted import Graph, PeerBehaviour, PeerConnection, ScriptedPeer, make_graph
 
 GRPC_SERVICES = ("persistence", "lookup", "snapshotter")
@@ -147,21 +147,7 @@ class FaultPeer:
 
 def _free_block(n: int) -> int:
     """A port p with p..p+n-1 free (downloader i listens on base + i)."""
-    while True:
-        base = free_port()
-        if base + n < 65535 and all(_port_free(base + i) for i in range(n)):
-            return base
-
-
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
+    return free_ports(n)
 
 
 @dataclass

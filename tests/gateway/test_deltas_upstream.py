@@ -2,8 +2,9 @@
 
 In a rollout the gateway's channel can lose every lookup pod it knows before it re-resolves the
 name. The gateway then waits a bounded time for a lookup to be reachable instead of answering 503
-at once. A real gRPC server on a socket stands for lookup (it answers ComputeDelta with a small
-blob); it starts only after the request was made.
+at once. A real gRPC server on a socket stands for lookup (it states its serving policy and answers
+ComputeDelta with a small blob); it is stopped after a first answer and, in one test, started again
+while a request waits.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ BODY = b"LDK\x02" + b"\x00" * 60
 
 
 class Lookup(lookup_pb2_grpc.LookupServicer):  # type: ignore[misc]
+    async def GetServingPolicy(self, request, context):  # type: ignore[no-untyped-def]
+        return lookup_pb2.ServingPolicy(ingest_lag=60, timestamp_granularity=60, versions=[1, 2])
+
     async def ComputeDelta(self, request, context):  # type: ignore[no-untyped-def]
         info = lookup_pb2.BlobInfo(version=2, timestamp=request.reference_time, size=len(BODY))
         yield lookup_pb2.BlobChunk(data=BODY, info=info)
@@ -38,20 +42,24 @@ async def start_lookup(port: int) -> grpc.aio.Server:
 
 
 def deltas(channel: grpc.aio.Channel) -> DynamicDeltas:
-    return DynamicDeltas(
-        lookup_pb2_grpc.LookupStub(channel),
-        ingest_lag=60,
-        granularity=60,
-        max_concurrent=4,
-        cache_control="x",
-    )
+    return DynamicDeltas(lookup_pb2_grpc.LookupStub(channel), max_concurrent=4, cache=(60, 60, 0, 0))
+
+
+async def answered_then_gone(port: int, channel: grpc.aio.Channel) -> DynamicDeltas:
+    """Deltas that got a first answer (and lookup's serving policy) from a lookup now stopped."""
+    cache = deltas(channel)
+    server = await start_lookup(port)
+    assert (await cache.get(int(time.time()) - 7200, 2)).body == BODY
+    await server.stop(None)
+    return cache
 
 
 @pytest.mark.timeout(60)
 async def test_a_lookup_back_within_the_wait_answers_the_request() -> None:
     port = free_port()
     async with rpc.channel(f"127.0.0.1:{port}") as channel:
-        asking = asyncio.create_task(deltas(channel).get(int(time.time()) - 3600, 2))
+        cache = await answered_then_gone(port, channel)
+        asking = asyncio.create_task(cache.get(int(time.time()) - 3600, 2))
         await asyncio.sleep(2.0)  # longer than the channel's own retries of UNAVAILABLE
         assert not asking.done()
         server = await start_lookup(port)
@@ -64,9 +72,11 @@ async def test_a_lookup_back_within_the_wait_answers_the_request() -> None:
 
 @pytest.mark.timeout(60)
 async def test_a_lookup_that_stays_away_is_a_503_within_the_wait() -> None:
-    async with rpc.channel(f"127.0.0.1:{free_port()}") as channel:
+    port = free_port()
+    async with rpc.channel(f"127.0.0.1:{port}") as channel:
+        cache = await answered_then_gone(port, channel)
         started = time.monotonic()
         with pytest.raises(HttpError) as refused:
-            await deltas(channel).get(int(time.time()) - 3600, 2)
+            await cache.get(int(time.time()) - 3600, 2)
     assert refused.value.status == 503
     assert time.monotonic() - started < READY_WAIT + 5

@@ -8,13 +8,14 @@ Outside it (a plain ``make test``) the tier is skipped with that reason.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -224,8 +225,9 @@ class Release:
         options = [("grpc.ssl_target_name_override", SERVER_NAME)]
         return grpc.aio.secure_channel(target, self.credentials(role), options=options)
 
-    async def store_query(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        """Ask the release's PostgreSQL directly (its Service IP, the password from its Secret)."""
+    @contextlib.asynccontextmanager
+    async def store(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection to the release's PostgreSQL (its Service IP, the password from its Secret)."""
         secret = self.kube.json("get", "secret", "lnsync-postgresql", "-n", self.namespace)
         password = base64.b64decode(secret["data"]["password"]).decode()
         host = self.kube.service_ip(self.namespace, "lnsync-postgresql")
@@ -233,6 +235,11 @@ class Release:
             host=host, user="lnsync", password=password, database="lnsync", timeout=10
         )
         try:
-            return list(await conn.fetch(sql, *args))
+            yield conn
         finally:
             await conn.close()
+
+    async def store_query(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        """One query on a connection of its own (see :meth:`store`)."""
+        async with self.store() as conn:
+            return list(await conn.fetch(sql, *args))

@@ -243,8 +243,7 @@ async def test_killing_the_generating_snapshotter_hands_the_generation_to_the_ot
 ) -> None:
     pods = kube.ready_pods(NS, release.selector("snapshotter"))
     assert len(pods) == 2, "the chart runs two snapshotters by default"
-    R = int(time.time()) - 120  # past the ingest lag (60 s), newer than the current generation
-    request = snapshots_pb2.RegenerateRequest(reference_time=R)
+    first_R = int(time.time()) - 120  # past the ingest lag, newer than the current generation
     lock_holder = (
         "SELECT host(a.client_addr) AS ip FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
         "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 AND l.objid = $2"
@@ -253,16 +252,25 @@ async def test_killing_the_generating_snapshotter_hands_the_generation_to_the_ot
 
     with Load(release, 2, iter(itertools.repeat("/snapshot/v2/0"))) as load:
         channels = [release.channel(f"{p['status']['podIP']}:50053", "operator") for p in pods]
-        calls = [
-            asyncio.ensure_future(snapshots_pb2_grpc.SnapshotsStub(ch).Regenerate(request, timeout=300))
-            for ch in channels
-        ]
+        # A generation of this small graph holds the lock for a few tenths of a second: watch it on
+        # one open connection every 20 ms, and ask again for the next second's R if it still ended
+        # unseen (a connection per look missed it in a clean-clone run).
         holder: str | None = None
-        deadline = time.monotonic() + 60
-        while holder is None:
-            rows = await release.store_query(lock_holder, key >> 32, key & 0xFFFFFFFF)
-            holder = rows[0]["ip"] if rows else None
-            assert time.monotonic() < deadline, "no snapshotter took the generation lock"
+        async with release.store() as store:
+            for R in range(first_R, first_R + 5):
+                request = snapshots_pb2.RegenerateRequest(reference_time=R)
+                stubs = [snapshots_pb2_grpc.SnapshotsStub(ch) for ch in channels]
+                calls = [asyncio.ensure_future(stub.Regenerate(request, timeout=300)) for stub in stubs]
+                deadline = time.monotonic() + 60
+                while holder is None and not all(c.done() for c in calls):
+                    holder = await store.fetchval(lock_holder, key >> 32, key & 0xFFFFFFFF)
+                    assert time.monotonic() < deadline, "no snapshotter took the generation lock"
+                    await asyncio.sleep(0.02)
+                if holder is not None:
+                    break
+                for c in calls:
+                    assert c.result().reference_time == R  # done unseen: published all the same
+        assert holder is not None, "five generations ended before their lock was seen"
         (generator,) = (p for p in pods if p["status"]["podIP"] == holder)
         t0 = time.monotonic()
         kube.kubectl("delete", "pod", "-n", NS, generator["metadata"]["name"], "--grace-period=0", "--force")
