@@ -12,17 +12,31 @@ the blob's reference time R, read independently of the engine's input:
   that was not in either.
 
 Each check returns the first difference (smallest short channel id first, then node ids) or None.
+
+Two models of the client do the applying. Given the live graph as an :class:`Expected` (what the
+snapshotter and lookup pass), the columnar one (:mod:`lnsync.rgs.columnar`, NumPy over whole
+blobs) decides first; when it finds a difference, or a blob outside what it models, the object
+model (:mod:`lnsync.rgs.client`, the one checked against the real LDK) applies the blob again and
+its verdict and first difference are the ones returned. Given a :class:`Graph`, only the object
+model runs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from lnsync.gossip.scid import scid_str
+from lnsync.rgs import columnar
 from lnsync.rgs.client import ClientError, RgsClient
 from lnsync.rgs.decode import RgsDecodeError
 from lnsync.rgs.delta import announced_funding, node_addresses
 from lnsync.rgs.model import DeltaInput
+
+log = logging.getLogger(__name__)
 
 # A direction as the client holds it: disabled, cltv, htlc_min, fee_base, fee_prop, htlc_max.
 Values = tuple[bool, int, int, int, int, int]
@@ -168,6 +182,108 @@ def first_difference(
     return None
 
 
+@dataclass
+class Expected:
+    """The live graph at R for one version, as both models compare it: columns (ascending by
+    short channel id) for :mod:`lnsync.rgs.columnar`, and the :class:`Graph` of the object model,
+    built only when that model is asked."""
+
+    inp: DeltaInput
+    version: int
+    scid: columnar.U64
+    node_1: columnar.Keys
+    node_2: columnar.Keys
+    capacity: columnar.I64  # -1: none (v1, or not sent)
+    disabled: np.ndarray  # (n, 2)
+    values: np.ndarray  # (n, 2, 5) uint64
+    nodes: dict[bytes, tuple[bytes, tuple[bytes, ...]]]  # v2: announced nodes' features, addresses
+    _graph: Graph | None = field(default=None, repr=False)
+
+    @property
+    def graph(self) -> Graph:
+        if self._graph is None:
+            self._graph = expected_graph(self.inp, self.version)
+        return self._graph
+
+
+# How a test names either form of the live graph.
+Form = Callable[[DeltaInput, int], "Graph | Expected"]
+
+
+def expect(inp: DeltaInput, version: int) -> Expected:
+    """:func:`expected_graph` in columns (the object form follows on demand)."""
+    ch, nodes = inp.channels, inp.nodes
+    order = np.argsort(ch.scid, kind="stable")
+    ids = np.array(nodes.node_id, dtype="S33") if len(nodes.node_id) else np.zeros(0, "S33")
+    capacity = announced_funding(ch) if version == 2 else np.full(len(ch), -1, np.int64)
+    values = np.stack(
+        [
+            ch.cltv_expiry_delta.astype(np.uint64),
+            ch.htlc_minimum_msat.astype(np.uint64),
+            ch.fee_base_msat.astype(np.uint64),
+            ch.fee_proportional_millionths.astype(np.uint64),
+            ch.htlc_maximum_msat.astype(np.uint64),
+        ],
+        axis=2,
+    )
+    announced: dict[bytes, tuple[bytes, tuple[bytes, ...]]] = {}
+    if version == 2:
+        for j in np.nonzero(nodes.has_announcement)[0].tolist():
+            announced[nodes.node_id[j]] = (nodes.features[j], tuple(node_addresses(nodes.addresses[j])))
+    return Expected(
+        inp, version, ch.scid[order], ids[ch.node_1[order]], ids[ch.node_2[order]], capacity[order],
+        ch.disabled[order], values[order], announced,
+    )  # fmt: skip
+
+
+def _nodes_match(expected: Expected, state: columnar.State) -> bool:
+    held = state.nodes
+    for node_id, want in expected.nodes.items():
+        got = held.get(node_id)
+        if got is None or got[0] != want[0] or got[1] != want[1]:
+            return False
+    return True
+
+
+def _full_matches(expected: Expected, state: columnar.State) -> bool:
+    s = state._take(state.complete())
+    return (
+        np.array_equal(s.scid, expected.scid)
+        and np.array_equal(s.node_1, expected.node_1)
+        and np.array_equal(s.node_2, expected.node_2)
+        and np.array_equal(s.capacity, expected.capacity)
+        and np.array_equal(s.disabled, expected.disabled)
+        and np.array_equal(s.values, expected.values)
+        and _nodes_match(expected, s)
+    )
+
+
+def _chain_matches(expected: Expected, state: columnar.State, lingering: columnar.U64) -> bool:
+    s = state._take(state.complete())
+    row = np.searchsorted(s.scid, expected.scid)
+    if np.any(row >= len(s.scid)):
+        return False
+    return bool(
+        np.array_equal(s.scid[row], expected.scid)
+        and np.array_equal(s.node_1[row], expected.node_1)
+        and np.array_equal(s.node_2[row], expected.node_2)
+        and np.array_equal(s.disabled[row], expected.disabled)
+        and np.array_equal(s.values[row], expected.values)
+        and np.all(np.isin(s.scid[~np.isin(s.scid, expected.scid)], lingering))
+        and _nodes_match(expected, s)
+    )
+
+
+def full_state(blob: bytes, chain_hash: bytes, reference_time: int) -> columnar.State:
+    """What an empty client holds after the full snapshot ``blob`` at R (columnar.Unusual if the
+    columnar model does not decide it)."""
+    return columnar.apply(columnar.State.empty(), columnar.decode(blob), chain_hash, reference_time)
+
+
+def _disagreement(check: str, version: int, reason: str) -> None:
+    log.warning("v%d %s proof: the columnar model saw %s; the client model decides", version, check, reason)
+
+
 def _apply(client: RgsClient, blob: bytes, now: int, check: str, version: int) -> Failure | None:
     try:
         client.apply(blob, now)
@@ -177,9 +293,36 @@ def _apply(client: RgsClient, blob: bytes, now: int, check: str, version: int) -
 
 
 def prove_full(
+    blob: bytes,
+    expected: Graph | Expected,
+    chain_hash: bytes,
+    reference_time: int,
+    version: int,
+    keep: dict[int, columnar.State] | None = None,
+) -> Failure | None:
+    """The full snapshot ``blob`` applied to an empty client at R gives ``expected``. With
+    ``keep``, a blob the columnar model proves leaves the client's state in ``keep[version]``
+    (the base of the next generation's chain)."""
+    if isinstance(expected, Expected):
+        try:
+            state = full_state(blob, chain_hash, reference_time)
+            if _full_matches(expected, state):
+                if keep is not None:
+                    keep[version] = state
+                return None
+            reason = "a difference"
+        except columnar.Unusual as exc:
+            reason = str(exc)
+        failure = _prove_full_objects(blob, expected.graph, chain_hash, reference_time, version)
+        if failure is None:
+            _disagreement("full", version, reason)
+        return failure
+    return _prove_full_objects(blob, expected, chain_hash, reference_time, version)
+
+
+def _prove_full_objects(
     blob: bytes, expected: Graph, chain_hash: bytes, reference_time: int, version: int
 ) -> Failure | None:
-    """The full snapshot ``blob`` applied to an empty client at R gives ``expected``."""
     client = RgsClient(chain_hash)
     failed = _apply(client, blob, reference_time, "full", version)
     if failed is not None:
@@ -192,17 +335,49 @@ def prove_chain(
     base: bytes,
     base_time: int,
     scoped: bytes,
-    expected: Graph,
+    expected: Graph | Expected,
     chain_hash: bytes,
     reference_time: int,
     version: int,
+    base_state: columnar.State | None = None,
 ) -> Failure | None:
     """The full snapshot ``base`` (applied at ``base_time``, its R), then ``scoped`` (applied at R)
     give ``expected``, up to channels of ``base`` that died since, and up to capacities: a client
     keeps the capacity of a channel's first announcement (RGS never re-announces a channel it
     holds), so one learnt later (a funding check, an archive's amount) or withdrawn (an update
     beyond it) differs legitimately; what it costs the client, an update it refuses, shows in the
-    directions."""
+    directions. ``base_state``: what the columnar model holds after ``base`` (kept from when it was
+    proven), instead of applying it again."""
+    if isinstance(expected, Expected):
+        try:
+            if base_state is None:
+                base_state = full_state(base, chain_hash, base_time)
+            lingering = base_state.scid[base_state.complete()]
+            state = columnar.prune(base_state, reference_time)
+            state = columnar.apply(state, columnar.decode(scoped), chain_hash, reference_time)
+            if _chain_matches(expected, state, lingering):
+                return None
+            reason = "a difference"
+        except columnar.Unusual as exc:
+            reason = str(exc)
+        failure = _prove_chain_objects(
+            base, base_time, scoped, expected.graph, chain_hash, reference_time, version
+        )
+        if failure is None:
+            _disagreement("chain", version, reason)
+        return failure
+    return _prove_chain_objects(base, base_time, scoped, expected, chain_hash, reference_time, version)
+
+
+def _prove_chain_objects(
+    base: bytes,
+    base_time: int,
+    scoped: bytes,
+    expected: Graph,
+    chain_hash: bytes,
+    reference_time: int,
+    version: int,
+) -> Failure | None:
     client = RgsClient(chain_hash)
     failed = _apply(client, base, base_time, "chain", version)
     if failed is not None:

@@ -213,8 +213,7 @@ class LookupService(db.StoreService, lookup_pb2_grpc.LookupServicer):
 
         def check() -> proof.Failure | None:
             base = encode(compute_delta(base_input, DeltaParams()), version)
-            expected = proof.expected_graph(graph, version)
-            return proof.prove_chain(base, T, blob, expected, self.chain_hash, R, version)
+            return proof.prove_chain(base, T, blob, proof.expect(graph, version), self.chain_hash, R, version)
 
         failure = await asyncio.to_thread(check)
         seconds = time.perf_counter() - started

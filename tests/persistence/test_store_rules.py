@@ -58,12 +58,14 @@ async def assert_same_blobs(
                 graphs[R] = await load_graph(conn, R)
             shared = compute_delta(await load_delta_input(conn, MAINNET, T, R, graphs[R]), params)
             live = await truth.live_graph(conn, MAINNET, R)
+            records = await truth.live_graph(conn, MAINNET, R, copy=False)
         model = history.delta_input(0, R)
         for version in (1, 2):
             expected = encode(from_model, version)
             assert encode(from_db, version) == expected, (T, R, version)
             assert encode(shared, version) == expected, ("shared graph", T, R, version)
             assert proof.expected_graph(live, version) == proof.expected_graph(model, version), ("truth", R)
+            assert proof.expected_graph(records, version) == proof.expected_graph(model, version), ("rows", R)
 
 
 @pytest.mark.slow
