@@ -18,13 +18,14 @@ import gzip
 import statistics
 import sys
 import time
+import tracemalloc
 from collections.abc import Callable
 
 from bench import results
 from bench.history import history as cached_history
 from lnsync.chain import chain_hash
 from lnsync.gen import DEFAULT_END_TIME
-from lnsync.rgs import ladder, proof
+from lnsync.rgs import columnar, ladder, proof
 from lnsync.rgs.delta import compute_delta
 from lnsync.rgs.encode import encode
 from lnsync.rgs.history import GossipHistory
@@ -69,9 +70,11 @@ def build(scale: float, days: float, seed: int) -> tuple[GossipHistory, dict[str
 def proof_figures(history: GossipHistory, R: int, repeats: int) -> dict[str, float]:
     """The snapshotter's proof of a generation (lnsync/rgs/proof.py) against its ladder, both in
     memory (the engine's part of each; SQL and gRPC excluded): the ladder is every scope of a
-    24-hour interval plus the full snapshot, v1 and v2; the proof reads the live graph at R, proves
-    both full blobs, the chain from the previous generation's full snapshot (R - interval) in v1
-    and v2, and one sampled scope (the largest, the dearest) from a full v2 at its start."""
+    24-hour interval plus the full snapshot, v1 and v2; the proof takes the live graph at R,
+    proves both full blobs, the chain from the previous generation's full snapshot (R - interval)
+    in v1 and v2 (from the client states its own proof kept, as the snapshotter does), and one
+    sampled scope (the largest, the dearest) from a full v2 at its start, which lookup computes
+    for it (counted in the proof)."""
     interval = DAY
     params = DeltaParams(apply_lag=interval)
     scopes = ladder.scopes(interval)
@@ -89,34 +92,51 @@ def proof_figures(history: GossipHistory, R: int, repeats: int) -> dict[str, flo
     blobs: dict[tuple[int, int], bytes] = made  # type: ignore[assignment]
     base_R = R - interval
     bases = {v: encode(compute_delta(history.delta_input(0, base_R), params), v) for v in (1, 2)}
+    base_truth = history.delta_input(0, base_R)
+    kept: dict[int, columnar.State] = {}  # what the previous generation's proof left
+    for v in (1, 2):
+        assert proof.prove_full(bases[v], proof.expect(base_truth, v), mainnet, base_R, v, keep=kept) is None
     sampled = scopes[-1]
     parts: dict[str, float] = {}
 
     def prove() -> None:
         started = time.perf_counter()
         truth = history.delta_input(0, R)  # the snapshotter reads it by SQL (truth.py)
-        expected = {v: proof.expected_graph(truth, v) for v in (1, 2)}
+        expected = {v: proof.expect(truth, v) for v in (1, 2)}
         parts["truth"] = time.perf_counter() - started
+        states: dict[int, columnar.State] = {}
         for v in (1, 2):
-            assert proof.prove_full(blobs[(v, ladder.FULL)], expected[v], mainnet, R, v) is None
+            assert proof.prove_full(blobs[(v, ladder.FULL)], expected[v], mainnet, R, v, keep=states) is None
         parts["full"] = time.perf_counter() - started - parts["truth"]
         scope = ladder.choose(base_R, R, scopes).scope
         for v in (1, 2):
-            failed = proof.prove_chain(bases[v], base_R, blobs[(v, scope)], expected[v], mainnet, R, v)
+            failed = proof.prove_chain(
+                bases[v], base_R, blobs[(v, scope)], expected[v], mainnet, R, v, base_state=kept[v]
+            )
             assert failed is None, failed
+        chained = time.perf_counter()
         base = encode(compute_delta(history.delta_input(0, R - sampled), params), 2)  # lookup's, live
+        parts["sample_base"] = time.perf_counter() - chained
         failed = proof.prove_chain(base, R - sampled, blobs[(2, sampled)], expected[2], mainnet, R, 2)
         assert failed is None, failed
-        parts["chain"] = time.perf_counter() - started - parts["truth"] - parts["full"]
+        parts["chain"] = time.perf_counter() - started - parts["truth"] - parts["full"] - parts["sample_base"]
 
     proof_seconds, _ = median_seconds(prove, repeats)
+    # What the proof allocates at its peak (NumPy's arrays and Python's objects; the model's
+    # delta input, which the snapshotter reads by SQL instead, included), in one more run.
+    tracemalloc.start()
+    prove()
+    peak_mb = tracemalloc.get_traced_memory()[1] / 1e6
+    tracemalloc.stop()
     return {
+        "peak_mb": round(peak_mb, 1),
         "ladder_seconds": round(ladder_seconds, 3),
         "proof_seconds": round(proof_seconds, 3),
         "ratio": round(proof_seconds / ladder_seconds, 3),
         "truth_seconds": round(parts["truth"], 3),
         "full_seconds": round(parts["full"], 3),
         "chain_seconds": round(parts["chain"], 3),
+        "sample_base_seconds": round(parts["sample_base"], 3),
         "channels": len(history.delta_input(0, R).channels),
     }
 
@@ -203,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"proof of a generation (in memory): {p['proof_seconds']} s against the ladder's "
         f"{p['ladder_seconds']} s ({p['ratio']:.2f}x; truth {p['truth_seconds']} s, full v1+v2 "
-        f"{p['full_seconds']} s, chains {p['chain_seconds']} s, over {p['channels']:,} channels)"
+        f"{p['full_seconds']} s, chains {p['chain_seconds']} s + the sampled base "
+        f"{p['sample_base_seconds']} s, over {p['channels']:,} channels; {p['peak_mb']} MB traced at "
+        "its peak)"
     )  # type: ignore[index]
     results.write(args.json, {"scale": args.scale, "repeats": args.repeats, **out})
     return 0
