@@ -6,11 +6,12 @@ again from the records themselves: for each direction, its update with the highe
 timestamp among those seen before R (``channel_updates``), for each node likewise
 (``node_announcements``), and the announcements seen before R and not closed by then. So a
 maintained row that disagrees with the updates stored (written behind the writer's back, lost, a
-writer bug) makes the next generation fail its proof instead of reaching wallets. Both backward
-scans follow the unique indexes (scid, direction, timestamp) and (node_id, timestamp): no sort;
-updates older than the 14 days a direction lives without one are not looked at (the newest update
-of a direction is then older too, and the direction dead either way). The channels come as binary
-COPY straight into NumPy (lnsync/pgbinary.py), not as a Python object per value.
+writer bug) makes the next generation fail its proof instead of reaching wallets. Each direction of
+each announced channel is one backward probe of the unique index (scid, direction, timestamp),
+stopping at the first update seen before R (not a scan of every stored update, ``DISTINCT ON``,
+which grows with the history); nodes are one backward scan of (node_id, timestamp). The
+channels come as binary COPY straight into NumPy (lnsync/pgbinary.py), not as a Python object per
+value.
 """
 
 from __future__ import annotations
@@ -24,20 +25,26 @@ from lnsync.rgs import format as f
 from lnsync.rgs.model import ChannelTable, DeltaInput, NodeTable
 
 CHANNELS_SQL = """
-WITH latest AS (
-    SELECT DISTINCT ON (scid, direction) scid, direction, timestamp, channel_flags, cltv_expiry_delta,
-           htlc_minimum_msat, fee_base_msat, fee_proportional_millionths, htlc_maximum_msat
-    FROM channel_updates WHERE seen < to_timestamp($1) AND timestamp >= $2
-    ORDER BY scid DESC, direction DESC, timestamp DESC
-)
 SELECT a.scid, a.node_id_1, a.node_id_2, coalesce(a.funding_sats, -1),
        d0.channel_flags, d0.cltv_expiry_delta, d0.htlc_minimum_msat, d0.fee_base_msat,
        d0.fee_proportional_millionths, d0.htlc_maximum_msat,
        d1.channel_flags, d1.cltv_expiry_delta, d1.htlc_minimum_msat, d1.fee_base_msat,
        d1.fee_proportional_millionths, d1.htlc_maximum_msat
 FROM channel_announcements a
-JOIN latest d0 ON d0.scid = a.scid AND d0.direction = 0
-JOIN latest d1 ON d1.scid = a.scid AND d1.direction = 1
+CROSS JOIN LATERAL (
+    SELECT u.timestamp, u.channel_flags, u.cltv_expiry_delta, u.htlc_minimum_msat, u.fee_base_msat,
+           u.fee_proportional_millionths, u.htlc_maximum_msat
+    FROM channel_updates u
+    WHERE u.scid = a.scid AND u.direction = 0 AND u.seen < to_timestamp($1)
+    ORDER BY u.timestamp DESC LIMIT 1
+) d0
+CROSS JOIN LATERAL (
+    SELECT u.timestamp, u.channel_flags, u.cltv_expiry_delta, u.htlc_minimum_msat, u.fee_base_msat,
+           u.fee_proportional_millionths, u.htlc_maximum_msat
+    FROM channel_updates u
+    WHERE u.scid = a.scid AND u.direction = 1 AND u.seen < to_timestamp($1)
+    ORDER BY u.timestamp DESC LIMIT 1
+) d1
 WHERE a.seen < to_timestamp($1) AND (a.closed_at IS NULL OR a.closed_at >= to_timestamp($1))
   AND d0.timestamp >= $2 AND d1.timestamp >= $2
 """
