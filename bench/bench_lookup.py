@@ -181,6 +181,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         env = service_env(url, ports)
         env["LNSYNC_SNAPSHOTTER__PROVE"] = "false" if args.no_prove else "true"
         figures["prove"] = not args.no_prove
+        if args.proof_samples is not None:
+            env["LNSYNC_SNAPSHOTTER__PROOF_SAMPLES"] = str(args.proof_samples)
+            figures["proof_samples"] = args.proof_samples
         procs["persistence"] = await start("persistence", env, ports, workdir)
         rss["persistence"] = PeakRss(procs["persistence"].pid)
         sampler = asyncio.create_task(sample())
@@ -322,6 +325,9 @@ def main() -> None:
     ap.add_argument("--json", metavar="FILE", help="also write the key figures as JSON (- = stdout)")
     ap.add_argument(
         "--no-prove", action="store_true", help="publish generations unproven (snapshotter.prove off)"
+    )
+    ap.add_argument(
+        "--proof-samples", type=int, metavar="N", help="snapshotter.proof_samples (default: the setting's)"
     )
     ap.add_argument("--profile", metavar="DIR", help="record lookup with py-spy during the deltas")
     args = ap.parse_args()
