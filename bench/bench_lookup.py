@@ -13,8 +13,9 @@ as a client sees them:
   answers it); targets: full <= 3 s, one day <= 0.3 s, one week <= 1.5 s;
 * the reference, measured in the same run: the time PostgreSQL alone needs to return the rows the
   delta depends on (the same SQL, results discarded);
-* ``Snapshots.Regenerate``: the whole ladder (every scope, v1 and v2) for the 24 h interval
-  (target <= 30 s), wall time and the CPU time of lookup + snapshotter;
+* ``Snapshots.Regenerate``: the whole ladder (every scope, v1 and v2) for the 24 h interval and its
+  proof before publishing (``--no-prove``: without; target <= 30 s), wall time and the CPU time of
+  lookup + snapshotter;
 * the peak RSS of persistence (while ingesting, when the store is built), lookup, snapshotter and
   ``lnsync serve gateway`` (started last; measured once it holds the generation), sampled every
   0.25 s over all of a service's processes (target <= 300 MB each).
@@ -178,6 +179,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             name: free_port() for name in ("persistence", "lookup", "snapshotter", "gateway", "gateway-admin")
         }
         env = service_env(url, ports)
+        env["LNSYNC_SNAPSHOTTER__PROVE"] = "false" if args.no_prove else "true"
+        figures["prove"] = not args.no_prove
+        if args.proof_samples is not None:
+            env["LNSYNC_SNAPSHOTTER__PROOF_SAMPLES"] = str(args.proof_samples)
+            figures["proof_samples"] = args.proof_samples
         procs["persistence"] = await start("persistence", env, ports, workdir)
         rss["persistence"] = PeakRss(procs["persistence"].pid)
         sampler = asyncio.create_task(sample())
@@ -317,6 +323,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--keep", metavar="DIR", help="keep (and reuse) the database in DIR")
     ap.add_argument("--json", metavar="FILE", help="also write the key figures as JSON (- = stdout)")
+    ap.add_argument(
+        "--no-prove", action="store_true", help="publish generations unproven (snapshotter.prove off)"
+    )
+    ap.add_argument(
+        "--proof-samples", type=int, metavar="N", help="snapshotter.proof_samples (default: the setting's)"
+    )
     ap.add_argument("--profile", metavar="DIR", help="record lookup with py-spy during the deltas")
     args = ap.parse_args()
     if args.profile:

@@ -18,12 +18,14 @@ import gzip
 import statistics
 import sys
 import time
+import tracemalloc
 from collections.abc import Callable
 
 from bench import results
 from bench.history import history as cached_history
 from lnsync.chain import chain_hash
 from lnsync.gen import DEFAULT_END_TIME
+from lnsync.rgs import columnar, ladder, proof
 from lnsync.rgs.delta import compute_delta
 from lnsync.rgs.encode import encode
 from lnsync.rgs.history import GossipHistory
@@ -63,6 +65,87 @@ def build(scale: float, days: float, seed: int) -> tuple[GossipHistory, dict[str
     counts["channel_updates"] = history.update_count
     counts["channels"] = len(history.channels)
     return history, counts
+
+
+def proof_figures(history: GossipHistory, R: int, repeats: int) -> dict[str, float]:
+    """The snapshotter's proof of a generation (lnsync/rgs/proof.py) against its ladder, both in
+    memory (the engine's part of each; SQL and gRPC excluded): the ladder is every scope of a
+    24-hour interval plus the full snapshot, v1 and v2; the proof takes the live graph at R,
+    proves both full blobs, the chain from the previous generation's full snapshot (R - interval)
+    in v1 and v2 (from the client states its own proof kept, as the snapshotter does), and one
+    sampled scope (the largest that starts within the history, the dearest) from a full v2 at its
+    start, which lookup computes for it (counted in the proof, and reported apart)."""
+    interval = DAY
+    params = DeltaParams(apply_lag=interval)
+    scopes = ladder.scopes(interval)
+    mainnet = chain_hash("bitcoin")
+
+    def make_ladder() -> dict[tuple[int, int], bytes]:
+        blobs = {}
+        for scope in (*scopes, ladder.FULL):
+            delta = compute_delta(history.delta_input(max(R - scope, 0) if scope else 0, R), params)
+            for version in (1, 2):
+                blobs[(version, scope)] = encode(delta, version)
+        return blobs
+
+    ladder_seconds, made = median_seconds(make_ladder, repeats)
+    blobs: dict[tuple[int, int], bytes] = made  # type: ignore[assignment]
+    base_R = R - interval
+    bases = {v: encode(compute_delta(history.delta_input(0, base_R), params), v) for v in (1, 2)}
+    base_truth = history.delta_input(0, base_R)
+    kept: dict[int, columnar.State] = {}  # what the previous generation's proof left
+    for v in (1, 2):
+        assert proof.prove_full(bases[v], proof.expect(base_truth, v), mainnet, base_R, v, keep=kept) is None
+    # The sampled scope: the largest whose start R - S lies within the history, so that its base
+    # is a whole graph (a larger one starts before the history: an empty base, a cheap check).
+    sampled = max((s for s in scopes if len(history.delta_input(0, R - s).channels)), default=scopes[0])
+    parts: dict[str, float] = {}
+
+    def prove() -> None:
+        started = time.perf_counter()
+        truth = history.delta_input(0, R)  # the snapshotter reads it by SQL (truth.py)
+        expected = {v: proof.expect(truth, v) for v in (1, 2)}
+        parts["truth"] = time.perf_counter() - started
+        states: dict[int, columnar.State] = {}
+        for v in (1, 2):
+            assert proof.prove_full(blobs[(v, ladder.FULL)], expected[v], mainnet, R, v, keep=states) is None
+        parts["full"] = time.perf_counter() - started - parts["truth"]
+        scope = ladder.choose(base_R, R, scopes).scope
+        for v in (1, 2):
+            failed = proof.prove_chain(
+                bases[v], base_R, blobs[(v, scope)], expected[v], mainnet, R, v, base_state=kept[v]
+            )
+            assert failed is None, failed
+        chained = time.perf_counter()
+        base = encode(compute_delta(history.delta_input(0, R - sampled), params), 2)  # lookup's, live
+        parts["sample_base"] = time.perf_counter() - chained
+        failed = proof.prove_chain(base, R - sampled, blobs[(2, sampled)], expected[2], mainnet, R, 2)
+        assert failed is None, failed
+        parts["chain"] = time.perf_counter() - started - parts["truth"] - parts["full"] - parts["sample_base"]
+
+    proof_seconds, _ = median_seconds(prove, repeats)
+    timed = dict(parts)  # the last timed repeat's parts (the traced run below is slower)
+    # What the proof allocates at its peak (NumPy's arrays and Python's objects; the model's
+    # delta input, which the snapshotter reads by SQL instead, included), in one more run.
+    tracemalloc.start()
+    prove()
+    peak_mb = tracemalloc.get_traced_memory()[1] / 1e6
+    tracemalloc.stop()
+    return {
+        "peak_mb": round(peak_mb, 1),
+        "ladder_seconds": round(ladder_seconds, 3),
+        "proof_seconds": round(proof_seconds, 3),
+        "ratio": round(proof_seconds / ladder_seconds, 3),
+        # Without the sampled scope's base (in memory, the model summarising a fresh R - S: it walks
+        # every direction updated since in Python; lookup reads it by SQL instead).
+        "ratio_without_sample_base": round((proof_seconds - timed["sample_base"]) / ladder_seconds, 3),
+        "truth_seconds": round(timed["truth"], 3),
+        "full_seconds": round(timed["full"], 3),
+        "chain_seconds": round(timed["chain"], 3),
+        "sample_base_seconds": round(timed["sample_base"], 3),
+        "channels": len(history.delta_input(0, R).channels),
+        "sampled_scope_days": sampled / DAY,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
     out: dict[str, object] = {"history": info, "reference_time": R, "rows": rows}
+    out["proof"] = proof_figures(history, R, args.repeats)
     if args.ldk:
         from tests.ldk import LdkRgsClient
 
@@ -142,6 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"full v2 = {full_v2 / 1e6:.2f} MB vs the reference server's {ref:.1f} MB (2024)")
     if "ldk_apply_full_v2_ms" in out:
         print(f"LDK (WASM) applies the full v2 snapshot in {out['ldk_apply_full_v2_ms']:.0f} ms")
+    p = out["proof"]
+    print(
+        f"proof of a generation (in memory): {p['proof_seconds']} s against the ladder's "
+        f"{p['ladder_seconds']} s ({p['ratio']:.2f}x; truth {p['truth_seconds']} s, full v1+v2 "
+        f"{p['full_seconds']} s, chains {p['chain_seconds']} s + the sampled base "
+        f"{p['sample_base_seconds']} s, over {p['channels']:,} channels; {p['peak_mb']} MB traced at "
+        "its peak)"
+    )  # type: ignore[index]
     results.write(args.json, {"scale": args.scale, "repeats": args.repeats, **out})
     return 0
 

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 BENCHES = (
-    "gossip", "ingest", "downloader", "gateway", "rgs", "lookup", "observer", "reconcile", "funding",
-    "coldstart",
+    "gossip", "ingest", "downloader", "gateway", "rgs", "lookup", "growth",
+    "observer", "reconcile", "funding", "coldstart",
 )  # fmt: skip
 # Benches with no row in the targets table (and no --json): run for their own printed figures.
 UNTABLED = frozenset({"observer", "reconcile", "funding"})
@@ -53,6 +53,7 @@ def bench_args(name: str, quick: bool, scale: float, keep_store: str | None) -> 
             "gateway": ["--repeats", "1", "--seconds", "1", "--channels", "300", "--no-one-worker"],
             "rgs": ["--scale", tiny, "--repeats", "1"],
             "lookup": ["--scale", tiny, "--repeats", "1"],
+            "growth": ["--quick", "--repeats", "1"],
             "observer": ["--messages", "2000", "--peers", "4", "--repeats", "1"],
             "reconcile": ["--messages", "300", "--repeats", "1"],
             "funding": ["--channels", "100", "--concurrency", "8"],  # with --only
@@ -67,6 +68,8 @@ def bench_args(name: str, quick: bool, scale: float, keep_store: str | None) -> 
         "gateway": ["--repeats", "3", "--seconds", "8"],
         "rgs": ["--scale", s, "--repeats", "3", "--ldk"],
         "lookup": ["--scale", s, "--repeats", "3"],
+        # 0.3x, 1x and 3x today's history in memory (3x: ~4.5 M updates, ~6 min to load on a busy machine).
+        "growth": ["--repeats", "1"],
         "observer": ["--repeats", "3"],
         "reconcile": ["--repeats", "3"],
         # Mainnet's 54,000 channels take ~5 min to fund on the local chain: by hand (docs/benchmarks.md).
@@ -99,6 +102,10 @@ def _delta(label: str) -> Callable[[dict[str, Any]], float | None]:
     return lambda r: r["deltas"][label]["p50_seconds"]
 
 
+def _growth(r: dict[str, Any], point: str, key: str) -> float | None:
+    return next((row[key] for row in r["rows"] if row["point"] == point), None)
+
+
 def _x(v: float) -> str:
     return f"{v:.2f}x"
 
@@ -118,6 +125,12 @@ TARGETS = [
     Target("full v2 delta via gRPC, p50", "lookup", _delta("full"), 3.0, False, _s),
     Target("1-day delta via gRPC, p50", "lookup", _delta("1 day"), 0.3, False, _s),
     Target("whole snapshot ladder", "lookup", lambda r: r["ladder"]["seconds"], 30.0, False, _s),
+    Target("generation proof vs its ladder, in memory", "rgs", lambda r: r["proof"]["ratio"], 0.3, False,
+           _x),
+    Target("full v2 delta at 3x today's history, in memory", "growth",
+           lambda r: _growth(r, "3", "full_v2_seconds"), 1.5, False, _s),
+    Target("ladder + proof per stored update, 3x vs 1x", "growth",
+           lambda r: r["growth"].get("3", {}).get("ladder_with_proof_seconds"), 1.0, False, _x),
     # Issue 24: at the physical limit, i.e. nginx's sendfile, measured in the same run.
     Target("gateway vs nginx, req/s", "gateway", lambda r: r["gateway"]["ratio"], 0.9, True, _x),
     Target("gateway p99 vs nginx's p99", "gateway", lambda r: r["gateway"].get("p99_ratio"), 1.5, False,
@@ -197,6 +210,23 @@ def details(results: dict[str, dict[str, Any]]) -> list[str]:
             f"RGS engine in memory: full v2 {full['v2_seconds']} s wall / {full['v2_cpu_seconds']} s CPU, "
             f"1 day {day['v2_seconds']} s / {day['v2_cpu_seconds']} s"
             + (f"; LDK applies the full v2 in {ldk:.0f} ms" if ldk else "")
+        )
+        p = rg["proof"]
+        out.append(
+            f"generation proof in memory: {p['proof_seconds']} s (truth {p['truth_seconds']} s, full v1+v2 "
+            f"{p['full_seconds']} s, chains {p['chain_seconds']} s, the sampled scope's base "
+            f"{p['sample_base_seconds']} s) vs the engine's ladder "
+            f"{p['ladder_seconds']} s, {p['channels']:,} channels"
+        )
+    if gr := results.get("growth"):
+        out.append(
+            "growth in memory (stored updates, full v2, 1 day, ladder + proof, lookup working set): "
+            + "; ".join(
+                f"{r['point']}x: {r['channel_updates']:,}, {r['full_v2_seconds']} s, "
+                f"{r['1 day_v2_seconds']} s, {r['ladder_with_proof_seconds']} s (proof "
+                f"{r['proof_ratio']}x), {r['lookup_working_set_mb']} MB"
+                for r in gr["rows"]
+            )
         )
     if cs := results.get("coldstart"):
         shares = ", ".join(f"{name.split(' (')[0].split(':')[0]} {s} s" for name, s in cs["phases"].items())

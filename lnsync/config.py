@@ -265,6 +265,10 @@ class LookupSettings(ServiceEndpoint):
     max_concurrent: int = Field(default=2, ge=1)
     # Granularity that dynamic-delta header timestamps are rounded down to (seconds).
     timestamp_granularity: int = Field(default=60, ge=1)
+    # One dynamic delta in this many is proven after it is answered, off the request path
+    # (lnsync/rgs/proof.py: the full snapshot at the client's T, then the delta, against the
+    # store's live graph at R); a failure is logged and counted. 0: none.
+    proof_sample: int = Field(default=1000, ge=0)
 
 
 class SnapshotterSettings(ServiceEndpoint):
@@ -276,6 +280,14 @@ class SnapshotterSettings(ServiceEndpoint):
     # When the aligned reference time precedes the first full sync (a generation for it would miss
     # everything downloaded since), make the first generation for now - ingest_lag instead.
     first_after_sync: bool = True
+    # Prove every generation before it is published (lnsync/rgs/proof.py: its full v1 and v2
+    # blobs and chains of scoped ones, applied by a client model, against the store's live graph);
+    # one that fails is not published. Off: generations are published unproven.
+    prove: bool = True
+    # Scopes per generation whose chain is also proven from a full snapshot at the scope's own start
+    # (v2; one more full delta from lookup each), besides the one served to the previous
+    # generation's clients, which is always proven.
+    proof_samples: int = Field(default=1, ge=0)
 
     @field_validator("interval")
     @classmethod

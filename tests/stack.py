@@ -26,7 +26,7 @@ from lnsync.rgs.history import GossipHistory
 from lnsync.v1 import persistence_pb2, persistence_pb2_grpc, snapshots_pb2, snapshots_pb2_grpc
 from services.persistence.store import Incoming, write_batch
 from tests.conftest import free_port
-from tests.rgs.histories import MAINNET, event_message, random_events
+from tests.rgs.histories import MAINNET, START, event_message, random_events
 
 SERVICES = ("persistence", "lookup", "snapshotter", "gateway", "downloader")
 # The peer id tests report a finished initial sync for.
@@ -135,11 +135,13 @@ class Stack:
             print(f"----- {p.log_path.name} (last lines) -----\n{p.log()[-6000:]}")
 
 
-async def load_history(database_url: str, seed: int, days: int, channels: int = 40) -> GossipHistory:
+async def load_history(
+    database_url: str, seed: int, days: int, channels: int = 40, start: int = START
+) -> GossipHistory:
     """Write a random history straight into the store (as persistence would) and return its model."""
     history = GossipHistory(MAINNET)
     items = []
-    for ev in random_events(seed, channels=channels, days=days):
+    for ev in random_events(seed, channels=channels, days=days, start=start):
         raw = event_message(ev)
         history.add_message(raw, ev.seen)
         items.append(Incoming(decode_gossip(raw), ev.seen * 1_000_000))

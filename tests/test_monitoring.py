@@ -171,6 +171,7 @@ def test_every_alert_has_a_unit_test():
         "LnsyncGatewayRateLimited",
         "LnsyncIngestBacklogGrowing",
         "LnsyncPostgresUnreachable",
+        "LnsyncSnapshotProofFailed",
     } <= alerts
     for rule in rules():
         assert rule["labels"]["severity"] in ("warning", "critical")

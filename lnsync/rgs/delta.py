@@ -28,6 +28,7 @@ from lnsync.rgs import reminders
 from lnsync.rgs.model import (
     DIRECTION_CHANGE_BITS,
     Announcement,
+    ChannelTable,
     Defaults,
     DeltaInput,
     DeltaParams,
@@ -50,6 +51,16 @@ def node_addresses(raw: bytes) -> list[bytes]:
         return split_descriptors(raw)
     except GossipError:
         return []
+
+
+def announced_funding(ch: ChannelTable) -> NDArray[np.int64]:
+    """The capacity (sats) each channel's v2 announcement carries, -1 for none: sent only where
+    every update respects it (LDK >= 0.2 drops updates whose htlc_maximum_msat exceeds it, and a
+    channel without capacity beats a channel without updates)."""
+    capacity_ok = (ch.funding_sats >= 0) & np.all(
+        ch.htlc_maximum_msat <= ch.funding_sats.clip(0).astype(np.uint64)[:, None] * np.uint64(1000), axis=1
+    )
+    return np.where(capacity_ok, ch.funding_sats, -1)
 
 
 def _mode(values: NDArray[np.int64] | NDArray[np.uint64]) -> int:
@@ -152,12 +163,7 @@ def compute_delta(inp: DeltaInput, params: DeltaParams | None = None) -> DeltaSe
             if node not in position:
                 position[node] = len(table)
                 table.append(node)
-    # Send the capacity only where every update respects it: LDK >= 0.2 drops updates whose
-    # htlc_maximum_msat exceeds it, and a channel without capacity beats a channel without updates.
-    capacity_ok = (ch.funding_sats >= 0) & np.all(
-        ch.htlc_maximum_msat <= ch.funding_sats.clip(0).astype(np.uint64)[:, None] * np.uint64(1000), axis=1
-    )
-    funding = np.where(capacity_ok, ch.funding_sats, -1)
+    funding = announced_funding(ch)
     announcements = [
         Announcement(s, ch.features[r], position[a], position[b], fs if fs >= 0 else None)
         for r, s, a, b, fs in zip(

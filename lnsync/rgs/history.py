@@ -436,16 +436,6 @@ class GossipHistory:
             out[scid] = {
                 "node_1": inp.nodes.node_id[int(ch.node_1[i])],
                 "node_2": inp.nodes.node_id[int(ch.node_2[i])],
-                "directions": [
-                    (
-                        bool(ch.disabled[i, d]),
-                        int(ch.cltv_expiry_delta[i, d]),
-                        int(ch.htlc_minimum_msat[i, d]),
-                        int(ch.fee_base_msat[i, d]),
-                        int(ch.fee_proportional_millionths[i, d]),
-                        int(ch.htlc_maximum_msat[i, d]),
-                    )
-                    for d in (0, 1)
-                ],
+                "directions": [ch.direction_values(i, d) for d in (0, 1)],
             }
         return out

@@ -55,6 +55,18 @@ class ChannelTable:
     def __len__(self) -> int:
         return len(self.scid)
 
+    def direction_values(self, i: int, d: int) -> tuple[bool, int, int, int, int, int]:
+        """Row ``i``'s direction ``d`` as a client holds it: disabled, cltv_expiry_delta,
+        htlc_minimum_msat, fee_base_msat, fee_proportional_millionths, htlc_maximum_msat."""
+        return (
+            bool(self.disabled[i, d]),
+            int(self.cltv_expiry_delta[i, d]),
+            int(self.htlc_minimum_msat[i, d]),
+            int(self.fee_base_msat[i, d]),
+            int(self.fee_proportional_millionths[i, d]),
+            int(self.htlc_maximum_msat[i, d]),
+        )
+
     @classmethod
     def empty(cls) -> ChannelTable:
         z2 = np.zeros((0, 2), dtype=np.int64)

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from lnsync.v1 import lookup_pb2 as lnsync_dot_v1_dot_lookup__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lnsync/v1/snapshots.proto\x12\tlnsync.v1\x1a\x16lnsync/v1/lookup.proto\"\x84\x01\n\x12GetSnapshotRequest\x12\x11\n\ttimestamp\x18\x01 \x01(\r\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x0c\n\x04gzip\x18\x03 \x01(\x08\x12%\n\x04kind\x18\x04 \x01(\x0e\x32\x17.lnsync.v1.SnapshotKind\x12\x15\n\rscope_seconds\x18\x05 \x01(\x04\"D\n\rSnapshotChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12%\n\x04info\x18\x02 \x01(\x0b\x32\x17.lnsync.v1.SnapshotInfo\"\x88\x02\n\x0cSnapshotInfo\x12\x12\n\ngeneration\x18\x01 \x01(\x04\x12\x16\n\x0ereference_time\x18\x02 \x01(\r\x12\x15\n\rscope_seconds\x18\x03 \x01(\x04\x12\x1b\n\x13last_sync_timestamp\x18\x04 \x01(\r\x12\x0f\n\x07version\x18\x05 \x01(\r\x12\x0c\n\x04size\x18\x06 \x01(\x04\x12\x0e\n\x06sha256\x18\x07 \x01(\x0c\x12\x11\n\tgzip_size\x18\x08 \x01(\x04\x12\x0c\n\x04gzip\x18\t \x01(\x08\x12!\n\x04\x62lob\x18\n \x01(\x0b\x32\x13.lnsync.v1.BlobInfo\x12%\n\x04kind\x18\x0b \x01(\x0e\x32\x17.lnsync.v1.SnapshotKind\"G\n\x14ListSnapshotsRequest\x12\x19\n\x11unless_generation\x18\x01 \x01(\x04\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\r\"\x97\x01\n\x15ListSnapshotsResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x04\x12\x16\n\x0ereference_time\x18\x02 \x01(\r\x12\x14\n\x0cgenerated_at\x18\x03 \x01(\x03\x12*\n\tsnapshots\x18\x04 \x03(\x0b\x32\x17.lnsync.v1.SnapshotInfo\x12\x10\n\x08interval\x18\x05 \x01(\r\"Z\n\x11RegenerateRequest\x12\x1b\n\x0ereference_time\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x15\n\rreplace_newer\x18\x02 \x01(\x08\x42\x11\n\x0f_reference_time\"Q\n\x12RegenerateResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x04\x12\x16\n\x0ereference_time\x18\x02 \x01(\r\x12\x0f\n\x07seconds\x18\x03 \x01(\x01*~\n\x0cSnapshotKind\x12\x1d\n\x19SNAPSHOT_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12SNAPSHOT_KIND_FULL\x10\x01\x12\x18\n\x14SNAPSHOT_KIND_SCOPED\x10\x02\x12\x1d\n\x19SNAPSHOT_KIND_NOTHING_NEW\x10\x03\x32\xf4\x01\n\tSnapshots\x12H\n\x0bGetSnapshot\x12\x1d.lnsync.v1.GetSnapshotRequest\x1a\x18.lnsync.v1.SnapshotChunk0\x01\x12R\n\rListSnapshots\x12\x1f.lnsync.v1.ListSnapshotsRequest\x1a .lnsync.v1.ListSnapshotsResponse\x12I\n\nRegenerate\x12\x1c.lnsync.v1.RegenerateRequest\x1a\x1d.lnsync.v1.RegenerateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lnsync/v1/snapshots.proto\x12\tlnsync.v1\x1a\x16lnsync/v1/lookup.proto\"\x84\x01\n\x12GetSnapshotRequest\x12\x11\n\ttimestamp\x18\x01 \x01(\r\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x0c\n\x04gzip\x18\x03 \x01(\x08\x12%\n\x04kind\x18\x04 \x01(\x0e\x32\x17.lnsync.v1.SnapshotKind\x12\x15\n\rscope_seconds\x18\x05 \x01(\x04\"D\n\rSnapshotChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12%\n\x04info\x18\x02 \x01(\x0b\x32\x17.lnsync.v1.SnapshotInfo\"\x88\x02\n\x0cSnapshotInfo\x12\x12\n\ngeneration\x18\x01 \x01(\x04\x12\x16\n\x0ereference_time\x18\x02 \x01(\r\x12\x15\n\rscope_seconds\x18\x03 \x01(\x04\x12\x1b\n\x13last_sync_timestamp\x18\x04 \x01(\r\x12\x0f\n\x07version\x18\x05 \x01(\r\x12\x0c\n\x04size\x18\x06 \x01(\x04\x12\x0e\n\x06sha256\x18\x07 \x01(\x0c\x12\x11\n\tgzip_size\x18\x08 \x01(\x04\x12\x0c\n\x04gzip\x18\t \x01(\x08\x12!\n\x04\x62lob\x18\n \x01(\x0b\x32\x13.lnsync.v1.BlobInfo\x12%\n\x04kind\x18\x0b \x01(\x0e\x32\x17.lnsync.v1.SnapshotKind\"G\n\x14ListSnapshotsRequest\x12\x19\n\x11unless_generation\x18\x01 \x01(\x04\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\r\"\xc7\x01\n\x15ListSnapshotsResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x04\x12\x16\n\x0ereference_time\x18\x02 \x01(\r\x12\x14\n\x0cgenerated_at\x18\x03 \x01(\x03\x12*\n\tsnapshots\x18\x04 \x03(\x0b\x32\x17.lnsync.v1.SnapshotInfo\x12\x10\n\x08interval\x18\x05 \x01(\r\x12.\n\rproof_failure\x18\x06 \x01(\x0b\x32\x17.lnsync.v1.ProofFailure\"7\n\x0cProofFailure\x12\x16\n\x0ereference_time\x18\x01 \x01(\r\x12\x0f\n\x07problem\x18\x02 \x01(\t\"Z\n\x11RegenerateRequest\x12\x1b\n\x0ereference_time\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x15\n\rreplace_newer\x18\x02 \x01(\x08\x42\x11\n\x0f_reference_time\"Q\n\x12RegenerateResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x04\x12\x16\n\x0ereference_time\x18\x02 \x01(\r\x12\x0f\n\x07seconds\x18\x03 \x01(\x01*~\n\x0cSnapshotKind\x12\x1d\n\x19SNAPSHOT_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12SNAPSHOT_KIND_FULL\x10\x01\x12\x18\n\x14SNAPSHOT_KIND_SCOPED\x10\x02\x12\x1d\n\x19SNAPSHOT_KIND_NOTHING_NEW\x10\x03\x32\xf4\x01\n\tSnapshots\x12H\n\x0bGetSnapshot\x12\x1d.lnsync.v1.GetSnapshotRequest\x1a\x18.lnsync.v1.SnapshotChunk0\x01\x12R\n\rListSnapshots\x12\x1f.lnsync.v1.ListSnapshotsRequest\x1a .lnsync.v1.ListSnapshotsResponse\x12I\n\nRegenerate\x12\x1c.lnsync.v1.RegenerateRequest\x1a\x1d.lnsync.v1.RegenerateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lnsync.v1.snapshots_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SNAPSHOTKIND']._serialized_start=938
-  _globals['_SNAPSHOTKIND']._serialized_end=1064
+  _globals['_SNAPSHOTKIND']._serialized_start=1043
+  _globals['_SNAPSHOTKIND']._serialized_end=1169
   _globals['_GETSNAPSHOTREQUEST']._serialized_start=65
   _globals['_GETSNAPSHOTREQUEST']._serialized_end=197
   _globals['_SNAPSHOTCHUNK']._serialized_start=199
@@ -43,11 +43,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTSNAPSHOTSREQUEST']._serialized_start=536
   _globals['_LISTSNAPSHOTSREQUEST']._serialized_end=607
   _globals['_LISTSNAPSHOTSRESPONSE']._serialized_start=610
-  _globals['_LISTSNAPSHOTSRESPONSE']._serialized_end=761
-  _globals['_REGENERATEREQUEST']._serialized_start=763
-  _globals['_REGENERATEREQUEST']._serialized_end=853
-  _globals['_REGENERATERESPONSE']._serialized_start=855
-  _globals['_REGENERATERESPONSE']._serialized_end=936
-  _globals['_SNAPSHOTS']._serialized_start=1067
-  _globals['_SNAPSHOTS']._serialized_end=1311
+  _globals['_LISTSNAPSHOTSRESPONSE']._serialized_end=809
+  _globals['_PROOFFAILURE']._serialized_start=811
+  _globals['_PROOFFAILURE']._serialized_end=866
+  _globals['_REGENERATEREQUEST']._serialized_start=868
+  _globals['_REGENERATEREQUEST']._serialized_end=958
+  _globals['_REGENERATERESPONSE']._serialized_start=960
+  _globals['_REGENERATERESPONSE']._serialized_end=1041
+  _globals['_SNAPSHOTS']._serialized_start=1172
+  _globals['_SNAPSHOTS']._serialized_end=1416
 # @@protoc_insertion_point(module_scope)

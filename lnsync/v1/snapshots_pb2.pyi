@@ -76,18 +76,28 @@ class ListSnapshotsRequest(_message.Message):
     def __init__(self, unless_generation: _Optional[int] = ..., wait_seconds: _Optional[int] = ...) -> None: ...
 
 class ListSnapshotsResponse(_message.Message):
-    __slots__ = ("generation", "reference_time", "generated_at", "snapshots", "interval")
+    __slots__ = ("generation", "reference_time", "generated_at", "snapshots", "interval", "proof_failure")
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_TIME_FIELD_NUMBER: _ClassVar[int]
     GENERATED_AT_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FAILURE_FIELD_NUMBER: _ClassVar[int]
     generation: int
     reference_time: int
     generated_at: int
     snapshots: _containers.RepeatedCompositeFieldContainer[SnapshotInfo]
     interval: int
-    def __init__(self, generation: _Optional[int] = ..., reference_time: _Optional[int] = ..., generated_at: _Optional[int] = ..., snapshots: _Optional[_Iterable[_Union[SnapshotInfo, _Mapping]]] = ..., interval: _Optional[int] = ...) -> None: ...
+    proof_failure: ProofFailure
+    def __init__(self, generation: _Optional[int] = ..., reference_time: _Optional[int] = ..., generated_at: _Optional[int] = ..., snapshots: _Optional[_Iterable[_Union[SnapshotInfo, _Mapping]]] = ..., interval: _Optional[int] = ..., proof_failure: _Optional[_Union[ProofFailure, _Mapping]] = ...) -> None: ...
+
+class ProofFailure(_message.Message):
+    __slots__ = ("reference_time", "problem")
+    REFERENCE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    reference_time: int
+    problem: str
+    def __init__(self, reference_time: _Optional[int] = ..., problem: _Optional[str] = ...) -> None: ...
 
 class RegenerateRequest(_message.Message):
     __slots__ = ("reference_time", "replace_newer")

@@ -110,6 +110,8 @@ class SnapshotCache:
         self.last_error = "not polled yet"
         # The snapshotter's listed generation this gateway has not managed to load, since when, why.
         self.unloaded: tuple[int, float, str] | None = None
+        # The snapshotter's newest generation that failed its proof and was not published: (R, problem).
+        self.proof_failure: tuple[int, str] | None = None
         self._loading = asyncio.Lock()
 
     # -- following the snapshotter ---------------------------------------------------------------
@@ -146,6 +148,8 @@ class SnapshotCache:
         try:
             listing = await self._stub.ListSnapshots(request, timeout=CALL_TIMEOUT + wait)
             self.reachable, self.last_error = True, ""
+            failed = listing.proof_failure if listing.HasField("proof_failure") else None
+            self.proof_failure = None if failed is None else (failed.reference_time, failed.problem)
             listed = listing.generation
             async with self._loading:  # the wait above holds no lock: only loading is exclusive
                 current = self.generation

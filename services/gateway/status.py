@@ -137,6 +137,8 @@ class StatusCollector:
     def snapshots_json(self) -> dict[str, Any]:
         gen = self.snapshots.generation
         out: dict[str, Any] = {"snapshotter_reachable": self.snapshots.reachable}
+        failed = self.snapshots.proof_failure
+        out["proof_failure"] = None if failed is None else {"reference_time": failed[0], "problem": failed[1]}
         if gen is None:
             out["generation"] = None
             return out
@@ -197,8 +199,14 @@ class StatusCollector:
         degraded = [name for name, state in facts["services"].items() if state != "serving"]
         if facts["chain"].get("state") == "unavailable":
             degraded.append("chain")  # new channels wait; everything else is served
+        body: dict[str, Any] = {}
+        failed = self.snapshots.proof_failure
+        if failed is not None:
+            # Not a reason to stop serving: the previous generation is proven and keeps serving.
+            degraded.append("snapshot_proof")
+            body["proof_failure"] = f"the generation for R={failed[0]} failed its proof: {failed[1]}"
         ready = not problems
-        return ready, {"ready": ready, "problems": problems, "degraded": degraded}
+        return ready, {"ready": ready, "problems": problems, "degraded": degraded, **body}
 
 
 async def _call(call: Any) -> Any:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -26,19 +27,19 @@ from typing import Any, TypeVar
 import asyncpg
 import grpc
 
-from lnsync import db, rpc
+from lnsync import db, rpc, truth
 from lnsync.clients.syncgate import SyncGate
 from lnsync.config import Settings
 from lnsync.memo import Memo
 from lnsync.memory import release_free_memory
-from lnsync.rgs import policy
+from lnsync.rgs import policy, proof
 from lnsync.rgs.delta import compute_delta
 from lnsync.rgs.encode import encode
 from lnsync.rgs.format import STALE_AFTER
 from lnsync.rgs.model import DeltaParams, DeltaSet
 from lnsync.service import ReadySignal, run_service
 from lnsync.v1 import lookup_pb2, lookup_pb2_grpc, persistence_pb2
-from services.lookup.metrics import COMPUTE_SECONDS, READS, REQUESTS
+from services.lookup.metrics import COMPUTE_SECONDS, PROOFS, READS, REQUESTS
 from services.lookup.store import GraphAt, load_delta_input, load_graph
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class LookupService(db.StoreService, lookup_pb2_grpc.LookupServicer):
         self._replica_failed_at = -REPLICA_RETRY_AFTER
         self.gate = SyncGate(settings.persistence.target)
         self._limit = asyncio.Semaphore(settings.lookup.max_concurrent)
+        self._proving: asyncio.Task[None] | None = None  # one sampled proof at a time
         self._deltas: Memo[tuple[int, int, int], DeltaSet] = Memo(DELTA_CACHE_SIZE)
         self._graphs: Memo[int, GraphAt] = Memo(GRAPH_CACHE_SIZE)
 
@@ -168,6 +170,15 @@ class LookupService(db.StoreService, lookup_pb2_grpc.LookupServicer):
             )
         info.size = len(blob)
         REQUESTS.labels(str(version), "ok").inc()
+        sample = self.settings.lookup.proof_sample
+        if (
+            0 < T < R
+            and not request.HasField("reference_time")  # dynamic: snapshots are proven by the snapshotter
+            and sample
+            and random.randrange(sample) == 0
+            and (self._proving is None or self._proving.done())
+        ):
+            self._proving = asyncio.create_task(self._prove_dynamic(T, R, version, blob))
         first = True
         for chunk in rpc.chunks(blob):
             yield lookup_pb2.BlobChunk(data=chunk, info=info if first else None)
@@ -187,6 +198,32 @@ class LookupService(db.StoreService, lookup_pb2_grpc.LookupServicer):
             return delta
 
         return await self._deltas.get((T, R, apply_lag), compute)
+
+    async def _prove_dynamic(self, T: int, R: int, version: int, blob: bytes) -> None:
+        """Prove a dynamic delta (lnsync/rgs/proof.py): the full snapshot at T, then ``blob``, give
+        the store's live graph at R. Logged and counted; the answer is long sent."""
+        started = time.perf_counter()
+        try:
+            async with self._limit:
+                graph = await self._read(R, lambda conn: truth.live_graph(conn, self.chain_hash, R))
+                base_input = await self._read(T, lambda conn: load_delta_input(conn, self.chain_hash, 0, T))
+        except db.TRANSIENT_ERRORS as exc:
+            PROOFS.labels("error").inc()
+            log.warning("cannot prove the dynamic delta (T=%d, R=%d): %s", T, R, exc)
+            return
+
+        def check() -> proof.Failure | None:
+            base = encode(compute_delta(base_input, DeltaParams()), version)
+            return proof.prove_chain(base, T, blob, proof.expect(graph, version), self.chain_hash, R, version)
+
+        failure = await asyncio.to_thread(check)
+        seconds = time.perf_counter() - started
+        if failure is None:
+            PROOFS.labels("passed").inc()
+            log.info("dynamic delta (T=%d, R=%d, v%d) proven in %.1f s", T, R, version, seconds)
+        else:
+            PROOFS.labels("failed").inc()
+            log.error("dynamic delta (T=%d, R=%d) failed its proof: %s", T, R, failure)
 
     async def _load_graph(self, R: int) -> GraphAt:
         async with self._limit:

@@ -23,3 +23,18 @@ REJECTED = Counter("lnsync_snapshotter_rejected_total", "Requests refused as inv
 TAKEOVERS = Counter(
     "lnsync_snapshotter_takeovers_total", "Generations made after the generating replica ended unpublished"
 )
+# The proof before publishing (lnsync/rgs/proof.py, docs/monitoring.md).
+PROOF_SECONDS = Histogram(
+    "lnsync_snapshotter_proof_seconds",
+    "Time to prove a generation before publishing it",
+    buckets=(0.1, 0.5, 1, 2, 5, 15, 60),
+)
+PROOF_FAILURES = Counter(
+    "lnsync_snapshotter_proof_failures_total",
+    "Generations not published because they failed their proof, by the check that failed",
+    ["check"],
+)
+PROOF_FAILING = Gauge(
+    "lnsync_snapshotter_proof_failing",
+    "1 while the newest generation made failed its proof (an older one is served), else 0",
+)

@@ -3,7 +3,8 @@
 Random histories (duplicates, stale arrivals, late announcements, revived directions, node changes)
 are written to a real PostgreSQL in random batch sizes; for many (T, R) pairs the blob computed
 from the database is byte-identical to the blob computed from the in-memory model
-(lnsync.rgs.history) fed the same messages.
+(lnsync.rgs.history) fed the same messages, and the live graph the proof reads from the records
+(lnsync.truth) is the model's: a correct store passes the proof.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from lnsync import truth
 from lnsync.gossip.messages import decode_gossip
+from lnsync.rgs import proof
 from lnsync.rgs.delta import compute_delta
 from lnsync.rgs.encode import encode
 from lnsync.rgs.history import GossipHistory
@@ -54,10 +57,15 @@ async def assert_same_blobs(
             if R not in graphs:
                 graphs[R] = await load_graph(conn, R)
             shared = compute_delta(await load_delta_input(conn, MAINNET, T, R, graphs[R]), params)
+            live = await truth.live_graph(conn, MAINNET, R)
+            records = await truth.live_graph(conn, MAINNET, R, copy=False)
+        model = history.delta_input(0, R)
         for version in (1, 2):
             expected = encode(from_model, version)
             assert encode(from_db, version) == expected, (T, R, version)
             assert encode(shared, version) == expected, ("shared graph", T, R, version)
+            assert proof.expected_graph(live, version) == proof.expected_graph(model, version), ("truth", R)
+            assert proof.expected_graph(records, version) == proof.expected_graph(model, version), ("rows", R)
 
 
 @pytest.mark.slow
