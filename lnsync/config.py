@@ -286,8 +286,9 @@ class SnapshotterSettings(ServiceEndpoint):
     prove: bool = True
     # Scopes per generation whose chain is also proven from a full snapshot at the scope's own start
     # (v2; one more full delta from lookup each), besides the one served to the previous
-    # generation's clients, which is always proven.
-    proof_samples: int = Field(default=1, ge=0)
+    # generation's clients, which is always proven. 0 by default: each costs about as much as the
+    # rest of the proof again (docs/benchmarks.md).
+    proof_samples: int = Field(default=0, ge=0)
 
     @field_validator("interval")
     @classmethod

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 # A request head (request line and headers) the fast path reads: longer ones go to aiohttp, which
 # enforces its own limits on them (services.gateway.app: MAX_LINE_SIZE, MAX_FIELD_SIZE, MAX_HEADERS).
 MAX_HEAD = 8192
+# How every request this path answers begins.
+_PREFIXES = (b"GET /snapshot", b"HEAD /snapshot")
 MAX_HEADER_LINES = 64
 MAX_HEADER_LINE = 4096
 
@@ -107,6 +109,13 @@ class FastPath:
             for v, route in ROUTES.items()
             for status in (200, 304)
         }
+
+    @staticmethod
+    def may_answer(start: bytes) -> bool:
+        """Whether a request beginning with ``start`` (not yet a whole head) could be this path's:
+        anything else goes to aiohttp at once, which rejects garbage (a TLS hello, a bad method)
+        without waiting for a blank line that may never come."""
+        return any(start[: len(p)] == p[: len(start)] for p in _PREFIXES)
 
     def answer(self, head: bytes) -> list[bytes] | None:
         """The buffers to write for the request ``head`` (request line to the blank line, included),

@@ -149,8 +149,8 @@ class _Connection(asyncio.Protocol):
         while not self._writing_paused and self._inner is None:
             end = self._buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
             if end < 0:
-                if len(self._buffer) >= MAX_HEAD:
-                    self._hand_off()  # aiohttp answers the oversized request (4xx)
+                if len(self._buffer) >= MAX_HEAD or not fast.may_answer(self._buffer):
+                    self._hand_off()  # aiohttp answers the oversized or foreign request
                 return
             head = self._buffer[: end + 4]
             try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import random
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -59,9 +60,11 @@ async def ports(request: pytest.FixtureRequest) -> AsyncIterator[Ports]:
     settings = Settings(gateway=GatewaySettings(cors_origins=request.param, header_timeout=TIMEOUT))
     gw = gateway_app.Gateway(settings)
 
-    async def hold() -> None:
+    async def hold(wait: float = 0) -> bool:
         if gw.snapshots.generation is None:
             gw.snapshots.generation = generation(gw.snapshots._cache_control)
+        await asyncio.sleep(wait)
+        return False
 
     gw.snapshots.refresh = hold  # type: ignore[method-assign]
     runner = web.AppRunner(gateway_app.build_app(gw), access_log=None, keepalive_timeout=TIMEOUT)
@@ -224,3 +227,21 @@ async def test_fast_answers_are_counted_like_aiohttps(ports: Ports) -> None:
     await exchange(ports.fast, [req(), req(OLD, "If-None-Match: *"), req(method="HEAD")])
     after = counts()
     assert (after[0] - before[0], after[1] - before[1], after[2] - before[2]) == (2, 1, 2 * len(BODY))
+
+
+async def test_a_request_that_cannot_be_the_fast_paths_is_answered_without_waiting(ports: Ports) -> None:
+    """A TLS hello or a foreign method has no blank line to wait for: aiohttp rejects it at once,
+    as it does on a port without the fast path (not the header timeout's silent close)."""
+    for garbage in (
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64,
+        b"BREW /pot HTCPCP/1.0\r\n",
+    ):
+        for port in (ports.fast, ports.plain):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(garbage)
+                answer = await asyncio.wait_for(reader.read(64), 10)
+            finally:
+                writer.close()
+            # A 400 (the header timeout would only close the connection, silently).
+            assert re.match(rb"HTTP/1\.[01] 400 ", answer), (garbage[:8], port, answer)
