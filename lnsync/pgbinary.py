@@ -23,7 +23,7 @@ class CopyFormatError(ValueError):
     """The stream is not binary COPY output with the expected fixed-width columns."""
 
 
-def parse(data: bytes, columns: Sequence[Column]) -> np.ndarray:
+def parse(data: bytes | bytearray, columns: Sequence[Column]) -> np.ndarray:
     """Rows of a binary COPY stream whose columns all have the given fixed widths (no NULLs)."""
     if not data.startswith(SIGNATURE):
         raise CopyFormatError("missing binary COPY signature")

@@ -69,14 +69,16 @@ ORDER BY node_id DESC, timestamp DESC
 """
 
 
-async def _copy(conn: Any, sql: str) -> bytes:
-    chunks: list[bytes] = []
+async def _copy(conn: Any, sql: str) -> bytearray:
+    # One growing buffer (realloc), not the chunks and then their join: half the peak (~9 MB at
+    # mainnet scale).
+    data = bytearray()
 
     async def sink(chunk: bytes) -> None:
-        chunks.append(chunk)
+        data.extend(chunk)
 
     await conn.copy_from_query(sql, output=sink, format="binary")
-    return b"".join(chunks)
+    return data
 
 
 async def _channel_columns(conn: Any, R: int) -> np.ndarray | None:

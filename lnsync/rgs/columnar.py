@@ -26,6 +26,7 @@ histories and on corrupted blobs.
 from __future__ import annotations
 
 import struct
+from array import array
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -177,14 +178,14 @@ def _decode(data: bytes) -> Blob:
         if p > n:
             raise Unusual("truncated blob")
         starts = np.array(start_list, dtype=np.int64)
-    keys = buf[starts[:, None] + np.arange(33)]
+    keys = np.lib.stride_tricks.sliding_window_view(buf, 33)[starts]  # (k, 33), no index array
     keys[:, 0] &= f.NODE_KEY_BITS
     node_ids = np.ascontiguousarray(keys).view("S33").reshape(-1)
 
     # Announcements: the loop finds each one's short channel id delta; the rest is read in columns.
     (count,) = struct.unpack_from(">I", data, p)
     p += 4
-    at: list[int] = []
+    at = array("q")
     append = at.append
     for _ in range(count):
         q = p + 2 + ((data[p] << 8) | data[p + 1])
@@ -203,7 +204,7 @@ def _decode(data: bytes) -> Blob:
         p = q
     if p > n:
         raise Unusual("truncated blob")
-    a = np.array(at, dtype=np.int64)
+    a = np.frombuffer(at, dtype=np.int64) if count else np.zeros(0, np.int64)
     deltas, length = _bigsize(buf, a)
     ann_scid = _scids(deltas)
     n1, length1 = _bigsize(buf, a + length)
@@ -233,7 +234,7 @@ def _decode(data: bytes) -> Blob:
         defaults = _DEFAULTS.unpack_from(data, p)
         p += _DEFAULTS.size
     fl = _FIELDS_LEN
-    at = []
+    at = array("q")
     append = at.append
     previous = -1  # where the previous record's flags are
     for _ in range(count):
@@ -245,13 +246,17 @@ def _decode(data: bytes) -> Blob:
         p = previous + 1 + fl[data[previous]]
     if p > n:
         raise Unusual("truncated blob")
-    u = np.array(at, dtype=np.int64)
+    u = np.frombuffer(at, dtype=np.int64) if count else np.zeros(0, np.int64)
     deltas, length = _bigsize(buf, u)
     upd_scid = _scids(deltas)
     flags_at = u + length
     flags = buf[flags_at]
     has = (flags[:, None] & _FIELD_BITS) != 0
-    offsets = flags_at[:, None] + 1 + np.cumsum(has * _FIELD_SIZES, axis=1) - has * _FIELD_SIZES
+    sizes = has * _FIELD_SIZES
+    offsets = np.cumsum(sizes, axis=1)  # where each field starts, in place (no (m, 5) temporaries)
+    offsets -= sizes
+    offsets += (flags_at + 1)[:, None]
+    del sizes
     values = np.zeros((len(u), 5), dtype=np.uint64)
     for k, size in enumerate(f.FIELD_SIZES):
         sel = has[:, k]
@@ -324,18 +329,25 @@ def apply(state: State, blob: Blob, chain_hash: bytes, now: int | None) -> State
         new = first & ~np.isin(blob.ann_scid, state.scid)
         k = int(new.sum())
         if k:
-            capacity = blob.ann_funding[new]  # v1 carries none (-1)
+            order = np.argsort(np.concatenate([state.scid, blob.ann_scid[new]]), kind="stable")
+
+            def merged(held: np.ndarray, added: np.ndarray) -> np.ndarray:
+                # One field at a time: never two whole states at once.
+                out: np.ndarray = np.concatenate([held, added])[order]
+                return out
+
             state = State(
-                np.concatenate([state.scid, blob.ann_scid[new]]),
-                np.concatenate([state.node_1, n1[new]]),
-                np.concatenate([state.node_2, n2[new]]),
-                np.concatenate([state.capacity, capacity]),
-                np.concatenate([state.received, np.full(k, backdated, np.int64)]),
-                np.concatenate([state.last, np.full((k, 2), -1, np.int64)]),
-                np.concatenate([state.disabled, np.zeros((k, 2), np.bool_)]),
-                np.concatenate([state.values, np.zeros((k, 2, 5), np.uint64)]),
+                merged(state.scid, blob.ann_scid[new]),
+                merged(state.node_1, n1[new]),
+                merged(state.node_2, n2[new]),
+                merged(state.capacity, blob.ann_funding[new]),  # v1 carries none (-1)
+                merged(state.received, np.full(k, backdated, np.int64)),
+                merged(state.last, np.full((k, 2), -1, np.int64)),
+                merged(state.disabled, np.zeros((k, 2), np.bool_)),
+                merged(state.values, np.zeros((k, 2, 5), np.uint64)),
                 state.nodes,
-            )._take(np.argsort(np.concatenate([state.scid, blob.ann_scid[new]]), kind="stable"))
+            )
+        del n1, n2
 
     if blob.version == 2 and blob.node_entries:
         live = _node_set(state)
@@ -361,7 +373,22 @@ def apply(state: State, blob: Blob, chain_hash: bytes, now: int | None) -> State
     if not len(blob.upd_scid):
         return state
 
-    # Updates: which records the client accepts, then the first accepted per direction.
+    r, d, values, disabled = _winners(state, blob, backdated)
+    if len(r):
+        last, held_disabled, held_values = state.last.copy(), state.disabled.copy(), state.values.copy()
+        last[r, d] = backdated
+        held_disabled[r, d] = disabled
+        held_values[r, d] = values
+        state = replace(state, last=last, disabled=held_disabled, values=held_values)
+    if now is not None:
+        state = prune(state, now)
+    return state
+
+
+def _winners(state: State, blob: Blob, backdated: int) -> tuple[I64, I64, U64, NDArray[np.bool_]]:
+    """The update records the client takes, as (row, direction, values, disabled): per direction
+    the first record it accepts. A function of its own, so that its per-record temporaries are
+    freed before the state is copied."""
     row = np.searchsorted(state.scid, blob.upd_scid)
     known = row < len(state.scid)
     known[known] = state.scid[row[known]] == blob.upd_scid[known]
@@ -374,8 +401,9 @@ def apply(state: State, blob: Blob, chain_hash: bytes, now: int | None) -> State
         prior = state.values[row, direction]
     else:
         prior = np.zeros((len(row), 5), np.uint64)
-    base = np.where(incremental[:, None], prior, np.array(blob.defaults, dtype=np.uint64))
-    values = np.where(blob.upd_has, blob.upd_values, base)
+    values = np.where(incremental[:, None], prior, np.array(blob.defaults, dtype=np.uint64))
+    del prior
+    np.copyto(values, blob.upd_values, where=blob.upd_has)
     hmax = values[:, 4]
     capacity = state.capacity[row] if len(state.scid) else np.zeros(len(row), np.int64)
     fits = (hmax <= np.uint64(MAX_VALUE_MSAT)) & (
@@ -386,16 +414,7 @@ def apply(state: State, blob: Blob, chain_hash: bytes, now: int | None) -> State
     key = row[idx] * 2 + direction[idx]
     _, first = np.unique(key, return_index=True)
     idx = idx[first]
-    if len(idx):
-        r, d = row[idx], direction[idx]
-        last, disabled, held_values = state.last.copy(), state.disabled.copy(), state.values.copy()
-        last[r, d] = backdated
-        disabled[r, d] = (blob.upd_flags[idx] & f.UPDATE_DISABLED) != 0
-        held_values[r, d] = values[idx]
-        state = replace(state, last=last, disabled=disabled, values=held_values)
-    if now is not None:
-        state = prune(state, now)
-    return state
+    return row[idx], direction[idx], values[idx], (blob.upd_flags[idx] & f.UPDATE_DISABLED) != 0
 
 
 def prune(state: State, now: int) -> State:
