@@ -26,7 +26,9 @@ from lnsync import db, rpc, truth
 from lnsync.clients import snapshots as snapshot_kinds
 from lnsync.clients.syncgate import SyncGate
 from lnsync.config import Settings
+from lnsync.memory import release_free_memory
 from lnsync.rgs import columnar, ladder, policy, proof
+from lnsync.rgs.model import DeltaInput
 from lnsync.service import ReadySignal, run_service
 from lnsync.v1 import lookup_pb2, lookup_pb2_grpc, snapshots_pb2, snapshots_pb2_grpc
 from services.snapshotter import storage
@@ -68,6 +70,10 @@ GRAPH_TABLES = (
 # After a generation failed its proof, the next attempt (the same store gives the same verdict; an
 # operator's Regenerate tries at once).
 PROOF_RETRY = 3600.0
+
+
+# A chain to prove: (base R, version, scope, base blob, what the client holds after it if kept).
+Chain = tuple[int, int, int, bytes, columnar.State | None]
 
 
 class ProofFailed(Exception):
@@ -254,14 +260,24 @@ class SnapshotterService(db.StoreService, snapshots_pb2_grpc.SnapshotsServicer):
             async with self.pool.acquire() as conn:
                 await storage.add_blob(conn, gen_id, empty)
         GENERATION_PROGRESS.set(len(work) + 1)
-        if self.settings.snapshotter.prove:
-            await self._prove(gen_id, R, made)
+        try:
+            if self.settings.snapshotter.prove:
+                await self._prove(gen_id, R, made)
+        finally:
+            # The blobs are stored; the generation served is loaded back from the store below,
+            # next to the previous one until it replaces it: not a third copy of them besides.
+            # The proof's transient arrays (~50 MB at mainnet scale) were freed in the worker
+            # thread's malloc arena, which the event loop's thread does not reuse: trimmed, the
+            # generation loaded next is not allocated on top of them (docs/benchmarks.md).
+            made.clear()
+            release_free_memory()
         seconds = time.perf_counter() - started
         async with self.pool.acquire() as conn:
             await storage.publish(conn, gen_id, seconds, self.settings.snapshotter.keep_generations)
         GENERATION_SECONDS.observe(seconds)
         log.info("generation %d for R=%d published in %.1f s", gen_id, R, seconds)
         await self._refresh(force=True)
+        release_free_memory()  # the previous generation's blobs (tens of MB at mainnet scale)
         return gen_id, seconds
 
     async def _prove(self, gen_id: int, R: int, made: dict[tuple[int, int], StoredBlob]) -> None:
@@ -271,8 +287,8 @@ class SnapshotterService(db.StoreService, snapshots_pb2_grpc.SnapshotsServicer):
         started = time.perf_counter()
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             graph = await truth.live_graph(conn, self.chain_hash, R)
-        # (base R, version, scope, base blob, what the client holds after it if kept)
-        chains: list[tuple[int, int, int, bytes, columnar.State | None]] = []
+        release_free_memory()  # what the truth read and making the ladder left freed (COPY, gRPC, gzip)
+        chains: list[Chain] = []
         previous = self.generation
         if previous is not None and previous.reference_time < R:
             scope = policy.choose_snapshot(previous.reference_time, R, self.ladder).scope
@@ -291,7 +307,7 @@ class SnapshotterService(db.StoreService, snapshots_pb2_grpc.SnapshotsServicer):
 
         proven: dict[int, columnar.State] = {}
 
-        def check() -> proof.Failure | None:
+        def check(graph: DeltaInput, chains: list[Chain]) -> proof.Failure | None:
             for v in policy.VERSIONS:
                 expected = proof.expect(graph, v)
                 failure = proof.prove_full(
@@ -307,7 +323,9 @@ class SnapshotterService(db.StoreService, snapshots_pb2_grpc.SnapshotsServicer):
                     return failure
             return None
 
-        failure = await asyncio.to_thread(check)
+        failure = await asyncio.to_thread(check, graph, chains)
+        channels, chain_count = len(graph.channels), len(chains)
+        del graph, chains  # before the caller trims the heap
         seconds = time.perf_counter() - started
         PROOF_SECONDS.observe(seconds)
         if failure is None:
@@ -319,7 +337,7 @@ class SnapshotterService(db.StoreService, snapshots_pb2_grpc.SnapshotsServicer):
             self._proven = {gen_id: proven}
             log.info(
                 "generation %d proven in %.1f s: full v1+v2 and %d chains over %d channels",
-                gen_id, seconds, len(chains), len(graph.channels),
+                gen_id, seconds, chain_count, channels,
             )  # fmt: skip
             return
         PROOF_FAILURES.labels(failure.check).inc()
