@@ -102,7 +102,10 @@ async def _compute_delta(kube: Kube, release: Release) -> tuple[lookup_pb2.BlobI
     async with release.channel(target, "operator") as channel:
         stub = lookup_pb2_grpc.LookupStub(channel)
         request = lookup_pb2.ComputeDeltaRequest(last_sync_timestamp=0, version=2)
-        chunks = [c async for c in stub.ComputeDelta(request, timeout=60)]
+        # Waits for a reachable lookup (within the timeout): right after a pod is replaced, the
+        # Service IP refuses connections until kube-proxy has the new endpoint.
+        call = stub.ComputeDelta(request, timeout=60, wait_for_ready=True)
+        chunks = [c async for c in call]
     return chunks[0].info, b"".join(c.data for c in chunks)
 
 
