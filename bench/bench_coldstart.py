@@ -102,6 +102,9 @@ class Timeline:
     messages: int = 0
     snapshot_bytes: int = 0
     cpu: dict[str, float] = field(default_factory=dict)  # process name -> CPU seconds
+    # The downloader's CPU seconds when the first message and the last were seen verified: the
+    # download itself, without its start-up (imports, TLS, the range query) or the quiet tail.
+    downloader_cpu_at: dict[str, float] = field(default_factory=dict)
     load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average at the start and at the end
 
     def mark(self, event: str, at: float) -> None:
@@ -348,6 +351,7 @@ async def _observe(proc: subprocess.Popen[bytes], tl: Timeline, t0: float, data:
     await asyncio.sleep(0.2)  # the certificates are written one after another
     rpc.configure_tls(certs.settings_for(tls, "operator"))
     request = downloader_pb2.GetDownloaderStatusRequest()
+    downloader: psutil.Process | None = None
     async with rpc.channel(downloader_at) as ch:
         stub = downloader_pb2_grpc.DownloaderStub(ch)
         while True:
@@ -358,10 +362,14 @@ async def _observe(proc: subprocess.Popen[bytes], tl: Timeline, t0: float, data:
                 continue
             now = time.perf_counter() - t0
             got = s.channel_announcements + s.channel_updates + s.node_announcements
+            if downloader is None:
+                downloader = _find_downloader(proc)
             if got:
                 tl.mark("first_message", now)
+                _mark_cpu(tl, "first_message", downloader)
             if got >= messages:
                 tl.mark("all_verified", now)
+                _mark_cpu(tl, "all_verified", downloader)
                 if s.unacknowledged == 0:
                     tl.mark("all_committed", now)
             if s.initial_sync_complete and "all_committed" in tl.events:
@@ -380,6 +388,32 @@ async def _observe(proc: subprocess.Popen[bytes], tl: Timeline, t0: float, data:
     snap = decode(body)
     tl.channels, tl.snapshot_bytes = len(snap.announcements), len(body)
     tl.messages = messages if tl.channels == channels else 0
+
+
+def _find_downloader(proc: subprocess.Popen[bytes]) -> psutil.Process | None:
+    with contextlib.suppress(psutil.Error):
+        for p in psutil.Process(proc.pid).children(recursive=True):
+            cmd = p.cmdline()
+            if "serve" in cmd and cmd[cmd.index("serve") + 1 :][:1] == ["downloader"]:
+                return p
+    return None
+
+
+def _mark_cpu(tl: Timeline, event: str, downloader: psutil.Process | None) -> None:
+    if downloader is not None and event not in tl.downloader_cpu_at:
+        with contextlib.suppress(psutil.Error):
+            t = downloader.cpu_times()
+            tl.downloader_cpu_at[event] = t.user + t.system
+
+
+def reference_us(dataset: Path, network: str) -> float:
+    """The gossip core alone (parse + every signature check, no I/O) on the messages the peer
+    served, in this process: CPU µs per message (bench_downloader's reference, median of 3)."""
+    from bench.bench_downloader import reference_cpu_per_message
+
+    with dataset.open("rb") as f:
+        raws = [r.raw for r in read_archive(f, ArchiveFormat.U16)]
+    return reference_cpu_per_message(raws, 3, network) * 1e6
 
 
 async def _tick(proc: subprocess.Popen[bytes], deadline: float) -> None:
@@ -409,7 +443,12 @@ def full_scale_estimate(phases: dict[str, float], scale: float) -> float:
 
 
 def report(
-    runs: list[Timeline], source: str, scale: float, expect: tuple[int, int], chain: str
+    runs: list[Timeline],
+    source: str,
+    scale: float,
+    expect: tuple[int, int],
+    chain: str,
+    reference: float | None = None,
 ) -> dict[str, Any]:
     """Print the phase table (medians over the runs) and return the JSON figures."""
     channels, messages = expect
@@ -431,6 +470,29 @@ def report(
         statistics.median(r.events["all_committed"] - r.events["range_answered"] for r in runs), 1e-3
     )
     print(f"  download to committed: {rate:,.0f} messages/s")
+    whole = statistics.median(r.cpu.get("downloader", 0.0) / messages * 1e6 for r in runs)
+    # (both marks at one poll, as in a small run, say nothing about the download)
+    marks = [c for r in runs if len(c := r.downloader_cpu_at) == 2 and c["all_verified"] > c["first_message"]]
+    download = (
+        statistics.median((c["all_verified"] - c["first_message"]) / messages * 1e6 for c in marks)
+        if marks
+        else None
+    )
+    line = f"  downloader CPU: {whole:.1f} µs/message over the whole run (start-up included)"
+    if download is not None:
+        line += f", {download:.1f} µs/message from the first message to the last verified"
+    print(line)
+    out: dict[str, Any] = {"downloader_cpu_us_per_msg": round(whole, 1)}
+    if download is not None:
+        out["downloader_download_cpu_us_per_msg"] = round(download, 1)
+    if reference is not None:
+        print(f"  reference, gossip core parse+verify of the same messages in-process: {reference:.1f} "
+              f"µs/message; downloader / reference: {whole / reference:.2f}x whole run"
+              + (f", {download / reference:.2f}x download" if download is not None else ""))  # fmt: skip
+        out["reference_us_per_msg"] = round(reference, 1)
+        out["ratio_cpu"] = round(whole / reference, 3)
+        if download is not None:
+            out["ratio_download_cpu"] = round(download / reference, 3)
     return {
         "graph": source,
         "scale": scale,
@@ -442,9 +504,15 @@ def report(
         "full_scale_estimate_seconds": round(full_scale_estimate(dict(med), scale), 1),
         "phases": {name: round(s, 2) for name, s in med},
         "runs": [
-            {"events": {k: round(v, 3) for k, v in r.events.items()}, "cpu": r.cpu, "load": r.load}
+            {
+                "events": {k: round(v, 3) for k, v in r.events.items()},
+                "cpu": r.cpu,
+                "downloader_cpu_at": r.downloader_cpu_at,
+                "load": r.load,
+            }
             for r in runs
         ],
+        **out,
     }
 
 
@@ -481,7 +549,9 @@ async def main_async(args: argparse.Namespace) -> None:
                       + f"); load {tl.load[0]:.1f} -> {tl.load[1]:.1f}", flush=True)  # fmt: skip
         finally:
             peer.close()
-        figures = report(runs, source.name, args.scale, expect, chain.name if chain else "none")
+        # The peer's re-signed, re-timed messages: exactly what the downloader verified.
+        reference = reference_us(_peer_state(dataset), network)
+        figures = report(runs, source.name, args.scale, expect, chain.name if chain else "none", reference)
         results.write(args.json, figures)
     finally:
         if chain is not None:

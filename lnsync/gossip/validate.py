@@ -39,7 +39,7 @@ from lnsync.gossip.errors import (
     WrongChain,
 )
 from lnsync.gossip.scid import scid_str
-from lnsync.gossip.signing import is_valid_pubkey, sha256d, verify
+from lnsync.gossip.signing import is_valid_pubkey, parse_pubkey, sha256d, verify, verify_parsed
 
 # 21 million BTC in millisatoshi: the bound BOLT 1 puts on every msat amount.
 MAX_VALUE_MSAT = 21_000_000 * 100_000_000 * 1000
@@ -68,14 +68,17 @@ def check_channel_announcement(
         ("bitcoin_key_1", msg.bitcoin_key_1, msg.bitcoin_signature_1, False),
         ("bitcoin_key_2", msg.bitcoin_key_2, msg.bitcoin_signature_2, False),
     )
+    parsed = []  # each key parsed once: the bitcoin keys are not cached (they sign once)
     for name, key, _, is_node in keys:
-        if not is_valid_pubkey(key, cache=is_node):
+        point = parse_pubkey(key, cache=is_node)
+        if point is None:
             raise InvalidPublicKey(f"channel_announcement {name} {key.hex()} is not a valid point")
+        parsed.append(point)
     if not verify_signatures:
         return
     digest = sha256d(msg.signed_part)
-    for name, key, signature, is_node in keys:
-        if not verify(key, signature, digest, cache=is_node):
+    for (name, _, signature, _), point in zip(keys, parsed, strict=True):
+        if not verify_parsed(point, signature, digest):
             raise InvalidSignature(
                 f"channel_announcement {scid_str(msg.short_channel_id)}: signature by {name} does not verify"
             )

@@ -62,43 +62,51 @@ class FrameError(TransportError):
     reason = "bad_frame"
 
 
-class _Direction:
-    """One direction's cipher: pyln-proto's key and nonce counter, with the AEAD object cached
-    until pyln-proto rotates the key (every 1000 nonces)."""
+# pyln-proto's nonces (32 zero bits, then the counter as a little-endian u64), built once: a
+# direction uses at most 1000 before its key rotates (two a frame, checked after each frame).
+_NONCES: tuple[bytes, ...] = tuple(bytes(LightningConnection.nonce(n)) for n in range(1000))
+_ROTATE_AT = 1000
 
-    __slots__ = ("_aead", "_conn", "_key_attr", "_nonce_attr", "_used_key")
+
+class _Direction:
+    """One direction's cipher: the AEAD object and nonce counter kept here, per frame, and handed
+    back to pyln-proto's ``LightningConnection`` only when its rotation rule applies (every 1000
+    nonces): it derives the next key from the chaining key."""
+
+    __slots__ = ("_aead", "_conn", "_key_attr", "_n", "_nonce_attr")
 
     def __init__(self, conn: LightningConnection, key_attr: str, nonce_attr: str) -> None:
         self._conn = conn
         self._key_attr = key_attr
         self._nonce_attr = nonce_attr
-        self._used_key = b""
-        self._aead = ChaCha20Poly1305(bytes(32))
+        self._n = getattr(conn, nonce_attr)
+        self._aead = ChaCha20Poly1305(getattr(conn, key_attr))
 
-    def _cipher(self) -> tuple[ChaCha20Poly1305, bytes]:
-        key = getattr(self._conn, self._key_attr)
-        if key is not self._used_key:
-            self._aead = ChaCha20Poly1305(key)
-            self._used_key = key
-        n = getattr(self._conn, self._nonce_attr)
-        setattr(self._conn, self._nonce_attr, n + 1)
-        return self._aead, LightningConnection.nonce(n)
+    def _nonce(self) -> bytes:
+        n = self._n
+        self._n = n + 1
+        return _NONCES[n] if n < _ROTATE_AT else bytes(LightningConnection.nonce(n))
 
     def encrypt(self, plaintext: bytes) -> bytes:
-        aead, nonce = self._cipher()
-        return aead.encrypt(nonce, plaintext, b"")
+        return self._aead.encrypt(self._nonce(), plaintext, b"")
 
     def decrypt(self, ciphertext: bytes) -> bytes:
-        aead, nonce = self._cipher()
         try:
-            return aead.decrypt(nonce, ciphertext, b"")
+            return self._aead.decrypt(self._nonce(), ciphertext, b"")
         except InvalidTag:
             raise FrameError("a frame failed authentication (corrupt stream or wrong keys)") from None
 
     def rotate(self) -> None:
-        # pyln-proto's rule: after 1000 nonces (500 messages) derive the next key from the
-        # chaining key. It looks at both directions, which is right when called after each frame.
-        self._conn._maybe_rotate_keys()
+        """After each frame. pyln-proto's rule: after 1000 nonces (500 messages) derive the next
+        key from the chaining key (it looks at both directions; the other one's counter on the
+        connection is never 1000, as that direction hands it back only when it rotates)."""
+        if self._n < _ROTATE_AT:
+            return
+        conn = self._conn
+        setattr(conn, self._nonce_attr, self._n)
+        conn._maybe_rotate_keys()
+        self._n = getattr(conn, self._nonce_attr)
+        self._aead = ChaCha20Poly1305(getattr(conn, self._key_attr))
 
 
 class NoiseTransport:
@@ -120,28 +128,34 @@ class NoiseTransport:
         self.bytes_read = 0
         self.bytes_written = 0
 
-    async def _read_exactly(self, n: int, what: str) -> bytes:
-        try:
-            data = await self._reader.readexactly(n)
-        except asyncio.IncompleteReadError as e:
+    def _closed(self, e: Exception, what: str) -> PeerClosed:
+        if isinstance(e, asyncio.IncompleteReadError):
             where = "between frames" if not e.partial and what == "a frame header" else f"inside {what}"
-            raise PeerClosed(f"the peer closed the connection {where}") from None
-        except OSError as e:
-            raise PeerClosed(f"connection lost: {e}") from None
-        self.bytes_read += n
-        return data
+            return PeerClosed(f"the peer closed the connection {where}")
+        return PeerClosed(f"connection lost: {e}")
 
     async def read_message(self, max_message_size: int = MAX_MESSAGE_SIZE) -> bytes:
         """The next whole message; raises a TransportError subclass on any failure."""
-        header = await self._read_exactly(HEADER_SIZE, "a frame header")
-        (length,) = _U16.unpack(self._recv.decrypt(header))
+        # The downloader's per-message path: both reads inline (no coroutine each).
+        reader = self._reader
+        try:
+            header = await reader.readexactly(HEADER_SIZE)
+        except (asyncio.IncompleteReadError, OSError) as e:
+            raise self._closed(e, "a frame header") from None
+        self.bytes_read += HEADER_SIZE
+        recv = self._recv
+        (length,) = _U16.unpack(recv.decrypt(header))
         if length > max_message_size:
             raise FrameError(
                 f"the peer announced a {length}-byte message; at most {max_message_size} accepted"
             )
-        body = await self._read_exactly(length + MAC_SIZE, f"a {length}-byte message")
-        message = self._recv.decrypt(body)
-        self._recv.rotate()
+        try:
+            body = await reader.readexactly(length + MAC_SIZE)
+        except (asyncio.IncompleteReadError, OSError) as e:
+            raise self._closed(e, f"a {length}-byte message") from None
+        self.bytes_read += length + MAC_SIZE
+        message = recv.decrypt(body)
+        recv.rotate()
         return message
 
     def write_message(self, message: bytes) -> None:

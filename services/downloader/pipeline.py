@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from lnsync.chain.funding import Judgement, Verdict
 from lnsync.chain.sources import ChainUnavailable
@@ -75,12 +76,16 @@ class Outcome(enum.Enum):
     INVALID = "invalid"  # counted and dropped
 
 
-@dataclass(frozen=True, slots=True)
-class Result:
+class Result(NamedTuple):
+    # A named tuple, not a frozen dataclass: one is built per message, and a frozen dataclass's
+    # __init__ (object.__setattr__ per field) cost ~1 µs of the downloader's per-message budget.
     outcome: Outcome
     reason: str = ""  # for INVALID
     scid: int | None = None  # the channel of an announcement or update
     repeated: bool = False  # DUPLICATE/INVALID seen earlier on this same connection
+
+
+_NEW = Result(Outcome.NEW)
 
 
 class RecentMessages:
@@ -195,21 +200,25 @@ class GossipPipeline:
             self.stats.invalid[e.reason] += 1
             log.debug("invalid %s: %s", KIND_NAMES[msg_type], e)
             return Result(Outcome.INVALID, e.reason)
-        if not isinstance(msg, m.ChannelAnnouncement) and _too_far_ahead(msg.timestamp, received_at_us):
+        if isinstance(msg, m.ChannelAnnouncement):
+            scid = msg.short_channel_id
+            if self.verifier is not None:
+                self._hold_for_check(msg, received_at_us, digest)
+                if scid in self.pending:
+                    await self._release(scid)
+                return Result(Outcome.PENDING, scid=scid)
+            await self._forward(msg_type, raw, received_at_us, digest)
+            if scid in self.pending:
+                await self._release(scid)
+            return Result(Outcome.NEW, scid=scid)
+        if _too_far_ahead(msg.timestamp, received_at_us):
             # Not remembered as invalid: the same message may be acceptable in a day.
             self.stats.invalid[rules.FUTURE_REASON] += 1
             return Result(Outcome.INVALID, rules.FUTURE_REASON)
-        if isinstance(msg, m.ChannelAnnouncement) and self.verifier is not None:
-            self._hold_for_check(msg, received_at_us, digest)
-            await self._release(msg.short_channel_id)
-            return Result(Outcome.PENDING, scid=msg.short_channel_id)
         await self._forward(msg_type, raw, received_at_us, digest)
-        if isinstance(msg, m.ChannelAnnouncement):
-            await self._release(msg.short_channel_id)
-            return Result(Outcome.NEW, scid=msg.short_channel_id)
         if isinstance(msg, m.ChannelUpdate):
             return Result(Outcome.NEW, scid=msg.short_channel_id)
-        return Result(Outcome.NEW)
+        return _NEW
 
     async def _forward(
         self, msg_type: int, raw: bytes, received_at_us: int, digest: bytes, funding_sats: int | None = None
