@@ -1,5 +1,7 @@
-"""The store's live graph at R, read for the proof (lnsync/rgs/proof.py) independently of how lookup
-reads it: the snapshotter proves each generation with it, lookup a sample of dynamic deltas.
+"""The store's live graph at R, read for the proof. I/O: a SQL reader (asyncpg queries and binary
+COPY), not part of the pure core; the proof itself (lnsync/rgs/proof.py) is pure code and only
+compares what this returns. It reads independently of how lookup reads the graph: the snapshotter
+proves each generation with it, lookup a sample of dynamic deltas.
 
 Lookup reads the graph persistence maintains (``channel_directions``, ``nodes``); this reads it
 again from the records themselves: for each direction, its update with the highest gossip
@@ -23,40 +25,45 @@ import numpy as np
 from lnsync import pgbinary
 from lnsync.rgs import format as f
 from lnsync.rgs.model import ChannelTable, DeltaInput, NodeTable
+from lnsync.schema import columns
 
-CHANNELS_SQL = """
+# A direction's policy as an update sets it: the direction columns lookup reads that an update row
+# holds too, but its timestamp and seen (the query orders and filters by those), in table order
+# (lnsync/schema/columns.py, where they are declared once; the SQL and the binary COPY dtypes below
+# are generated from them).
+_UPDATE_NAMES = set(columns.names(columns.UPDATE))
+_POLICY = tuple(
+    c
+    for c in columns.engine_columns(columns.DIRECTION)
+    if c.name in _UPDATE_NAMES and c.name not in ("timestamp", "seen")
+)
+
+
+def _policy(table: str) -> str:
+    return ", ".join(f"{table}.{c.name}" for c in _POLICY)
+
+
+def _latest(direction: int) -> str:
+    """The join of a direction's update with the highest timestamp among those seen before R."""
+    return f"""
+CROSS JOIN LATERAL (
+    SELECT u.timestamp, {_policy("u")}
+    FROM channel_updates u
+    WHERE u.scid = a.scid AND u.direction = {direction} AND u.seen < to_timestamp($1)
+    ORDER BY u.timestamp DESC LIMIT 1
+) d{direction}"""  # noqa: S608 - declared column names
+
+
+CHANNELS_SQL = f"""
 SELECT a.scid, a.node_id_1, a.node_id_2, coalesce(a.funding_sats, -1),
-       d0.channel_flags, d0.cltv_expiry_delta, d0.htlc_minimum_msat, d0.fee_base_msat,
-       d0.fee_proportional_millionths, d0.htlc_maximum_msat,
-       d1.channel_flags, d1.cltv_expiry_delta, d1.htlc_minimum_msat, d1.fee_base_msat,
-       d1.fee_proportional_millionths, d1.htlc_maximum_msat
-FROM channel_announcements a
-CROSS JOIN LATERAL (
-    SELECT u.timestamp, u.channel_flags, u.cltv_expiry_delta, u.htlc_minimum_msat, u.fee_base_msat,
-           u.fee_proportional_millionths, u.htlc_maximum_msat
-    FROM channel_updates u
-    WHERE u.scid = a.scid AND u.direction = 0 AND u.seen < to_timestamp($1)
-    ORDER BY u.timestamp DESC LIMIT 1
-) d0
-CROSS JOIN LATERAL (
-    SELECT u.timestamp, u.channel_flags, u.cltv_expiry_delta, u.htlc_minimum_msat, u.fee_base_msat,
-           u.fee_proportional_millionths, u.htlc_maximum_msat
-    FROM channel_updates u
-    WHERE u.scid = a.scid AND u.direction = 1 AND u.seen < to_timestamp($1)
-    ORDER BY u.timestamp DESC LIMIT 1
-) d1
+       {_policy("d0")},
+       {_policy("d1")}
+FROM channel_announcements a{_latest(0)}{_latest(1)}
 WHERE a.seen < to_timestamp($1) AND (a.closed_at IS NULL OR a.closed_at >= to_timestamp($1))
   AND d0.timestamp >= $2 AND d1.timestamp >= $2
-"""
+"""  # noqa: S608 - declared column names
 # The same query as binary COPY (parameters inlined: COPY takes none; both are integers).
-_DIRECTION = [
-    ("flags", ">i2"),
-    ("cltv", ">i4"),
-    ("hmin", ">i8"),
-    ("fbase", ">i8"),
-    ("fprop", ">i8"),
-    ("hmax", ">i8"),
-]
+_DIRECTION = [(str(c.read_as), c.stored_dtype) for c in _POLICY]
 _COLUMNS: list[pgbinary.Column] = [
     ("scid", ">i8"), ("node_1", "V33"), ("node_2", "V33"), ("funding", ">i8"),
     *[(f"d0_{n}", t) for n, t in _DIRECTION], *[(f"d1_{n}", t) for n, t in _DIRECTION],
@@ -106,7 +113,10 @@ async def live_graph(conn: Any, chain_hash: bytes, reference_time: int, *, copy:
         funding = rows["funding"].astype(np.int64)
     else:  # through asyncpg's records (any width of node id)
         records = await conn.fetch(CHANNELS_SQL, R, R - f.STALE_AFTER)
-        d = np.array([[list(r[4:10]), list(r[10:16])] for r in records], dtype=np.int64).reshape(-1, 2, 6)
+        k = len(_POLICY)
+        d = np.array(
+            [[list(r[4 : 4 + k]), list(r[4 + k : 4 + 2 * k])] for r in records], dtype=np.int64
+        ).reshape(-1, 2, k)
         scid = np.array([r[0] for r in records], dtype=np.int64)
         node_1 = np.array([bytes(r[1]) for r in records], dtype=object)
         node_2 = np.array([bytes(r[2]) for r in records], dtype=object)
@@ -116,6 +126,7 @@ async def live_graph(conn: Any, chain_hash: bytes, reference_time: int, *, copy:
     ids, inverse = np.unique(np.concatenate([node_1[order], node_2[order]]), return_inverse=True)
     node_list = [bytes(x) for x in ids.tolist()]
     d = d[order]
+    at = {name: k for k, (name, _) in enumerate(_DIRECTION)}
     channels = ChannelTable(
         scid=scid[order].view(np.uint64),
         node_1=inverse[:n].astype(np.int32),
@@ -123,12 +134,12 @@ async def live_graph(conn: Any, chain_hash: bytes, reference_time: int, *, copy:
         features=[b""] * n,
         funding_sats=funding[order],
         live_since=np.zeros(n, np.int64),
-        disabled=(d[..., 0] & f.UPDATE_DISABLED) != 0,
-        cltv_expiry_delta=d[..., 1],
-        htlc_minimum_msat=d[..., 2].view(np.uint64),
-        fee_base_msat=d[..., 3],
-        fee_proportional_millionths=d[..., 4],
-        htlc_maximum_msat=d[..., 5].view(np.uint64),
+        disabled=(d[..., at["flags"]] & f.UPDATE_DISABLED) != 0,
+        cltv_expiry_delta=d[..., at["cltv"]],
+        htlc_minimum_msat=d[..., at["hmin"]].view(np.uint64),
+        fee_base_msat=d[..., at["fbase"]],
+        fee_proportional_millionths=d[..., at["fprop"]],
+        htlc_maximum_msat=d[..., at["hmax"]].view(np.uint64),
         changes=np.zeros((n, 2), np.uint8),
     )
     return DeltaInput(chain_hash, 0, R, channels, await _nodes(conn, node_list, R))

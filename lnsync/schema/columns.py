@@ -48,6 +48,8 @@ _TYPES = {
     "boolean": ("?", "bool[]"),
     "bytea": ("", "bytea[]"),
 }
+# SQL integer type -> its big-endian NumPy dtype (a u64 too: read as int8, viewed as uint64 later).
+_STORED_DTYPES = {"bigint": ">i8", "integer": ">i4", "smallint": ">i2"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,12 @@ class Column:
     def dtype(self) -> str:
         """NumPy dtype of :meth:`as_engine_value` in a binary COPY."""
         return ">i2" if self.sql == "smallint" else ">i8"
+
+    @property
+    def stored_dtype(self) -> str:
+        """NumPy dtype of the column itself (selected without a cast) in a binary COPY: integer
+        columns only."""
+        return _STORED_DTYPES[self.sql]
 
 
 # channel_updates: every distinct update ever stored (migration 001), in table order.
