@@ -37,7 +37,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -424,12 +423,6 @@ async def _tick(proc: subprocess.Popen[bytes], deadline: float) -> None:
     await asyncio.sleep(POLL)
 
 
-def _workdir() -> Path:
-    workdir = Path(tempfile.mkdtemp(prefix="lnsync-bench-cold-", dir="/tmp"))
-    workdir.chmod(0o755)  # the embedded PostgreSQL may run as another user
-    return workdir
-
-
 def _peer_state(dataset: Path) -> Path:
     """Where the demo peer keeps its re-signed graph of ``dataset`` between runs."""
     digest = hashlib.sha256(str(dataset.resolve()).encode()).hexdigest()[:12]
@@ -522,7 +515,7 @@ async def main_async(args: argparse.Namespace) -> None:
         raise SystemExit(f"{source} not found (the shared data's re-signed mainnet graph; see --graph)")
     dataset = graph_file(source, args.scale)
     expect = count_graph(dataset)
-    workdir = _workdir()
+    workdir = results.work_dir("lnsync-bench-cold-")
     chain = None
     chain_env: dict[str, str] = {}
     try:
@@ -556,10 +549,7 @@ async def main_async(args: argparse.Namespace) -> None:
     finally:
         if chain is not None:
             chain.close()
-        if args.keep:
-            print(f"  logs kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        results.finish_work_dir(workdir, args.keep)
 
 
 def main() -> None:

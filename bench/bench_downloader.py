@@ -31,7 +31,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,14 +203,8 @@ def _graph_file(arg: str | None, workdir: Path) -> Path | None:
     return path
 
 
-def _workdir() -> Path:
-    workdir = Path(tempfile.mkdtemp(prefix="lnsync-bench-dl-", dir="/tmp"))
-    workdir.chmod(0o755)  # the embedded PostgreSQL may run as another user
-    return workdir
-
-
 async def main_async(args: argparse.Namespace) -> None:
-    workdir = _workdir()
+    workdir = results.work_dir("lnsync-bench-dl-")
     pg = LocalPostgres(workdir / "pg", ephemeral=True)
     pg.start()
     graph = _graph_file(args.graph_in, workdir)
@@ -268,10 +261,7 @@ async def main_async(args: argparse.Namespace) -> None:
     finally:
         peer.close()
         pg.stop("immediate")
-        if args.keep:
-            print(f"  logs kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        results.finish_work_dir(workdir, args.keep)
 
 
 def main() -> None:

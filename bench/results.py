@@ -12,6 +12,8 @@ import contextlib
 import json
 import os
 import platform
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,22 @@ def write(path: str | Path | None, figures: dict[str, Any]) -> None:
         print(text)
     else:
         Path(path).write_text(text + "\n")
+
+
+def work_dir(prefix: str) -> Path:
+    """A new work directory under /tmp (logs, data) that the embedded PostgreSQL, which may run as
+    another user, can enter."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    workdir.chmod(0o755)
+    return workdir
+
+
+def finish_work_dir(workdir: Path, keep: bool) -> None:
+    """At the end of a run: with ``--keep`` say where ``workdir`` is and leave it, else remove it."""
+    if keep:
+        print(f"  logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 class PeakRss:
