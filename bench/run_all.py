@@ -122,6 +122,10 @@ TARGETS = [
     Target("parse + verify vs raw coincurve", "gossip", lambda r: r["ratio"], 0.7, True, _x),
     Target("ingest, msgs/s", "ingest", lambda r: r["rate"], 25_000, True, lambda v: f"{v:,.0f}"),
     Target("ingest vs raw COPY", "ingest", lambda r: r["ratio"], 0.5, True, _x),
+    # Issue 24, section 3: the alternative target, against the same work done set-based.
+    Target("ingest vs the same-work reference", "ingest", lambda r: r.get("same_work_ratio"), 0.8, True, _x),
+    Target("ingest CPU/msg, service vs PostgreSQL", "ingest",
+           lambda r: r["cpu_us_per_msg"]["service"] / r["cpu_us_per_msg"]["postgres"], 1.0, False, _x),
     Target("full v2 delta via gRPC, p50", "lookup", _delta("full"), 3.0, False, _s),
     Target("1-day delta via gRPC, p50", "lookup", _delta("1 day"), 0.3, False, _s),
     Target("whole snapshot ladder", "lookup", lambda r: r["ladder"]["seconds"], 30.0, False, _s),
@@ -185,7 +189,8 @@ def details(results: dict[str, dict[str, Any]]) -> list[str]:
         c = i["cpu_us_per_msg"]
         out.append(
             f"ingest: {i['messages']:,} messages; raw COPY {i['copy_rate']:,}/s; CPU µs/msg service "
-            f"{c['service']}, client {c['client']}, PostgreSQL {c['postgres']}, raw COPY {c['raw_copy']}"
+            f"{c['service']}, client {c['client']}, PostgreSQL {c['postgres']}, raw COPY {c['raw_copy']}; "
+            f"same-work reference {i.get('same_work_rate', 0):,}/s, {c.get('same_work')} µs/msg"
         )
     if d := results.get("downloader"):
         out.append(
