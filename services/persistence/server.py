@@ -320,6 +320,7 @@ class PersistenceService(db.StoreService, persistence_pb2_grpc.PersistenceServic
         chain = self.chain_hash
         max_batch = self.max_batch
         last_seq = state.last_seq
+        announcement = m.ChannelAnnouncement
         try:
             for msg in request.messages:
                 seq = msg.seq
@@ -329,33 +330,34 @@ class PersistenceService(db.StoreService, persistence_pb2_grpc.PersistenceServic
                         f"seq {seq} is not above the previous seq {last_seq} of this stream",
                         "seq_not_increasing",
                     )
-                last_seq = job.last_seq = seq
+                last_seq = seq
                 try:
                     parsed = check_message(msg.raw, chain)
                 except GossipError as exc:
                     rejected.append((seq, exc.reason))
                     continue
+                received = msg.received_at_us
+                if received <= 0:
+                    received = now_us
+                funding = None
+                if isinstance(parsed, announcement):
+                    if msg.HasField("funding_sats"):
+                        funding = msg.funding_sats
+                        if funding > MAX_FUNDING_SATS:
+                            rejected.append((seq, "invalid_funding_sats"))
+                            continue
                 # Judged against the earlier of the producer's receipt time and now.
-                arrived = min(msg.received_at_us, now_us) if msg.received_at_us > 0 else now_us
-                if not isinstance(parsed, m.ChannelAnnouncement) and too_far_ahead(
-                    parsed.timestamp, arrived // 1_000_000
-                ):
+                elif too_far_ahead(parsed.timestamp, (received if received < now_us else now_us) // 1_000_000):
                     rejected.append((seq, rules.FUTURE_REASON))
                     continue
-                funding = None
-                if msg.HasField("funding_sats") and isinstance(parsed, m.ChannelAnnouncement):
-                    funding = msg.funding_sats
-                    if funding > MAX_FUNDING_SATS:
-                        rejected.append((seq, "invalid_funding_sats"))
-                        continue
-                received = msg.received_at_us
-                entries.append(Entry(parsed, received if received > 0 else now_us, funding, seq))
+                entries.append(Entry(parsed, received, funding, seq))
                 if len(entries) >= max_batch:
+                    job.last_seq = seq
                     jobs.append(job)
                     job = Job(state)
                     entries, rejected = job.entries, job.rejected
         finally:
-            state.last_seq = last_seq
+            state.last_seq = job.last_seq = last_seq
         if job.size:
             jobs.append(job)
         for j in jobs:

@@ -329,41 +329,35 @@ class _UpdatePlan:
             return b"".join(out)
 
         yield _COPY_HEADER
+        get_state, get_before, get_new = state.get, before.get, new.get
+        get_existing = existing.get if existing else None
+        head_of = _UPDATE_HEAD.pack
         for i, seen, u, dkey in keyed:
-            ts = u.timestamp
-            key = (dkey[0], dkey[1], ts)
-            st = state.get(dkey)
-            prev = before.get(dkey)
+            _, _, scid, ts, mflags, flags, cltv, hmin, fbase, fprop, hmax, raw = u
+            key = (scid, dkey[1], ts)
+            st = get_state(dkey)
+            prev = get_before(dkey)
             if st is None and prev is not None:
                 st = state[dkey] = prev.copy()
-            dup = new.get(key) or existing.get(key)
+            dup = get_new(key)
+            if dup is None and get_existing is not None:
+                dup = get_existing(key)
             if dup is None and prev is not None and ts == prev.timestamp:  # the stored latest itself
                 dup = existing[key] = _Row(prev.latest_id, prev.seen, prev.seen)
-            flags = u.channel_flags
-            policy = (
-                1 if flags & _DISABLED else 0, u.cltv_expiry_delta, u.htlc_minimum_msat, u.fee_base_msat,
-                u.fee_proportional_millionths, u.htlc_maximum_msat,
-            )  # fmt: skip
-            decision = decide(
-                None if st is None else (st.timestamp, st.policy),
-                ts,
-                seen // 1_000_000,
-                policy,
-                dup is not None,
-            )
+            policy = (1 if flags & _DISABLED else 0, cltv, hmin, fbase, fprop, hmax)
+            latest = None if st is None else (st.timestamp, st.policy)
+            decision = decide(latest, ts, seen // 1_000_000, policy, dup is not None)
             outcomes[i] = decision.outcome
             if dup is not None:
                 if seen < dup.seen:  # (a batch-new row already streamed is corrected after)
                     _redeliver(dup, st, seen)
                 continue
             row_id = self.next_id
-            self.next_id += 1
+            self.next_id = row_id + 1
             row = new[key] = _Row(row_id, seen, seen)
-            raw = u.raw
-            head = _UPDATE_HEAD.pack(
-                _UPDATE_FIELDS, 8, row_id, 8, dkey[0], 2, dkey[1], 8, ts, 2, u.message_flags, 2, flags,
-                4, policy[1], 8, policy[2], 8, policy[3], 8, policy[4], 8, policy[5],
-                2, decision.change_mask, 1, decision.starts_life, len(raw),
+            head = head_of(
+                _UPDATE_FIELDS, 8, row_id, 8, scid, 2, dkey[1], 8, ts, 2, mflags, 2, flags, 4, cltv, 8, hmin,
+                8, fbase, 8, fprop, 8, hmax, 2, decision.change_mask, 1, decision.starts_life, len(raw),
             )  # fmt: skip
             chunk.append((head, raw, row))
             if len(chunk) >= COPY_CHUNK:
