@@ -1,12 +1,15 @@
 """Lookup and snapshotter on a mainnet-scale store, end to end through gRPC.
 
-    python -m bench.bench_lookup [--scale 1.0] [--repeats 5] [--keep DIR] [--json FILE] [--profile DIR]
+    python -m bench.bench_lookup [--scale 1.0 | --growth 3] [--repeats 5] [--keep DIR] [--json FILE]
+                                 [--profile DIR]
 
 The store is filled with ``lnsync gen``'s history (the real 2026-02-03 mainnet topology: ~54k
 channels, ~17k nodes, ~1.5M channel_updates over 14 days) sent to ``lnsync serve persistence`` on
 one historical ingest stream, in a PostgreSQL of its own (``--keep DIR`` keeps it for the next
-run). Then ``lnsync serve lookup`` and ``snapshotter`` run as their own processes and are measured
-as a client sees them:
+run); ``--growth 0.3|1|3`` takes bench_growth's history of that multiple instead (3: three times
+today's updates over a graph grown by half), for issue 26's lookup RSS against history. Then
+``lnsync serve lookup`` and ``snapshotter`` run as their own processes and are measured as a
+client sees them:
 
 * ``Lookup.ComputeDelta`` v2 for a full sync and for clients one week, one day and three hours
   behind (p50 of ``--repeats`` calls; each call uses a distinct apply lag, so lookup's cache never
@@ -33,19 +36,21 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import psutil
 
+from bench import bench_growth as growth
 from bench import results
 from bench.bench_gateway import fetch
 from bench.history import history
 from bench.results import PeakRss
 from lnsync import rpc, schema
 from lnsync.clients.ingest import IngestClient
-from lnsync.gen import DEFAULT_END_TIME
+from lnsync.gen import DEFAULT_END_TIME, GeneratedMessage
 from lnsync.pg import LocalPostgres
 from lnsync.v1 import (
     lookup_pb2,
@@ -61,7 +66,7 @@ from tests.conftest import free_port
 HOUR, DAY = 3600, 86400
 
 
-async def build_store(url: str, scale: float, persistence: str) -> tuple[int, float]:
+async def build_store(url: str, stream: Iterable[GeneratedMessage], persistence: str) -> tuple[int, float]:
     """Fill the store through the running persistence service (a historical ingest stream, as
     ``lnsync import`` would), unless a completed one is kept. Returns (channel_updates, seconds
     spent ingesting, 0 if reused)."""
@@ -74,7 +79,7 @@ async def build_store(url: str, scale: float, persistence: str) -> tuple[int, fl
         started = time.perf_counter()
         count = 0
         async with IngestClient(persistence, "import:bench", source="import", historical=True) as client:
-            for msg in history(seed=1, scale=scale, days=14):
+            for msg in stream:
                 await client.send(msg.raw, round(msg.received_at * 1e6), funding_sats=msg.funding_sats)
                 count += 1
                 if count % 200_000 == 0:
@@ -160,7 +165,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     procs: dict[str, asyncio.subprocess.Process] = {}
     rss: dict[str, PeakRss] = {}
     sampler: asyncio.Task[None] | None = None
-    figures: dict[str, Any] = {"scale": args.scale, "repeats": args.repeats}
+    figures: dict[str, Any] = {"scale": args.scale, "growth": args.growth, "repeats": args.repeats}
 
     async def sample() -> None:
         while True:
@@ -188,7 +193,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         rss["persistence"] = PeakRss(procs["persistence"].pid)
         sampler = asyncio.create_task(sample())
         started = time.perf_counter()
-        updates, ingest_seconds = await build_store(url, args.scale, f"127.0.0.1:{ports['persistence']}")
+        stream = growth.messages(growth.POINTS[args.growth][1]) if args.growth else history(1, args.scale, 14)
+        updates, ingest_seconds = await build_store(url, stream, f"127.0.0.1:{ports['persistence']}")
         print(f"store: {updates:,} channel_updates ({time.perf_counter() - started:.0f} s to build or reuse)")
         figures.update(channel_updates=updates, ingest_seconds=round(ingest_seconds, 1))
         figures["rss_mb_persistence_ingest"] = rss["persistence"].peak_mb if ingest_seconds else None
@@ -320,6 +326,9 @@ async def wait_gateway(url: str, reference_time: int, timeout: float = 120) -> N
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument(
+        "--growth", choices=list(growth.POINTS), help="bench_growth's history of that size instead of --scale"
+    )
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--keep", metavar="DIR", help="keep (and reuse) the database in DIR")
     ap.add_argument("--json", metavar="FILE", help="also write the key figures as JSON (- = stdout)")
