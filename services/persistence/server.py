@@ -347,7 +347,9 @@ class PersistenceService(db.StoreService, persistence_pb2_grpc.PersistenceServic
                             rejected.append((seq, "invalid_funding_sats"))
                             continue
                 # Judged against the earlier of the producer's receipt time and now.
-                elif too_far_ahead(parsed.timestamp, (received if received < now_us else now_us) // 1_000_000):
+                elif too_far_ahead(
+                    parsed.timestamp, (received if received < now_us else now_us) // 1_000_000
+                ):
                     rejected.append((seq, rules.FUTURE_REASON))
                     continue
                 entries.append(Entry(parsed, received, funding, seq))
