@@ -194,45 +194,47 @@ class PeerSession:
     # -- reading --------------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        # The per-message path: reading, counting and the gossip outcome are inlined (each
-        # coroutine or method call avoided is a fraction of a µs on every message).
+        # The per-message path: the transport hands over every message of a socket read at once;
+        # counting and the gossip outcome are inlined (each coroutine or method call avoided is a
+        # fraction of a µs on every message).
         loop, transport, stats, pipeline = self._loop, self.transport, self.stats, self.pipeline
         gossip_rate, tracker, bucket = self._gossip_rate, self.tracker, self._bucket
         gossip_types, new, pending, invalid = m.GOSSIP_TYPES, Outcome.NEW, Outcome.PENDING, Outcome.INVALID
         while True:
             self._reading_since = loop.time()
             try:
-                raw = await transport.read_message()
+                raws = await transport.read_messages()
             except TransportError as e:
                 raise PeerFailure(e.reason, str(e)) from None
             finally:
                 self._reading_since = None
             self._count_bytes()
-            now = loop.time()
-            if len(raw) < 2:
-                stats.invalid["malformed"] += 1
-                self._count_invalid(now)
-                continue
-            msg_type = m.message_type(raw)
-            stats.message_received(msg_type)
-            wait = bucket.take(now)
-            if wait > 0:
-                stats.throttled_seconds += wait
-                await asyncio.sleep(wait)
-            if msg_type not in gossip_types:
-                await self._control(raw, msg_type, now)
-                continue
-            result = await pipeline.handle(raw, time.time_ns() // 1000, now)
-            gossip_rate.add(now)
-            outcome = result.outcome
-            if outcome is new or outcome is pending:
-                self.new_messages += 1
-                if tracker is not None:
-                    tracker.new_message(now)
-            elif outcome is invalid:
-                self._count_invalid(now)
-            elif result.repeated:
-                self._count_junk(now, "the same gossip again")
+            for raw in raws:
+                now = loop.time()
+                if len(raw) < 2:
+                    stats.invalid["malformed"] += 1
+                    self._count_invalid(now)
+                    continue
+                msg_type = m.message_type(raw)
+                stats.message_received(msg_type)
+                wait = bucket.take(now)
+                if wait > 0:
+                    stats.throttled_seconds += wait
+                    await asyncio.sleep(wait)
+                if msg_type not in gossip_types:
+                    await self._control(raw, msg_type, now)
+                    continue
+                result = await pipeline.handle(raw, time.time_ns() // 1000, now)
+                gossip_rate.add(now)
+                outcome = result.outcome
+                if outcome is new or outcome is pending:
+                    self.new_messages += 1
+                    if tracker is not None:
+                        tracker.new_message(now)
+                elif outcome is invalid:
+                    self._count_invalid(now)
+                elif result.repeated:
+                    self._count_junk(now, "the same gossip again")
 
     def _count_invalid(self, now: float) -> None:
         if self._invalid.add(now):
