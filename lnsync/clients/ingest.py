@@ -179,16 +179,18 @@ class IngestClient:
         """Queue one message; returns its seq. Waits while ``window`` messages are unacknowledged."""
         if self._task is None:
             raise RuntimeError("IngestClient is not started (use 'async with' or start())")
-        self._raise_if_rejected()
-        if len(self._pending) >= self.window:
+        if self.error is not None:
+            raise self.error
+        pending = self._pending
+        if len(pending) >= self.window:
             async with self._acked:
-                await self._acked.wait_for(lambda: len(self._pending) < self.window or self.error is not None)
+                await self._acked.wait_for(lambda: len(pending) < self.window or self.error is not None)
             self._raise_if_rejected()
         seq = self._next_seq
-        self._next_seq += 1
+        self._next_seq = seq + 1
         if received_at_us is None:
             received_at_us = time.time_ns() // 1000
-        self._pending.append((seq, raw, received_at_us, funding_sats))
+        pending.append((seq, raw, received_at_us, funding_sats))
         self.counters.sent += 1
         self._changed.set()
         return seq

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 
 import grpc
 
@@ -47,8 +47,9 @@ class PersistenceSink:
         await self.client.start()
         self._channel = rpc.channel(self.target)
 
-    async def send(self, raw: bytes, received_at_us: int, funding_sats: int | None = None) -> None:
-        await self.client.send(raw, received_at_us, funding_sats=funding_sats)
+    def send(self, raw: bytes, received_at_us: int, funding_sats: int | None = None) -> Awaitable[object]:
+        # The client's coroutine itself, not one wrapping it: one coroutine less a message.
+        return self.client.send(raw, received_at_us, funding_sats=funding_sats)
 
     @property
     def unacked(self) -> int:

@@ -173,31 +173,33 @@ class GossipPipeline:
 
     async def handle(self, raw: bytes, received_at_us: int, now: float) -> Result:
         """One gossip message (type 256-258) as received; never raises on bad input."""
-        msg_type = m.message_type(raw)
+        # Once per message: attributes in locals, the type and the usual forward inline.
+        msg_type = raw[0] << 8 | raw[1]
+        stats, recent = self.stats, self.recent
         if len(raw) > MAX_SIZE[msg_type]:
-            self.stats.invalid["oversized"] += 1
+            stats.invalid["oversized"] += 1
             return Result(Outcome.INVALID, "oversized")
-        digest = self.recent.digest(raw)
-        seen = self.recent.get(digest)
+        digest = recent.digest(raw)
+        seen = recent.get(digest)
         if seen is not None:
             connection, reason = seen
             repeated = connection == self.connection
             if reason:
-                self.stats.invalid[reason] += 1
+                stats.invalid[reason] += 1
                 return Result(Outcome.INVALID, reason, repeated=repeated)
-            self.stats.duplicates += 1
+            stats.duplicates += 1
             return Result(Outcome.DUPLICATE, repeated=repeated)
         try:
             msg = self.validator.validate(raw)
         except UnknownChannel as e:
             dropped = self.pending.add(e.short_channel_id, raw, received_at_us, now)
-            self.stats.pending["held"] += 1
+            stats.pending["held"] += 1
             if dropped:
-                self.stats.pending["overflow"] += dropped
+                stats.pending["overflow"] += dropped
             return Result(Outcome.PENDING, scid=e.short_channel_id)
         except GossipError as e:
-            self.recent.put(digest, self.connection, e.reason)
-            self.stats.invalid[e.reason] += 1
+            recent.put(digest, self.connection, e.reason)
+            stats.invalid[e.reason] += 1
             log.debug("invalid %s: %s", KIND_NAMES[msg_type], e)
             return Result(Outcome.INVALID, e.reason)
         if isinstance(msg, m.ChannelAnnouncement):
@@ -211,13 +213,16 @@ class GossipPipeline:
             if scid in self.pending:
                 await self._release(scid)
             return Result(Outcome.NEW, scid=scid)
-        if _too_far_ahead(msg.timestamp, received_at_us):
+        if rules.too_far_ahead(msg.timestamp, received_at_us // 1_000_000):
             # Not remembered as invalid: the same message may be acceptable in a day.
-            self.stats.invalid[rules.FUTURE_REASON] += 1
+            stats.invalid[rules.FUTURE_REASON] += 1
             return Result(Outcome.INVALID, rules.FUTURE_REASON)
-        await self._forward(msg_type, raw, received_at_us, digest)
+        # _forward, inline
+        await self.sink.send(raw, received_at_us)
+        recent.put(digest, self.connection)
+        stats.forwarded[KIND_NAMES[msg_type]] += 1
         if isinstance(msg, m.ChannelUpdate):
-            return Result(Outcome.NEW, scid=msg.short_channel_id)
+            return Result(Outcome.NEW, "", msg.short_channel_id)
         return _NEW
 
     async def _forward(

@@ -36,7 +36,7 @@ from lnsync.peer.transport import NoiseTransport, TransportError
 from services.downloader.limits import EventWindow, TokenBucket
 from services.downloader.options import OUR_FEATURES, PeerOptions
 from services.downloader.pipeline import GossipPipeline, Outcome
-from services.downloader.stats import PeerStats
+from services.downloader.stats import MESSAGE_NAMES, PeerStats, message_name
 from services.downloader.sync import Action, RateWindow, SyncTracker
 
 log = logging.getLogger(__name__)
@@ -194,45 +194,54 @@ class PeerSession:
     # -- reading --------------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        # The per-message path: reading, counting and the gossip outcome are inlined (each
-        # coroutine or method call avoided is a fraction of a µs on every message).
+        # The per-message path: the transport hands over every message of a socket read at once;
+        # what is the same for all of them (the clock, the rate limit, bytes) is done once a read,
+        # counting and the gossip outcome are inlined (each coroutine or method call avoided is a
+        # fraction of a µs on every message).
         loop, transport, stats, pipeline = self._loop, self.transport, self.stats, self.pipeline
         gossip_rate, tracker, bucket = self._gossip_rate, self.tracker, self._bucket
         gossip_types, new, pending, invalid = m.GOSSIP_TYPES, Outcome.NEW, Outcome.PENDING, Outcome.INVALID
+        received, names = stats.received, MESSAGE_NAMES
         while True:
             self._reading_since = loop.time()
             try:
-                raw = await transport.read_message()
+                raws = await transport.read_messages()
             except TransportError as e:
                 raise PeerFailure(e.reason, str(e)) from None
             finally:
                 self._reading_since = None
+            received_ns = time.time_ns()
+            received_us = received_ns // 1000  # the same socket read, the same receipt time
+            stats.last_message_at = received_ns / 1e9
             self._count_bytes()
-            now = loop.time()
-            if len(raw) < 2:
-                stats.invalid["malformed"] += 1
-                self._count_invalid(now)
-                continue
-            msg_type = m.message_type(raw)
-            stats.message_received(msg_type)
-            wait = bucket.take(now)
+            # The read limit, for the whole read at once (messages of fewer than 2 bytes are
+            # not counted, as before): the same total wait, before the messages are handled.
+            wait = bucket.take(loop.time(), sum(len(raw) >= 2 for raw in raws))
             if wait > 0:
                 stats.throttled_seconds += wait
                 await asyncio.sleep(wait)
-            if msg_type not in gossip_types:
-                await self._control(raw, msg_type, now)
-                continue
-            result = await pipeline.handle(raw, time.time_ns() // 1000, now)
-            gossip_rate.add(now)
-            outcome = result.outcome
-            if outcome is new or outcome is pending:
-                self.new_messages += 1
-                if tracker is not None:
-                    tracker.new_message(now)
-            elif outcome is invalid:
-                self._count_invalid(now)
-            elif result.repeated:
-                self._count_junk(now, "the same gossip again")
+            for raw in raws:
+                now = loop.time()
+                if len(raw) < 2:
+                    stats.invalid["malformed"] += 1
+                    self._count_invalid(now)
+                    continue
+                msg_type = raw[0] << 8 | raw[1]
+                received[names.get(msg_type) or message_name(msg_type)] += 1
+                if msg_type not in gossip_types:
+                    await self._control(raw, msg_type, now)
+                    continue
+                result = await pipeline.handle(raw, received_us, now)
+                gossip_rate.add(now)
+                outcome = result.outcome
+                if outcome is new or outcome is pending:
+                    self.new_messages += 1
+                    if tracker is not None:
+                        tracker.new_message(now)
+                elif outcome is invalid:
+                    self._count_invalid(now)
+                elif result.repeated:
+                    self._count_junk(now, "the same gossip again")
 
     def _count_invalid(self, now: float) -> None:
         if self._invalid.add(now):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,10 +22,11 @@ class GossipSink(Protocol):
     async def start(self) -> None:
         """Begin delivering (connect in the background; sends queue until it works)."""
 
-    async def send(self, raw: bytes, received_at_us: int, funding_sats: int | None = None) -> None:
+    def send(self, raw: bytes, received_at_us: int, funding_sats: int | None = None) -> Awaitable[object]:
         """Queue one message (an announcement with its funding amount, once checked on chain);
         waits while the window of unacknowledged messages is full (the caller stops reading its
-        peer meanwhile: back-pressure)."""
+        peer meanwhile: back-pressure). An awaitable rather than ``async def``, so that a sink
+        can hand out its client's coroutine instead of wrapping it (one call on every message)."""
 
     @property
     def unacked(self) -> int:

@@ -4,10 +4,14 @@ other side, short reads, broken handshakes and frames, timeouts."""
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import socket
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pyln.proto.wire import PrivateKey
 from pyln.proto.wire import connect as pyln_connect
 
@@ -245,3 +249,88 @@ async def test_connect_reports_refused_and_unresolvable_hosts():
         await t.connect("127.0.0.1", port, RESPONDER_PUB, INITIATOR_STATIC)
     with pytest.raises(t.ConnectFailed, match=r"cannot connect to no-such-host\.invalid"):
         await t.connect("no-such-host.invalid", 9735, RESPONDER_PUB, INITIATOR_STATIC)
+
+
+async def _recorded_stream(messages: list[bytes]) -> tuple[t.NoiseTransport, asyncio.StreamReader, bytes]:
+    """A connected client whose reader we feed by hand, and the server's frames of ``messages``."""
+    client, server, _, writers = await connected_pair()
+    for w in writers:
+        w.close()
+    frames: list[bytes] = []
+    server._writer = type("Recorder", (), {"write": staticmethod(frames.append)})()
+    for msg in messages:
+        server.write_message(msg)
+    reader = asyncio.StreamReader()
+    client._reader = reader
+    return client, reader, b"".join(frames)
+
+
+async def _read_all(client: t.NoiseTransport, reader: asyncio.StreamReader, stream: bytes, cuts: list[int]):
+    """Feed ``stream`` in reads of the given sizes (cycled), then EOF; every message read until
+    the transport fails, and its failure."""
+
+    async def feed() -> None:
+        pos, i = 0, 0
+        while pos < len(stream):
+            reader.feed_data(stream[pos : pos + cuts[i % len(cuts)]])
+            pos += cuts[i % len(cuts)]
+            i += 1
+            await asyncio.sleep(0)
+        reader.feed_eof()
+
+    feeder = asyncio.create_task(feed())
+    got: list[bytes] = []
+    try:
+        while True:
+            got += await client.read_messages()
+    except t.TransportError as e:
+        await feeder
+        return got, e
+
+
+# Past a key rotation (500 frames) within the examples, with sizes from empty to a few frames' worth.
+_PREFIX = [bytes([n % 7]) * (n % 40) for n in range(480)]
+
+
+@given(
+    sizes=st.lists(st.integers(0, 700), min_size=1, max_size=60),
+    cuts=st.lists(st.integers(1, 2000), min_size=1, max_size=8),
+    corrupt=st.one_of(st.none(), st.integers(0, 10**6)),
+)
+@settings(max_examples=60)
+def test_any_split_of_the_stream_gives_the_same_messages(sizes, cuts, corrupt):
+    """However the socket cuts the frames, read_messages yields them in order and whole; a frame
+    that fails its MAC (header or body) ends the stream with FrameError right after the messages
+    before it, and the end of the stream is PeerClosed."""
+    messages = _PREFIX + [bytes([i % 251]) * n for i, n in enumerate(sizes)]
+
+    async def run():
+        client, reader, stream = await _recorded_stream(messages)
+        if corrupt is None:
+            got, error = await _read_all(client, reader, stream, cuts)
+            assert got == messages
+            assert isinstance(error, t.PeerClosed) and "between frames" in str(error)
+            assert client.bytes_read == len(stream)
+            return
+        at = corrupt % len(stream)
+        broken = stream[:at] + bytes([stream[at] ^ 1]) + stream[at + 1 :]
+        got, error = await _read_all(client, reader, broken, cuts)
+        # the frame holding byte `at`: every message before it arrives intact
+        ends = list(itertools.accumulate(t.HEADER_SIZE + len(m) + t.MAC_SIZE for m in messages))
+        index = bisect.bisect_right(ends, at)
+        assert got == messages[:index]
+        assert isinstance(error, t.FrameError) and "authentication" in str(error)
+
+    asyncio.run(run())
+
+
+async def test_read_message_and_read_messages_share_the_stream():
+    messages = [b"\x00\x13" + bytes([n]) * n for n in range(30)]
+    client, reader, stream = await _recorded_stream(messages)
+    reader.feed_data(stream)
+    assert await client.read_message() == messages[0]
+    assert await client.read_messages() == messages[1:]
+    reader.feed_data(stream[:5])  # not even a header: no message, and the stream ends there
+    reader.feed_eof()
+    with pytest.raises(t.PeerClosed, match="inside a frame header"):
+        await client.read_messages()
