@@ -6,6 +6,10 @@ few seconds; once fully synced it stays so (persistence never un-syncs). The cal
 small whatever number of peers persistence knows (``GetSyncStatus`` lists them all, and once failed
 with RESOURCE_EXHAUSTED under made-up peers, closing the gate).
 
+The calls wait for the channel to persistence (``wait_for_ready``, within their timeout) rather than
+failing at once: a pod that starts before persistence answers, or before its own network and DNS
+work (a new lookup pod in a Kubernetes scale-out once refused deltas for a second), waits instead.
+
 Lookup also relays the full ``GetSyncStatus`` (:meth:`SyncGate.sync_status`, as ``Lookup.GetSyncStatus``)
 for the gateway's status page, so that the internet-facing gateway never reaches persistence.
 """
@@ -21,10 +25,11 @@ from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
 
 
 class SyncGate:
-    def __init__(self, persistence_target: str, cache_seconds: float = 1.0) -> None:
+    def __init__(self, persistence_target: str, cache_seconds: float = 1.0, timeout: float = 5.0) -> None:
         self._channel = rpc.channel(persistence_target)
         self._stub = persistence_pb2_grpc.PersistenceStub(self._channel)
         self._cache_seconds = cache_seconds
+        self._timeout = timeout
         self._status: persistence_pb2.SyncGate | None = None
         self._fetched_at = 0.0
         self._sync_status: tuple[float, persistence_pb2.SyncStatus] | None = None
@@ -36,7 +41,7 @@ class SyncGate:
         if cached is not None and (cached.fully_synced or now - self._fetched_at < self._cache_seconds):
             return cached
         status: persistence_pb2.SyncGate = await self._stub.GetSyncGate(
-            persistence_pb2.GetSyncGateRequest(), timeout=5
+            persistence_pb2.GetSyncGateRequest(), timeout=self._timeout, wait_for_ready=True
         )
         self._status, self._fetched_at = status, now
         return status
@@ -48,7 +53,7 @@ class SyncGate:
         if self._sync_status is not None and now - self._sync_status[0] < self._cache_seconds:
             return self._sync_status[1]
         status: persistence_pb2.SyncStatus = await self._stub.GetSyncStatus(
-            persistence_pb2.GetSyncStatusRequest(), timeout=5
+            persistence_pb2.GetSyncStatusRequest(), timeout=self._timeout, wait_for_ready=True
         )
         self._sync_status = (now, status)
         return status

@@ -15,6 +15,7 @@ from lnsync.chain import chain_hash
 from lnsync.clients.ingest import IngestClient
 from lnsync.clients.syncgate import SyncGate
 from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
+from tests.conftest import free_port
 from tests.persistence.conftest import (
     RunningPersistence,
     channel_announcement,
@@ -293,3 +294,24 @@ async def test_caught_up_to_only_moves_forward_and_never_past_now(persistence) -
         assert (await caught_up())[a] == now - 7200
         await stub.ReportSyncComplete(report(peer_id=b, caught_up_to=now + 10 * 86400))  # the future
         assert now - 60 < (await caught_up())[b] <= int(time.time())
+
+
+async def test_the_sync_gate_waits_for_persistence_instead_of_failing_at_once(persistence_factory) -> None:
+    """A lookup or snapshotter that starts before persistence answers (or before its pod's network
+    and DNS work: a new lookup pod in a Kubernetes scale-out once refused deltas for a second) waits
+    for persistence within the call's timeout; out of reach past it, it says so."""
+    port = free_port()
+    # Past its first refused connection the channel retries after at most 5 s (lnsync.rpc).
+    gate = SyncGate(f"127.0.0.1:{port}", cache_seconds=0, timeout=20)
+    check = asyncio.create_task(gate.why_not_ready())
+    await asyncio.sleep(1.0)
+    assert not check.done()  # nothing listens yet: the check waits rather than failing
+    await persistence_factory(port=port)
+    reason = await check
+    assert reason is not None and "0 of 1" in reason  # persistence answered: not synced yet
+    await gate.close()
+
+    nowhere = SyncGate(f"127.0.0.1:{free_port()}", cache_seconds=0, timeout=0.5)
+    reason = await nowhere.why_not_ready()
+    assert reason is not None and "cannot reach persistence" in reason
+    await nowhere.close()
