@@ -6,9 +6,12 @@ few seconds; once fully synced it stays so (persistence never un-syncs). The cal
 small whatever number of peers persistence knows (``GetSyncStatus`` lists them all, and once failed
 with RESOURCE_EXHAUSTED under made-up peers, closing the gate).
 
-The calls wait for the channel to persistence (``wait_for_ready``, within their timeout) rather than
-failing at once: a pod that starts before persistence answers, or before its own network and DNS
-work (a new lookup pod in a Kubernetes scale-out once refused deltas for a second), waits instead.
+The channel connects when the gate is made, not at the first request; until persistence first
+answers, and for at most ``startup_wait`` seconds after that, calls wait for the channel
+(``wait_for_ready``) rather than failing at once: a pod whose first connection fails (its network
+or DNS not working yet: a new lookup pod in a Kubernetes scale-out once refused deltas for a
+second) waits for the reconnection instead. Past that they fail at once again, so that a
+persistence that is down is reported as such without holding every request.
 
 Lookup also relays the full ``GetSyncStatus`` (:meth:`SyncGate.sync_status`, as ``Lookup.GetSyncStatus``)
 for the gateway's status page, so that the internet-facing gateway never reaches persistence.
@@ -17,6 +20,7 @@ for the gateway's status page, so that the internet-facing gateway never reaches
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import grpc
 
@@ -25,11 +29,17 @@ from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
 
 
 class SyncGate:
-    def __init__(self, persistence_target: str, cache_seconds: float = 1.0, timeout: float = 5.0) -> None:
-        self._channel = rpc.channel(persistence_target)
+    def __init__(
+        self, target: str, cache_seconds: float = 1.0, *, timeout: float = 5.0, startup_wait: float = 5.0
+    ) -> None:
+        """``target``: persistence's address."""
+        self._channel = rpc.channel(target)
         self._stub = persistence_pb2_grpc.PersistenceStub(self._channel)
         self._cache_seconds = cache_seconds
         self._timeout = timeout
+        self._wait_until = time.monotonic() + startup_wait
+        self._answered = False
+        self._channel.get_state(try_to_connect=True)
         self._status: persistence_pb2.SyncGate | None = None
         self._fetched_at = 0.0
         self._sync_status: tuple[float, persistence_pb2.SyncStatus] | None = None
@@ -41,9 +51,9 @@ class SyncGate:
         if cached is not None and (cached.fully_synced or now - self._fetched_at < self._cache_seconds):
             return cached
         status: persistence_pb2.SyncGate = await self._stub.GetSyncGate(
-            persistence_pb2.GetSyncGateRequest(), timeout=self._timeout, wait_for_ready=True
+            persistence_pb2.GetSyncGateRequest(), **self._call_options(now)
         )
-        self._status, self._fetched_at = status, now
+        self._status, self._fetched_at, self._answered = status, now, True
         return status
 
     async def sync_status(self) -> persistence_pb2.SyncStatus:
@@ -53,10 +63,16 @@ class SyncGate:
         if self._sync_status is not None and now - self._sync_status[0] < self._cache_seconds:
             return self._sync_status[1]
         status: persistence_pb2.SyncStatus = await self._stub.GetSyncStatus(
-            persistence_pb2.GetSyncStatusRequest(), timeout=self._timeout, wait_for_ready=True
+            persistence_pb2.GetSyncStatusRequest(), **self._call_options(now)
         )
-        self._sync_status = (now, status)
+        self._sync_status, self._answered = (now, status), True
         return status
+
+    def _call_options(self, now: float) -> dict[str, Any]:
+        """Wait for the channel only in the start-up window, and not past its end."""
+        if self._answered or now >= self._wait_until:
+            return {"timeout": self._timeout}
+        return {"timeout": min(self._timeout, self._wait_until - now), "wait_for_ready": True}
 
     async def why_not_ready(self) -> str | None:
         """None when fully synced, otherwise a sentence saying what is missing."""
