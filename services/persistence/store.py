@@ -329,8 +329,7 @@ class _UpdatePlan:
             return b"".join(out)
 
         yield _COPY_HEADER
-        get_state, get_before, get_new = state.get, before.get, new.get
-        get_existing = existing.get if existing else None
+        get_state, get_before, get_new, get_existing = state.get, before.get, new.get, existing.get
         head_of = _UPDATE_HEAD.pack
         for i, seen, u, dkey in keyed:
             _, _, scid, ts, mflags, flags, cltv, hmin, fbase, fprop, hmax, raw = u
@@ -339,9 +338,7 @@ class _UpdatePlan:
             prev = get_before(dkey)
             if st is None and prev is not None:
                 st = state[dkey] = prev.copy()
-            dup = get_new(key)
-            if dup is None and get_existing is not None:
-                dup = get_existing(key)
+            dup = get_new(key) or get_existing(key)
             if dup is None and prev is not None and ts == prev.timestamp:  # the stored latest itself
                 dup = existing[key] = _Row(prev.latest_id, prev.seen, prev.seen)
             policy = (1 if flags & _DISABLED else 0, cltv, hmin, fbase, fprop, hmax)

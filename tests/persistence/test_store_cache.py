@@ -141,3 +141,33 @@ async def test_a_stored_latest_redelivered_after_a_newer_update_in_the_same_batc
         assert seen == t1 - 5  # the earlier delivery still lowers the stored row's seen
     finally:
         await conn.close()
+
+
+@pytest.mark.parametrize("cached", [False, True])
+async def test_a_stored_latest_delivered_twice_more_in_one_batch_keeps_the_earliest_seen(
+    database_url: str, cached: bool
+) -> None:
+    """The stored latest arrives twice in one batch, the first time earlier than the second: the
+    second must find the row the first one lowered (a batch's look-up of rows it already met)."""
+    cache = StateCache() if cached else None
+    scid, t1 = 700_002 << 40, START
+    conn = await asyncpg.connect(database_url)
+    try:
+        await write_batch(conn, [Incoming(decode_gossip(channel_update(scid, 1, t1)), t1 * 1_000_000)], cache)
+        if cache is not None:
+            cache.committed()
+        again = [
+            Incoming(decode_gossip(channel_update(scid, 1, t1)), (t1 - 10) * 1_000_000),
+            Incoming(decode_gossip(channel_update(scid, 1, t1)), (t1 - 5) * 1_000_000),
+        ]
+        outcomes = await write_batch(conn, again, cache)
+        assert [o.value for o in outcomes] == ["duplicate", "duplicate"]
+        seen = await conn.fetchval(
+            "SELECT extract(epoch FROM seen)::int8 FROM channel_updates WHERE timestamp = $1", t1
+        )
+        direction_seen = await conn.fetchval(
+            "SELECT extract(epoch FROM seen)::int8 FROM channel_directions WHERE scid = $1", scid
+        )
+        assert seen == direction_seen == t1 - 10
+    finally:
+        await conn.close()
