@@ -170,6 +170,25 @@ def split_descriptors(data: bytes) -> list[bytes]:
     return out
 
 
+def count_dns_descriptors(data: bytes) -> int:
+    """Check a whole ``addresses`` field as :func:`decode_addresses` does (same
+    :class:`InvalidAddress` cases) without building the addresses; return how many are DNS
+    hostnames. For validation on the hot path: no host strings, no address objects."""
+    dns = 0
+    pos = 0
+    while pos < len(data):
+        end = _descriptor_end(data, pos)
+        if end is None:
+            break
+        if data[pos] == AddressType.DNS:
+            name = data[pos + 2 : end - 2]
+            if not _HOSTNAME.fullmatch(name):
+                raise InvalidAddress(f"DNS hostname {name!r} has characters outside [A-Za-z0-9._-]")
+            dns += 1
+        pos = end
+    return dns
+
+
 def decode_addresses(data: bytes) -> AddressList:
     """Parse a whole ``addresses`` field; raises :class:`InvalidAddress` on a truncated descriptor."""
     found: list[SocketAddress] = []

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from itertools import islice
 
 from lnsync.gossip import messages as m
-from lnsync.gossip.addresses import AddressType, decode_addresses
+from lnsync.gossip.addresses import count_dns_descriptors
 from lnsync.gossip.errors import (
     DontForward,
     GossipError,
@@ -136,8 +136,8 @@ def check_node_announcement(
     node = msg.node_id.hex()
     if not is_valid_pubkey(msg.node_id, cache=True):
         raise InvalidPublicKey(f"node_announcement node_id {node} is not a valid point")
-    addresses = decode_addresses(msg.addresses)  # InvalidAddress for truncated/bad descriptors
-    if sum(a.type == AddressType.DNS for a in addresses.addresses) > 1:
+    # InvalidAddress for truncated/bad descriptors
+    if count_dns_descriptors(msg.addresses) > 1:
         raise InvalidAddress(
             f"node_announcement {node} has more than one DNS hostname (BOLT 7: do not forward)"
         )

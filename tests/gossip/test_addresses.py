@@ -10,6 +10,7 @@ from lnsync.gossip.addresses import (
     AddressList,
     AddressType,
     SocketAddress,
+    count_dns_descriptors,
     decode_address,
     decode_addresses,
     encode_addresses,
@@ -123,3 +124,29 @@ def test_encode_rejects_what_bolt7_cannot_carry():
         SocketAddress(AddressType.DNS, "x" * 256, 1).encode()
     with pytest.raises(ValueError, match="port 70000 out of range"):
         SocketAddress(AddressType.IPV4, "1.2.3.4", 70000).encode()
+
+
+def _descriptor_soup() -> st.SearchStrategy[bytes]:
+    """Fields of real descriptors (DNS names with bad characters too), truncated or followed by
+    anything: what a peer can send."""
+    dns = st.tuples(st.binary(max_size=12), st.integers(0, 65535)).map(
+        lambda t: bytes((5, len(t[0]))) + t[0] + t[1].to_bytes(2, "big")
+    )
+    fixed = st.sampled_from([(1, 6), (2, 18), (3, 12), (4, 37)]).flatmap(
+        lambda k: st.binary(min_size=k[1], max_size=k[1]).map(lambda b, t=k[0]: bytes((t,)) + b)
+    )
+    parts = st.lists(st.one_of(dns, fixed, st.binary(max_size=4)), max_size=6).map(b"".join)
+    return st.tuples(parts, st.integers(0, 8)).map(lambda t: t[0][: len(t[0]) - t[1]] if t[1] else t[0])
+
+
+@given(st.one_of(address_lists.map(lambda a: b"".join(x.encode() for x in a)), _descriptor_soup()))
+def test_the_check_without_decoding_agrees_with_decoding(data):
+    """count_dns_descriptors (persistence's check) refuses exactly what decode_addresses refuses,
+    and counts its DNS hostnames."""
+    try:
+        decoded = decode_addresses(data)
+    except InvalidAddress:
+        with pytest.raises(InvalidAddress):
+            count_dns_descriptors(data)
+        return
+    assert count_dns_descriptors(data) == sum(a.type == AddressType.DNS for a in decoded.addresses)
