@@ -56,9 +56,11 @@ def history(scale: float, seed: int = 1) -> list[tuple[bytes, int]]:
     return [(msg.raw, round(msg.received_at * 1_000_000)) for msg in cached_history(seed, scale, 14)]
 
 
-async def start_service(url: str, port: int, log: Path) -> asyncio.subprocess.Process:
+async def start_service(url: str, port: int, log: Path, metrics: int = 0) -> asyncio.subprocess.Process:
     target = f"127.0.0.1:{port}"
     env = {**os.environ, "LNSYNC_LOG_LEVEL": "warning", "LNSYNC_PERSISTENCE__PRUNE_INTERVAL": "0"}
+    if metrics:
+        env["LNSYNC_PERSISTENCE__METRICS_LISTEN"] = f"127.0.0.1:{metrics}"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "lnsync", "serve", "persistence", "--listen", target, "--database-url", url,
         env=env, stdout=log.open("wb"), stderr=asyncio.subprocess.STDOUT,
@@ -114,7 +116,8 @@ async def ingest_once(
     pg: LocalPostgres, messages: list[tuple[bytes, int]], port: int, root: Path, profile: Path | None
 ) -> dict[str, float]:
     url = await fresh_database(pg, "bench_service")
-    proc = await start_service(url, port, root / "persistence.log")
+    metrics_port = rpc_port()
+    proc = await start_service(url, port, root / "persistence.log", metrics_port)
     ps = psutil.Process(proc.pid)
     spies = []
     if profile is not None:
@@ -143,6 +146,7 @@ async def ingest_once(
         seconds = time.perf_counter() - started
         pg_procs.update(postgres_processes(pg))
         cpu = [cpu_delta(a, cpu_seconds(p)) for a, p in zip(cpu0, ({0: ps}, {0: me}, pg_procs), strict=True)]
+        ahead = await asyncio.to_thread(decided_ahead, metrics_port)
     finally:
         sampler.cancel()
         await bench_results.stop_py_spy(spies)
@@ -159,7 +163,24 @@ async def ingest_once(
         "cpu_service": cpu[0],
         "cpu_client": cpu[1],
         "cpu_postgres": cpu[2],
+        "decided_ahead": ahead,
     }
+
+
+def decided_ahead(port: int) -> dict[str, int]:
+    """The writer's decisions made ahead of the lock, kept or made again (its metrics)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    counts = {"kept": 0, "remade": 0}
+    for line in text.splitlines():
+        if line.startswith("lnsync_persistence_decided_ahead_total{"):
+            labels, value = line.rsplit(" ", 1)
+            for result in counts:
+                if f'result="{result}"' in labels:
+                    counts[result] = int(float(value))
+    return counts
 
 
 async def copy_once(pg: LocalPostgres) -> tuple[float, float]:
@@ -303,7 +324,9 @@ async def run(
             f"{same_rate:,.0f} msgs/s ({same_seconds:.1f} s), ratio {same_ratio:.2f}; service peak RSS "
             f"{svc['rss_mb']:.0f} MB\n  CPU µs/msg: service {svc['cpu_service'] / n:.1f}, client "
             f"{svc['cpu_client'] / n:.1f}, PostgreSQL {svc['cpu_postgres'] / n:.1f}; "
-            f"raw COPY {copy_cpu / n:.1f}, same-work {same_cpu / n:.1f} (PostgreSQL + asyncpg)",
+            f"raw COPY {copy_cpu / n:.1f}, same-work {same_cpu / n:.1f} (PostgreSQL + asyncpg)\n"
+            f"  batches decided ahead of the lock: {svc['decided_ahead']['kept']:,} kept, "
+            f"{svc['decided_ahead']['remade']:,} made again",
             flush=True,
         )
     med = [statistics.median(col) for col in zip(*results, strict=True)]

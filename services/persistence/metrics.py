@@ -21,6 +21,11 @@ BATCH_SIZE = Histogram(
     buckets=(1, 16, 64, 256, 1024, 4096, 16384),
 )
 BATCH_SECONDS = Histogram("lnsync_persistence_batch_seconds", "Time to write one batch")
+# Decisions on a batch's channel_updates made ahead of the writer lock (store.plan_updates): kept,
+# or made again under the lock (someone else wrote, the previous batch failed, or time ran out).
+AHEAD = Counter(
+    "lnsync_persistence_decided_ahead_total", "Batches decided ahead of the writer lock", ["result"]
+)
 QUEUED = Gauge("lnsync_persistence_queued_messages", "Messages queued or being written")
 
 # Funding rechecks (services/persistence/spent.py).

@@ -18,8 +18,9 @@ What goes (``now`` is the pass's wall-clock time; ``cutoff = now - superseded_re
 
 Each batch is its own short transaction, and batches touching the store take the writer's
 advisory lock, so a batch's decision and its deletes are atomic against concurrent ingest while
-ingest is never held up for more than one batch. Batches that delete directions stamp
-``writer_state``, so writers drop what they cached of them. Clients whose last sync is older than
+ingest is never held up for more than one batch. Batches that delete anything of the store stamp
+``writer_state``: writers drop what they cached of it and make again a decision made ahead of the
+lock (it may have found a row deleted since). Clients whose last sync is older than
 ``cutoff`` must get a full sync (lookup's and the gateway's job).
 """
 
@@ -150,6 +151,8 @@ async def _prune_superseded(pool: Any, table: str, sql: str, cutoff: Any, stats:
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITER_LOCK)
             n = _count(await conn.execute(sql, start, start + ID_CHUNK, cutoff))
+            if n:  # a writer's decision made ahead may have found one of these rows
+                await conn.execute(STAMP_SQL)
         if table == "channel_updates":
             stats.superseded_updates += n
         else:

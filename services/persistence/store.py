@@ -15,17 +15,26 @@ channel_updates, the bulk of gossip, take this path:
 * A direction's latest has the highest timestamp of its rows, so an update newer than it cannot be
   stored already: only older ones (rare: stale arrivals and re-deliveries) are looked up.
 * New rows go in with one binary COPY, their ids taken from the sequence beforehand (one
-  ``setval``) so the latest-pointers can be written in the same transaction; new directions are
-  COPYed too, changed ones are COPYed into a temporary staging table and applied with one UPDATE.
-  Large parameter arrays are avoided on this path: asyncpg inspects every array element.
+  ``setval`` under a lock of its own) so the latest-pointers can be written in the same
+  transaction; new directions are COPYed too, changed ones are COPYed into a temporary staging
+  table and applied with one UPDATE. Large parameter arrays are avoided on this path: asyncpg
+  inspects every array element.
 * Times are integers (µs) until they are written.
+
+The decision can also be made *ahead*, outside the lock (:func:`plan_updates`), while the
+writer's previous batch is still being written: on top of that batch's decided end state, reading
+what neither holds from the database. It stays valid only if, when its own batch takes the lock,
+the stamp is the one it was made on (the previous batch committed as decided and no one else
+wrote since); otherwise it is made again under the lock. So the CPU-heavy decision of batch N+1
+overlaps PostgreSQL's work on batch N, and what is stored is the same either way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import secrets
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -35,6 +44,7 @@ from lnsync.schema import columns
 from lnsync.schema.columns import to_int8, to_u64
 
 WRITER_LOCK = 0x6C6E737772  # "lnswr": one batch at a time, across replicas
+IDS_LOCK = WRITER_LOCK + 1  # one channel_updates id reservation at a time (taken with or without it)
 _fromtimestamp = dt.datetime.fromtimestamp
 _DISABLED = m.CHANNEL_FLAG_DISABLED
 
@@ -132,33 +142,50 @@ UPDATE writer_state w SET writer = $1, batch = w.batch + 1
 FROM (SELECT writer, batch FROM writer_state) o
 RETURNING o.writer, o.batch
 """
+READ_STAMP_SQL = "SELECT writer, batch FROM writer_state"
 
 
 async def write_batch(
-    conn: Any, items: Sequence[IncomingLike], cache: StateCache | None = None
+    conn: Any,
+    items: Sequence[IncomingLike],
+    cache: StateCache | None = None,
+    planned: PlannedUpdates | None = None,
 ) -> list[rules.Outcome]:
     """Store ``items`` in one transaction; return each item's outcome, in order.
 
     With ``cache``, call ``cache.committed()`` after the (possibly enclosing) transaction commits.
+    ``planned``: the decision on these items' channel_updates made ahead (:func:`plan_updates`,
+    same ``cache``); used if still valid (then ``planned.used`` is set), else made again here.
     """
     outcomes: list[rules.Outcome] = [rules.Outcome.DUPLICATE] * len(items)
     anns: list[tuple[int, IncomingLike]] = []
-    upds: list[tuple[int, IncomingLike]] = []
     nodes: list[tuple[int, IncomingLike]] = []
-    for i, it in enumerate(items):
-        t = type(it.message)
-        (upds if t is m.ChannelUpdate else anns if t is m.ChannelAnnouncement else nodes).append((i, it))
+    if planned is not None:
+        others = planned.others
+    else:
+        others = [i for i, it in enumerate(items) if type(it.message) is not m.ChannelUpdate]
+    for i in others:
+        it = items[i]
+        (anns if type(it.message) is m.ChannelAnnouncement else nodes).append((i, it))
+    has_updates = len(others) < len(items)
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITER_LOCK)
+        # Every write stamps, so that a cached writer notices (writer 0: not a cached one).
+        writer, stamp = await conn.fetchrow(STAMP_SQL, 0 if cache is None else cache.token)
         if cache is not None:
-            writer, stamp = await conn.fetchrow(STAMP_SQL, cache.token)
             if writer != cache.token or stamp != cache.stamp:
                 cache.clear()
             cache.pending, cache.pending_stamp = {}, stamp + 1
+        if planned is not None and not planned.valid(writer, stamp):
+            planned = None
         if anns:
             await _write_announcements(conn, anns, outcomes)
-        if upds:
-            await _write_updates(conn, upds, outcomes, cache)
+        if has_updates:
+            if planned is None:
+                planned = await plan_updates(conn, items, cache, locked=True)
+            else:
+                planned.used = True
+            await _write_updates(conn, planned, outcomes, cache)
         if nodes:
             await _write_nodes(conn, nodes, outcomes)
     return outcomes
@@ -220,8 +247,16 @@ FROM channel_updates u
 JOIN unnest($1::int8[], $2::int2[], $3::int8[]) AS k(scid, direction, timestamp)
   USING (scid, direction, timestamp)
 """  # noqa: S608 - declared column names
-# Ids for n rows: all writes to channel_updates hold the writer lock, so the range is ours.
-RESERVE_IDS_SQL = "SELECT setval('channel_updates_id_seq', nextval('channel_updates_id_seq') + $1 - 1)"
+# Ids for n rows, one range: each reservation holds IDS_LOCK for itself only (a session lock taken
+# and released in one statement, the subqueries kept apart by OFFSET so they run in order), as
+# decisions made ahead reserve outside the writer lock: ids then follow reservation order, not
+# commit order, across replicas.
+RESERVE_IDS_SQL = """
+SELECT r.last, pg_advisory_unlock($2) FROM (
+    SELECT setval('channel_updates_id_seq', nextval('channel_updates_id_seq') + $1 - 1) AS last
+    FROM (SELECT pg_advisory_lock($2) OFFSET 0) AS held OFFSET 0
+) AS r
+"""
 UPDATE_COLUMNS = columns.names(columns.UPDATE)
 LOWER_UPDATE_SEEN_SQL = """
 UPDATE channel_updates u SET seen = k.seen
@@ -254,7 +289,7 @@ _RAW = UPDATE_COLUMNS.index("raw")
 _UPDATE_HEAD = columns.copy_row(columns.UPDATE[: _RAW + 1])
 _UPDATE_TAIL = columns.copy_fields(columns.UPDATE[_RAW + 1 :])
 _UPDATE_FIELDS = len(columns.UPDATE)
-COPY_CHUNK = 512  # rows per chunk streamed to COPY
+COPY_CHUNK = 32  # rows per COPY chunk (a planner deciding ahead yields to the event loop between)
 _DIRECTION_ROW = columns.copy_row(columns.DIRECTION)
 _DIRECTION_FIELDS = len(columns.DIRECTION)
 
@@ -263,11 +298,6 @@ async def _copy_binary(conn: Any, table: str, names: Sequence[str], rows: list[b
     payload = b"".join((_COPY_HEADER, *rows, _COPY_TRAILER))
     # A memoryview: asyncpg would take bytes for a file name.
     await conn.copy_to_table(table, source=memoryview(payload), columns=names, format="binary")
-
-
-async def _stream(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
-    for chunk in chunks:
-        yield chunk
 
 
 @dataclass(slots=True)
@@ -311,9 +341,9 @@ class _UpdatePlan:
         self.state: dict[DirectionKey, DirectionState] = {}  # the directions touched, as they end
         self.new: dict[UpdateKey, _Row] = {}
 
-    def rows(self, keyed: list[Keyed], outcomes: list[rules.Outcome]) -> Iterator[bytes]:
-        """Decide every update (its outcome into ``outcomes``) and yield the new rows as a binary
-        COPY in chunks, so that PostgreSQL inserts one chunk while the next is being decided."""
+    def rows(self, keyed: list[Keyed], outcomes: dict[int, rules.Outcome]) -> Iterator[bytes]:
+        """Decide every update (its outcome into ``outcomes``, by position) and yield the new rows
+        as a binary COPY in chunks (a planner deciding ahead yields to the event loop between)."""
         decide = rules.decide_update
         stored = rules.Outcome.STORED
         before, existing, state, new = self.before, self.existing, self.state, self.new
@@ -381,14 +411,15 @@ class _UpdatePlan:
         rows = (*self.existing.values(), *self.new.values())
         return [(row.id, to_timestamp(row.seen)) for row in rows if row.seen < row.stored]
 
-    def directions(self) -> tuple[list[bytes], list[bytes], dict[DirectionKey, DirectionState]]:
-        """The changed directions (after :meth:`rows`): binary COPY rows of the new ones and of the
-        changed ones, and every changed direction's state."""
-        created: list[bytes] = []
-        changed: list[bytes] = []
-        states: dict[DirectionKey, DirectionState] = {}
+    def directions(
+        self, created: list[bytes], changed: list[bytes], states: dict[DirectionKey, DirectionState]
+    ) -> Iterator[None]:
+        """The changed directions (after :meth:`rows`): binary COPY rows of the new ones into
+        ``created``, of the changed ones into ``changed``, every changed direction's state into
+        ``states``; a pause every COPY_CHUNK directions, like :meth:`rows`."""
         pack = _DIRECTION_ROW.pack
-        for dkey, st in self.state.items():
+        before = self.before
+        for n, (dkey, st) in enumerate(self.state.items(), 1):
             if not st.changed:
                 continue
             p = st.policy
@@ -397,23 +428,31 @@ class _UpdatePlan:
                 2, st.channel_flags, 4, p[1], 8, p[2], 8, p[3], 8, p[4], 8, p[5], 8, st.seen - PG_EPOCH_US,
                 8, st.life_id, 8, st.life_seen - PG_EPOCH_US,
             )  # fmt: skip
-            (changed if dkey in self.before else created).append(direction_row)
+            (changed if dkey in before else created).append(direction_row)
             states[dkey] = st
-        return created, changed, states
+            if n % COPY_CHUNK == 0:
+                yield
 
 
 async def _direction_states(
-    conn: Any, keys: set[DirectionKey], cache: StateCache | None
+    conn: Any, keys: set[DirectionKey], cache: StateCache | None, after: PlannedUpdates | None
 ) -> dict[DirectionKey, DirectionState]:
-    """The stored state of ``keys`` (absent keys have no row)."""
+    """The state of ``keys`` (absent keys have no row): as ``after`` leaves them, as cached, or
+    as stored."""
     states: dict[DirectionKey, DirectionState] = {}
     missing = keys
-    if cache is not None:
-        get = cache.directions.get
+    if after is not None and after.plan.state:
+        get = after.plan.state.get
         states = {k: st for k in keys if (st := get(k)) is not None}
         missing = keys.difference(states)
-        cache.hits += len(states)
-        cache.misses += len(missing)
+    if cache is not None:
+        get = cache.directions.get
+        cached = {k: st for k in missing if (st := get(k)) is not None}
+        cache.hits += len(cached)
+        cache.misses += len(missing) - len(cached)
+        if cached:
+            states.update(cached)
+            missing = missing.difference(cached)
     if missing:
         ordered = sorted(missing)
         scids = [to_int8(k[0]) for k in ordered]
@@ -431,51 +470,131 @@ async def _direction_states(
 
 
 async def _existing_updates(
-    conn: Any, keyed: list[Keyed], before: dict[DirectionKey, DirectionState]
+    conn: Any, keyed: list[Keyed], before: dict[DirectionKey, DirectionState], after: PlannedUpdates | None
 ) -> dict[UpdateKey, _Row]:
     """Rows already stored under timestamps older than their direction's latest (rare: stale
-    arrivals and re-deliveries). Newer ones cannot be stored: the latest has the highest."""
+    arrivals and re-deliveries). Newer ones cannot be stored: the latest has the highest. With
+    ``after``, the rows that batch stores or meets count as stored (as copies, with the seen that
+    batch leaves them)."""
     get = before.get
-    older = sorted(
-        {(d[0], d[1], u.timestamp) for _, _, u, d in keyed if (b := get(d)) and u.timestamp < b.timestamp}
-    )
+    older = {(d[0], d[1], u.timestamp) for _, _, u, d in keyed if (b := get(d)) and u.timestamp < b.timestamp}
     if not older:
         return {}
-    scids, directions, timestamps = (
-        [to_int8(k[0]) for k in older],
-        [k[1] for k in older],
-        [k[2] for k in older],
+    found: dict[UpdateKey, _Row] = {}
+    if after is not None:
+        for rows in (after.plan.new, after.plan.existing):
+            for key in older.intersection(rows):
+                row = rows[key]
+                found[key] = _Row(row.id, row.seen, row.seen)
+        older.difference_update(found)
+    if older:
+        ordered = sorted(older)
+        scids, directions, timestamps = (
+            [to_int8(k[0]) for k in ordered],
+            [k[1] for k in ordered],
+            [k[2] for k in ordered],
+        )
+        for r in await conn.fetch(EXISTING_UPDATES_SQL, scids, directions, timestamps):
+            found[(to_u64(r[1]), r[2], r[3])] = _Row(r[0], r[4], r[4])
+    return found
+
+
+@dataclass(eq=False)
+class PlannedUpdates:
+    """The decision on a batch's channel_updates (see the module doc): outcomes by the batch's
+    positions, the new rows as binary COPY chunks, the rows whose seen to lower, the directions to
+    write. Made ahead, it holds the stamp it expects under the lock and the batch it was made on."""
+
+    others: list[int]  # the batch's positions of other messages
+    outcomes: dict[int, rules.Outcome]
+    plan: _UpdatePlan
+    chunks: list[bytes]
+    lowered: list[tuple[int, dt.datetime]]
+    created: list[bytes]
+    changed: list[bytes]
+    states: dict[DirectionKey, DirectionState]
+    expect: tuple[int, int] | None = None  # (writer, batch) of writer_state when it takes the lock
+    after: PlannedUpdates | None = None
+    used: bool = False  # write_batch wrote it as decided
+    kept: bool = False  # ... and that transaction committed (the caller says so)
+
+    def valid(self, writer: int, stamp: int) -> bool:
+        """Whether it still holds under the lock, ``writer``/``stamp`` being writer_state's."""
+        after, self.after = self.after, None  # (no chain of batches kept alive)
+        return self.expect == (writer, stamp) and (after is None or after.kept)
+
+
+async def plan_updates(
+    conn: Any,
+    items: Sequence[IncomingLike],
+    cache: StateCache | None,
+    after: PlannedUpdates | None = None,
+    *,
+    locked: bool = False,
+) -> PlannedUpdates:
+    """Decide ``items``' channel_updates: under the writer lock (``locked``, inside the batch's
+    transaction) or ahead, on ``conn`` outside any transaction, on top of ``after`` (the decision
+    of the batch still being written, if any) and yielding to the event loop as it goes."""
+    expect: tuple[int, int] | None = None
+    if not locked:
+        if after is not None:
+            assert cache is not None
+            assert after.expect is not None
+            expect = (cache.token, after.expect[1] + 1)
+        else:
+            writer, stamp = await conn.fetchrow(READ_STAMP_SQL)
+            expect = (writer, stamp)
+            if cache is not None and (writer != cache.token or stamp != cache.stamp):
+                cache = None  # someone else wrote since: read everything
+    keyed: list[Keyed] = []
+    others: list[int] = []
+    update = m.ChannelUpdate
+    for i, it in enumerate(items):
+        u = it.message
+        if type(u) is update:
+            keyed.append((i, it.seen_us, u, (u.short_channel_id, u.channel_flags & 1)))
+        else:
+            others.append(i)
+    before = await _direction_states(conn, {k[3] for k in keyed}, cache, after)
+    existing = await _existing_updates(conn, keyed, before, after)
+    last_id = await conn.fetchval(RESERVE_IDS_SQL, len(keyed), IDS_LOCK)
+    plan = _UpdatePlan(before, existing, last_id - len(keyed) + 1)
+    outcomes: dict[int, rules.Outcome] = {}
+    chunks = []
+    for chunk in plan.rows(keyed, outcomes):
+        chunks.append(chunk)
+        if not locked:
+            await asyncio.sleep(0)  # let the batch being written go on
+    created: list[bytes] = []
+    changed: list[bytes] = []
+    states: dict[DirectionKey, DirectionState] = {}
+    for _ in plan.directions(created, changed, states):
+        if not locked:
+            await asyncio.sleep(0)
+    return PlannedUpdates(
+        others, outcomes, plan, chunks, plan.lowered(), created, changed, states, expect, after
     )
-    rows = await conn.fetch(EXISTING_UPDATES_SQL, scids, directions, timestamps)
-    return {(to_u64(r[1]), r[2], r[3]): _Row(r[0], r[4], r[4]) for r in rows}
 
 
 async def _write_updates(
-    conn: Any, upds: list[tuple[int, IncomingLike]], outcomes: list[rules.Outcome], cache: StateCache | None
+    conn: Any, planned: PlannedUpdates, outcomes: list[rules.Outcome], cache: StateCache | None
 ) -> None:
-    """Read what the rules need, let :class:`_UpdatePlan` decide, write what it decided."""
-    keyed: list[Keyed] = []
-    for i, it in upds:
-        u: m.ChannelUpdate = it.message  # type: ignore[assignment]
-        keyed.append((i, it.seen_us, u, (u.short_channel_id, u.channel_flags & 1)))
-    before = await _direction_states(conn, {k[3] for k in keyed}, cache)
-    existing = await _existing_updates(conn, keyed, before)
-    last_id = await conn.fetchval(RESERVE_IDS_SQL, len(keyed))
-    plan = _UpdatePlan(before, existing, last_id - len(keyed) + 1)
-    await conn.copy_to_table(
-        "channel_updates", source=_stream(plan.rows(keyed, outcomes)), columns=UPDATE_COLUMNS, format="binary"
-    )
-    lowered = plan.lowered()
+    """Write what :func:`plan_updates` decided."""
+    for i, outcome in planned.outcomes.items():
+        outcomes[i] = outcome
+    # One payload (the chunks hold the header and trailer): the decision is made, nothing to overlap.
+    payload = memoryview(b"".join(planned.chunks))
+    await conn.copy_to_table("channel_updates", source=payload, columns=UPDATE_COLUMNS, format="binary")
+    lowered = planned.lowered
     if lowered:
         await conn.execute(LOWER_UPDATE_SEEN_SQL, [x[0] for x in lowered], [x[1] for x in lowered])
-    created, changed, states = plan.directions()
     if cache is not None:
-        cache.pending.update(states)
-    if created:
-        await _copy_binary(conn, "channel_directions", DIRECTION_COLUMNS, created)
-    if changed:
+        cache.pending.update(planned.states)
+    if planned.created:
+        await _copy_binary(conn, "channel_directions", DIRECTION_COLUMNS, planned.created)
+    if planned.changed:
         await conn.execute(STAGE_SQL)
-        await _copy_binary(conn, "direction_stage", DIRECTION_COLUMNS, changed)
+        await _copy_binary(conn, "direction_stage", DIRECTION_COLUMNS, planned.changed)
         await conn.execute(APPLY_STAGE_SQL)
 
 

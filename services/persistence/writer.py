@@ -16,6 +16,12 @@ make a channel or update look older to clients than they are (an announcement it
 treated as already known by clients that synced after that seen, so they would never get it), so
 their times are clamped like a live stream's.
 
+The writer is a two-stage pipeline: while one batch is being written, the next is taken and its
+channel_updates decided ahead of the lock (:func:`services.persistence.store.plan_updates`, on a
+connection of its own), so Python's decision overlaps PostgreSQL's writing. A decision made ahead
+that no longer holds when its batch takes the lock is made again there; batches still commit and
+are acknowledged one after another, in order.
+
 Failures never lose a message: when the database is unreachable the batch is retried with
 backoff (health goes NOT_SERVING, and the bounded queue stops the streams); a batch that fails
 for any other database error is split until the one message that cannot be stored is found, and
@@ -27,10 +33,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import collections
+import contextlib
 import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -41,8 +49,8 @@ from lnsync.retry import Backoff
 from lnsync.rgs.rules import Outcome
 from services.persistence import peers
 from services.persistence.ingest import Entry, IngestQueue, Job
-from services.persistence.metrics import BATCH_SECONDS, BATCH_SIZE, MESSAGES, QUEUED, REJECTIONS
-from services.persistence.store import StateCache, to_timestamp, write_batch
+from services.persistence.metrics import AHEAD, BATCH_SECONDS, BATCH_SIZE, MESSAGES, QUEUED, REJECTIONS
+from services.persistence.store import PlannedUpdates, StateCache, plan_updates, to_timestamp, write_batch
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +93,19 @@ class _Flush:
         return self.jobs[bisect.bisect_right(self.starts, position) - 1]
 
 
+@dataclass(slots=True)
+class _Prepared:
+    """Positions [lo, hi) of a batch as one transaction will write them: ``seen`` clamped against
+    ``t0``, by ``deadline`` (loop time) at the latest, with the updates' decision if made ahead."""
+
+    t0: int
+    deadline: float
+    incoming: list[Entry]
+    positions: list[int]
+    any_live: bool
+    planned: PlannedUpdates | None = None
+
+
 class Writer:
     def __init__(
         self,
@@ -108,31 +129,64 @@ class Writer:
         self.served = False  # the graph has been fully synced (never reset): see the module doc
 
     async def run(self) -> None:
-        while True:
-            jobs = await self.queue.take(self.target, LINGER)
-            await self.flush(jobs)
-            await self.queue.release(jobs)
-            QUEUED.set(self.queue.used)
-            if self.queue.queued >= self.target:
-                self.target = min(self.max_batch, self.target * 2)
-            elif self.queue.queued < self.target // 4:
-                self.target = max(min(MIN_BATCH, self.max_batch), self.target // 2)
+        writing: asyncio.Task[None] | None = None
+        previous: PlannedUpdates | None = None  # the decision of the batch being written
+        try:
+            while True:
+                jobs = await self.queue.take(self.target, LINGER)
+                batch = _Flush(jobs)
+                if writing is not None and writing.done():
+                    await writing  # (its exception, if any)
+                    writing = previous = None
+                ahead = await self._plan_ahead(batch, previous)
+                if writing is not None:
+                    await writing
+                writing = asyncio.create_task(self._commit(batch, ahead))
+                previous = None if ahead is None else ahead.planned
+        finally:
+            if writing is not None and not writing.done():
+                writing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writing
 
-    async def flush(self, jobs: list[Job]) -> None:
-        """Commit ``jobs`` (retrying as long as it takes) and acknowledge them.
+    async def _commit(self, batch: _Flush, ahead: _Prepared | None) -> None:
+        await self.flush(batch, ahead)
+        await self.queue.release(batch.jobs)
+        QUEUED.set(self.queue.used)
+        if self.queue.queued >= self.target:
+            self.target = min(self.max_batch, self.target * 2)
+        elif self.queue.queued < self.target // 4:
+            self.target = max(min(MIN_BATCH, self.max_batch), self.target // 2)
+
+    async def _plan_ahead(self, batch: _Flush, previous: PlannedUpdates | None) -> _Prepared | None:
+        """The whole batch prepared, its updates decided ahead on top of ``previous`` (None: the
+        database cannot be asked now; the batch is then prepared when it is written)."""
+        if not any(type(e.message) is ChannelUpdate for e in batch.entries):
+            return None
+        try:
+            prepared = await self._prepare(batch, 0, len(batch.entries))
+            async with self.pool.acquire() as conn:
+                prepared.planned = await plan_updates(conn, prepared.incoming, self.cache, previous)
+        except (*RETRYABLE, asyncpg.PostgresError):
+            return None
+        return prepared
+
+    async def flush(self, batch: _Flush, ahead: _Prepared | None = None) -> None:
+        """Commit ``batch`` (retrying as long as it takes) and acknowledge its jobs.
 
         The batch is written in parts, normally one; a part the database refuses for a reason
         other than unavailability is split until the offending message is alone, and that message
-        is rejected. The last part also records the rejections.
+        is rejected. The last part also records the rejections. ``ahead``: the whole batch
+        prepared beforehand (used by the first attempt only).
         """
-        batch = _Flush(jobs)
         parts: collections.deque[tuple[int, int]] = collections.deque([(0, len(batch.entries))])
         backoff = Backoff(0.2, 10.0)
         started = time.monotonic()
         while parts:
             lo, hi = parts[0]
+            prepared, ahead = ahead, None
             try:
-                await self._write(batch, lo, hi, with_rejections=len(parts) == 1)
+                await self._write(batch, lo, hi, with_rejections=len(parts) == 1, prepared=prepared)
             except RETRYABLE as exc:
                 self.failing = True
                 await self.on_db_state(False)
@@ -169,10 +223,9 @@ class Writer:
         self.batches += 1
         self._acknowledge(batch)
 
-    async def _write(self, batch: _Flush, lo: int, hi: int, *, with_rejections: bool) -> None:
-        """One transaction: the messages at positions [lo, hi), their counters and deliveries."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.margin
+    async def _prepare(self, batch: _Flush, lo: int, hi: int) -> _Prepared:
+        """Positions [lo, hi) with their seen clamped for a transaction starting now."""
+        deadline = asyncio.get_running_loop().time() + self.margin
         t0 = time.time_ns() // 1000
         floor = t0 - self.lag_us + int(self.margin * 1_000_000)
         entries, errors = batch.entries, batch.errors
@@ -194,16 +247,35 @@ class Writer:
                 seen = (floor if r < floor else t0 if r > t0 else r) if live else (t0 if r > t0 else r)
                 incoming.append(e if seen == r else e._replace(seen_us=seen))
                 positions.append(k)
+        return _Prepared(t0, deadline, incoming, positions, any_live)
+
+    async def _write(
+        self, batch: _Flush, lo: int, hi: int, *, with_rejections: bool, prepared: _Prepared | None = None
+    ) -> None:
+        """One transaction: the messages at positions [lo, hi), their counters and deliveries."""
+        loop = asyncio.get_running_loop()
+        # A batch prepared ahead keeps its times only while it can still commit well in time.
+        if prepared is not None and loop.time() > prepared.deadline - self.margin / 2:
+            AHEAD.labels("remade").inc()
+            prepared = None
+        if prepared is None:
+            prepared = await self._prepare(batch, lo, hi)
+        planned = prepared.planned
         async with self.pool.acquire() as conn, conn.transaction():
-            outs = await write_batch(conn, incoming, self.cache) if incoming else []
+            outs = []
+            if prepared.incoming:
+                outs = await write_batch(conn, prepared.incoming, self.cache, planned)
             outcomes = batch.outcomes
-            for k, out in zip(positions, outs, strict=True):
+            for k, out in zip(prepared.positions, outs, strict=True):
                 outcomes[k] = out
-            tallies, observations = _tally(batch, lo, hi, t0, with_rejections)
-            await peers.record(conn, tallies, observations, to_timestamp(t0))
-            if any_live and loop.time() > deadline:
+            tallies, observations = _tally(batch, lo, hi, prepared.t0, with_rejections)
+            await peers.record(conn, tallies, observations, to_timestamp(prepared.t0))
+            if prepared.any_live and loop.time() > prepared.deadline:
                 raise _TooSlow
         self.cache.committed()
+        if planned is not None:
+            planned.kept = planned.used
+            AHEAD.labels("kept" if planned.used else "remade").inc()
 
     def _acknowledge(self, batch: _Flush) -> None:
         totals: collections.Counter[str] = collections.Counter()

@@ -9,6 +9,7 @@ import time
 import asyncpg
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 from lnsync import rpc
 from lnsync.chain import chain_hash
@@ -221,6 +222,7 @@ async def test_requests_larger_than_a_batch_are_split_and_the_queue_stays_bounde
     running = await persistence_factory(max_batch=16)
     queue = running.service.queue
     peak = 0
+    kept = _decided_ahead("kept")
 
     async def watch() -> None:
         nonlocal peak
@@ -237,6 +239,12 @@ async def test_requests_larger_than_a_batch_are_split_and_the_queue_stays_bounde
     assert client.counters.stored == len(messages)
     assert 0 < peak <= queue.capacity == 64
     assert running.service.writer is not None and running.service.writer.batches >= len(messages) // 16
+    # The writer decided batches ahead, while the one before was being written, and kept them.
+    assert _decided_ahead("kept") > kept
+
+
+def _decided_ahead(result: str) -> float:
+    return REGISTRY.get_sample_value("lnsync_persistence_decided_ahead_total", {"result": result}) or 0.0
 
 
 async def test_sync_quorum_counts_each_peer_once(persistence_factory) -> None:

@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 
 from lnsync.gossip.messages import decode_gossip
 from lnsync.rgs.history import GossipHistory
+from lnsync.rgs.rules import Outcome
 from services.persistence import retention
-from services.persistence.store import Incoming, StateCache, write_batch
+from services.persistence.store import Incoming, PlannedUpdates, StateCache, plan_updates, write_batch
 from tests.persistence.conftest import channel_update
 from tests.persistence.test_store_rules import assert_same_blobs
 from tests.rgs.histories import DAY, MAINNET, START, event_message, random_events
@@ -26,6 +27,15 @@ from tests.rgs.histories import DAY, MAINNET, START, event_message, random_event
 
 class _Rollback(Exception):
     pass
+
+
+def _pairs(rng: random.Random) -> list[tuple[int, int]]:
+    """(T, R) pairs to compare blobs at: a full sync and six random deltas within the history."""
+    pairs = [(0, START + 5 * DAY)]
+    for _ in range(6):
+        R = START + rng.randrange(DAY, 20 * DAY)
+        pairs.append((R - rng.choice([3600, DAY, 3 * DAY]), R))
+    return pairs
 
 
 @pytest.mark.slow
@@ -72,11 +82,7 @@ async def test_cached_writers_store_what_the_model_stores(database_url: str, see
         if pending:
             await flush()
         assert rolled_back and all(c.hits for c in caches)
-        pairs = [(0, START + 5 * DAY)]
-        for _ in range(6):
-            R = START + rng.randrange(DAY, 20 * DAY)
-            pairs.append((R - rng.choice([3600, DAY, 3 * DAY]), R))
-        await assert_same_blobs(conn, history, pairs)
+        await assert_same_blobs(conn, history, _pairs(rng))
 
     finally:
         await pool.close()
@@ -170,4 +176,155 @@ async def test_a_stored_latest_delivered_twice_more_in_one_batch_keeps_the_earli
         )
         assert seen == direction_seen == t1 - 10
     finally:
+        await conn.close()
+
+
+@pytest.mark.slow
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32))
+async def test_decisions_made_ahead_store_what_the_model_stores(database_url: str, seed: int) -> None:
+    """The writer's pipeline: batch k+1's updates are decided ahead (plan_updates, on a second
+    connection) while batch k's transaction is still open. Some of those transactions roll back,
+    and another writer sometimes writes a batch of its own (before or after a decision made ahead of
+    it): each decision made ahead is used only while it still holds, and the blobs read back equal
+    the in-memory model's."""
+    rng = random.Random(seed)
+    conn = await asyncpg.connect(database_url)
+    side = await asyncpg.connect(database_url)  # the writer's connection for deciding ahead
+    try:
+        await conn.execute(
+            "TRUNCATE channel_announcements, channel_updates, channel_directions, node_announcements, nodes"
+        )
+        ours, theirs = StateCache(), StateCache()
+        history = GossipHistory(MAINNET)
+        batches: list[list[Incoming]] = []
+        pending: list[Incoming] = []
+        for ev in random_events(seed, channels=25, days=20):
+            raw = event_message(ev)
+            funding = ev.kwargs.get("funding_sats") if ev.kind == "ann" else None
+            history.add_message(raw, ev.seen, funding_sats=funding)  # type: ignore[arg-type]
+            pending.append(
+                Incoming(decode_gossip(raw), ev.seen * 1_000_000 + rng.randrange(1_000_000), funding)
+            )  # type: ignore[arg-type]
+            if len(pending) >= rng.choice([1, 7, 50, 300]):
+                batches.append(pending)
+                pending = []
+        if pending:
+            batches.append(pending)
+        mine = [rng.random() < 0.85 for _ in batches]  # else the other writer's
+        used = remade = rolled_back = 0
+        ahead: PlannedUpdates | None = None  # batch k's decision, made during batch k-1
+        for k, batch in enumerate(batches):
+            if not mine[k]:
+                async with conn.transaction():
+                    await write_batch(conn, batch, theirs)
+                    if k + 1 < len(batches) and mine[k + 1] and rng.random() < 0.5:
+                        ahead = await plan_updates(side, batches[k + 1], ours)  # before their commit
+                theirs.committed()
+                continue
+            planned, ahead = ahead, None
+            if planned is None and rng.random() < 0.7:  # nothing being written: decided ahead alone
+                planned = await plan_updates(side, batch, ours)
+            while True:
+                fail = rng.random() < 0.1
+                try:
+                    async with conn.transaction():
+                        await write_batch(conn, batch, ours, planned)
+                        if k + 1 < len(batches) and mine[k + 1] and planned is not None and not fail:
+                            ahead = await plan_updates(side, batches[k + 1], ours, planned)
+                        if fail:
+                            raise _Rollback
+                except _Rollback:
+                    rolled_back += 1
+                    if planned is not None:
+                        planned.kept = False
+                    planned = None  # written again, decided under the lock
+                    continue
+                ours.committed()
+                if planned is not None:
+                    planned.kept = planned.used
+                    used += planned.used
+                    remade += not planned.used
+                break
+        assert used and remade and rolled_back
+        await assert_same_blobs(conn, history, _pairs(rng))
+    finally:
+        await side.close()
+        await conn.close()
+
+
+async def test_a_decision_made_ahead_is_made_again_after_retention_deleted_a_row_it_found(
+    database_url: str,
+) -> None:
+    """A decision made ahead found a superseded row (a re-delivery: duplicate); retention deletes
+    that row before the batch takes the lock. Retention stamps, so the decision is made again: the
+    re-delivery is stored as the stale row it now is, not dropped as a duplicate of nothing."""
+    pool = await asyncpg.create_pool(database_url, min_size=2, max_size=2)
+    assert pool is not None
+    cache = StateCache()
+    scid, t0, t1, t2 = 700_003 << 40, START, START + DAY, START + 2 * DAY  # t0 starts the life
+    try:
+        async with pool.acquire() as conn:
+            for ts in (t0, t1, t2):
+                await write_batch(
+                    conn, [Incoming(decode_gossip(channel_update(scid, 0, ts)), ts * 1_000_000)], cache
+                )
+                cache.committed()
+            again = [Incoming(decode_gossip(channel_update(scid, 0, t1)), (t2 + 60) * 1_000_000)]
+            planned = await plan_updates(conn, again, cache)
+            assert planned.outcomes == {0: Outcome.DUPLICATE}
+        stats = await retention.prune(pool, now=t2 + 10 * DAY, superseded_retention=DAY,
+                                      pending_update_ttl=60 * DAY, observation_retention=0)  # fmt: skip
+        assert stats.superseded_updates == 1
+        async with pool.acquire() as conn:
+            outcomes = await write_batch(conn, again, cache, planned)
+            cache.committed()
+            assert not planned.used
+            assert outcomes == [Outcome.STALE]
+            assert await conn.fetchval("SELECT count(*) FROM channel_updates WHERE timestamp = $1", t1) == 1
+    finally:
+        await pool.close()
+
+
+async def test_a_decision_made_ahead_holds_on_top_of_the_batch_being_written(database_url: str) -> None:
+    """Batch 2 is decided while batch 1's transaction is open: it sees batch 1's rows (a
+    re-delivery of one is a duplicate) and is used once batch 1 committed as decided; had batch 1
+    rolled back, it is made again."""
+    conn = await asyncpg.connect(database_url)
+    side = await asyncpg.connect(database_url)
+    cache = StateCache()
+    scid, t1, t2 = 700_004 << 40, START, START + DAY
+    first = [Incoming(decode_gossip(channel_update(scid, 1, ts)), ts * 1_000_000) for ts in (t1, t2)]
+    second = [Incoming(decode_gossip(channel_update(scid, 1, t1)), (t1 - 7) * 1_000_000)]
+    try:
+        for commit in (False, True):
+            planned1 = await plan_updates(side, first, cache)
+            try:
+                async with conn.transaction():
+                    assert await write_batch(conn, first, cache, planned1) == [Outcome.STORED, Outcome.STORED]
+                    planned2 = await plan_updates(side, second, cache, planned1)
+                    assert planned2.outcomes == {0: Outcome.DUPLICATE}
+                    if not commit:
+                        raise _Rollback
+            except _Rollback:
+                pass
+            else:
+                cache.committed()
+                planned1.kept = planned1.used
+            assert planned1.used
+            outcomes = await write_batch(conn, second, cache, planned2)
+            cache.committed()
+            assert planned2.used is commit
+            # Rolled back: batch 1 is not stored, so the update of t1 is new again.
+            assert outcomes == [Outcome.DUPLICATE if commit else Outcome.STORED]
+            if not commit:
+                await conn.execute("DELETE FROM channel_updates WHERE scid = $1", scid)
+                await conn.execute("DELETE FROM channel_directions WHERE scid = $1", scid)
+                await conn.execute("UPDATE writer_state SET writer = 0, batch = batch + 1")
+        seen = await conn.fetchval(
+            "SELECT extract(epoch FROM seen)::int8 FROM channel_updates WHERE timestamp = $1", t1
+        )
+        assert seen == t1 - 7  # the re-delivery lowered the row batch 1 wrote
+    finally:
+        await side.close()
         await conn.close()
