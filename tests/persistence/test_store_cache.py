@@ -8,6 +8,7 @@ retention deleting directions in between; the blobs read back equal the in-memor
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import asyncpg
@@ -19,7 +20,15 @@ from lnsync.gossip.messages import decode_gossip
 from lnsync.rgs.history import GossipHistory
 from lnsync.rgs.rules import Outcome
 from services.persistence import retention
-from services.persistence.store import Incoming, PlannedUpdates, StateCache, plan_updates, write_batch
+from services.persistence.store import (
+    IDS_LOCK,
+    RESERVE_IDS_SQL,
+    Incoming,
+    PlannedUpdates,
+    StateCache,
+    plan_updates,
+    write_batch,
+)
 from tests.persistence.conftest import channel_update
 from tests.persistence.test_store_rules import assert_same_blobs
 from tests.rgs.histories import DAY, MAINNET, START, event_message, random_events
@@ -328,3 +337,24 @@ async def test_a_decision_made_ahead_holds_on_top_of_the_batch_being_written(dat
     finally:
         await side.close()
         await conn.close()
+
+
+async def test_id_reservations_never_overlap(database_url: str) -> None:
+    """Writers deciding ahead reserve channel_updates ids outside the writer lock, concurrently:
+    every reservation is one range of its own. (Without IDS_LOCK, nextval and setval of two
+    sessions interleave: this many reservations on eight connections overlapped.)"""
+    pool = await asyncpg.create_pool(database_url, min_size=8, max_size=8)
+    assert pool is not None
+    rng = random.Random(7)
+
+    async def reserve(n: int) -> range:
+        async with pool.acquire() as conn:
+            last = await conn.fetchval(RESERVE_IDS_SQL, n, IDS_LOCK)
+        return range(last - n + 1, last + 1)
+
+    try:
+        ranges = await asyncio.gather(*(reserve(rng.randint(1, 5000)) for _ in range(3000)))
+        ids = [i for r in ranges for i in r]
+        assert len(ids) == len(set(ids)) == sum(len(r) for r in ranges)
+    finally:
+        await pool.close()
