@@ -171,15 +171,16 @@ def decided_ahead(port: int) -> dict[str, int]:
     """The writer's decisions made ahead of the lock, kept or made again (its metrics)."""
     import urllib.request
 
+    from prometheus_client.parser import text_string_to_metric_families
+
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         text = r.read().decode()
     counts = {"kept": 0, "remade": 0}
-    for line in text.splitlines():
-        if line.startswith("lnsync_persistence_decided_ahead_total{"):
-            labels, value = line.rsplit(" ", 1)
-            for result in counts:
-                if f'result="{result}"' in labels:
-                    counts[result] = int(float(value))
+    for family in text_string_to_metric_families(text):
+        if family.name == "lnsync_persistence_decided_ahead":
+            for sample in family.samples:
+                if sample.name.endswith("_total") and sample.labels.get("result") in counts:
+                    counts[sample.labels["result"]] = int(sample.value)
     return counts
 
 
