@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -327,6 +328,121 @@ def channel(target: str, extra_options: Sequence[tuple[str, Any]] = ()) -> grpc.
     return grpc.aio.secure_channel(target, _tls.client, options=options)
 
 
+# A call that failed so (gRPC's own retries above already tried every address it knows) gets one
+# more attempt once the channel connects again: see Remote.
+RETRY_ONCE_MORE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+# How long a channel may stay in TRANSIENT_FAILURE before a caller waiting for it makes a new one.
+RENEW_AFTER = 2.0
+# How long a replaced channel keeps the calls already on it.
+_OLD_CHANNEL_GRACE = 60.0
+
+S = TypeVar("S")
+T = TypeVar("T")
+
+
+class Remote:
+    """A channel to one service that is made again when it stays unreachable, and its stubs.
+
+    gRPC's DNS resolver retries a name that did not resolve with a backoff that grows to 120 s and
+    that no channel option changes. A headless Service with no ready pod does not resolve: when every
+    pod of a component restarts (persistence after a crash, lookup in a rollout) a channel would find
+    the new pods up to a minute after they are Ready (measured: a 40 s outage left 17 s between
+    resolutions). :meth:`ready` waits for a connection, and replaces a channel that has been failing
+    for :data:`RENEW_AFTER` (a new channel resolves at once), at most that often. :meth:`call`
+    retries a call that failed UNAVAILABLE or CANCELLED once, after :meth:`ready`.
+
+    Stubs from :meth:`stub` always use the current channel, so holders of one need not know."""
+
+    def __init__(self, target: str, extra_options: Sequence[tuple[str, Any]] = ()) -> None:
+        self.target = target
+        self._options = tuple(extra_options)
+        self._channel = channel(target, self._options)
+        self._made_at = time.monotonic()
+        self._stubs: dict[type, Any] = {}
+        self._old: dict[grpc.aio.Channel, asyncio.Task[None]] = {}
+        self.renewals = 0
+        self._channel.get_state(try_to_connect=True)
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        return self._channel
+
+    def stub(self, cls: Callable[[grpc.aio.Channel], S]) -> S:
+        """A stub of ``cls`` whose calls go to whatever channel is current when they are made."""
+        return _StubProxy(self, cls)  # type: ignore[return-value]
+
+    def _stub_now(self, cls: Callable[[grpc.aio.Channel], Any]) -> Any:
+        made = self._stubs.get(cls)  # type: ignore[call-overload]
+        if made is None:
+            made = self._stubs[cls] = cls(self._channel)  # type: ignore[index]
+        return made
+
+    def _renew(self) -> None:
+        old = self._channel
+        self._channel = channel(self.target, self._options)
+        self._made_at = time.monotonic()
+        self._stubs.clear()
+        self.renewals += 1
+        self._channel.get_state(try_to_connect=True)
+        log.info("no connection to %s for %.0f s: dialling it again", self.target, RENEW_AFTER)
+        task = asyncio.create_task(old.close(_OLD_CHANNEL_GRACE))
+        self._old[old] = task
+        task.add_done_callback(lambda _: self._old.pop(old, None))
+
+    async def ready(self, wait: float) -> bool:
+        """Wait up to ``wait`` seconds for the channel to connect (making it again while it keeps
+        failing); False if it did not."""
+        deadline = time.monotonic() + wait
+        while True:
+            now = time.monotonic()
+            state = self._channel.get_state(try_to_connect=True)
+            if state == grpc.ChannelConnectivity.READY:
+                return True
+            if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE and now - self._made_at >= RENEW_AFTER:
+                self._renew()
+            remaining = deadline - now
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._channel.channel_ready(), min(remaining, RENEW_AFTER))
+
+    async def call(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        wait: float,
+        on_retry: Callable[[grpc.aio.AioRpcError], object] | None = None,
+    ) -> T:
+        """``attempt()``, and once more if it failed UNAVAILABLE or CANCELLED and the channel
+        connects within ``wait`` seconds (``on_retry`` is told of the first failure then); else the
+        first failure is raised."""
+        try:
+            return await attempt()
+        except grpc.aio.AioRpcError as first:
+            if first.code() not in RETRY_ONCE_MORE or not await self.ready(wait):
+                raise
+            if on_retry is not None:
+                on_retry(first)
+            return await attempt()
+
+    async def close(self) -> None:
+        await self._channel.close()
+        for old, task in list(self._old.items()):
+            await old.close()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+class _StubProxy:
+    """What :meth:`Remote.stub` returns: attribute access goes to a stub on the current channel."""
+
+    __slots__ = ("_cls", "_remote")
+
+    def __init__(self, remote: Remote, cls: Callable[[grpc.aio.Channel], Any]) -> None:
+        self._remote, self._cls = remote, cls
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._remote._stub_now(self._cls), name)
+
+
 async def check_health(target: str, service: str = "", timeout: float = 2.0) -> bool:
     """True if the server at ``target`` reports SERVING for ``service``."""
     async with channel(target) as ch:
@@ -336,9 +452,6 @@ async def check_health(target: str, service: str = "", timeout: float = 2.0) -> 
         except grpc.aio.AioRpcError:
             return False
         return bool(resp.status == SERVING)
-
-
-T = TypeVar("T")
 
 
 def chunks(data: bytes, size: int = CHUNK_SIZE) -> Iterator[bytes]:

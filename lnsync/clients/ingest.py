@@ -45,6 +45,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -141,7 +142,7 @@ class IngestClient:
         self._sent_seq = 0  # highest seq written on the current stream
         self._changed = asyncio.Event()  # new messages, acknowledgements or a stream failure
         self._acked = asyncio.Condition()
-        self._channel: grpc.aio.Channel | None = None
+        self._remote: rpc.Remote | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -164,7 +165,7 @@ class IngestClient:
         if self._task is None:
             # gRPC's own reconnect backoff (up to 120 s by default) must not outlast ours.
             limit = int(self._backoff.maximum * 1000)
-            self._channel = rpc.channel(
+            self._remote = rpc.Remote(
                 self.target,
                 [
                     ("grpc.initial_reconnect_backoff_ms", min(1000, limit)),
@@ -213,16 +214,20 @@ class IngestClient:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._channel is not None:
-            await self._channel.close()
-            self._channel = None
+        if self._remote is not None:
+            await self._remote.close()
+            self._remote = None
 
     # -- the stream -------------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        assert self._channel is not None
-        stub = persistence_pb2_grpc.PersistenceStub(self._channel)
+        remote = self._remote
+        assert remote is not None
+        stub = remote.stub(persistence_pb2_grpc.PersistenceStub)
         while not self._closing:
+            # Wait for a connection, dialling again if gRPC's name resolution has backed off (a
+            # persistence that was away for a while is streamed to as soon as it is back).
+            await remote.ready(math.inf)
             call = stub.Ingest(wait_for_ready=True)
             try:
                 await self._stream(call)

@@ -6,12 +6,14 @@ few seconds; once fully synced it stays so (persistence never un-syncs). The cal
 small whatever number of peers persistence knows (``GetSyncStatus`` lists them all, and once failed
 with RESOURCE_EXHAUSTED under made-up peers, closing the gate).
 
-The channel connects when the gate is made, not at the first request; until persistence first
-answers, and for at most ``startup_wait`` seconds after that, calls wait for the channel
-(``wait_for_ready``) rather than failing at once: a pod whose first connection fails (its network
-or DNS not working yet: a new lookup pod in a Kubernetes scale-out once refused deltas for a
-second) waits for the reconnection instead. Past that they fail at once again, so that a
-persistence that is down is reported as such without holding every request.
+The channel connects when the gate is made, not at the first request. A call that finds persistence
+unreachable waits up to ``ready_wait`` seconds for the channel to connect and is made once more
+(:meth:`lnsync.rpc.Remote.call`, which dials again when name resolution has backed off): a pod whose
+first connection fails (its network or DNS not working yet: a new lookup pod in a Kubernetes
+scale-out once refused deltas for a second), or a lookup that asks right after persistence came
+back from a restart (gRPC's resolver may not look at the name again for tens of seconds), gets its
+answer instead of a refusal. Concurrent
+callers share one call, so a persistence that is down holds each of them at most that long.
 
 Lookup also relays the full ``GetSyncStatus`` (:meth:`SyncGate.sync_status`, as ``Lookup.GetSyncStatus``)
 for the gateway's status page, so that the internet-facing gateway never reaches persistence.
@@ -19,30 +21,33 @@ for the gateway's status page, so that the internet-facing gateway never reaches
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 
 from lnsync import rpc
 from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
 
+T = TypeVar("T")
+
 
 class SyncGate:
     def __init__(
-        self, target: str, cache_seconds: float = 1.0, *, timeout: float = 5.0, startup_wait: float = 5.0
+        self, target: str, cache_seconds: float = 1.0, *, timeout: float = 5.0, ready_wait: float = 6.0
     ) -> None:
-        """``target``: persistence's address."""
-        self._channel = rpc.channel(target)
-        self._stub = persistence_pb2_grpc.PersistenceStub(self._channel)
+        """``target``: persistence's address; ``timeout``: each call's deadline."""
+        self._remote = rpc.Remote(target)
+        self._stub = self._remote.stub(persistence_pb2_grpc.PersistenceStub)
         self._cache_seconds = cache_seconds
         self._timeout = timeout
-        self._wait_until = time.monotonic() + startup_wait
-        self._answered = False
-        self._channel.get_state(try_to_connect=True)
+        self._ready_wait = ready_wait
         self._status: persistence_pb2.SyncGate | None = None
         self._fetched_at = 0.0
         self._sync_status: tuple[float, persistence_pb2.SyncStatus] | None = None
+        self._inflight: dict[str, asyncio.Future[Any]] = {}
 
     async def status(self) -> persistence_pb2.SyncGate:
         """The current status; raises grpc.aio.AioRpcError if persistence cannot be reached."""
@@ -50,10 +55,11 @@ class SyncGate:
         cached = self._status
         if cached is not None and (cached.fully_synced or now - self._fetched_at < self._cache_seconds):
             return cached
-        status: persistence_pb2.SyncGate = await self._stub.GetSyncGate(
-            persistence_pb2.GetSyncGateRequest(), **self._call_options(now)
+        request = persistence_pb2.GetSyncGateRequest()
+        status: persistence_pb2.SyncGate = await self._shared(
+            "gate", lambda: self._stub.GetSyncGate(request, timeout=self._timeout)
         )
-        self._status, self._fetched_at, self._answered = status, now, True
+        self._status, self._fetched_at = status, now
         return status
 
     async def sync_status(self) -> persistence_pb2.SyncStatus:
@@ -62,17 +68,27 @@ class SyncGate:
         now = time.monotonic()
         if self._sync_status is not None and now - self._sync_status[0] < self._cache_seconds:
             return self._sync_status[1]
-        status: persistence_pb2.SyncStatus = await self._stub.GetSyncStatus(
-            persistence_pb2.GetSyncStatusRequest(), **self._call_options(now)
+        request = persistence_pb2.GetSyncStatusRequest()
+        status: persistence_pb2.SyncStatus = await self._shared(
+            "sync", lambda: self._stub.GetSyncStatus(request, timeout=self._timeout)
         )
-        self._sync_status, self._answered = (now, status), True
+        self._sync_status = (now, status)
         return status
 
-    def _call_options(self, now: float) -> dict[str, Any]:
-        """Wait for the channel only in the start-up window, and not past its end."""
-        if self._answered or now >= self._wait_until:
-            return {"timeout": self._timeout}
-        return {"timeout": min(self._timeout, self._wait_until - now), "wait_for_ready": True}
+    async def _shared(self, key: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """One call at a time per kind: callers that come while it runs share its outcome."""
+        running = self._inflight.get(key)
+        if running is None:
+            running = asyncio.ensure_future(self._remote.call(attempt, self._ready_wait))
+            self._inflight[key] = running
+            running.add_done_callback(lambda done: self._settled(key, done))
+        answer: T = await asyncio.shield(running)
+        return answer
+
+    def _settled(self, key: str, done: asyncio.Future[Any]) -> None:
+        self._inflight.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here: every caller may have gone (cancelled) before it ended
 
     async def why_not_ready(self) -> str | None:
         """None when fully synced, otherwise a sentence saying what is missing."""
@@ -91,4 +107,4 @@ class SyncGate:
         )
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._remote.close()

@@ -73,7 +73,7 @@ class Gateway:
             cache_control(g.cache_max_age, g.cache_s_maxage, *stale),
         )
         self.deltas = DynamicDeltas(
-            self.upstreams.lookup_stub,
+            self.upstreams.lookup.remote,
             # gateway.max_dynamic bounds the whole gateway: each worker gets its share.
             max_concurrent=max(1, -(-g.max_dynamic // workers)),
             cache=(g.cache_max_age, g.cache_s_maxage, *stale),

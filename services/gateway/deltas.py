@@ -31,13 +31,11 @@ from services.gateway.errors import HttpError, from_grpc
 log = logging.getLogger(__name__)
 
 COMPUTE_TIMEOUT = 120.0
-# After UNAVAILABLE (which the channel already retried on every lookup it knows): how long one more
-# attempt may wait for a lookup to be reachable. In a rollout the channel can lose every pod it knows
-# before it re-resolves the name (at most every 5 s); a lookup that is really down still answers
-# 503 within this bound.
+# After UNAVAILABLE or CANCELLED (which the channel already retried on every lookup it knows): how
+# long one more attempt may wait for a lookup to be reachable (lnsync.rpc.Remote.call). In a rollout
+# the channel can lose every pod it knows before it re-resolves the name; a lookup that is really
+# down still answers 503 within this bound.
 READY_WAIT = 6.0
-# Failures of a lookup going away (gRPC's own retries already tried the other replicas).
-RETRY_ONCE_MORE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
 # How long lookup's serving policy is used before it is asked again.
 POLICY_TTL = 300.0
 POLICY_TIMEOUT = 5.0
@@ -51,7 +49,7 @@ Key = tuple[int, int, int]  # (last_sync_timestamp, version, reference time)
 class DynamicDeltas:
     def __init__(
         self,
-        stub: lookup_pb2_grpc.LookupStub,
+        lookup: rpc.Remote,
         *,
         max_concurrent: int,
         cache: tuple[int, int, int, int],
@@ -59,7 +57,8 @@ class DynamicDeltas:
     ) -> None:
         """``cache``: the gateway's Cache-Control seconds (max-age, s-maxage, stale-while-revalidate,
         stale-if-error); a delta's max-age and s-maxage are capped at one granularity step."""
-        self._stub = stub
+        self._lookup = lookup
+        self._stub = lookup.stub(lookup_pb2_grpc.LookupStub)
         self._policy: lookup_pb2.ServingPolicy | None = None
         self._policy_at = -POLICY_TTL
         self._policy_lock = asyncio.Lock()
@@ -84,8 +83,8 @@ class DynamicDeltas:
                 return self._policy
             request = lookup_pb2.GetServingPolicyRequest()
             try:
-                answer: lookup_pb2.ServingPolicy = await self._stub.GetServingPolicy(
-                    request, timeout=POLICY_TIMEOUT
+                answer: lookup_pb2.ServingPolicy = await self._lookup.call(
+                    lambda: self._stub.GetServingPolicy(request, timeout=POLICY_TIMEOUT), READY_WAIT
                 )
             except grpc.aio.AioRpcError as exc:
                 metrics.UPSTREAM_ERRORS.labels("lookup", exc.code().name).inc()
@@ -131,19 +130,15 @@ class DynamicDeltas:
         request = lookup_pb2.ComputeDeltaRequest(
             last_sync_timestamp=last_sync, version=version, reference_time=R
         )
+
+        async def attempt() -> tuple[lookup_pb2.BlobInfo | None, bytes]:
+            return await rpc.join_chunks(self._stub.ComputeDelta(request, timeout=COMPUTE_TIMEOUT))
+
+        def retrying(first: grpc.aio.AioRpcError) -> None:
+            metrics.UPSTREAM_ERRORS.labels("lookup", first.code().name).inc()
+
         try:
-            try:
-                info, data = await rpc.join_chunks(self._stub.ComputeDelta(request, timeout=COMPUTE_TIMEOUT))
-            except grpc.aio.AioRpcError as first:
-                if first.code() not in RETRY_ONCE_MORE:
-                    raise
-                metrics.UPSTREAM_ERRORS.labels("lookup", first.code().name).inc()
-                call = self._stub.ComputeDelta(request, timeout=READY_WAIT, wait_for_ready=True)
-                try:
-                    info, data = await rpc.join_chunks(call)
-                except grpc.aio.AioRpcError as second:
-                    # Still no lookup after the wait: unavailable (503), not slow (504).
-                    raise first if second.code() == grpc.StatusCode.DEADLINE_EXCEEDED else second from None
+            info, data = await self._lookup.call(attempt, READY_WAIT, on_retry=retrying)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
                 self.gate_closed_at = time.monotonic()

@@ -1,7 +1,8 @@
 """The gateway's gRPC connections: one long-lived channel per upstream service, with stubs.
 
-Channels reconnect by themselves (gRPC), so a restarted service is picked up again without any
-action here; health checks reuse the same channels instead of dialling for every probe.
+Channels reconnect by themselves (gRPC; :class:`lnsync.rpc.Remote` dials again when name resolution
+has backed off), so a restarted service is picked up again without any action here; health checks
+reuse the same channels instead of dialling for every probe.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ HEALTH_TIMEOUT = 2.0
 class Upstream:
     name: str
     target: str
-    channel: grpc.aio.Channel = field(init=False)
+    remote: rpc.Remote = field(init=False)
     health: health_pb2_grpc.HealthStub = field(init=False)
 
     def __post_init__(self) -> None:
-        self.channel = rpc.channel(self.target)
-        self.health = health_pb2_grpc.HealthStub(self.channel)
+        self.remote = rpc.Remote(self.target)
+        self.health = self.remote.stub(health_pb2_grpc.HealthStub)
 
     async def serving(self) -> bool:
         """True if the service answers its health check with SERVING."""
@@ -45,8 +46,8 @@ class Upstreams:
     def __init__(self, settings: Settings) -> None:
         self.lookup = Upstream("lookup", settings.lookup.target)
         self.snapshotter = Upstream("snapshotter", settings.snapshotter.target)
-        self.lookup_stub = lookup_pb2_grpc.LookupStub(self.lookup.channel)
-        self.snapshots_stub = snapshots_pb2_grpc.SnapshotsStub(self.snapshotter.channel)
+        self.lookup_stub = self.lookup.remote.stub(lookup_pb2_grpc.LookupStub)
+        self.snapshots_stub = self.snapshotter.remote.stub(snapshots_pb2_grpc.SnapshotsStub)
 
     @property
     def all(self) -> tuple[Upstream, ...]:
@@ -54,4 +55,4 @@ class Upstreams:
 
     async def close(self) -> None:
         for up in self.all:
-            await up.channel.close()
+            await up.remote.close()

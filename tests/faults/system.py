@@ -218,6 +218,12 @@ class UpSystem:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def first_traceback(self) -> str | None:
+        """The log around its first traceback, or None if it has none."""
+        log = self.log()
+        at = log.find("Traceback")
+        return None if at < 0 else log[max(0, at - 1500) : at + 4500]
+
     def stop(self) -> int | None:
         if self.proc is None:
             return None

@@ -385,5 +385,6 @@ async def test_readyz_says_so_while_lookups_gate_is_closed(database_url: str, sh
             status, body = await _http_status(base, "/readyz")
             return status == 503 and b"sync gate is closed" in body
 
-        await until(unready, 30, "/readyz to report lookup's closed gate", interval=0.2)
+        # Each refused delta first waits up to 6 s for persistence (SyncGate's ready_wait).
+        await until(unready, 60, "/readyz to report lookup's closed gate", interval=0.2)
         assert (await _http_status(base, "/snapshot/v2/0"))[0] == 200  # snapshots keep coming

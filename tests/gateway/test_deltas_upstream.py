@@ -41,13 +41,13 @@ async def start_lookup(port: int) -> grpc.aio.Server:
     return server
 
 
-def deltas(channel: grpc.aio.Channel) -> DynamicDeltas:
-    return DynamicDeltas(lookup_pb2_grpc.LookupStub(channel), max_concurrent=4, cache=(60, 60, 0, 0))
+def deltas(remote: rpc.Remote) -> DynamicDeltas:
+    return DynamicDeltas(remote, max_concurrent=4, cache=(60, 60, 0, 0))
 
 
-async def answered_then_gone(port: int, channel: grpc.aio.Channel) -> DynamicDeltas:
+async def answered_then_gone(port: int, remote: rpc.Remote) -> DynamicDeltas:
     """Deltas that got a first answer (and lookup's serving policy) from a lookup now stopped."""
-    cache = deltas(channel)
+    cache = deltas(remote)
     server = await start_lookup(port)
     assert (await cache.get(int(time.time()) - 7200, 2)).body == BODY
     await server.stop(None)
@@ -57,8 +57,9 @@ async def answered_then_gone(port: int, channel: grpc.aio.Channel) -> DynamicDel
 @pytest.mark.timeout(60)
 async def test_a_lookup_back_within_the_wait_answers_the_request() -> None:
     port = free_port()
-    async with rpc.channel(f"127.0.0.1:{port}") as channel:
-        cache = await answered_then_gone(port, channel)
+    remote = rpc.Remote(f"127.0.0.1:{port}")
+    try:
+        cache = await answered_then_gone(port, remote)
         asking = asyncio.create_task(cache.get(int(time.time()) - 3600, 2))
         await asyncio.sleep(2.0)  # longer than the channel's own retries of UNAVAILABLE
         assert not asking.done()
@@ -67,16 +68,21 @@ async def test_a_lookup_back_within_the_wait_answers_the_request() -> None:
             blob = await asyncio.wait_for(asking, READY_WAIT + 5)
         finally:
             await server.stop(None)
+    finally:
+        await remote.close()
     assert blob.body == BODY
 
 
 @pytest.mark.timeout(60)
 async def test_a_lookup_that_stays_away_is_a_503_within_the_wait() -> None:
     port = free_port()
-    async with rpc.channel(f"127.0.0.1:{port}") as channel:
-        cache = await answered_then_gone(port, channel)
+    remote = rpc.Remote(f"127.0.0.1:{port}")
+    try:
+        cache = await answered_then_gone(port, remote)
         started = time.monotonic()
         with pytest.raises(HttpError) as refused:
             await cache.get(int(time.time()) - 3600, 2)
+    finally:
+        await remote.close()
     assert refused.value.status == 503
     assert time.monotonic() - started < READY_WAIT + 5

@@ -305,29 +305,27 @@ async def test_caught_up_to_only_moves_forward_and_never_past_now(persistence) -
 
 
 async def test_the_sync_gate_waits_for_persistence_instead_of_failing_at_once(persistence_factory) -> None:
-    """A lookup or snapshotter that starts before persistence answers (or before its pod's network
+    """A lookup or snapshotter that asks before persistence answers (or before its pod's network
     and DNS work: a new lookup pod in a Kubernetes scale-out once refused deltas for a second) waits
-    for persistence within the call's timeout (during its start-up wait); out of reach, it says so."""
+    up to its ready_wait for persistence; out of reach, it says so, no later than that."""
     port = free_port()
-    # Past its first refused connection the channel retries after at most 5 s (lnsync.rpc).
-    gate = SyncGate(f"127.0.0.1:{port}", cache_seconds=0, timeout=20, startup_wait=20)
+    gate = SyncGate(f"127.0.0.1:{port}", cache_seconds=0, timeout=20, ready_wait=20)
     check = asyncio.create_task(gate.why_not_ready())
-    await asyncio.sleep(1.0)
+    also = asyncio.create_task(gate.why_not_ready())  # a second caller shares the first's call
+    await asyncio.sleep(3.0)  # past gRPC's own retries and the channel's first reconnect backoff
     assert not check.done()  # nothing listens yet: the check waits rather than failing
     await persistence_factory(port=port)
+    started = time.monotonic()
     reason = await check
     assert reason is not None and "0 of 1" in reason  # persistence answered: not synced yet
+    assert await also == reason
+    assert time.monotonic() - started < 5  # dialled again, not after a grown backoff
     await gate.close()
 
-    nowhere = SyncGate(f"127.0.0.1:{free_port()}", cache_seconds=0, timeout=0.5, startup_wait=20)
-    reason = await nowhere.why_not_ready()
-    assert reason is not None and "cannot reach persistence" in reason
-    await nowhere.close()
-
-    # Past its start-up wait, a gate that never reached persistence says so at once.
-    late = SyncGate(f"127.0.0.1:{free_port()}", cache_seconds=0, timeout=20, startup_wait=0)
-    started = time.monotonic()
-    reason = await late.why_not_ready()
-    assert reason is not None and "cannot reach persistence" in reason
-    assert time.monotonic() - started < 5
-    await late.close()
+    for wait in (0.0, 3.0):
+        nowhere = SyncGate(f"127.0.0.1:{free_port()}", cache_seconds=0, timeout=20, ready_wait=wait)
+        started = time.monotonic()
+        reason = await nowhere.why_not_ready()
+        assert reason == "cannot reach persistence to check the sync state (UNAVAILABLE)"
+        assert wait <= time.monotonic() - started < wait + 3
+        await nowhere.close()
