@@ -131,7 +131,7 @@ class SnapshotCache:
         seconds = (time.monotonic() if now is None else now) - since
         return seconds, f"generation {generation} cannot be loaded ({reason})"
 
-    async def refresh(self, wait: float = 0) -> bool:
+    async def refresh(self, wait: float = 0, *, again: int = 2) -> bool:
         """One poll: load the snapshotter's generation if it differs from the one held. With
         ``wait``, a long poll: the snapshotter answers once it holds another generation, or after
         ``wait`` seconds.
@@ -139,7 +139,8 @@ class SnapshotCache:
         Returns whether the next long poll may follow at once: the answer was a new generation
         that loaded, or it came after the snapshotter waited. Never raises (but for
         cancellation): whatever the snapshotter lists, the generation held keeps being served and
-        the next poll tries again.
+        the next poll tries again. A generation replaced while it was being fetched is followed at
+        once, ``again`` times at most (a worker starting up must hold one before it listens).
         """
         listed = 0
         held = self.generation.id if self.generation else 0
@@ -165,6 +166,8 @@ class SnapshotCache:
         except GenerationChanged as exc:
             log.info("%s; fetching again", exc)
             self._failed(listed, str(exc))
+            if again > 0:
+                return await self.refresh(again=again - 1)
         except Exception as exc:  # a listing this code cannot use must not stop the polling
             first = self.unloaded is None or self.unloaded[0] != listed
             log.log(

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 import random
 import time
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -14,6 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from lnsync.clients import snapshots as snapshot_kinds
+from lnsync.rgs import ladder, policy
 from lnsync.v1 import snapshots_pb2
 from services.gateway.blobs import Blob, accepts_gzip, cache_control, none_match, respond, unmodified_since
 from services.gateway.cors import Cors
@@ -242,3 +246,62 @@ async def test_the_gateway_long_polls_and_polls_a_snapshotter_that_answers_at_on
     else:  # an older snapshotter, which answers at once, is asked every poll interval
         assert all(0.38 <= g < 0.7 for g in gaps), gaps
     assert cache.reachable
+
+
+class _Replacing:
+    """A snapshotter that publishes generation 2 while the gateway fetches generation 1: the
+    gateway's first fetches get blobs of generation 2."""
+
+    def __init__(self) -> None:
+        self.generation = 1
+        self.lists = 0
+
+    def _infos(self, generation: int) -> list[snapshots_pb2.SnapshotInfo]:
+        out = []
+        for version in policy.VERSIONS:
+            for scope in (86400, ladder.FULL, ladder.NOTHING_NEW):
+                blob = f"v{version} {scope} g{generation}".encode()
+                out.append(
+                    snapshots_pb2.SnapshotInfo(
+                        generation=generation, reference_time=R_TEST, version=version,
+                        kind=snapshot_kinds.kind_of(scope), scope_seconds=max(scope, 0),
+                        size=len(blob), sha256=hashlib.sha256(blob).digest(),
+                    )
+                )  # fmt: skip
+        return out
+
+    async def ListSnapshots(self, request: snapshots_pb2.ListSnapshotsRequest, timeout: float) -> object:
+        self.lists += 1
+        return snapshots_pb2.ListSnapshotsResponse(
+            generation=self.generation,
+            reference_time=R_TEST,
+            interval=86400,
+            snapshots=self._infos(self.generation),
+        )
+
+    def GetSnapshot(self, request: snapshots_pb2.GetSnapshotRequest, timeout: float) -> object:
+        self.generation = 2  # published meanwhile
+        scope = snapshot_kinds.scope_of(request.kind, request.scope_seconds, request.timestamp, R_TEST)
+        blob = f"v{request.version} {scope} g2".encode()
+        (info,) = [i for i in self._infos(2) if i.version == request.version and i.kind == request.kind
+                   and i.scope_seconds == request.scope_seconds]  # fmt: skip
+
+        async def chunks() -> AsyncIterator[snapshots_pb2.SnapshotChunk]:
+            yield snapshots_pb2.SnapshotChunk(data=blob, info=info)
+
+        return chunks()
+
+
+R_TEST = 1_750_000_000
+
+
+async def test_a_generation_replaced_during_the_fetch_is_followed_at_once() -> None:
+    """A worker starting while the snapshotter published a new generation listened without one
+    and answered 503 for a poll interval (seen in a fault test); now one refresh ends holding the
+    new generation."""
+    stub = _Replacing()
+    cache = SnapshotCache(stub, bytes(32), "public")  # type: ignore[arg-type]
+    assert await cache.refresh()
+    assert cache.generation is not None and cache.generation.id == 2
+    assert stub.lists == 2
+    assert cache.unloaded is None
