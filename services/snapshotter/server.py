@@ -18,6 +18,7 @@ import gzip
 import logging
 import random
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import grpc
@@ -50,6 +51,9 @@ from services.snapshotter.storage import Generation, StoredBlob
 log = logging.getLogger(__name__)
 
 LOOKUP_TIMEOUT = 300.0
+# A lookup call that lost its connection (every lookup pod replaced in a rollout) waits this long
+# for one to be reachable and is made once more, rather than failing the generation.
+LOOKUP_READY_WAIT = 30.0
 RELOAD_EVERY = 2.0
 # The longest a ListSnapshots long poll waits for a new generation.
 MAX_LONG_POLL = 60
@@ -115,8 +119,8 @@ class SnapshotterService(db.StoreService, snapshots_pb2_grpc.SnapshotsServicer):
         INTERVAL.set(self.interval)
         self.ladder = ladder.scopes(self.interval)
         self.gate = SyncGate(settings.persistence.target)
-        self._lookup_channel = rpc.channel(settings.lookup.target)
-        self.lookup = lookup_pb2_grpc.LookupStub(self._lookup_channel)
+        self._lookup = rpc.Remote(settings.lookup.target)
+        self.lookup = self._lookup.stub(lookup_pb2_grpc.LookupStub)
         self.generation: Generation | None = None
         # The newest generation made that failed its proof: (R, first difference), until one passes.
         self.proof_failure: tuple[int, str] | None = None
@@ -135,7 +139,7 @@ class SnapshotterService(db.StoreService, snapshots_pb2_grpc.SnapshotsServicer):
 
     async def close(self) -> None:
         await self.gate.close()
-        await self._lookup_channel.close()
+        await self._lookup.close()
         if self.pool is not None:
             await self.pool.close()
 
@@ -361,7 +365,11 @@ class SnapshotterService(db.StoreService, snapshots_pb2_grpc.SnapshotsServicer):
                 self.interval, self.settings.ingest_lag, self.settings.gateway.cache_lifetime
             ),
         )
-        info, data = await rpc.join_chunks(self.lookup.ComputeDelta(request, timeout=LOOKUP_TIMEOUT))
+
+        def ask() -> Awaitable[tuple[Any, bytes]]:
+            return rpc.join_chunks(self.lookup.ComputeDelta(request, timeout=LOOKUP_TIMEOUT))
+
+        info, data = await self._lookup.call(ask, LOOKUP_READY_WAIT)
         compressed = await asyncio.to_thread(gzip.compress, data, 6) if compress else b""
         return StoredBlob(
             version=version,

@@ -7,7 +7,7 @@
   top of the state that client had, ending with the full snapshot's graph; regenerating while
   readers fetch in a loop fails no read; a generator killed mid-generation leaves the previous
   generation served; with two snapshotters, the one waiting for the lock publishes the generation
-  the killed one did not finish.
+  the killed one did not finish; a generation asked for while lookup restarts waits for it.
 """
 
 from __future__ import annotations
@@ -317,3 +317,27 @@ async def test_a_second_snapshotter_takes_over_a_generation_the_first_did_not_fi
         await conn.close()
     assert published == R
     assert "ended without publishing; generating R=" in waiter.log()
+
+
+async def test_a_generation_outlives_a_lookup_restart(stack: Stack, database_url: str) -> None:
+    """Every lookup pod replaced at once (a rollout) while a generation is asked for: the
+    snapshotter waits for lookup to be back (``LOOKUP_READY_WAIT``) instead of failing it."""
+    await load_history(database_url, seed=19, days=15)
+    await stack.start_healthy("persistence")
+    await report_synced(stack)
+    lookup = await stack.start_healthy("lookup")
+    await stack.start_healthy("snapshotter")
+    R = START + 10 * DAY
+    R -= R % INTERVAL
+    await regenerate(stack, R - INTERVAL)
+    lookup.kill()
+    asked = asyncio.create_task(regenerate(stack, R))
+    await asyncio.sleep(4)  # the generation has met the missing lookup
+    assert not asked.done()
+    await stack.start_healthy("lookup")
+    await asyncio.wait_for(asked, 120)
+    async with rpc.channel(stack.target("snapshotter")) as ch:
+        listing = await snapshots_pb2_grpc.SnapshotsStub(ch).ListSnapshots(
+            snapshots_pb2.ListSnapshotsRequest(), timeout=10
+        )
+    assert listing.reference_time == R
