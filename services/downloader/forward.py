@@ -41,11 +41,11 @@ class PersistenceSink:
     def __init__(self, target: str, peer_id: str, *, window: int) -> None:
         self.target = target
         self.client = IngestClient(target, peer_id, source="downloader", window=window)
-        self._channel: grpc.aio.Channel | None = None
+        self._remote: rpc.Remote | None = None
 
     async def start(self) -> None:
         await self.client.start()
-        self._channel = rpc.channel(self.target)
+        self._remote = rpc.Remote(self.target)
 
     def send(self, raw: bytes, received_at_us: int, funding_sats: int | None = None) -> Awaitable[object]:
         # The client's coroutine itself, not one wrapping it: one coroutine less a message.
@@ -63,7 +63,8 @@ class PersistenceSink:
         await self.client.flush()
 
     async def report_sync_complete(self, peer_id: str, counts: SyncCounts, caught_up_to: int) -> None:
-        assert self._channel is not None, "start() first"
+        remote = self._remote
+        assert remote is not None, "start() first"
         request = persistence_pb2.ReportSyncCompleteRequest(
             peer_id=peer_id,
             channel_announcements=counts.channel_announcements,
@@ -71,14 +72,17 @@ class PersistenceSink:
             node_announcements=counts.node_announcements,
             caught_up_to=caught_up_to,
         )
-        stub = persistence_pb2_grpc.PersistenceStub(self._channel)
+        stub = remote.stub(persistence_pb2_grpc.PersistenceStub)
+        await remote.ready(REPORT_TIMEOUT)  # (dials again if name resolution backed off)
         await stub.ReportSyncComplete(request, timeout=REPORT_TIMEOUT, wait_for_ready=True)
 
     async def resume_point(self, peer_id: str) -> int | None:
-        assert self._channel is not None, "start() first"
-        stub = persistence_pb2_grpc.PersistenceStub(self._channel)
+        remote = self._remote
+        assert remote is not None, "start() first"
+        stub = remote.stub(persistence_pb2_grpc.PersistenceStub)
 
         async def ask() -> persistence_pb2.SyncStatus:
+            await remote.ready(REPORT_TIMEOUT)
             try:
                 answer: persistence_pb2.SyncStatus = await stub.GetSyncStatus(
                     persistence_pb2.GetSyncStatusRequest(peer_id=peer_id),
@@ -114,8 +118,8 @@ class PersistenceSink:
         return None
 
     async def known_channels(self, max_channels: int) -> AsyncIterator[tuple[int, bytes, bytes]]:
-        assert self._channel is not None, "start() first"
-        stub = persistence_pb2_grpc.PersistenceStub(self._channel)
+        assert self._remote is not None, "start() first"
+        stub = self._remote.stub(persistence_pb2_grpc.PersistenceStub)
         request = persistence_pb2.KnownChannelsRequest(max_channels=max_channels)
         async for chunk in stub.KnownChannels(request, timeout=KNOWN_CHANNELS_TIMEOUT):
             for ch in chunk.channels:
@@ -123,6 +127,6 @@ class PersistenceSink:
 
     async def close(self) -> None:
         await self.client.close()
-        if self._channel is not None:
-            await self._channel.close()
-            self._channel = None
+        if self._remote is not None:
+            await self._remote.close()
+            self._remote = None
