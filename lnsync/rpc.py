@@ -363,10 +363,6 @@ class Remote:
         self.renewals = 0
         self._channel.get_state(try_to_connect=True)
 
-    @property
-    def channel(self) -> grpc.aio.Channel:
-        return self._channel
-
     def stub(self, cls: Callable[[grpc.aio.Channel], S]) -> S:
         """A stub of ``cls`` whose calls go to whatever channel is current when they are made."""
         return _StubProxy(self, cls)  # type: ignore[return-value]
@@ -377,14 +373,14 @@ class Remote:
             made = self._stubs[cls] = cls(self._channel)  # type: ignore[index]
         return made
 
-    def _renew(self) -> None:
+    def _renew(self, age: float) -> None:
         old = self._channel
         self._channel = channel(self.target, self._options)
         self._made_at = time.monotonic()
         self._stubs.clear()
         self.renewals += 1
         self._channel.get_state(try_to_connect=True)
-        log.info("no connection to %s for %.0f s: dialling it again", self.target, RENEW_AFTER)
+        log.info("%s unreachable on a channel made %.0f s ago: dialling it again", self.target, age)
         task = asyncio.create_task(old.close(_OLD_CHANNEL_GRACE))
         self._old[old] = task
         task.add_done_callback(lambda _: self._old.pop(old, None))
@@ -399,7 +395,7 @@ class Remote:
             if state == grpc.ChannelConnectivity.READY:
                 return True
             if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE and now - self._made_at >= RENEW_AFTER:
-                self._renew()
+                self._renew(now - self._made_at)
             remaining = deadline - now
             if remaining <= 0:
                 return False
