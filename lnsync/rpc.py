@@ -361,6 +361,7 @@ class Remote:
         self._stubs: dict[type, Any] = {}
         self._old: dict[grpc.aio.Channel, asyncio.Task[None]] = {}
         self.renewals = 0
+        self._in_a_row = 0  # renewals since the channel was last seen READY
         self._channel.get_state(try_to_connect=True)
 
     def stub(self, cls: Callable[[grpc.aio.Channel], S]) -> S:
@@ -379,8 +380,11 @@ class Remote:
         self._made_at = time.monotonic()
         self._stubs.clear()
         self.renewals += 1
+        self._in_a_row += 1
         self._channel.get_state(try_to_connect=True)
-        log.info("%s unreachable on a channel made %.0f s ago: dialling it again", self.target, age)
+        # Once an outage at INFO; every 2 s after that would only repeat it.
+        level = logging.INFO if self._in_a_row == 1 else logging.DEBUG
+        log.log(level, "%s unreachable on a channel made %.0f s ago: dialling it again", self.target, age)
         task = asyncio.create_task(old.close(_OLD_CHANNEL_GRACE))
         self._old[old] = task
         task.add_done_callback(lambda _: self._old.pop(old, None))
@@ -393,6 +397,7 @@ class Remote:
             now = time.monotonic()
             state = self._channel.get_state(try_to_connect=True)
             if state == grpc.ChannelConnectivity.READY:
+                self._in_a_row = 0
                 return True
             if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE and now - self._made_at >= RENEW_AFTER:
                 self._renew(now - self._made_at)
