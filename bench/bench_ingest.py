@@ -120,9 +120,6 @@ async def ingest_once(
     proc = await start_service(url, port, root / "persistence.log", metrics_port)
     ps = psutil.Process(proc.pid)
     spies = []
-    if profile is not None:
-        for name, pid in (("service", proc.pid), ("client", os.getpid())):
-            spies.append(await bench_results.start_py_spy(pid, profile / f"{name}.txt"))
     peak_rss = 0
 
     async def sample() -> None:
@@ -134,6 +131,9 @@ async def ingest_once(
     sampler = asyncio.create_task(sample())
     me = psutil.Process()
     try:
+        if profile is not None:
+            for name, pid in (("service", proc.pid), ("client", os.getpid())):
+                spies.append(await bench_results.start_py_spy(pid, profile / f"{name}.txt"))
         pg_procs = postgres_processes(pg)
         cpu0 = (cpu_seconds({0: ps}), cpu_seconds({0: me}), cpu_seconds(pg_procs))
         started = time.perf_counter()
@@ -382,6 +382,7 @@ def main() -> None:
         flush=True,
     )
     if args.profile is not None:
+        bench_results.py_spy()  # (missing: say so before anything starts)
         args.profile.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="lnsync-bench-", dir="/tmp"))
     root.chmod(0o755)

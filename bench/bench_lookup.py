@@ -341,6 +341,7 @@ def main() -> None:
     ap.add_argument("--profile", metavar="DIR", help="record lookup with py-spy during the deltas")
     args = ap.parse_args()
     if args.profile:
+        results.py_spy()  # (missing: say so before anything starts)
         Path(args.profile).mkdir(parents=True, exist_ok=True)
     results.write(args.json, asyncio.run(run(args)))
 

@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -89,10 +90,19 @@ class PeakRss:
         return round(self.peak / 2**20, 1)
 
 
+def py_spy() -> str:
+    """The py-spy executable: on PATH or beside this Python (a virtualenv not activated); a clear
+    error before anything starts if it is neither (``--profile`` is optional: pip install py-spy)."""
+    found = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if found is None:
+        raise SystemExit("--profile needs py-spy (pip install py-spy); not found on PATH or beside python")
+    return found
+
+
 async def start_py_spy(pid: int, out: Path, rate: int = 200) -> asyncio.subprocess.Process:
     """Record ``pid`` with py-spy (collapsed stacks, one line per stack) until sent SIGINT."""
     spy = await asyncio.create_subprocess_exec(
-        "py-spy", "record", "-p", str(pid), "-r", str(rate), "-f", "raw", "-o", str(out),
+        py_spy(), "record", "-p", str(pid), "-r", str(rate), "-f", "raw", "-o", str(out),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     await asyncio.sleep(1)  # attached
