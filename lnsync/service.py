@@ -55,12 +55,20 @@ class ReadySignal:
         self._health = health
         self._names = names
         self.is_ready = False
+        self._stopping = False
 
     async def set(self, ready: bool) -> None:
+        if self._stopping:
+            return  # (a database watch still running must not say SERVING again)
         if ready != self.is_ready:
             log.info("health: %s", "SERVING" if ready else "NOT_SERVING")
         self.is_ready = ready
         await rpc.set_serving(self._health, self._names, ready)
+
+    async def stop(self) -> None:
+        """NOT_SERVING for good: the process is stopping."""
+        await self.set(False)
+        self._stopping = True
 
 
 def start_metrics_server(listen: str) -> None:
@@ -109,7 +117,7 @@ async def run_service(name: str, listen: str, service: Service, metrics_listen: 
             code = 1
     finally:
         log.info("%s stopping", name)
-        await ready.set(False)
+        await ready.stop()
         await server.stop(GRACE_SECONDS)
         for task in (main, stopper):
             task.cancel()
