@@ -328,9 +328,9 @@ def channel(target: str, extra_options: Sequence[tuple[str, Any]] = ()) -> grpc.
     return grpc.aio.secure_channel(target, _tls.client, options=options)
 
 
-# A call that failed so (gRPC's own retries above already tried every address it knows) gets one
-# more attempt once the channel connects again: see Remote.
-RETRY_ONCE_MORE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+# A call that failed with one of the codes gRPC's own retries take (they already tried every address
+# the channel knows) gets one more attempt once the channel connects again: see Remote.
+RETRY_ONCE_MORE = tuple(grpc.StatusCode[code] for code in RETRY_POLICY["retryableStatusCodes"])
 # How long a channel may stay in TRANSIENT_FAILURE before a caller waiting for it makes a new one.
 RENEW_AFTER = 2.0
 # How long a replaced channel keeps the calls already on it.

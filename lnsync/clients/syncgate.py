@@ -21,17 +21,15 @@ for the gateway's status page, so that the internet-facing gateway never reaches
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 
 from lnsync import rpc
+from lnsync.memo import Memo
 from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
-
-T = TypeVar("T")
 
 
 class SyncGate:
@@ -47,7 +45,8 @@ class SyncGate:
         self._status: persistence_pb2.SyncGate | None = None
         self._fetched_at = 0.0
         self._sync_status: tuple[float, persistence_pb2.SyncStatus] | None = None
-        self._inflight: dict[str, asyncio.Future[Any]] = {}
+        # Calls in flight, shared by the callers that come meanwhile (capacity 0: nothing kept).
+        self._calls: Memo[str, Any] = Memo(0)
 
     async def status(self) -> persistence_pb2.SyncGate:
         """The current status; raises grpc.aio.AioRpcError if persistence cannot be reached."""
@@ -75,20 +74,9 @@ class SyncGate:
         self._sync_status = (now, status)
         return status
 
-    async def _shared(self, key: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    async def _shared(self, key: str, attempt: Callable[[], Awaitable[Any]]) -> Any:
         """One call at a time per kind: callers that come while it runs share its outcome."""
-        running = self._inflight.get(key)
-        if running is None:
-            running = asyncio.ensure_future(self._remote.call(attempt, self._ready_wait))
-            self._inflight[key] = running
-            running.add_done_callback(lambda done: self._settled(key, done))
-        answer: T = await asyncio.shield(running)
-        return answer
-
-    def _settled(self, key: str, done: asyncio.Future[Any]) -> None:
-        self._inflight.pop(key, None)
-        if not done.cancelled():
-            done.exception()  # retrieved here: every caller may have gone (cancelled) before it ended
+        return await self._calls.get(key, lambda: self._remote.call(attempt, self._ready_wait))
 
     async def why_not_ready(self) -> str | None:
         """None when fully synced, otherwise a sentence saying what is missing."""
@@ -107,4 +95,5 @@ class SyncGate:
         )
 
     async def close(self) -> None:
+        await self._calls.close()
         await self._remote.close()
