@@ -189,6 +189,22 @@ def copy_row(columns: tuple[Column, ...]) -> struct.Struct:
     return struct.Struct(">h" + copy_fields(columns).format[1:])
 
 
+def copy_dtype(columns: tuple[Column, ...], bytea_size: int = 0) -> np.dtype:
+    """:func:`copy_row` as a NumPy structured dtype, so that many rows are one ``tobytes()``: the
+    field count ``n``, then each column's length ``<name>_len`` and value ``<name>``; a bytea of
+    ``bytea_size`` bytes (one size for every row of the array)."""
+    import numpy as np
+
+    fields: list[tuple[str, str]] = [("n", ">i2")]
+    for c in columns:
+        fields.append((f"{c.name}_len", ">i4"))
+        if c.sql == "bytea":
+            fields.append((c.name, f"S{bytea_size}"))
+        else:
+            fields.append((c.name, ">" + ("Q" if c.u64 else _TYPES[c.sql][0]).replace("?", "b1")))
+    return np.dtype(fields)
+
+
 def engine_columns(columns: tuple[Column, ...]) -> tuple[Column, ...]:
     """The columns lookup reads into the engine, in order."""
     return tuple(c for c in columns if c.read_as is not None)

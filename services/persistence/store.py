@@ -31,12 +31,14 @@ overlaps PostgreSQL's work on batch N, and what is stored is the same either way
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import secrets
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
+
+import numpy as np
 
 from lnsync.gossip import messages as m
 from lnsync.rgs import rules
@@ -77,31 +79,25 @@ class IncomingLike(Protocol):
 
 @dataclass(slots=True)
 class _Latest:
-    """The latest row of a direction or node: its id and seen, the first row of its life (a node:
-    its first announcement) and that row's seen, and whether a batch changed any of it."""
+    """The latest row of a node: its id and seen, its first announcement and that one's seen, and
+    whether a batch changed any of it."""
 
     latest_id: int
-    seen: Any  # µs since the epoch for a direction, a datetime for a node
+    seen: Any
     life_id: int
     life_seen: Any
     changed: bool
 
 
-@dataclass(slots=True)
-class DirectionState(_Latest):
-    """A direction's row of channel_directions as the writer keeps it (update_id, seen,
-    alive_update_id, alive_since as :class:`_Latest`'s fields), with the policy the rules compare.
-    A batch changes its own copy (:meth:`copy`): the cached one stays as committed."""
-
-    timestamp: int
-    policy: rules.Policy
-    channel_flags: int
-
-    def copy(self) -> DirectionState:
-        return DirectionState(
-            self.latest_id, self.seen, self.life_id, self.life_seen, False, self.timestamp, self.policy,
-            self.channel_flags,
-        )  # fmt: skip
+# A direction's state as the writer keeps it: its row of channel_directions (update_id, seen in
+# µs, alive_update_id, alive_since in µs, timestamp, channel_flags) and the policy the rules
+# compare (rules.Policy), twelve u64 packed in bytes (_STATE), so that a batch's states become one
+# NumPy array with one frombuffer. Immutable: the cached one stays as committed.
+DirectionState = bytes
+_STATE = struct.Struct("=12Q")
+_ID, _SEEN, _LIFE, _LIFE_SEEN, _TS, _FLAGS = range(6)
+_STATE_POLICY = 6  # where the policy starts
+_NO_STATE = bytes(_STATE.size)  # a direction without a row
 
 
 @dataclass
@@ -284,18 +280,10 @@ SET LOCAL enable_mergejoin = on;
 PG_EPOCH_US = 946_684_800_000_000
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 _COPY_TRAILER = b"\xff\xff"
-# channel_updates up to raw's length: then raw, then seen.
-_RAW = UPDATE_COLUMNS.index("raw")
-_UPDATE_HEAD = columns.copy_row(columns.UPDATE[: _RAW + 1])
-_UPDATE_TAIL = columns.copy_fields(columns.UPDATE[_RAW + 1 :])
-_UPDATE_FIELDS = len(columns.UPDATE)
-COPY_CHUNK = 32  # rows per COPY chunk (a planner deciding ahead yields to the event loop between)
-_DIRECTION_ROW = columns.copy_row(columns.DIRECTION)
-_DIRECTION_FIELDS = len(columns.DIRECTION)
 
 
-async def _copy_binary(conn: Any, table: str, names: Sequence[str], rows: list[bytes]) -> None:
-    payload = b"".join((_COPY_HEADER, *rows, _COPY_TRAILER))
+async def _copy_binary(conn: Any, table: str, names: Sequence[str], payload: bytes) -> None:
+    """COPY a binary payload (header, rows, trailer) into ``table``."""
     # A memoryview: asyncpg would take bytes for a file name.
     await conn.copy_to_table(table, source=memoryview(payload), columns=names, format="binary")
 
@@ -323,170 +311,301 @@ def _redeliver(row: _Row, latest: _Latest | None, seen: Any) -> None:
 
 DirectionKey = tuple[int, int]  # (scid, direction)
 UpdateKey = tuple[int, int, int]  # (scid, direction, timestamp)
-# (position in the batch, seen µs, the update, its direction)
-Keyed = tuple[int, int, m.ChannelUpdate, DirectionKey]
+# (position in the batch, seen µs, the update)
+Update = tuple[int, int, m.ChannelUpdate]
+
+
+def _copy_records(dtype: np.dtype, count: int) -> np.ndarray:
+    """``count`` binary COPY rows of ``dtype`` (:func:`columns.copy_dtype`), their field count and
+    lengths filled in."""
+    records = np.empty(count, dtype=dtype)
+    fields: dict[str, Any] = dict(dtype.fields or {})
+    records["n"] = len(fields) // 2
+    for name in list(fields)[1::2]:  # the lengths
+        records[name] = fields[name[: -len("_len")]][0].itemsize
+    return records
+
+
+_DIRECTION_DTYPE = columns.copy_dtype(columns.DIRECTION)
+_UPDATE_DTYPES: dict[int, np.dtype] = {}  # by the raw message's size
+_POLICY_COLUMNS = (
+    "cltv_expiry_delta",
+    "htlc_minimum_msat",
+    "fee_base_msat",
+    "fee_proportional_millionths",
+    "htlc_maximum_msat",
+)
+
+
+def _update_dtype(size: int) -> np.dtype:
+    dtype = _UPDATE_DTYPES.get(size)
+    if dtype is None:
+        dtype = _UPDATE_DTYPES[size] = columns.copy_dtype(columns.UPDATE, size)
+    return dtype
 
 
 class _UpdatePlan:
-    """What a batch of channel_updates does to the store, decided without touching it: from the
-    directions' state before the batch and the older rows it delivers again, each update's outcome,
-    the new rows (as binary COPY), the rows whose seen to lower and the directions to write."""
+    """What a batch of channel_updates does to the store, decided column-wise without touching it
+    (:func:`lnsync.rgs.rules.decide_updates`): from the directions' state before the batch and the
+    older rows it delivers again, each update's outcome, the new rows (one binary COPY), the stored
+    rows whose seen to lower and the directions to write. In three steps, each given what the one
+    before asked of the database: ``keys`` (the directions), :meth:`older` (given their states),
+    :meth:`decide` (given the older rows stored)."""
 
-    def __init__(
-        self, before: dict[DirectionKey, DirectionState], existing: dict[UpdateKey, _Row], first_id: int
-    ) -> None:
-        self.before = before
-        self.existing = existing
-        self.next_id = first_id
+    def __init__(self, updates: list[Update]) -> None:
+        positions, seens, messages = tuple(zip(*updates, strict=True)) or ((), (), ())
+        _, _, scids, tss, mflags, flagss, cltvs, hmins, fbases, fprops, hmaxs, raws = tuple(
+            zip(*messages, strict=True)
+        ) or ((),) * len(m.ChannelUpdate._fields)
+        n = len(updates)
+        self.positions = positions
+        self.raws = raws
+        self.scid = np.array(scids, dtype=np.uint64)
+        self.ts = np.array(tss, dtype=np.int64)
+        self.seen = np.array(seens, dtype=np.int64)
+        self.message_flags = np.array(mflags, dtype=np.int64)
+        self.flags = np.array(flagss, dtype=np.int64)
+        self.direction = self.flags & 1
+        policy = self.policy = np.empty((n, 6), dtype=np.uint64)  # rules.Policy, a row an update
+        policy[:, 0] = (self.flags & _DISABLED) != 0
+        policy[:, 1] = cltvs
+        policy[:, 2] = np.array(hmins, dtype=np.uint64)
+        policy[:, 3] = fbases
+        policy[:, 4] = fprops
+        policy[:, 5] = np.array(hmaxs, dtype=np.uint64)
+        # Directions: ``group`` numbers each update's, ``keys`` lists them in that order.
+        order = np.lexsort((self.direction, self.scid))
+        scid, direction = self.scid[order], self.direction[order]
+        first = np.ones(n, dtype=bool)
+        first[1:] = (scid[1:] != scid[:-1]) | (direction[1:] != direction[:-1])
+        self.group = np.empty(n, dtype=np.int64)
+        self.group[order] = np.cumsum(first) - 1
+        self.group_scid, self.group_direction = scid[first], direction[first]
+        self.keys: list[DirectionKey] = list(
+            zip(self.group_scid.tolist(), self.group_direction.tolist(), strict=True)
+        )
+        self.before: list[DirectionState | None] = []
+        self.present = np.empty(0, dtype=bool)  # a direction has a row before the batch
+        self.before_rows = np.empty((0, 12), dtype=np.uint64)  # the states as rows (_NO_STATE: none)
+        self.latest_ts = np.empty(0, dtype=np.int64)  # -1: none
+        self.existing: dict[UpdateKey, _Row] = {}
+        # Filled by decide():
         self.state: dict[DirectionKey, DirectionState] = {}  # the directions touched, as they end
-        self.new: dict[UpdateKey, _Row] = {}
+        self.states: dict[DirectionKey, DirectionState] = {}  # ... those the batch changes
+        self.created = self.changed = b""  # binary COPY rows of the directions without / with a row
+        self.new = np.empty(0, dtype=np.int64)  # the new rows' positions in the plan
+        self.new_ids = np.empty(0, dtype=np.int64)
+        self.new_seen = np.empty(0, dtype=np.int64)
+        self._new_index: dict[UpdateKey, int] | None = None
 
-    def rows(self, keyed: list[Keyed], outcomes: dict[int, rules.Outcome]) -> Iterator[bytes]:
-        """Decide every update (its outcome into ``outcomes``, by position) and yield the new rows
-        as a binary COPY in chunks (a planner deciding ahead yields to the event loop between)."""
-        decide = rules.decide_update
-        stored = rules.Outcome.STORED
-        before, existing, state, new = self.before, self.existing, self.state, self.new
-        tail = _UPDATE_TAIL.pack
-        chunk: list[tuple[bytes, bytes, _Row]] = []  # binary row before seen, raw, its row
+    def _keys_at(self, at: np.ndarray) -> Iterator[UpdateKey]:
+        """The keys of the updates at positions ``at`` of the plan."""
+        return zip(self.scid[at].tolist(), self.direction[at].tolist(), self.ts[at].tolist(), strict=True)
 
-        def flush() -> bytes:
-            out = []
-            for head, raw, row in chunk:
-                row.stored = row.seen
-                out.append(b"".join((head, raw, tail(8, row.seen - PG_EPOCH_US))))
-            chunk.clear()
-            return b"".join(out)
+    def older(self, before: list[DirectionState | None]) -> set[UpdateKey]:
+        """Given the state of each of ``keys`` before the batch, the keys of the updates older than
+        their direction's latest: only those can be stored already, and not as the latest."""
+        self.before = before
+        self.present = np.array([b is not None for b in before], dtype=bool)
+        rows = b"".join([_NO_STATE if b is None else b for b in before])
+        self.before_rows = np.frombuffer(rows, dtype=np.uint64).reshape(-1, 12)
+        self.latest_ts = np.where(self.present, self.before_rows[:, _TS].astype(np.int64), -1)
+        return set(self._keys_at(np.flatnonzero(self.ts < self.latest_ts[self.group])))
 
-        yield _COPY_HEADER
-        get_state, get_before, get_new, get_existing = state.get, before.get, new.get, existing.get
-        head_of = _UPDATE_HEAD.pack
-        for i, seen, u, dkey in keyed:
-            _, _, scid, ts, mflags, flags, cltv, hmin, fbase, fprop, hmax, raw = u
-            key = (scid, dkey[1], ts)
-            st = get_state(dkey)
-            prev = get_before(dkey)
-            if st is None and prev is not None:
-                st = state[dkey] = prev.copy()
-            dup = get_new(key) or get_existing(key)
-            if dup is None and prev is not None and ts == prev.timestamp:  # the stored latest itself
-                dup = existing[key] = _Row(prev.latest_id, prev.seen, prev.seen)
-            policy = (1 if flags & _DISABLED else 0, cltv, hmin, fbase, fprop, hmax)
-            latest = None if st is None else (st.timestamp, st.policy)
-            decision = decide(latest, ts, seen // 1_000_000, policy, dup is not None)
-            outcomes[i] = decision.outcome
-            if dup is not None:
-                if seen < dup.seen:  # (a batch-new row already streamed is corrected after)
-                    _redeliver(dup, st, seen)
-                continue
-            row_id = self.next_id
-            self.next_id = row_id + 1
-            row = new[key] = _Row(row_id, seen, seen)
-            head = head_of(
-                _UPDATE_FIELDS, 8, row_id, 8, scid, 2, dkey[1], 8, ts, 2, mflags, 2, flags, 4, cltv, 8, hmin,
-                8, fbase, 8, fprop, 8, hmax, 2, decision.change_mask, 1, decision.starts_life, len(raw),
-            )  # fmt: skip
-            chunk.append((head, raw, row))
-            if len(chunk) >= COPY_CHUNK:
-                yield flush()
-            if decision.outcome is stored:
-                if st is None:
-                    state[dkey] = DirectionState(row_id, seen, row_id, seen, True, ts, policy, flags)
-                else:
-                    st.latest_id, st.seen, st.timestamp, st.policy, st.channel_flags = (
-                        row_id,
-                        seen,
-                        ts,
-                        policy,
-                        flags,
-                    )
-                    st.changed = True
-                    if decision.starts_life:
-                        st.life_id, st.life_seen = row_id, seen
-        yield flush() + _COPY_TRAILER
+    def decide(
+        self, existing: dict[UpdateKey, _Row], first_id: int, outcomes: dict[int, rules.Outcome]
+    ) -> bytes:
+        """Decide every update (its outcome into ``outcomes``, by position; new rows numbered from
+        ``first_id``), and return the new rows as one binary COPY payload."""
+        self.existing = existing
+        n, group, ts, seen = len(self.positions), self.group, self.ts, self.seen
+        if n == 0:
+            return _COPY_HEADER + _COPY_TRAILER
+        # The deliveries of each (direction, timestamp) key: runs, in arrival order within one.
+        order = np.lexsort((ts, group))
+        first = np.ones(n, dtype=bool)
+        first[1:] = (group[order][1:] != group[order][:-1]) | (ts[order][1:] != ts[order][:-1])
+        starts = np.flatnonzero(first)
+        earliest = np.minimum.reduceat(seen[order], starts)  # each key's earliest delivery
+        run = np.empty(n, dtype=np.int64)
+        run[order] = np.cumsum(first) - 1
+        first_delivery = np.empty(n, dtype=bool)
+        first_delivery[order] = first
+        stored = np.zeros(len(starts), dtype=bool)  # the key is stored already
+        before = self.before_rows.astype(np.int64)  # (the policy columns are not read from it)
+        lowered = np.zeros(len(self.keys), dtype=bool)  # the batch lowers a seen of the direction's row
+        # Keys delivered at or below their direction's latest: the latest itself, or maybe stored.
+        again = np.flatnonzero(first_delivery & (ts <= self.latest_ts[group]))
+        for r, g, key in zip(run[again].tolist(), group[again].tolist(), self._keys_at(again), strict=True):
+            row = existing.get(key)
+            b = before[g].tolist()
+            if row is None:
+                if key[2] != b[_TS]:
+                    continue  # older than the latest and not stored: a new (stale) row
+                row = existing[key] = _Row(b[_ID], b[_SEEN], b[_SEEN])  # the stored latest itself
+            stored[r] = True
+            low = int(earliest[r])
+            if low < row.seen:  # delivered again, earlier: lower its seen and its direction's copies
+                row.seen = low
+                if row.id == b[_ID] and low < before[g, _SEEN]:
+                    before[g, _SEEN], lowered[g] = low, True
+                if row.id == b[_LIFE] and low < before[g, _LIFE_SEEN]:
+                    before[g, _LIFE_SEEN], lowered[g] = low, True
+        duplicate = ~first_delivery | stored[run]
+        before_policy = self.before_rows[:, _STATE_POLICY:]
+        decided = rules.decide_updates(
+            group, ts, seen // 1_000_000, self.policy, duplicate, self.latest_ts, before_policy
+        )
+        outcomes.update(
+            zip(self.positions, map(rules.OUTCOMES.__getitem__, decided.outcome.tolist()), strict=True)
+        )
+        new = self.new = np.flatnonzero(~duplicate)
+        ids = np.full(n, -1, dtype=np.int64)
+        ids[new] = np.arange(first_id, first_id + len(new))
+        row_seen = earliest[run]  # a new row's seen: the earliest of its deliveries
+        self.new_ids, self.new_seen = ids[new], row_seen[new]
+        self._directions(decided, ids, row_seen, before, before_policy, lowered)
+        return self._copy(new, ids, row_seen, decided)
+
+    def _copy(self, new: np.ndarray, ids: np.ndarray, row_seen: np.ndarray, decided: rules.Decided) -> bytes:
+        """The new rows as one binary COPY payload (rows of one raw size at a time)."""
+        raws = self.raws
+        sizes = np.fromiter(map(len, raws), dtype=np.int64, count=len(raws))[new]
+        parts = [_COPY_HEADER]
+        for size in np.unique(sizes).tolist():
+            rows = new[sizes == size]
+            rec = _copy_records(_update_dtype(size), len(rows))
+            rec["id"] = ids[rows]
+            rec["scid"] = self.scid[rows]
+            rec["direction"] = self.direction[rows]
+            rec["timestamp"] = self.ts[rows]
+            rec["message_flags"] = self.message_flags[rows]
+            rec["channel_flags"] = self.flags[rows]
+            for k, name in enumerate(_POLICY_COLUMNS, 1):
+                rec[name] = self.policy[rows, k]
+            rec["change_mask"] = decided.change_mask[rows]
+            rec["starts_life"] = decided.starts_life[rows]
+            rec["raw"] = np.frombuffer(b"".join([raws[j] for j in rows.tolist()]), dtype=f"S{size}")
+            rec["seen"] = row_seen[rows] - PG_EPOCH_US
+            parts.append(rec.tobytes())
+        parts.append(_COPY_TRAILER)
+        return b"".join(parts)
+
+    def _directions(
+        self,
+        decided: rules.Decided,
+        ids: np.ndarray,
+        row_seen: np.ndarray,
+        before: np.ndarray,
+        before_policy: np.ndarray,
+        lowered: np.ndarray,
+    ) -> None:
+        """Each direction touched as the batch leaves it: ``state``, and the changed ones as
+        ``states`` and as binary COPY rows (``created``: no row yet, ``changed``)."""
+        count = len(self.keys)
+        stored = np.flatnonzero(decided.outcome == 0)
+        latest = np.full(count, -1, dtype=np.int64)  # the last stored update of each direction
+        np.maximum.at(latest, self.group[stored], stored)
+        lives = stored[decided.starts_life[stored]]
+        life = np.full(count, -1, dtype=np.int64)  # the last one that started a life
+        np.maximum.at(life, self.group[lives], lives)
+        dirs = np.flatnonzero((latest >= 0) | lowered)
+        new, at = latest[dirs] >= 0, np.maximum(latest[dirs], 0)
+        born, at_life = life[dirs] >= 0, np.maximum(life[dirs], 0)
+        b = before[dirs]
+        end = np.empty((len(dirs), 12), dtype=np.uint64)  # their states, as they end
+        end[:, _ID] = np.where(new, ids[at], b[:, _ID])
+        end[:, _SEEN] = np.where(new, row_seen[at], b[:, _SEEN])
+        end[:, _LIFE] = np.where(born, ids[at_life], b[:, _LIFE])
+        end[:, _LIFE_SEEN] = np.where(born, row_seen[at_life], b[:, _LIFE_SEEN])
+        end[:, _TS] = np.where(new, self.ts[at], b[:, _TS])
+        end[:, _FLAGS] = np.where(new, self.flags[at], b[:, _FLAGS])
+        end[:, _STATE_POLICY:] = np.where(new[:, None], self.policy[at], before_policy[dirs])
+        rec = _copy_records(_DIRECTION_DTYPE, len(dirs))
+        rec["scid"] = self.group_scid[dirs]
+        rec["direction"] = self.group_direction[dirs]
+        rec["update_id"] = end[:, _ID]
+        rec["timestamp"] = end[:, _TS]
+        rec["channel_flags"] = end[:, _FLAGS]
+        for k, name in enumerate(_POLICY_COLUMNS, _STATE_POLICY + 1):
+            rec[name] = end[:, k]
+        rec["seen"] = end[:, _SEEN].astype(np.int64) - PG_EPOCH_US
+        rec["alive_update_id"] = end[:, _LIFE]
+        rec["alive_since"] = end[:, _LIFE_SEEN].astype(np.int64) - PG_EPOCH_US
+        created = ~self.present[dirs]
+        self.created = rec[created].tobytes()
+        self.changed = rec[~created].tobytes()
+        keys = self.keys
+        packed, size = end.tobytes(), _STATE.size
+        self.states = {
+            keys[g]: packed[k : k + size]
+            for g, k in zip(dirs.tolist(), range(0, len(packed), size), strict=True)
+        }
+        self.state = {k: b for k, b in zip(keys, self.before, strict=True) if b is not None}
+        self.state.update(self.states)
 
     def lowered(self) -> list[tuple[int, dt.datetime]]:
-        """Rows whose seen the batch lowered below what the table holds (after :meth:`rows`):
-        stored ones, and batch-new ones a later delivery lowered after they were streamed."""
-        rows = (*self.existing.values(), *self.new.values())
-        return [(row.id, to_timestamp(row.seen)) for row in rows if row.seen < row.stored]
+        """Stored rows whose seen the batch lowered below what the table holds."""
+        return [(row.id, to_timestamp(row.seen)) for row in self.existing.values() if row.seen < row.stored]
 
-    def directions(
-        self, created: list[bytes], changed: list[bytes], states: dict[DirectionKey, DirectionState]
-    ) -> Iterator[None]:
-        """The changed directions (after :meth:`rows`): binary COPY rows of the new ones into
-        ``created``, of the changed ones into ``changed``, every changed direction's state into
-        ``states``; a pause every COPY_CHUNK directions, like :meth:`rows`."""
-        pack = _DIRECTION_ROW.pack
-        before = self.before
-        for n, (dkey, st) in enumerate(self.state.items(), 1):
-            if not st.changed:
-                continue
-            p = st.policy
-            direction_row = pack(
-                _DIRECTION_FIELDS, 8, dkey[0], 2, dkey[1], 8, st.latest_id, 8, st.timestamp,
-                2, st.channel_flags, 4, p[1], 8, p[2], 8, p[3], 8, p[4], 8, p[5], 8, st.seen - PG_EPOCH_US,
-                8, st.life_id, 8, st.life_seen - PG_EPOCH_US,
-            )  # fmt: skip
-            (changed if dkey in before else created).append(direction_row)
-            states[dkey] = st
-            if n % COPY_CHUNK == 0:
-                yield
+    def rows_of(self, keys: set[UpdateKey]) -> dict[UpdateKey, _Row]:
+        """Those of ``keys`` the batch stores or meets (as copies, with the seen it leaves them):
+        for a batch decided on top of this one."""
+        found = {}
+        for key in keys.intersection(self.existing):
+            row = self.existing[key]
+            found[key] = _Row(row.id, row.seen, row.seen)
+        if self._new_index is None:
+            self._new_index = {key: k for k, key in enumerate(self._keys_at(self.new))}
+        for key in keys.intersection(self._new_index):
+            k = self._new_index[key]
+            seen = int(self.new_seen[k])
+            found[key] = _Row(int(self.new_ids[k]), seen, seen)
+        return found
 
 
 async def _direction_states(
-    conn: Any, keys: set[DirectionKey], cache: StateCache | None, after: PlannedUpdates | None
-) -> dict[DirectionKey, DirectionState]:
-    """The state of ``keys`` (absent keys have no row): as ``after`` leaves them, as cached, or
-    as stored."""
-    states: dict[DirectionKey, DirectionState] = {}
-    missing = keys
+    conn: Any, keys: list[DirectionKey], cache: StateCache | None, after: PlannedUpdates | None
+) -> list[DirectionState | None]:
+    """The state of each of ``keys`` (None: no row): as ``after`` leaves it, as cached, or as
+    stored."""
+    none: dict[DirectionKey, DirectionState] = {}
+    cached = (cache.directions if cache is not None else none).get
     if after is not None and after.plan.state:
-        get = after.plan.state.get
-        states = {k: st for k in keys if (st := get(k)) is not None}
-        missing = keys.difference(states)
+        ahead = after.plan.state.get
+        states = [ahead(k) or cached(k) for k in keys]
+    else:
+        states = list(map(cached, keys))
+    missing = [i for i, st in enumerate(states) if st is None]
     if cache is not None:
-        get = cache.directions.get
-        cached = {k: st for k in missing if (st := get(k)) is not None}
-        cache.hits += len(cached)
-        cache.misses += len(missing) - len(cached)
-        if cached:
-            states.update(cached)
-            missing = missing.difference(cached)
+        cache.hits += len(keys) - len(missing)
+        cache.misses += len(missing)
     if missing:
-        ordered = sorted(missing)
+        at = {keys[i]: i for i in missing}
+        ordered = sorted(at)
         scids = [to_int8(k[0]) for k in ordered]
         for r in await conn.fetch(DIRECTION_STATE_SQL, scids, [k[1] for k in ordered]):
             flags = r["channel_flags"]
-            policy = (
+            states[at[(to_u64(r["scid"]), r["direction"])]] = _STATE.pack(
+                r["update_id"], r["seen"], r["alive_update_id"], r["alive_since"], r["timestamp"], flags,
                 int(flags & _DISABLED != 0), r["cltv_expiry_delta"], to_u64(r["htlc_minimum_msat"]),
                 r["fee_base_msat"], r["fee_proportional_millionths"], to_u64(r["htlc_maximum_msat"]),
-            )  # fmt: skip
-            states[(to_u64(r["scid"]), r["direction"])] = DirectionState(
-                r["update_id"], r["seen"], r["alive_update_id"], r["alive_since"], False, r["timestamp"],
-                policy, flags,
             )  # fmt: skip
     return states
 
 
 async def _existing_updates(
-    conn: Any, keyed: list[Keyed], before: dict[DirectionKey, DirectionState], after: PlannedUpdates | None
+    conn: Any, older: set[UpdateKey], after: PlannedUpdates | None
 ) -> dict[UpdateKey, _Row]:
-    """Rows already stored under timestamps older than their direction's latest (rare: stale
-    arrivals and re-deliveries). Newer ones cannot be stored: the latest has the highest. With
-    ``after``, the rows that batch stores or meets count as stored (as copies, with the seen that
-    batch leaves them)."""
-    get = before.get
-    older = {(d[0], d[1], u.timestamp) for _, _, u, d in keyed if (b := get(d)) and u.timestamp < b.timestamp}
+    """Of ``older`` (updates older than their direction's latest), the rows already stored (rare:
+    stale arrivals and re-deliveries). With ``after``, the rows that batch stores or meets count as
+    stored (as copies, with the seen that batch leaves them)."""
     if not older:
         return {}
     found: dict[UpdateKey, _Row] = {}
     if after is not None:
-        for rows in (after.plan.new, after.plan.existing):
-            for key in older.intersection(rows):
-                row = rows[key]
-                found[key] = _Row(row.id, row.seen, row.seen)
-        older.difference_update(found)
+        found = after.plan.rows_of(older)
+        older = older.difference(found)
     if older:
         ordered = sorted(older)
         scids, directions, timestamps = (
@@ -502,16 +621,17 @@ async def _existing_updates(
 @dataclass(eq=False)
 class PlannedUpdates:
     """The decision on a batch's channel_updates (see the module doc): outcomes by the batch's
-    positions, the new rows as binary COPY chunks, the rows whose seen to lower, the directions to
-    write. Made ahead, it holds the stamp it expects under the lock and the batch it was made on."""
+    positions, the new rows as a binary COPY payload, the rows whose seen to lower, the directions
+    to write (binary COPY rows). Made ahead, it holds the stamp it expects under the lock and the
+    batch it was made on."""
 
     others: list[int]  # the batch's positions of other messages
     outcomes: dict[int, rules.Outcome]
     plan: _UpdatePlan
-    chunks: list[bytes]
+    payload: bytes
     lowered: list[tuple[int, dt.datetime]]
-    created: list[bytes]
-    changed: list[bytes]
+    created: bytes
+    changed: bytes
     states: dict[DirectionKey, DirectionState]
     expect: tuple[int, int] | None = None  # (writer, batch) of writer_state when it takes the lock
     after: PlannedUpdates | None = None
@@ -546,33 +666,32 @@ async def plan_updates(
             expect = (writer, stamp)
             if cache is not None and (writer != cache.token or stamp != cache.stamp):
                 cache = None  # someone else wrote since: read everything
-    keyed: list[Keyed] = []
+    updates: list[Update] = []
     others: list[int] = []
     update = m.ChannelUpdate
     for i, it in enumerate(items):
         u = it.message
         if type(u) is update:
-            keyed.append((i, it.seen_us, u, (u.short_channel_id, u.channel_flags & 1)))
+            updates.append((i, it.seen_us, u))
         else:
             others.append(i)
-    before = await _direction_states(conn, {k[3] for k in keyed}, cache, after)
-    existing = await _existing_updates(conn, keyed, before, after)
-    last_id = await conn.fetchval(RESERVE_IDS_SQL, len(keyed), IDS_LOCK)
-    plan = _UpdatePlan(before, existing, last_id - len(keyed) + 1)
+    plan = _UpdatePlan(updates)
+    before = await _direction_states(conn, plan.keys, cache, after)
+    existing = await _existing_updates(conn, plan.older(before), after)
+    last_id = await conn.fetchval(RESERVE_IDS_SQL, len(updates), IDS_LOCK)
     outcomes: dict[int, rules.Outcome] = {}
-    chunks = []
-    for chunk in plan.rows(keyed, outcomes):
-        chunks.append(chunk)
-        if not locked:
-            await asyncio.sleep(0)  # let the batch being written go on
-    created: list[bytes] = []
-    changed: list[bytes] = []
-    states: dict[DirectionKey, DirectionState] = {}
-    for _ in plan.directions(created, changed, states):
-        if not locked:
-            await asyncio.sleep(0)
+    payload = plan.decide(existing, last_id - len(updates) + 1, outcomes)
     return PlannedUpdates(
-        others, outcomes, plan, chunks, plan.lowered(), created, changed, states, expect, after
+        others,
+        outcomes,
+        plan,
+        payload,
+        plan.lowered(),
+        plan.created,
+        plan.changed,
+        plan.states,
+        expect,
+        after,
     )
 
 
@@ -582,19 +701,21 @@ async def _write_updates(
     """Write what :func:`plan_updates` decided."""
     for i, outcome in planned.outcomes.items():
         outcomes[i] = outcome
-    # One payload (the chunks hold the header and trailer): the decision is made, nothing to overlap.
-    payload = memoryview(b"".join(planned.chunks))
-    await conn.copy_to_table("channel_updates", source=payload, columns=UPDATE_COLUMNS, format="binary")
+    await _copy_binary(conn, "channel_updates", UPDATE_COLUMNS, planned.payload)
     lowered = planned.lowered
     if lowered:
         await conn.execute(LOWER_UPDATE_SEEN_SQL, [x[0] for x in lowered], [x[1] for x in lowered])
     if cache is not None:
         cache.pending.update(planned.states)
     if planned.created:
-        await _copy_binary(conn, "channel_directions", DIRECTION_COLUMNS, planned.created)
+        await _copy_binary(
+            conn, "channel_directions", DIRECTION_COLUMNS, _COPY_HEADER + planned.created + _COPY_TRAILER
+        )
     if planned.changed:
         await conn.execute(STAGE_SQL)
-        await _copy_binary(conn, "direction_stage", DIRECTION_COLUMNS, planned.changed)
+        await _copy_binary(
+            conn, "direction_stage", DIRECTION_COLUMNS, _COPY_HEADER + planned.changed + _COPY_TRAILER
+        )
         await conn.execute(APPLY_STAGE_SQL)
 
 

@@ -46,14 +46,31 @@ def test_writer_and_lookup_derive_theirs() -> None:
     assert columns.names(columns.DIRECTION) == writer_store.DIRECTION_COLUMNS
     assert columns.names(columns.UPDATE) == writer_store.UPDATE_COLUMNS
     assert columns.names(columns.NODE_ANNOUNCEMENT) == writer_store.NODE_COLUMNS
-    sizes = {"q": 8, "Q": 8, "i": 4, "h": 2, "?": 1, "": 0}
-    assert writer_store._DIRECTION_ROW.size == 2 + sum(
-        4 + sizes[c.copy_format[1:]] for c in columns.DIRECTION
-    )
-    # channel_updates: the fixed fields and raw's length, then raw, then seen.
-    head, tail = writer_store._UPDATE_HEAD, writer_store._UPDATE_TAIL
-    assert head.size + tail.size == 2 + sum(4 + sizes[c.copy_format[1:]] for c in columns.UPDATE)
-    assert tail.format == ">iq"
+    # The writer's binary COPY rows (NumPy records, columns.copy_dtype) are copy_row's layout.
+    for table, raw in ((columns.DIRECTION, b""), (columns.UPDATE, b"\x01\x02raw")):
+        values = {
+            c.name: (2**64 - 1 - k if c.u64 else k + 1) for k, c in enumerate(table) if c.sql != "bytea"
+        }
+        values.update({c.name: 1 for c in table if c.sql == "boolean"})
+        record = writer_store._copy_records(columns.copy_dtype(table, len(raw)), 1)
+        for name, value in values.items():
+            record[name] = value
+        if raw:
+            record["raw"] = raw
+        fields: list[int] = [len(table)]
+        for c in table:
+            if c.sql == "bytea":
+                fields.append(len(raw))
+            else:
+                fields += [struct.calcsize(">" + c.copy_format[1:]), values[c.name]]
+        at = [c.sql for c in table].index("bytea") if raw else len(table)
+        head = columns.copy_row(table[: at + 1]) if raw else columns.copy_row(table)
+        expected = (
+            head.pack(*fields[: 2 * at + 2])
+            + raw
+            + columns.copy_fields(table[at + 1 :]).pack(*fields[2 * at + 2 :])
+        )
+        assert record.tobytes() == expected
     for name in columns.names(columns.NODE):
         assert f"n.{name}" in writer_store.NODE_STATE_SQL
     assert lookup_store._DIR_COLUMNS == (
