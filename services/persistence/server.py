@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 MAX_SOURCE = 64
 MAX_CACHED_PEERS = 10_000
 MAX_FUNDING_SATS = 21_000_000 * 100_000_000
+_ACCEPT_SLICE = 250  # messages of a request checked between two yields to the event loop
 QUEUE_BATCHES = 4  # the queue holds this many maximal batches
 DB_CHECK_INTERVAL = 2.0
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -322,7 +323,9 @@ class PersistenceService(db.StoreService, persistence_pb2_grpc.PersistenceServic
         last_seq = state.last_seq
         announcement = m.ChannelAnnouncement
         try:
-            for msg in request.messages:
+            for n, msg in enumerate(request.messages, 1):
+                if n % _ACCEPT_SLICE == 0:
+                    await asyncio.sleep(0)  # let the writer's statements go on between slices
                 seq = msg.seq
                 if seq <= last_seq:
                     raise StreamError(

@@ -31,6 +31,7 @@ overlaps PostgreSQL's work on batch N, and what is stored is the same either way
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import secrets
 import struct
@@ -165,7 +166,7 @@ async def write_batch(
         (anns if type(it.message) is m.ChannelAnnouncement else nodes).append((i, it))
     has_updates = len(others) < len(items)
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITER_LOCK)
+        await conn.execute(LOCK_SQL)
         # Every write stamps, so that a cached writer notices (writer 0: not a cached one).
         writer, stamp = await conn.fetchrow(STAMP_SQL, 0 if cache is None else cache.token)
         if cache is not None:
@@ -260,6 +261,8 @@ FROM unnest($1::int8[], $2::timestamptz[]) AS k(id, seen) WHERE u.id = k.id AND 
 """
 DIRECTION_COLUMNS = columns.names(columns.DIRECTION)
 STAGE_SQL = "CREATE TEMP TABLE IF NOT EXISTS direction_stage (LIKE channel_directions) ON COMMIT DELETE ROWS"
+# A batch's first round trip: the writer lock, and the staging table ready (one simple query).
+LOCK_SQL = f"SELECT pg_advisory_xact_lock({WRITER_LOCK}); {STAGE_SQL}"
 # The staging table has no statistics, and the planner then prefers hashing all of
 # channel_directions to one index look-up per staged row (2x slower at 100k directions).
 _STAGE_SET = ", ".join(f"{n} = s.{n}" for n in DIRECTION_COLUMNS if n not in columns.DIRECTION_KEY)
@@ -350,7 +353,8 @@ class _UpdatePlan:
     older rows it delivers again, each update's outcome, the new rows (one binary COPY), the stored
     rows whose seen to lower and the directions to write. In three steps, each given what the one
     before asked of the database: ``keys`` (the directions), :meth:`older` (given their states),
-    :meth:`decide` (given the older rows stored)."""
+    :meth:`decide` (given the older rows stored), then :meth:`directions` and :meth:`copy`, which
+    a plan made ahead runs apart so that the event loop serves the batch being written between."""
 
     def __init__(self, updates: list[Update]) -> None:
         positions, seens, messages = tuple(zip(*updates, strict=True)) or ((), (), ())
@@ -397,6 +401,10 @@ class _UpdatePlan:
         self.new_ids = np.empty(0, dtype=np.int64)
         self.new_seen = np.empty(0, dtype=np.int64)
         self._new_index: dict[UpdateKey, int] | None = None
+        # What decide() leaves to directions() and copy().
+        self._decided: (
+            tuple[rules.Decided, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None
+        ) = None
 
     def _keys_at(self, at: np.ndarray) -> Iterator[UpdateKey]:
         """The keys of the updates at positions ``at`` of the plan."""
@@ -414,13 +422,13 @@ class _UpdatePlan:
 
     def decide(
         self, existing: dict[UpdateKey, _Row], first_id: int, outcomes: dict[int, rules.Outcome]
-    ) -> bytes:
-        """Decide every update (its outcome into ``outcomes``, by position; new rows numbered from
-        ``first_id``), and return the new rows as one binary COPY payload."""
+    ) -> None:
+        """Decide every update: its outcome into ``outcomes`` (by position), new rows numbered from
+        ``first_id``."""
         self.existing = existing
         n, group, ts, seen = len(self.positions), self.group, self.ts, self.seen
         if n == 0:
-            return _COPY_HEADER + _COPY_TRAILER
+            return
         # The deliveries of each (direction, timestamp) key: runs, in arrival order within one.
         order = np.lexsort((ts, group))
         first = np.ones(n, dtype=bool)
@@ -464,12 +472,15 @@ class _UpdatePlan:
         ids[new] = np.arange(first_id, first_id + len(new))
         row_seen = earliest[run]  # a new row's seen: the earliest of its deliveries
         self.new_ids, self.new_seen = ids[new], row_seen[new]
-        self._directions(decided, ids, row_seen, before, before_policy, lowered)
-        return self._copy(new, ids, row_seen, decided)
+        self._decided = (decided, ids, row_seen, before, before_policy, lowered)
 
-    def _copy(self, new: np.ndarray, ids: np.ndarray, row_seen: np.ndarray, decided: rules.Decided) -> bytes:
-        """The new rows as one binary COPY payload (rows of one raw size at a time)."""
-        raws = self.raws
+    def copy(self) -> bytes:
+        """The new rows (after :meth:`decide`) as one binary COPY payload, rows of one raw size at a
+        time."""
+        if self._decided is None:
+            return _COPY_HEADER + _COPY_TRAILER
+        decided, ids, row_seen = self._decided[:3]
+        new, raws = self.new, self.raws
         sizes = np.fromiter(map(len, raws), dtype=np.int64, count=len(raws))[new]
         parts = [_COPY_HEADER]
         for size in np.unique(sizes).tolist():
@@ -491,17 +502,12 @@ class _UpdatePlan:
         parts.append(_COPY_TRAILER)
         return b"".join(parts)
 
-    def _directions(
-        self,
-        decided: rules.Decided,
-        ids: np.ndarray,
-        row_seen: np.ndarray,
-        before: np.ndarray,
-        before_policy: np.ndarray,
-        lowered: np.ndarray,
-    ) -> None:
-        """Each direction touched as the batch leaves it: ``state``, and the changed ones as
-        ``states`` and as binary COPY rows (``created``: no row yet, ``changed``)."""
+    def directions(self) -> None:
+        """Each direction touched as the batch leaves it (after :meth:`decide`): ``state``, and the
+        changed ones as ``states`` and as binary COPY rows (``created``: no row yet, ``changed``)."""
+        if self._decided is None:
+            return
+        decided, ids, row_seen, before, before_policy, lowered = self._decided
         count = len(self.keys)
         stored = np.flatnonzero(decided.outcome == 0)
         latest = np.full(count, -1, dtype=np.int64)  # the last stored update of each direction
@@ -676,11 +682,19 @@ async def plan_updates(
         else:
             others.append(i)
     plan = _UpdatePlan(updates)
+    if not locked:
+        await asyncio.sleep(0)  # (a few ms each step: let the batch being written go on between)
     before = await _direction_states(conn, plan.keys, cache, after)
     existing = await _existing_updates(conn, plan.older(before), after)
     last_id = await conn.fetchval(RESERVE_IDS_SQL, len(updates), IDS_LOCK)
     outcomes: dict[int, rules.Outcome] = {}
-    payload = plan.decide(existing, last_id - len(updates) + 1, outcomes)
+    plan.decide(existing, last_id - len(updates) + 1, outcomes)
+    if not locked:
+        await asyncio.sleep(0)
+    plan.directions()
+    if not locked:
+        await asyncio.sleep(0)
+    payload = plan.copy()
     return PlannedUpdates(
         others,
         outcomes,
@@ -712,7 +726,6 @@ async def _write_updates(
             conn, "channel_directions", DIRECTION_COLUMNS, _COPY_HEADER + planned.created + _COPY_TRAILER
         )
     if planned.changed:
-        await conn.execute(STAGE_SQL)
         await _copy_binary(
             conn, "direction_stage", DIRECTION_COLUMNS, _COPY_HEADER + planned.changed + _COPY_TRAILER
         )
