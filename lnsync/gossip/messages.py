@@ -12,11 +12,15 @@ work before this change).
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Iterator, Sequence
+from functools import cache
+from typing import TYPE_CHECKING, NamedTuple
 
 from lnsync.gossip.addresses import AddressList, decode_addresses
 from lnsync.gossip.errors import MalformedMessage
+
+if TYPE_CHECKING:
+    import numpy as np
 
 CHANNEL_ANNOUNCEMENT = 256
 NODE_ANNOUNCEMENT = 257
@@ -173,6 +177,39 @@ def decode_channel_update(raw: bytes) -> ChannelUpdate:
     if raw[0] != 1 or raw[1] != 2:
         raise MalformedMessage("not a channel_update")
     return _new(ChannelUpdate, (*_CU.unpack_from(raw, 2), raw))
+
+
+# Many channel_updates at once, for a receiver's hot path: those of exactly CHANNEL_UPDATE_SIZE
+# bytes (no fields after htlc_maximum_msat), concatenated. tests/gossip/test_update_columns.py
+# checks both against decode_channel_update.
+_CU_WHOLE = struct.Struct(">2x" + _CU.format[1:])
+
+
+@cache
+def channel_update_dtype() -> np.dtype:
+    """A channel_update of CHANNEL_UPDATE_SIZE bytes as a NumPy record: ``type``, then
+    :class:`ChannelUpdate`'s fields (NumPy imported only by whoever decodes in bulk)."""
+    import numpy as np
+
+    kinds = (">u2", "V64", "V32", ">u8", ">u4", "u1", "u1", ">u2", ">u8", ">u4", ">u4", ">u8")
+    dtype = np.dtype(list(zip(("type", *ChannelUpdate._fields[:-1]), kinds, strict=True)))
+    assert dtype.itemsize == CHANNEL_UPDATE_SIZE
+    return dtype
+
+
+def channel_update_records(joined: bytes) -> np.ndarray:
+    """Concatenated messages of CHANNEL_UPDATE_SIZE bytes each as :func:`channel_update_dtype`
+    records (a view: nothing is checked, the type included)."""
+    import numpy as np
+
+    return np.frombuffer(joined, dtype=channel_update_dtype())
+
+
+def decode_channel_updates(joined: bytes, raws: Sequence[bytes]) -> Iterator[ChannelUpdate]:
+    """:func:`decode_channel_update` of each of ``raws`` (CHANNEL_UPDATE_SIZE bytes each, their
+    type already checked), given their concatenation ``joined``."""
+    for fields, raw in zip(_CU_WHOLE.iter_unpack(joined), raws, strict=True):
+        yield _new(ChannelUpdate, (*fields, raw))
 
 
 def decode_node_announcement(raw: bytes) -> NodeAnnouncement:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from itertools import islice
+from typing import TYPE_CHECKING
 
 from lnsync.gossip import messages as m
 from lnsync.gossip.addresses import count_dns_descriptors
@@ -40,6 +41,9 @@ from lnsync.gossip.errors import (
 )
 from lnsync.gossip.scid import scid_str
 from lnsync.gossip.signing import is_valid_pubkey, parse_pubkey, sha256d, verify, verify_parsed
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # 21 million BTC in millisatoshi: the bound BOLT 1 puts on every msat amount.
 MAX_VALUE_MSAT = 21_000_000 * 100_000_000 * 1000
@@ -103,6 +107,22 @@ def check_channel_update(
             f"channel_update {scid_str(msg.short_channel_id)}/{msg.direction}: "
             f"signature by {origin.hex()} does not verify"
         )
+
+
+def channel_updates_pass(records: np.ndarray, chain_hash: bytes) -> np.ndarray:
+    """:func:`check_channel_update` without a signature and with ``reject_htlc_min_above_max=False``
+    over :func:`lnsync.gossip.messages.channel_update_records`, column-wise: True where it passes.
+    (Its twin, tested against it in tests/gossip/test_update_columns.py.)"""
+    import numpy as np
+
+    flags = records["message_flags"]
+    return np.asarray(
+        (records["chain_hash"] == np.void(chain_hash))
+        & (flags & m.MESSAGE_FLAG_HTLC_MAX != 0)
+        & (flags & m.MESSAGE_FLAG_DONT_FORWARD == 0)
+        & (records["htlc_maximum_msat"] <= MAX_VALUE_MSAT),
+        dtype=bool,
+    )
 
 
 def _check_update_fields(msg: m.ChannelUpdate, reject_htlc_min_above_max: bool) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 from lnsync.rgs import format as f
 
@@ -66,9 +66,13 @@ _NEW_LIFE = Decision(Outcome.STORED, NEW_LIFE_MASK, True)
 _STORED = tuple(Decision(Outcome.STORED, mask, False) for mask in range(NEW_LIFE_MASK + 1))
 
 
-def too_far_ahead(timestamp: int, received: int) -> bool:
+@overload
+def too_far_ahead(timestamp: int, received: int) -> bool: ...
+@overload
+def too_far_ahead(timestamp: np.ndarray, received: np.ndarray) -> np.ndarray: ...
+def too_far_ahead(timestamp: Any, received: Any) -> Any:
     """True if a message dated ``timestamp`` must be refused, having been received at ``received``
-    (both whole seconds; pass the earlier of the receipt time and now)."""
+    (both whole seconds; pass the earlier of the receipt time and now). Element-wise on arrays."""
     return timestamp > received + MAX_AHEAD
 
 

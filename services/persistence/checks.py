@@ -9,8 +9,18 @@ tells readers not to route through it). This is the one place to change when the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
+
 from lnsync.gossip import messages as m
-from lnsync.gossip.validate import check_channel_announcement, check_channel_update, check_node_announcement
+from lnsync.gossip.validate import (
+    channel_updates_pass,
+    check_channel_announcement,
+    check_channel_update,
+    check_node_announcement,
+)
+from lnsync.rgs import rules
 
 
 def check_message(raw: bytes, chain_hash: bytes) -> m.GossipMessage:
@@ -23,3 +33,34 @@ def check_message(raw: bytes, chain_hash: bytes) -> m.GossipMessage:
     else:
         check_node_announcement(msg, verify_signature=False)
     return msg
+
+
+def check_updates(
+    raws: Sequence[bytes], chain_hash: bytes, received_us: Sequence[int], now_us: int
+) -> list[m.ChannelUpdate | None]:
+    """The common case of a request, column-wise: each of ``raws`` that is a channel_update of
+    exactly CHANNEL_UPDATE_SIZE bytes, passes :func:`check_message` and is not dated too far
+    after its receipt (:func:`lnsync.rgs.rules.too_far_ahead`, judged against the earlier of
+    ``received_us`` — now if not positive — and ``now_us``) is decoded; every other gives None,
+    for :func:`check_message` one by one, which names what is wrong."""
+    out: list[m.ChannelUpdate | None] = [None] * len(raws)
+    sizes = np.fromiter(map(len, raws), dtype=np.int64, count=len(raws))
+    at = np.flatnonzero(sizes == m.CHANNEL_UPDATE_SIZE)
+    if not len(at):
+        return out
+    picked = raws if len(at) == len(raws) else [raws[i] for i in at.tolist()]
+    joined = b"".join(picked)
+    records = m.channel_update_records(joined)
+    received = np.array(received_us, dtype=np.int64)[at]
+    received = np.minimum(np.where(received > 0, received, now_us), now_us) // 1_000_000
+    ok = (
+        (records["type"] == m.CHANNEL_UPDATE)
+        & channel_updates_pass(records, chain_hash)
+        & ~rules.too_far_ahead(records["timestamp"].astype(np.int64), received)
+    )
+    for i, good, update in zip(
+        at.tolist(), ok.tolist(), m.decode_channel_updates(joined, picked), strict=True
+    ):
+        if good:
+            out[i] = update
+    return out

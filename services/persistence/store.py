@@ -358,25 +358,28 @@ class _UpdatePlan:
 
     def __init__(self, updates: list[Update]) -> None:
         positions, seens, messages = tuple(zip(*updates, strict=True)) or ((), (), ())
-        _, _, scids, tss, mflags, flagss, cltvs, hmins, fbases, fprops, hmaxs, raws = tuple(
-            zip(*messages, strict=True)
-        ) or ((),) * len(m.ChannelUpdate._fields)
         n = len(updates)
         self.positions = positions
-        self.raws = raws
-        self.scid = np.array(scids, dtype=np.uint64)
-        self.ts = np.array(tss, dtype=np.int64)
+        self.raws = raws = [u.raw for u in messages]
+        self.joined = b"".join(raws)
+        self.sizes = np.fromiter(map(len, raws), dtype=np.int64, count=n)
+        self.size = int(self.sizes[0]) if n and (self.sizes == self.sizes[0]).all() else 0  # 0: mixed
         self.seen = np.array(seens, dtype=np.int64)
-        self.message_flags = np.array(mflags, dtype=np.int64)
-        self.flags = np.array(flagss, dtype=np.int64)
-        self.direction = self.flags & 1
         policy = self.policy = np.empty((n, 6), dtype=np.uint64)  # rules.Policy, a row an update
+        if self.size == m.CHANNEL_UPDATE_SIZE:  # the usual: read every field at once
+            fields = m.channel_update_records(self.joined)
+            columns: Sequence[Any] = [fields[name] for name in m.ChannelUpdate._fields[2:-1]]
+        else:
+            columns = tuple(zip(*messages, strict=True))[2:-1] if n else ((),) * 9
+        scids, tss, mflags, flagss, cltvs, hmins, fbases, fprops, hmaxs = columns
+        self.scid = np.asarray(scids, dtype=np.uint64)
+        self.ts = np.asarray(tss, dtype=np.int64)
+        self.message_flags = np.asarray(mflags, dtype=np.int64)
+        self.flags = np.asarray(flagss, dtype=np.int64)
+        self.direction = self.flags & 1
         policy[:, 0] = (self.flags & _DISABLED) != 0
-        policy[:, 1] = cltvs
-        policy[:, 2] = np.array(hmins, dtype=np.uint64)
-        policy[:, 3] = fbases
-        policy[:, 4] = fprops
-        policy[:, 5] = np.array(hmaxs, dtype=np.uint64)
+        for k, values in enumerate((cltvs, hmins, fbases, fprops, hmaxs), 1):
+            policy[:, k] = np.asarray(values, dtype=np.uint64)
         # Directions: ``group`` numbers each update's, ``keys`` lists them in that order.
         order = np.lexsort((self.direction, self.scid))
         scid, direction = self.scid[order], self.direction[order]
@@ -481,7 +484,7 @@ class _UpdatePlan:
             return _COPY_HEADER + _COPY_TRAILER
         decided, ids, row_seen = self._decided[:3]
         new, raws = self.new, self.raws
-        sizes = np.fromiter(map(len, raws), dtype=np.int64, count=len(raws))[new]
+        sizes = self.sizes[new]
         parts = [_COPY_HEADER]
         for size in np.unique(sizes).tolist():
             rows = new[sizes == size]
@@ -496,7 +499,10 @@ class _UpdatePlan:
                 rec[name] = self.policy[rows, k]
             rec["change_mask"] = decided.change_mask[rows]
             rec["starts_life"] = decided.starts_life[rows]
-            rec["raw"] = np.frombuffer(b"".join([raws[j] for j in rows.tolist()]), dtype=f"S{size}")
+            if self.size:  # all of one size: a view of them all
+                rec["raw"] = np.frombuffer(self.joined, dtype=f"S{size}")[rows]
+            else:
+                rec["raw"] = np.frombuffer(b"".join([raws[j] for j in rows.tolist()]), dtype=f"S{size}")
             rec["seen"] = row_seen[rows] - PG_EPOCH_US
             parts.append(rec.tobytes())
         parts.append(_COPY_TRAILER)

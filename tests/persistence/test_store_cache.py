@@ -358,3 +358,29 @@ async def test_id_reservations_never_overlap(database_url: str) -> None:
         assert len(ids) == len(set(ids)) == sum(len(r) for r in ranges)
     finally:
         await pool.close()
+
+
+@pytest.mark.parametrize("excess", [b"", b"\x00\x01\x02", b"\x00" * 9])
+async def test_updates_of_any_size_are_stored_byte_exact(database_url: str, excess: bytes) -> None:
+    """The writer reads a batch's fields column-wise when every update is CHANNEL_UPDATE_SIZE bytes
+    and one by one otherwise: both store each raw message as received, with its own fields."""
+    scid, t1 = 700_003 << 40, START
+    raws = [channel_update(scid + k, k % 2, t1 + k, fee_ppm=k) for k in range(6)]
+    raws[3] += excess  # (signed extension bytes: kept, the decoder ignores them)
+    conn = await asyncpg.connect(database_url)
+    try:
+        batch = [Incoming(decode_gossip(raw), (t1 + 1) * 1_000_000) for raw in raws]
+        outcomes = await write_batch(conn, batch, StateCache())
+        assert [o.value for o in outcomes] == ["stored"] * 6
+        rows = await conn.fetch(
+            "SELECT raw, scid, direction, timestamp, fee_proportional_millionths FROM channel_updates"
+            " WHERE scid >= $1 AND scid < $2 ORDER BY id",
+            scid,
+            scid + 6,
+        )
+        assert [bytes(r["raw"]) for r in rows] == raws
+        assert [
+            (r["scid"], r["direction"], r["timestamp"], r["fee_proportional_millionths"]) for r in rows
+        ] == [(scid + k, k % 2, t1 + k, k) for k in range(6)]
+    finally:
+        await conn.close()
