@@ -35,7 +35,7 @@ import asyncio
 import datetime as dt
 import secrets
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -147,9 +147,13 @@ async def write_batch(
     items: Sequence[IncomingLike],
     cache: StateCache | None = None,
     planned: PlannedUpdates | None = None,
+    underway: Callable[[], None] | None = None,
 ) -> list[rules.Outcome]:
     """Store ``items`` in one transaction; return each item's outcome, in order.
 
+    ``underway`` is called when what is left is mostly PostgreSQL's work (the channel_updates COPY
+    is about to be sent, or there is none): a writer deciding its next batch meanwhile then leaves
+    the event loop free for this batch's first, short statements.
     With ``cache``, call ``cache.committed()`` after the (possibly enclosing) transaction commits.
     ``planned``: the decision on these items' channel_updates made ahead (:func:`plan_updates`,
     same ``cache``); used if still valid (then ``planned.used`` is set), else made again here.
@@ -182,7 +186,11 @@ async def write_batch(
                 planned = await plan_updates(conn, items, cache, locked=True)
             else:
                 planned.used = True
+            if underway is not None:
+                underway()
             await _write_updates(conn, planned, outcomes, cache)
+        elif underway is not None:
+            underway()
         if nodes:
             await _write_nodes(conn, nodes, outcomes)
     return outcomes

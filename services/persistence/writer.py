@@ -131,6 +131,7 @@ class Writer:
     async def run(self) -> None:
         writing: asyncio.Task[None] | None = None
         previous: PlannedUpdates | None = None  # the decision of the batch being written
+        underway = asyncio.Event()  # the batch being written is in PostgreSQL's hands
         try:
             while True:
                 jobs = await self.queue.take(self.target, LINGER)
@@ -138,10 +139,13 @@ class Writer:
                 if writing is not None and writing.done():
                     await writing  # (its exception, if any)
                     writing = previous = None
+                if writing is not None:
+                    await underway.wait()
                 ahead = await self._plan_ahead(batch, previous)
                 if writing is not None:
                     await writing
-                writing = asyncio.create_task(self._commit(batch, ahead))
+                underway = asyncio.Event()
+                writing = asyncio.create_task(self._commit(batch, ahead, underway))
                 previous = None if ahead is None else ahead.planned
         finally:
             if writing is not None and not writing.done():
@@ -149,8 +153,11 @@ class Writer:
                 with contextlib.suppress(asyncio.CancelledError):
                     await writing
 
-    async def _commit(self, batch: _Flush, ahead: _Prepared | None) -> None:
-        await self.flush(batch, ahead)
+    async def _commit(self, batch: _Flush, ahead: _Prepared | None, underway: asyncio.Event) -> None:
+        try:
+            await self.flush(batch, ahead, underway.set)
+        finally:
+            underway.set()
         await self.queue.release(batch.jobs)
         QUEUED.set(self.queue.used)
         if self.queue.queued >= self.target:
@@ -171,13 +178,15 @@ class Writer:
             return None
         return prepared
 
-    async def flush(self, batch: _Flush, ahead: _Prepared | None = None) -> None:
+    async def flush(
+        self, batch: _Flush, ahead: _Prepared | None = None, underway: Callable[[], None] | None = None
+    ) -> None:
         """Commit ``batch`` (retrying as long as it takes) and acknowledge its jobs.
 
         The batch is written in parts, normally one; a part the database refuses for a reason
         other than unavailability is split until the offending message is alone, and that message
         is rejected. The last part also records the rejections. ``ahead``: the whole batch
-        prepared beforehand (used by the first attempt only).
+        prepared beforehand (used by the first attempt only). ``underway``: see ``write_batch``.
         """
         parts: collections.deque[tuple[int, int]] = collections.deque([(0, len(batch.entries))])
         backoff = Backoff(0.2, 10.0)
@@ -186,7 +195,9 @@ class Writer:
             lo, hi = parts[0]
             prepared, ahead = ahead, None
             try:
-                await self._write(batch, lo, hi, with_rejections=len(parts) == 1, prepared=prepared)
+                await self._write(
+                    batch, lo, hi, with_rejections=len(parts) == 1, prepared=prepared, underway=underway
+                )
             except RETRYABLE as exc:
                 self.failing = True
                 await self.on_db_state(False)
@@ -250,7 +261,14 @@ class Writer:
         return _Prepared(t0, deadline, incoming, positions, any_live)
 
     async def _write(
-        self, batch: _Flush, lo: int, hi: int, *, with_rejections: bool, prepared: _Prepared | None = None
+        self,
+        batch: _Flush,
+        lo: int,
+        hi: int,
+        *,
+        with_rejections: bool,
+        prepared: _Prepared | None = None,
+        underway: Callable[[], None] | None = None,
     ) -> None:
         """One transaction: the messages at positions [lo, hi), their counters and deliveries."""
         loop = asyncio.get_running_loop()
@@ -264,7 +282,7 @@ class Writer:
         async with self.pool.acquire() as conn, conn.transaction():
             outs = []
             if prepared.incoming:
-                outs = await write_batch(conn, prepared.incoming, self.cache, planned)
+                outs = await write_batch(conn, prepared.incoming, self.cache, planned, underway)
             outcomes = batch.outcomes
             for k, out in zip(prepared.positions, outs, strict=True):
                 outcomes[k] = out
