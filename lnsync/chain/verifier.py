@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from prometheus_client import Counter
 
 from lnsync.chain import chain_hash, funding, sources
 from lnsync.chain.sources import ChainSource, ChainUnavailable
+from lnsync.memo import Memo
 from lnsync.ratelimit import TokenBucket
 
 if TYPE_CHECKING:
@@ -49,9 +49,8 @@ class FundingVerifier:
         self._genesis = chain_hash[::-1].hex() if chain_hash is not None else None
         self._network_ok = chain_hash is None
         self._slots = asyncio.Semaphore(max_concurrent)
-        self._blocks: OrderedDict[int, tuple[str, list[str]] | None] = OrderedDict()
-        self._cached_blocks = cached_blocks
-        self._block_fetches: dict[int, asyncio.Future[tuple[str, list[str]] | None]] = {}
+        # Blocks by height, the last ``cached_blocks``; concurrent checks of one block share its fetch.
+        self._blocks: Memo[int, tuple[str, list[str]] | None] = Memo(cached_blocks)
         self._tip: tuple[float, int] | None = None
         self._tip_ttl = tip_ttl
         self._tip_lock = asyncio.Lock()
@@ -74,28 +73,11 @@ class FundingVerifier:
             return self._tip[1]
 
     async def _block(self, height: int) -> tuple[str, list[str]] | None:
-        if height in self._blocks:
-            self._blocks.move_to_end(height)
-            return self._blocks[height]
-        pending = self._block_fetches.get(height)
-        if pending is not None:  # another check of the same block is fetching it
-            return await asyncio.shield(pending)
-        future: asyncio.Future[tuple[str, list[str]] | None] = asyncio.get_running_loop().create_future()
-        self._block_fetches[height] = future
-        try:
-            await self._pace()
-            block = await self.source.block(height)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters re-raise it, nobody else must
-            raise
-        finally:
-            del self._block_fetches[height]
-        future.set_result(block)
-        self._blocks[height] = block
-        if len(self._blocks) > self._cached_blocks:
-            self._blocks.popitem(last=False)
-        return block
+        return await self._blocks.get(height, lambda: self._fetch_block(height))
+
+    async def _fetch_block(self, height: int) -> tuple[str, list[str]] | None:
+        await self._pace()
+        return await self.source.block(height)
 
     async def check(self, scid: int, bitcoin_key_1: bytes, bitcoin_key_2: bytes) -> funding.Judgement:
         """The verdict on one announcement's funding output; ChainUnavailable if none can be had."""
@@ -114,7 +96,7 @@ class FundingVerifier:
         """A source on another network would make every verdict wrong (and final): refuse it."""
         genesis = await self._block(0)
         if genesis is None or genesis[0] != self._genesis:
-            self._blocks.pop(0, None)
+            self._blocks.forget(0)
             raise ChainUnavailable(f"the source's genesis block is not this network's ({self._genesis})")
         self._network_ok = True
 
