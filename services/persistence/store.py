@@ -2,9 +2,10 @@
 
 One batch is one transaction. Batches are serialised across every persistence replica by a
 transaction-scoped advisory lock: the rules need each direction's current latest, and reading it
-under the lock makes the decision and the write atomic. Inside a batch the work is set-based. The
-per-message decision is :func:`lnsync.rgs.rules.decide_update`, the same function the in-memory
-model uses.
+under the lock makes the decision and the write atomic. Inside a batch the work is set-based:
+channel_updates are decided column-wise by :func:`lnsync.rgs.rules.decide_updates`, the batch twin
+of :func:`lnsync.rgs.rules.decide_update` (which the in-memory model uses; a property test checks
+one against the other), and node announcements one by one with :func:`lnsync.rgs.rules.decide_node`.
 
 channel_updates, the bulk of gossip, take this path:
 
@@ -14,7 +15,7 @@ channel_updates, the bulk of gossip, take this path:
   a counter, and retention stamps it too, so a foreign stamp empties the cache.
 * A direction's latest has the highest timestamp of its rows, so an update newer than it cannot be
   stored already: only older ones (rare: stale arrivals and re-deliveries) are looked up.
-* New rows go in with one binary COPY, their ids taken from the sequence beforehand (one
+* New rows go in with one binary COPY (NumPy records), their ids taken from the sequence beforehand (one
   ``setval`` under a lock of its own) so the latest-pointers can be written in the same
   transaction; new directions are COPYed too, changed ones are COPYed into a temporary staging
   table and applied with one UPDATE. Large parameter arrays are avoided on this path: asyncpg
