@@ -356,6 +356,18 @@ def _update_dtype(size: int) -> np.dtype:
     return dtype
 
 
+class _Decided(NamedTuple):
+    """A plan's decision, per update (its outcome etc., id, seen) and per direction (its state
+    before the batch as int64 rows with seens lowered, its policy, whether a seen was lowered)."""
+
+    decided: rules.Decided
+    ids: np.ndarray
+    row_seen: np.ndarray
+    before: np.ndarray
+    before_policy: np.ndarray
+    lowered: np.ndarray
+
+
 class _UpdatePlan:
     """What a batch of channel_updates does to the store, decided column-wise without touching it
     (:func:`lnsync.rgs.rules.decide_updates`): from the directions' state before the batch and the
@@ -376,11 +388,11 @@ class _UpdatePlan:
         self.seen = np.array(seens, dtype=np.int64)
         policy = self.policy = np.empty((n, 6), dtype=np.uint64)  # rules.Policy, a row an update
         if self.size == m.CHANNEL_UPDATE_SIZE:  # the usual: read every field at once
-            fields = m.channel_update_records(self.joined)
-            columns: Sequence[Any] = [fields[name] for name in m.ChannelUpdate._fields[2:-1]]
+            records = m.channel_update_records(self.joined)
+            fields: Sequence[Any] = [records[name] for name in m.ChannelUpdate._fields[2:-1]]
         else:
-            columns = tuple(zip(*messages, strict=True))[2:-1] if n else ((),) * 9
-        scids, tss, mflags, flagss, cltvs, hmins, fbases, fprops, hmaxs = columns
+            fields = tuple(zip(*messages, strict=True))[2:-1] if n else ((),) * 9
+        scids, tss, mflags, flagss, cltvs, hmins, fbases, fprops, hmaxs = fields
         self.scid = np.asarray(scids, dtype=np.uint64)
         self.ts = np.asarray(tss, dtype=np.int64)
         self.message_flags = np.asarray(mflags, dtype=np.int64)
@@ -413,10 +425,7 @@ class _UpdatePlan:
         self.new_ids = np.empty(0, dtype=np.int64)
         self.new_seen = np.empty(0, dtype=np.int64)
         self._new_index: dict[UpdateKey, int] | None = None
-        # What decide() leaves to directions() and copy().
-        self._decided: (
-            tuple[rules.Decided, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None
-        ) = None
+        self._decided: _Decided | None = None  # what decide() leaves to directions() and copy()
 
     def _keys_at(self, at: np.ndarray) -> Iterator[UpdateKey]:
         """The keys of the updates at positions ``at`` of the plan."""
@@ -484,14 +493,14 @@ class _UpdatePlan:
         ids[new] = np.arange(first_id, first_id + len(new))
         row_seen = earliest[run]  # a new row's seen: the earliest of its deliveries
         self.new_ids, self.new_seen = ids[new], row_seen[new]
-        self._decided = (decided, ids, row_seen, before, before_policy, lowered)
+        self._decided = _Decided(decided, ids, row_seen, before, before_policy, lowered)
 
     def copy(self) -> bytes:
         """The new rows (after :meth:`decide`) as one binary COPY payload, rows of one raw size at a
         time."""
         if self._decided is None:
             return _COPY_HEADER + _COPY_TRAILER
-        decided, ids, row_seen = self._decided[:3]
+        decided, ids, row_seen = self._decided.decided, self._decided.ids, self._decided.row_seen
         new, raws = self.new, self.raws
         sizes = self.sizes[new]
         parts = [_COPY_HEADER]
