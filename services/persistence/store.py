@@ -38,6 +38,7 @@ import secrets
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -77,18 +78,6 @@ class IncomingLike(Protocol):
     def seen_us(self) -> int: ...
     @property
     def funding_sats(self) -> int | None: ...
-
-
-@dataclass(slots=True)
-class _Latest:
-    """The latest row of a node: its id and seen, its first announcement and that one's seen, and
-    whether a batch changed any of it."""
-
-    latest_id: int
-    seen: Any
-    life_id: int
-    life_seen: Any
-    changed: bool
 
 
 # A direction's state as the writer keeps it: its row of channel_directions (update_id, seen in
@@ -295,8 +284,9 @@ _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 _COPY_TRAILER = b"\xff\xff"
 
 
-async def _copy_binary(conn: Any, table: str, names: Sequence[str], payload: bytes) -> None:
-    """COPY a binary payload (header, rows, trailer) into ``table``."""
+async def _copy_binary(conn: Any, table: str, names: Sequence[str], rows: bytes) -> None:
+    """COPY binary COPY ``rows`` into ``table``."""
+    payload = b"".join((_COPY_HEADER, rows, _COPY_TRAILER))
     # A memoryview: asyncpg would take bytes for a file name.
     await conn.copy_to_table(table, source=memoryview(payload), columns=names, format="binary")
 
@@ -304,16 +294,16 @@ async def _copy_binary(conn: Any, table: str, names: Sequence[str], payload: byt
 @dataclass(slots=True)
 class _Row:
     """A stored (or batch-new) row a batch may deliver again: its id, the seen the table holds (for a
-    new row: once streamed), and the lowest seen of its deliveries so far."""
+    new row: the seen it is written with), and the lowest seen of its deliveries so far."""
 
     id: int
     stored: Any  # µs for channel_updates, datetime for node_announcements
     seen: Any
 
 
-def _redeliver(row: _Row, latest: _Latest | None, seen: Any) -> None:
+def _redeliver(row: _Row, latest: _Node | None, seen: dt.datetime) -> None:
     """A delivery of ``row`` with an earlier ``seen`` than its deliveries so far: lower the row's
-    seen and the copies its direction's or node's ``latest`` holds of it."""
+    seen and the copies its node's ``latest`` holds of it."""
     row.seen = seen
     if latest is not None:
         if row.id == latest.latest_id and seen < latest.seen:
@@ -339,7 +329,6 @@ def _copy_records(dtype: np.dtype, count: int) -> np.ndarray:
 
 
 _DIRECTION_DTYPE = columns.copy_dtype(columns.DIRECTION)
-_UPDATE_DTYPES: dict[int, np.dtype] = {}  # by the raw message's size
 _POLICY_COLUMNS = (
     "cltv_expiry_delta",
     "htlc_minimum_msat",
@@ -349,11 +338,10 @@ _POLICY_COLUMNS = (
 )
 
 
+@cache
 def _update_dtype(size: int) -> np.dtype:
-    dtype = _UPDATE_DTYPES.get(size)
-    if dtype is None:
-        dtype = _UPDATE_DTYPES[size] = columns.copy_dtype(columns.UPDATE, size)
-    return dtype
+    """A channel_updates COPY row whose raw message has ``size`` bytes."""
+    return columns.copy_dtype(columns.UPDATE, size)
 
 
 class _Decided(NamedTuple):
@@ -496,14 +484,13 @@ class _UpdatePlan:
         self._decided = _Decided(decided, ids, row_seen, before, before_policy, lowered)
 
     def copy(self) -> bytes:
-        """The new rows (after :meth:`decide`) as one binary COPY payload, rows of one raw size at a
-        time."""
+        """The new rows (after :meth:`decide`) as binary COPY rows, those of one raw size at a time."""
         if self._decided is None:
-            return _COPY_HEADER + _COPY_TRAILER
+            return b""
         decided, ids, row_seen = self._decided.decided, self._decided.ids, self._decided.row_seen
         new, raws = self.new, self.raws
         sizes = self.sizes[new]
-        parts = [_COPY_HEADER]
+        parts = []
         for size in np.unique(sizes).tolist():
             rows = new[sizes == size]
             rec = _copy_records(_update_dtype(size), len(rows))
@@ -523,7 +510,6 @@ class _UpdatePlan:
                 rec["raw"] = np.frombuffer(b"".join([raws[j] for j in rows.tolist()]), dtype=f"S{size}")
             rec["seen"] = row_seen[rows] - PG_EPOCH_US
             parts.append(rec.tobytes())
-        parts.append(_COPY_TRAILER)
         return b"".join(parts)
 
     def directions(self) -> None:
@@ -651,14 +637,14 @@ async def _existing_updates(
 @dataclass(eq=False)
 class PlannedUpdates:
     """The decision on a batch's channel_updates (see the module doc): outcomes by the batch's
-    positions, the new rows as a binary COPY payload, the rows whose seen to lower, the directions
+    positions, the new rows as binary COPY rows, the rows whose seen to lower, the directions
     to write (binary COPY rows). Made ahead, it holds the stamp it expects under the lock and the
     batch it was made on."""
 
     others: list[int]  # the batch's positions of other messages
     outcomes: dict[int, rules.Outcome]
     plan: _UpdatePlan
-    payload: bytes
+    rows: bytes
     lowered: list[tuple[int, dt.datetime]]
     created: bytes
     changed: bytes
@@ -718,12 +704,12 @@ async def plan_updates(
     plan.directions()
     if not locked:
         await asyncio.sleep(0)
-    payload = plan.copy()
+    rows = plan.copy()
     return PlannedUpdates(
         others,
         outcomes,
         plan,
-        payload,
+        rows,
         plan.lowered(),
         plan.created,
         plan.changed,
@@ -739,20 +725,16 @@ async def _write_updates(
     """Write what :func:`plan_updates` decided."""
     for i, outcome in planned.outcomes.items():
         outcomes[i] = outcome
-    await _copy_binary(conn, "channel_updates", UPDATE_COLUMNS, planned.payload)
+    await _copy_binary(conn, "channel_updates", UPDATE_COLUMNS, planned.rows)
     lowered = planned.lowered
     if lowered:
         await conn.execute(LOWER_UPDATE_SEEN_SQL, [x[0] for x in lowered], [x[1] for x in lowered])
     if cache is not None:
         cache.pending.update(planned.states)
     if planned.created:
-        await _copy_binary(
-            conn, "channel_directions", DIRECTION_COLUMNS, _COPY_HEADER + planned.created + _COPY_TRAILER
-        )
+        await _copy_binary(conn, "channel_directions", DIRECTION_COLUMNS, planned.created)
     if planned.changed:
-        await _copy_binary(
-            conn, "direction_stage", DIRECTION_COLUMNS, _COPY_HEADER + planned.changed + _COPY_TRAILER
-        )
+        await _copy_binary(conn, "direction_stage", DIRECTION_COLUMNS, planned.changed)
         await conn.execute(APPLY_STAGE_SQL)
 
 
@@ -791,7 +773,15 @@ ON CONFLICT (node_id) DO UPDATE SET
 
 
 @dataclass(slots=True)
-class _Node(_Latest):
+class _Node:
+    """A node's row of nodes as a batch sees it: its latest announcement's id and seen, its first
+    announcement's id and seen, whether the batch changed any of it, and what the rules compare."""
+
+    latest_id: int
+    seen: dt.datetime
+    life_id: int
+    life_seen: dt.datetime
+    changed: bool
     timestamp: int
     features: bytes
     addresses: bytes
