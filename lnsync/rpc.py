@@ -404,8 +404,19 @@ class Remote:
             remaining = deadline - now
             if remaining <= 0:
                 return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._channel.channel_ready(), min(remaining, RENEW_AFTER))
+            current = self._channel
+            try:
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation that
+                # comes as the channel connects, and a holder stopping this loop would wait forever.
+                async with asyncio.timeout(min(remaining, RENEW_AFTER)):
+                    await current.channel_ready()
+            except TimeoutError:
+                pass
+            except grpc.aio.UsageError:
+                # Another caller's ready() replaced (and began closing) the channel waited on:
+                # look at the new one. A channel closed by close() itself is the caller's error.
+                if current is self._channel:
+                    raise
 
     async def call(
         self,

@@ -183,7 +183,8 @@ class Supervisor:
                 child.restarts += 1
                 log.warning("%s exited with code %s; restarting in %.1fs", child.name, code, delay)
                 try:
-                    await asyncio.wait_for(self._stopping.wait(), delay)
+                    async with asyncio.timeout(delay):  # not wait_for: see lnsync.rpc.Remote.ready
+                        await self._stopping.wait()
                     return self.exit_code
                 except TimeoutError:
                     pass

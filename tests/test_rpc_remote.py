@@ -137,3 +137,24 @@ async def test_only_a_lost_connection_is_tried_again(dns: Dns, health_port: int)
     assert refused.value.code() == grpc.StatusCode.NOT_FOUND
     assert attempts == 1
     assert remote.renewals == 0
+
+
+@pytest.mark.timeout(30)
+async def test_callers_waiting_together_survive_each_others_renewals(dns: Dns, health_port: int) -> None:
+    """Several callers wait in ready() at once (lookup's gate asks persistence two things): when one
+    replaces the channel, the others, waiting on the one being closed, go on waiting on the new one
+    (they used to fail with grpc's UsageError "Channel is closed", which lookup returned as UNKNOWN)."""
+    remote = rpc.Remote(dns.target(health_port))
+    stub = remote.stub(health_pb2_grpc.HealthStub)
+    try:
+        waiting = []
+        for _ in range(4):  # staggered: one renews while the others wait on the channel it closes
+            waiting.append(asyncio.ensure_future(remote.ready(20)))
+            await asyncio.sleep(rpc.RENEW_AFTER / 4)
+        await asyncio.sleep(2 * rpc.RENEW_AFTER)
+        assert remote.renewals >= 1
+        dns.up = True
+        assert await asyncio.gather(*waiting) == [True] * 4
+        assert (await check(stub)).status == rpc.SERVING
+    finally:
+        await remote.close()

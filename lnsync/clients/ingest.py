@@ -228,6 +228,8 @@ class IngestClient:
             # Wait for a connection, dialling again if gRPC's name resolution has backed off (a
             # persistence that was away for a while is streamed to as soon as it is back).
             await remote.ready(math.inf)
+            if self._closing:
+                return
             call = stub.Ingest(wait_for_ready=True)
             try:
                 await self._stream(call)

@@ -134,7 +134,8 @@ class PeerSession:
             if timeout is None:
                 raw = await self.transport.read_message()
             else:
-                raw = await asyncio.wait_for(self.transport.read_message(), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: see lnsync.rpc.Remote.ready
+                    raw = await self.transport.read_message()
         finally:
             self._reading_since = None
         self._count_bytes()

@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -34,6 +35,7 @@ from services.gateway.blobs import cache_control, respond
 from services.gateway.cors import Cors
 from services.gateway.deltas import DynamicDeltas
 from services.gateway.errors import HttpError
+from services.gateway.shared import SharedFacts
 from services.gateway.snapshots import SnapshotCache
 from services.gateway.status import StatusCollector
 from services.gateway.timestamps import BadTimestamp, parse_timestamp
@@ -62,10 +64,11 @@ class Gateway:
     """The parts one worker process holds: upstream channels, the snapshot cache, dynamic deltas,
     status collection and the gossip volume sampler."""
 
-    def __init__(self, settings: Settings, workers: int = 1) -> None:
+    def __init__(self, settings: Settings, workers: int = 1, shared_folder: Path | None = None) -> None:
         self.settings = settings
         g = settings.gateway
         self.upstreams = Upstreams(settings)
+        shared = SharedFacts(shared_folder)  # what every worker must answer alike
         stale = (g.cache_stale_while_revalidate, g.cache_stale_if_error)
         self.snapshots = SnapshotCache(
             self.upstreams.snapshots_stub,
@@ -77,12 +80,15 @@ class Gateway:
             # gateway.max_dynamic bounds the whole gateway: each worker gets its share.
             max_concurrent=max(1, -(-g.max_dynamic // workers)),
             cache=(g.cache_max_age, g.cache_s_maxage, *stale),
+            shared=shared,
         )
         self.cors = Cors(tuple(g.cors_origins))
         self.volume = VolumeSampler()
         self.volume.add_probe(*persistence_probe(self.upstreams.lookup_stub))
         self.chain = chain_sources.from_settings(settings.chain)
-        self.status = StatusCollector(self.upstreams, self.snapshots, self.deltas, self.volume, self.chain)
+        self.status = StatusCollector(
+            self.upstreams, self.snapshots, self.deltas, self.volume, self.chain, shared
+        )
         self.page = resources.files("services.gateway").joinpath("status_page.html").read_bytes()
         self.openapi = json.dumps(openapi.document(), indent=1).encode()
         self._tasks: list[asyncio.Task[None]] = []

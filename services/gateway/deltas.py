@@ -27,6 +27,7 @@ from lnsync.v1 import lookup_pb2, lookup_pb2_grpc
 from services.gateway import metrics
 from services.gateway.blobs import Blob, cache_control
 from services.gateway.errors import HttpError, from_grpc
+from services.gateway.shared import GATE_CLOSED_AT, SharedFacts
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,11 @@ class DynamicDeltas:
         max_concurrent: int,
         cache: tuple[int, int, int, int],
         cache_bytes: int = CACHE_BYTES,
+        shared: SharedFacts | None = None,
     ) -> None:
         """``cache``: the gateway's Cache-Control seconds (max-age, s-maxage, stale-while-revalidate,
-        stale-if-error); a delta's max-age and s-maxage are capped at one granularity step."""
+        stale-if-error); a delta's max-age and s-maxage are capped at one granularity step.
+        ``shared``: where the workers keep what lookup's sync gate last said."""
         self._lookup = lookup
         self._stub = lookup.stub(lookup_pb2_grpc.LookupStub)
         self._policy: lookup_pb2.ServingPolicy | None = None
@@ -67,8 +70,7 @@ class DynamicDeltas:
         self._cache_control = ""
         self._memo: Memo[Key, Blob] = Memo(cache_bytes, weight=_size, admit=self._admit)
         self._latest_reference = 0
-        # When lookup last refused a delta because its sync gate was closed (None once it answers).
-        self.gate_closed_at: float | None = None
+        self._shared = shared or SharedFacts()
 
     async def reference_time(self, now: float) -> int:
         """R for a request at ``now``, by lookup's serving policy."""
@@ -100,6 +102,11 @@ class DynamicDeltas:
             self._cache_control = cache_control(min(step, max_age), min(step, s_maxage), *stale)
             self._policy, self._policy_at = answer, time.monotonic()
             return answer
+
+    def gate_closed_at(self) -> float | None:
+        """When lookup last refused a delta because its sync gate was closed, by any worker (wall
+        clock; None once a delta was answered since)."""
+        return self._shared.get(GATE_CLOSED_AT)
 
     @property
     def inflight(self) -> int:
@@ -141,7 +148,7 @@ class DynamicDeltas:
             info, data = await self._lookup.call(attempt, READY_WAIT, on_retry=retrying)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
-                self.gate_closed_at = time.monotonic()
+                self._shared.set(GATE_CLOSED_AT, time.time())
             metrics.DYNAMIC.labels("failed").inc()
             metrics.UPSTREAM_ERRORS.labels("lookup", exc.code().name).inc()
             log.info("ComputeDelta(%d, v%d, R=%d) failed: %s %s", *key, exc.code().name, exc.details())
@@ -152,7 +159,7 @@ class DynamicDeltas:
         compressed = await asyncio.to_thread(gzip.compress, data, 6) if len(data) >= GZIP_MIN_SIZE else None
         # Last-Modified: the reference time, the same for this answer on every replica.
         blob = Blob.of(data, info.timestamp, self._cache_control, R, compressed)
-        self.gate_closed_at = None
+        self._shared.clear(GATE_CLOSED_AT)
         metrics.DYNAMIC.labels("computed").inc()
         return blob
 

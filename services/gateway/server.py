@@ -12,7 +12,9 @@ parent: any worker can answer every admin route for the whole gateway (``/metric
 workers' files, ``/api/status`` reads the same upstreams and generation), so the listener stays up
 while one worker restarts, the workers stay alike, and the parent holds no gateway state of its own
 (a snapshot cache there would cost another copy of every blob). The parent reserves both ports
-first, so a port taken by someone else fails the start at once.
+first, so a port taken by someone else fails the start at once. The one folder the parent makes
+for the workers holds their settings, their Prometheus files and what lookup's sync gate last
+learned (:mod:`services.gateway.shared`), so /readyz answers alike on every worker.
 """
 
 from __future__ import annotations
@@ -61,8 +63,9 @@ MAX_QUICK_FAILURES = 5
 ADMIN_MAX_CONNECTIONS = 64
 
 
-async def serve(settings: Settings, workers: int, reuse_port: bool) -> int:
-    """Run one gateway worker on ``gateway.listen`` and ``gateway.admin_listen`` until SIGTERM/SIGINT."""
+async def serve(settings: Settings, workers: int, reuse_port: bool, shared_folder: Path | None = None) -> int:
+    """Run one gateway worker on ``gateway.listen`` and ``gateway.admin_listen`` until SIGTERM/SIGINT
+    (``shared_folder``: the folder its supervisor made for all workers)."""
     g = settings.gateway
     limits.install_log_filter()
     files = limits.raise_file_limit()
@@ -71,7 +74,7 @@ async def serve(settings: Settings, workers: int, reuse_port: bool) -> int:
             "open-files limit %d is below gateway.max_connections (%d): clients may be refused by the "
             "kernel before the cap answers 503", files, g.max_connections,
         )  # fmt: skip
-    gateway = Gateway(settings, workers)
+    gateway = Gateway(settings, workers, shared_folder)
     # The public runner first: its start-up loads the snapshot generation, its clean-up closes
     # the gateway; the admin application only borrows it.
     runners = [
@@ -158,7 +161,7 @@ def worker_main(argv: list[str]) -> int:  # pragma: no cover - runs in a worker 
     # uvloop: about 30 % more 200 kB responses per second than asyncio's own loop (bench_gateway).
     _write_headers_and_body_without_joining()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(serve(settings, workers, reuse_port=True))
+        return runner.run(serve(settings, workers, reuse_port=True, shared_folder=Path(settings_file).parent))
 
 
 def _write_headers_and_body_without_joining() -> None:

@@ -27,6 +27,7 @@ from lnsync.chain.sources import ChainSource, ChainUnavailable
 from lnsync.v1 import lookup_pb2, persistence_pb2
 from services.gateway import metrics
 from services.gateway.deltas import DynamicDeltas
+from services.gateway.shared import FIRST_SYNC_SEEN, SharedFacts
 from services.gateway.snapshots import STALE_AFTER, SnapshotCache
 from services.gateway.upstream import Upstreams
 from services.gateway.volume import VolumeSampler
@@ -47,23 +48,31 @@ class StatusCollector:
         deltas: DynamicDeltas,
         volume: VolumeSampler,
         chain: ChainSource | None = None,
+        shared: SharedFacts | None = None,
     ) -> None:
         self.chain = chain
+        self._shared = shared or SharedFacts()
         self.upstreams = upstreams
         self.snapshots = snapshots
         self.deltas = deltas
         self.volume = volume
-        self.first_sync_seen = False
         self._facts: dict[str, Any] | None = None
         self._facts_at = 0.0
         self._collecting: asyncio.Task[dict[str, Any]] | None = None
 
     async def facts(self) -> dict[str, Any]:
-        """Upstream health, sync state and graph counts (cached for a moment, shared)."""
+        """Upstream health, sync state and graph counts (cached for a moment, shared).
+
+        Once there are facts, older ones are answered while new ones are gathered: an upstream
+        that is slow to say it cannot answer (lookup waits for persistence) must not make every
+        readiness probe wait the call's deadline."""
         if self._facts is not None and time.monotonic() - self._facts_at < CACHE_SECONDS:
             return self._facts
         if self._collecting is None or self._collecting.done():
             self._collecting = asyncio.create_task(self._collect())
+            self._collecting.add_done_callback(_log_failure)
+        if self._facts is not None:
+            return self._facts
         return await asyncio.shield(self._collecting)
 
     async def _collect(self) -> dict[str, Any]:
@@ -88,7 +97,8 @@ class StatusCollector:
         )
         facts: dict[str, Any] = {"services": services, "chain": chain}
         if isinstance(sync, persistence_pb2.SyncStatus):
-            self.first_sync_seen |= sync.fully_synced
+            if sync.fully_synced and not self.first_sync_seen:
+                self._shared.set(FIRST_SYNC_SEEN, time.time())
             facts["sync"] = {
                 "fully_synced": sync.fully_synced,
                 "fully_synced_at": sync.fully_synced_at,
@@ -133,6 +143,11 @@ class StatusCollector:
             log.warning("chain source %s unavailable: %s", self.chain.name, exc)
             return {"source": self.chain.name, "state": "unavailable"}
         return {"source": self.chain.name, "state": "answering", "tip_height": tip}
+
+    @property
+    def first_sync_seen(self) -> bool:
+        """Whether persistence said, to any worker, that the first full graph sync is done."""
+        return self._shared.get(FIRST_SYNC_SEEN) is not None
 
     def snapshots_json(self) -> dict[str, Any]:
         gen = self.snapshots.generation
@@ -193,8 +208,8 @@ class StatusCollector:
                 f"stale: serving generation {held.id if held else 'none'}, the snapshotter's "
                 f"{stale[1]} for {stale[0]:.0f} s"
             )
-        closed_at = self.deltas.gate_closed_at
-        if self.first_sync_seen and closed_at is not None and time.monotonic() - closed_at < GATE_CLOSED_FOR:
+        closed_at = self.deltas.gate_closed_at()
+        if self.first_sync_seen and closed_at is not None and time.time() - closed_at < GATE_CLOSED_FOR:
             problems.append("lookup's sync gate is closed: dynamic deltas answer 503")
         degraded = [name for name, state in facts["services"].items() if state != "serving"]
         if facts["chain"].get("state") == "unavailable":
@@ -207,6 +222,12 @@ class StatusCollector:
             body["proof_failure"] = f"the generation for R={failed[0]} failed its proof: {failed[1]}"
         ready = not problems
         return ready, {"ready": ready, "problems": problems, "degraded": degraded, **body}
+
+
+def _log_failure(task: asyncio.Task[dict[str, Any]]) -> None:
+    """A collection nobody waited for (older facts were answered) must not fail unseen."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("status collection failed", exc_info=task.exception())
 
 
 async def _call(call: Any) -> Any:

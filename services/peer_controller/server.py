@@ -293,7 +293,8 @@ class PeerController:
     async def _wait_for_change(self, seconds: float) -> None:
         assert self._changed is not None
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), seconds)
+            async with asyncio.timeout(seconds):  # not wait_for: see lnsync.rpc.Remote.ready
+                await self._changed.wait()
         # Let a burst of events (kubectl apply touches several fields) settle into one round.
         await asyncio.sleep(0.2)
 

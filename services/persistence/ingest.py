@@ -163,7 +163,8 @@ class IngestQueue:
                 if count >= target or remaining <= 0 or (self._jobs and count + self._jobs[0].size > target):
                     return taken
                 try:
-                    await asyncio.wait_for(self._cond.wait_for(lambda: bool(self._jobs)), remaining)
+                    async with asyncio.timeout(remaining):  # not wait_for: see lnsync.rpc.Remote.ready
+                        await self._cond.wait_for(lambda: bool(self._jobs))
                 except TimeoutError:
                     return taken
 

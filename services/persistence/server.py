@@ -292,7 +292,8 @@ class PersistenceService(db.StoreService, persistence_pb2_grpc.PersistenceServic
             await self._accept(first, state)
             while True:
                 try:
-                    request = await asyncio.wait_for(anext(requests), idle)
+                    async with asyncio.timeout(idle):  # not wait_for: see lnsync.rpc.Remote.ready
+                        request = await anext(requests)
                 except StopAsyncIteration:
                     break
                 except TimeoutError:

@@ -527,7 +527,8 @@ class SnapshotterService(db.StoreService, snapshots_pb2_grpc.SnapshotsServicer):
             if left <= 0:
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), min(left, RELOAD_EVERY))
+                async with asyncio.timeout(min(left, RELOAD_EVERY)):  # see lnsync.rpc.Remote.ready
+                    await self._changed.wait()
             with contextlib.suppress(*db.TRANSIENT_ERRORS):
                 await self._refresh()
 

@@ -379,12 +379,20 @@ async def test_readyz_says_so_while_lookups_gate_is_closed(database_url: str, sh
         assert status == 503, body
 
         async def unready() -> bool:
-            # Each gateway worker learns of the closed gate from a delta lookup refuses (the first
-            # may instead meet the gateway's channel still reconnecting to the new lookup).
+            # The gateway learns of the closed gate from a delta lookup refuses (the first may
+            # instead meet the gateway's channel still reconnecting to the new lookup).
             await _http_status(base, f"/delta/v2/{R - DAY}")
             status, body = await _http_status(base, "/readyz")
             return status == 503 and b"sync gate is closed" in body
 
         # Each refused delta first waits up to 6 s for persistence (SyncGate's ready_wait).
         await until(unready, 60, "/readyz to report lookup's closed gate", interval=0.2)
+        # Every worker is unready, not only the one that met the refusal: each probe is a new
+        # connection, which the kernel gives to either of the gateway's two workers (a worker that
+        # never reached persistence says it has not seen the first sync: unready too).
+        for _ in range(8):
+            status, body = await _http_status(base, "/readyz")
+            assert status == 503 and (b"sync gate is closed" in body or b"first full graph sync" in body), (
+                body
+            )
         assert (await _http_status(base, "/snapshot/v2/0"))[0] == 200  # snapshots keep coming
