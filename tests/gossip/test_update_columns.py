@@ -12,7 +12,7 @@ from lnsync.gossip import messages as m
 from lnsync.gossip.errors import GossipError
 from lnsync.gossip.validate import MAX_VALUE_MSAT, channel_updates_pass, check_channel_update
 from lnsync.rgs import rules
-from services.persistence.checks import check_message, check_updates
+from services.persistence.checks import check_message, check_updates, judged_at
 from tests.gossip_helpers import MAINNET, chains, signatures, u8, u16, u32, u64
 
 NOW_US = 1_800_000_000_000_000
@@ -113,3 +113,17 @@ def test_a_plain_channel_update_takes_the_column_wise_path() -> None:
     got = check_updates(raws, MAINNET, [NOW_US, NOW_US], NOW_US)
     assert got[0] == m.decode_channel_update(raws[0])
     assert got[1] is None  # fields after htlc_maximum_msat: one by one
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    received=st.lists(st.integers(-(1 << 40), 1 << 52), max_size=20),
+    now=st.integers(1, 1 << 52),
+)
+def test_the_time_a_message_is_judged_at_is_one_rule_for_both_paths(received: list[int], now: int) -> None:
+    """The column-wise path judges a request's receipt times as an array, the per-message path one
+    by one: the same rule (the producer's time, now when it gives none, never after now)."""
+    column = judged_at(np.array(received, dtype=np.int64), now).tolist()
+    assert column == [judged_at(r, now) for r in received]
+    for r, t in zip(received, column, strict=True):
+        assert t == (min(r, now) if r > 0 else now) // 1_000_000
