@@ -60,8 +60,7 @@ def check_updates(
     """The common case of a request, column-wise: each of ``raws`` that is a channel_update of
     exactly CHANNEL_UPDATE_SIZE bytes, passes :func:`check_message` and is not dated too far
     after its receipt (:func:`lnsync.rgs.rules.too_far_ahead` at :func:`judged_at`) is decoded;
-    every other gives None,
-    for :func:`check_message` one by one, which names what is wrong."""
+    every other gives None, for :func:`check_message` one by one, which names what is wrong."""
     out: list[m.ChannelUpdate | None] = [None] * len(raws)
     sizes = np.fromiter(map(len, raws), dtype=np.int64, count=len(raws))
     at = np.flatnonzero(sizes == m.CHANNEL_UPDATE_SIZE)
