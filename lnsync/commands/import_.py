@@ -49,7 +49,7 @@ from lnsync.gossip import messages as m
 from lnsync.gossip.archive import ArchiveError, ArchiveRecord, read_archive
 from lnsync.gossip.errors import GossipError
 from lnsync.gossip.validate import GossipValidator
-from lnsync.rgs.rules import FUTURE_REASON, too_far_ahead
+from lnsync.rgs.rules import FUTURE_REASON, judged_at, too_far_ahead
 
 T = TypeVar("T")
 SEEN_CHOICES = ("message", "record", "now")
@@ -186,9 +186,7 @@ async def import_files(
                     last_ts = max(last_ts, msg.timestamp)
                     received = msg.timestamp * 1_000_000
                 if not isinstance(msg, m.ChannelAnnouncement):
-                    arrived = int(time.time())
-                    if received is not None:
-                        arrived = min(arrived, received // 1_000_000)
+                    arrived = judged_at(received or 0, time.time_ns() // 1000)
                     if too_far_ahead(msg.timestamp, arrived):
                         tally.invalid[FUTURE_REASON] += 1
                         continue

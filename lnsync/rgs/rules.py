@@ -76,6 +76,25 @@ def too_far_ahead(timestamp: Any, received: Any) -> Any:
     return timestamp > received + MAX_AHEAD
 
 
+def received_or_now(received_us: int, now_us: int) -> int:
+    """A message's receipt time (µs): the producer's, or now when it gives none (not positive)."""
+    return received_us if received_us > 0 else now_us
+
+
+@overload
+def judged_at(received_us: int, now_us: int) -> int: ...
+@overload
+def judged_at(received_us: np.ndarray, now_us: int) -> np.ndarray: ...
+def judged_at(received_us: Any, now_us: int) -> Any:
+    """The time, in whole seconds, :func:`too_far_ahead` judges a message against: its receipt
+    time (:func:`received_or_now`), never later than now. Element-wise on an array of receipt
+    times (by its own methods: the model does not import NumPy)."""
+    if isinstance(received_us, int):
+        return min(received_or_now(received_us, now_us), now_us) // 1_000_000
+    given = received_us > 0
+    return (received_us * given + now_us * ~given).clip(max=now_us) // 1_000_000
+
+
 def decide_update(
     latest: tuple[int, Policy] | None, timestamp: int, seen: int, policy: Policy, duplicate: bool
 ) -> Decision:

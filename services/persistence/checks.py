@@ -10,7 +10,6 @@ tells readers not to route through it). This is the one place to change when the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import overload
 
 import numpy as np
 
@@ -36,31 +35,13 @@ def check_message(raw: bytes, chain_hash: bytes) -> m.GossipMessage:
     return msg
 
 
-def received_or_now(received_us: int, now_us: int) -> int:
-    """A message's receipt time as stored: the producer's, or now when it gives none (not positive)."""
-    return received_us if received_us > 0 else now_us
-
-
-@overload
-def judged_at(received_us: int, now_us: int) -> int: ...
-@overload
-def judged_at(received_us: np.ndarray, now_us: int) -> np.ndarray: ...
-def judged_at(received_us: int | np.ndarray, now_us: int) -> int | np.ndarray:
-    """The time, in whole seconds, a message is judged "too far ahead" against
-    (:func:`lnsync.rgs.rules.too_far_ahead`): its receipt time (:func:`received_or_now`), never
-    later than now. Elementwise on an array of receipt times."""
-    if isinstance(received_us, np.ndarray):
-        return np.minimum(np.where(received_us > 0, received_us, now_us), now_us) // 1_000_000
-    return min(received_or_now(received_us, now_us), now_us) // 1_000_000
-
-
 def check_updates(
     raws: Sequence[bytes], chain_hash: bytes, received_us: Sequence[int], now_us: int
 ) -> list[m.ChannelUpdate | None]:
     """The common case of a request, column-wise: each of ``raws`` that is a channel_update of
-    exactly CHANNEL_UPDATE_SIZE bytes, passes :func:`check_message` and is not dated too far
-    after its receipt (:func:`lnsync.rgs.rules.too_far_ahead` at :func:`judged_at`) is decoded;
-    every other gives None, for :func:`check_message` one by one, which names what is wrong."""
+    exactly CHANNEL_UPDATE_SIZE bytes, passes :func:`check_message` and is not dated too far after
+    its receipt (``rules.too_far_ahead`` at ``rules.judged_at``) is decoded; every other gives
+    None, for :func:`check_message` one by one, which names what is wrong."""
     out: list[m.ChannelUpdate | None] = [None] * len(raws)
     sizes = np.fromiter(map(len, raws), dtype=np.int64, count=len(raws))
     at = np.flatnonzero(sizes == m.CHANNEL_UPDATE_SIZE)
@@ -69,7 +50,7 @@ def check_updates(
     picked = raws if len(at) == len(raws) else [raws[i] for i in at.tolist()]
     joined = b"".join(picked)
     records = m.channel_update_records(joined)
-    received = judged_at(np.array(received_us, dtype=np.int64)[at], now_us)
+    received = rules.judged_at(np.array(received_us, dtype=np.int64)[at], now_us)
     ok = (
         (records["type"] == m.CHANNEL_UPDATE)
         & channel_updates_pass(records, chain_hash)

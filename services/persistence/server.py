@@ -37,7 +37,7 @@ from lnsync.v1 import persistence_pb2, persistence_pb2_grpc
 from services.observer import job as observer
 from services.observer.queries import summarised_until
 from services.persistence import peers, retention, spent
-from services.persistence.checks import check_message, check_updates, judged_at, received_or_now
+from services.persistence.checks import check_message, check_updates
 from services.persistence.ingest import Entry, IngestQueue, Job, StreamState
 from services.persistence.metrics import DATABASE_UP, REFUSED
 from services.persistence.store import to_timestamp
@@ -339,7 +339,7 @@ class PersistenceService(db.StoreService, persistence_pb2_grpc.PersistenceServic
                 if i % _ACCEPT_SLICE == _ACCEPT_SLICE - 1:
                     await asyncio.sleep(0)  # let the writer's statements go on between slices
                 seq = seqs[i]
-                received = received_or_now(receipts[i], now_us)
+                received = rules.received_or_now(receipts[i], now_us)
                 if update is None:
                     if seq <= last_seq:
                         raise StreamError(
@@ -361,7 +361,7 @@ class PersistenceService(db.StoreService, persistence_pb2_grpc.PersistenceServic
                             if funding > MAX_FUNDING_SATS:
                                 rejected.append((seq, "invalid_funding_sats"))
                                 continue
-                    elif too_far_ahead(parsed.timestamp, judged_at(received, now_us)):
+                    elif too_far_ahead(parsed.timestamp, rules.judged_at(received, now_us)):
                         rejected.append((seq, rules.FUTURE_REASON))
                         continue
                     entries.append(Entry(parsed, received, funding, seq))

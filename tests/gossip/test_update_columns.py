@@ -12,7 +12,8 @@ from lnsync.gossip import messages as m
 from lnsync.gossip.errors import GossipError
 from lnsync.gossip.validate import MAX_VALUE_MSAT, channel_updates_pass, check_channel_update
 from lnsync.rgs import rules
-from services.persistence.checks import check_message, check_updates, judged_at
+from lnsync.rgs.rules import judged_at
+from services.persistence.checks import check_message, check_updates
 from tests.gossip_helpers import MAINNET, chains, signatures, u8, u16, u32, u64
 
 NOW_US = 1_800_000_000_000_000
