@@ -27,12 +27,15 @@ writer's previous batch is still being written: on top of that batch's decided e
 what neither holds from the database. It stays valid only if, when its own batch takes the lock,
 the stamp is the one it was made on (the previous batch committed as decided and no one else
 wrote since); otherwise it is made again under the lock. So the CPU-heavy decision of batch N+1
-overlaps PostgreSQL's work on batch N, and what is stored is the same either way.
+overlaps PostgreSQL's work on batch N, and what is stored is the same either way. The batch's node
+announcements are decided with it, the same way (:func:`_plan_nodes`, on top of the node decision
+of the batch being written): under the lock only their COPY and the upsert of ``nodes`` remain.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import secrets
 import struct
@@ -172,18 +175,23 @@ async def write_batch(
             planned = None
         if anns:
             await _write_announcements(conn, anns, outcomes)
+        node_plan = None
         if has_updates:
             if planned is None:
                 planned = await plan_updates(conn, items, cache, locked=True)
             else:
                 planned.used = True
+            node_plan = planned.nodes
             if underway is not None:
                 underway()
             await _write_updates(conn, planned, outcomes, cache)
-        elif underway is not None:
-            underway()
-        if nodes:
-            await _write_nodes(conn, nodes, outcomes)
+        else:
+            if underway is not None:
+                underway()
+            if nodes:
+                node_plan = await _plan_nodes(conn, nodes)
+        if node_plan is not None:
+            await _write_nodes(conn, node_plan, outcomes)
     return outcomes
 
 
@@ -649,6 +657,7 @@ class PlannedUpdates:
     created: bytes
     changed: bytes
     states: dict[DirectionKey, DirectionState]
+    nodes: _NodePlan | None  # the batch's node_announcements, decided alike (None: it has none)
     expect: tuple[int, int] | None = None  # (writer, batch) of writer_state when it takes the lock
     after: PlannedUpdates | None = None
     used: bool = False  # write_batch wrote it as decided
@@ -705,6 +714,10 @@ async def plan_updates(
     if not locked:
         await asyncio.sleep(0)
     rows = plan.copy()
+    nodes = [(i, items[i]) for i in others if type(items[i].message) is m.NodeAnnouncement]
+    node_plan = None
+    if nodes:
+        node_plan = await _plan_nodes(conn, nodes, None if after is None else after.nodes)
     return PlannedUpdates(
         others,
         outcomes,
@@ -714,6 +727,7 @@ async def plan_updates(
         plan.created,
         plan.changed,
         plan.states,
+        node_plan,
         expect,
         after,
     )
@@ -799,34 +813,77 @@ class _Replacement(NamedTuple):
     mask: int
 
 
-async def _write_nodes(
-    conn: Any, nodes: list[tuple[int, IncomingLike]], outcomes: list[rules.Outcome]
-) -> None:
+NodeKey = tuple[bytes, int]  # (node_id, timestamp): a node_announcement's key
+
+
+@dataclass(eq=False)
+class _NodePlan:
+    """The decision on a batch's node_announcements: outcomes by the batch's positions, what to
+    write (new rows in NODE_COLUMNS order, tie replacements by row id, rows whose seen to lower,
+    UPSERT_NODES_SQL's columns), and what a batch decided on top of this one needs: every node it
+    touches and every row it stores or meets, as this batch leaves them."""
+
+    outcomes: dict[int, rules.Outcome]
+    rows: list[list[Any]]
+    replaced: dict[int, _Replacement]
+    lowered: list[tuple[int, dt.datetime]]
+    upsert: list[list[Any]]
+    nodes: dict[bytes, _Node]
+    met: dict[NodeKey, _Row]
+
+
+async def _plan_nodes(
+    conn: Any, nodes: list[tuple[int, IncomingLike]], after: _NodePlan | None = None
+) -> _NodePlan:
+    """Decide ``nodes`` (a batch's node_announcements, with their positions): under the writer
+    lock, or ahead on top of ``after`` (the node decision of the batch still being written), reading
+    only what ``after`` does not hold. Ids come from the sequence: taken outside the lock too."""
+    state: dict[bytes, _Node] = {}
+    existing: dict[NodeKey, _Row] = {}
     node_ids = sorted({it.message.node_id for _, it in nodes})  # type: ignore[union-attr]
-    state: dict[bytes, _Node] = {
-        bytes(r["node_id"]): _Node(
-            r["announcement_id"],
-            r["seen"],
-            r["first_announcement_id"],
-            r["first_seen"],
-            False,
-            r["timestamp"],
-            bytes(r["features"]),
-            bytes(r["addresses"]),
-            bytes(r["raw"]),
-        )
-        for r in await conn.fetch(NODE_STATE_SQL, node_ids)
-    }
     pairs = sorted({(it.message.node_id, it.message.timestamp) for _, it in nodes})  # type: ignore[union-attr]
-    existing: dict[tuple[bytes, int], _Row] = {
-        (bytes(r["node_id"]), r["timestamp"]): _Row(r["id"], r["seen"], r["seen"])
-        for r in await conn.fetch(EXISTING_NODE_ANNS_SQL, [p[0] for p in pairs], [p[1] for p in pairs])
-    }
+    if after is not None:
+        for node_id in node_ids:
+            if (st := after.nodes.get(node_id)) is not None:
+                state[node_id] = dataclasses.replace(st)
+        for key in pairs:
+            if (row := after.met.get(key)) is not None:
+                existing[key] = _Row(row.id, row.seen, row.seen)
+        node_ids = [n for n in node_ids if n not in state]
+        pairs = [p for p in pairs if p not in existing]
+    if node_ids:
+        for r in await conn.fetch(NODE_STATE_SQL, node_ids):
+            state[bytes(r["node_id"])] = _Node(
+                r["announcement_id"],
+                r["seen"],
+                r["first_announcement_id"],
+                r["first_seen"],
+                False,
+                r["timestamp"],
+                bytes(r["features"]),
+                bytes(r["addresses"]),
+                bytes(r["raw"]),
+            )
+    if pairs:
+        for r in await conn.fetch(EXISTING_NODE_ANNS_SQL, [p[0] for p in pairs], [p[1] for p in pairs]):
+            existing[(bytes(r["node_id"]), r["timestamp"])] = _Row(r["id"], r["seen"], r["seen"])
     ids = [r[0] for r in await conn.fetch(NEXT_NODE_IDS_SQL, len(nodes))]
-    new_by_key: dict[tuple[bytes, int], _Row] = {}
-    # New rows in NODE_COLUMNS order, the last field (seen) as its _Row until written.
+    return _decide_nodes(nodes, state, existing, ids)
+
+
+def _decide_nodes(
+    nodes: list[tuple[int, IncomingLike]],
+    state: dict[bytes, _Node],
+    existing: dict[NodeKey, _Row],
+    ids: list[int],
+) -> _NodePlan:
+    """The rules (:func:`lnsync.rgs.rules.decide_node`) applied one by one, ``state`` and
+    ``existing`` updated as the batch goes; ``ids``: one fresh row id per announcement."""
+    outcomes: dict[int, rules.Outcome] = {}
+    new_by_key: dict[NodeKey, _Row] = {}
+    # New rows in NODE_COLUMNS order, the last field (seen) as its _Row until decided.
     new_rows: list[list[Any]] = []
-    new_row_of: dict[tuple[bytes, int], list[Any]] = {}
+    new_row_of: dict[NodeKey, list[Any]] = {}
     replaced: dict[int, _Replacement] = {}  # by stored row id
     for (i, it), row_id in zip(nodes, ids, strict=True):
         a = it.message
@@ -872,26 +929,46 @@ async def _write_nodes(
                     row_id, a.timestamp, a.features, a.addresses, seen,
                 )  # fmt: skip
                 st.changed, st.raw = True, a.raw
-    if new_rows:
-        for row in new_rows:
-            row[-1] = row[-1].seen
-        await conn.copy_records_to_table("node_announcements", records=new_rows, columns=NODE_COLUMNS)
-    if replaced:
+    for row in new_rows:
+        row[-1] = row[-1].seen
+    lowered = [(row.id, row.seen) for row in existing.values() if row.seen < row.stored]
+    seen_of = {row.id: row.seen for row in new_by_key.values()}
+    upsert: list[list[Any]] = [[] for _ in columns.NODE]
+    end: dict[bytes, _Node] = {}
+    for node_id, st in state.items():
+        seen = min(st.seen, seen_of.get(st.latest_id, st.seen))
+        life_seen = min(st.life_seen, seen_of.get(st.life_id, st.life_seen))
+        if st.changed:
+            values = (
+                node_id,
+                st.latest_id,
+                st.life_id,
+                st.timestamp,
+                st.features,
+                st.addresses,
+                seen,
+                life_seen,
+            )
+            for col, value in zip(upsert, values, strict=True):
+                col.append(value)
+        end[node_id] = _Node(
+            st.latest_id, seen, st.life_id, life_seen, False, st.timestamp, st.features, st.addresses, st.raw
+        )
+    met = {key: _Row(row.id, row.seen, row.seen) for key, row in (*existing.items(), *new_by_key.items())}
+    return _NodePlan(outcomes, new_rows, replaced, lowered, upsert if upsert[0] else [], end, met)
+
+
+async def _write_nodes(conn: Any, plan: _NodePlan, outcomes: list[rules.Outcome]) -> None:
+    """Write what :func:`_plan_nodes` decided."""
+    for i, outcome in plan.outcomes.items():
+        outcomes[i] = outcome
+    if plan.rows:
+        await conn.copy_records_to_table("node_announcements", records=plan.rows, columns=NODE_COLUMNS)
+    if plan.replaced:
+        replaced = plan.replaced
         cols_r: list[list[Any]] = [list(replaced), *map(list, zip(*replaced.values(), strict=True))]
         await conn.execute(REPLACE_NODE_SQL, *cols_r)
-    lowered = [(row.id, row.seen) for row in existing.values() if row.seen < row.stored]
-    if lowered:
-        await conn.execute(LOWER_NODE_SEEN_SQL, [x[0] for x in lowered], [x[1] for x in lowered])
-    dirty = [(node_id, st) for node_id, st in state.items() if st.changed]
-    if dirty:
-        seen_of = {row.id: row.seen for row in new_by_key.values()}
-        cols: list[list[Any]] = [[] for _ in columns.NODE]
-        for node_id, st in dirty:
-            values = (
-                node_id, st.latest_id, st.life_id, st.timestamp, st.features, st.addresses,
-                min(st.seen, seen_of.get(st.latest_id, st.seen)),
-                min(st.life_seen, seen_of.get(st.life_id, st.life_seen)),
-            )  # fmt: skip
-            for col, value in zip(cols, values, strict=True):
-                col.append(value)
-        await conn.execute(UPSERT_NODES_SQL, *cols)
+    if plan.lowered:
+        await conn.execute(LOWER_NODE_SEEN_SQL, [x[0] for x in plan.lowered], [x[1] for x in plan.lowered])
+    if plan.upsert:
+        await conn.execute(UPSERT_NODES_SQL, *plan.upsert)

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lnsync.gossip import messages as m
 from lnsync.gossip.messages import decode_gossip
 from lnsync.rgs.history import GossipHistory
 from lnsync.rgs.rules import Outcome
@@ -29,7 +30,7 @@ from services.persistence.store import (
     plan_updates,
     write_batch,
 )
-from tests.persistence.conftest import channel_update
+from tests.persistence.conftest import ZERO_SIG, channel_update, node_id
 from tests.persistence.test_store_rules import assert_same_blobs
 from tests.rgs.histories import DAY, MAINNET, START, event_message, random_events
 
@@ -192,11 +193,11 @@ async def test_a_stored_latest_delivered_twice_more_in_one_batch_keeps_the_earli
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32))
 async def test_decisions_made_ahead_store_what_the_model_stores(database_url: str, seed: int) -> None:
-    """The writer's pipeline: batch k+1's updates are decided ahead (plan_updates, on a second
-    connection) while batch k's transaction is still open. Some of those transactions roll back,
-    and another writer sometimes writes a batch of its own (before or after a decision made ahead of
-    it): each decision made ahead is used only while it still holds, and the blobs read back equal
-    the in-memory model's."""
+    """The writer's pipeline: batch k+1's updates and node announcements (ties among them) are
+    decided ahead (plan_updates, on a second connection) while batch k's transaction is still open.
+    Some of those transactions roll back, and another writer sometimes writes a batch of its own
+    (before or after a decision made ahead of it): each decision made ahead is used only while it
+    still holds, and the blobs read back equal the in-memory model's."""
     rng = random.Random(seed)
     conn = await asyncpg.connect(database_url)
     side = await asyncpg.connect(database_url)  # the writer's connection for deciding ahead
@@ -208,7 +209,7 @@ async def test_decisions_made_ahead_store_what_the_model_stores(database_url: st
         history = GossipHistory(MAINNET)
         batches: list[list[Incoming]] = []
         pending: list[Incoming] = []
-        for ev in random_events(seed, channels=25, days=20):
+        for ev in random_events(seed, channels=25, days=20, node_ties=0.2):
             raw = event_message(ev)
             funding = ev.kwargs.get("funding_sats") if ev.kind == "ann" else None
             history.add_message(raw, ev.seen, funding_sats=funding)  # type: ignore[arg-type]
@@ -221,7 +222,7 @@ async def test_decisions_made_ahead_store_what_the_model_stores(database_url: st
         if pending:
             batches.append(pending)
         mine = [rng.random() < 0.85 for _ in batches]  # else the other writer's
-        used = remade = rolled_back = 0
+        used = remade = rolled_back = nodes_used = 0
         ahead: PlannedUpdates | None = None  # batch k's decision, made during batch k-1
         for k, batch in enumerate(batches):
             if not mine[k]:
@@ -254,8 +255,9 @@ async def test_decisions_made_ahead_store_what_the_model_stores(database_url: st
                     planned.kept = planned.used
                     used += planned.used
                     remade += not planned.used
+                    nodes_used += planned.used and planned.nodes is not None
                 break
-        assert used and remade and rolled_back
+        assert used and remade and rolled_back and nodes_used
         await assert_same_blobs(conn, history, _pairs(rng))
     finally:
         await side.close()
@@ -295,6 +297,36 @@ async def test_a_decision_made_ahead_is_made_again_after_retention_deleted_a_row
         await pool.close()
 
 
+async def _decided_on_top_of_an_open_batch(
+    conn: asyncpg.Connection,
+    side: asyncpg.Connection,
+    cache: StateCache,
+    first: list[Incoming],
+    second: list[Incoming],
+    commit: bool,
+) -> tuple[PlannedUpdates, list[Outcome]]:
+    """The writer's pipeline by hand: batch 1 written (decided ahead, all of it new), batch 2
+    decided on ``side`` while batch 1's transaction is open, batch 1 committed (or rolled back),
+    then batch 2 written. Batch 2's decision made ahead, and the outcomes it was written with."""
+    planned1 = await plan_updates(side, first, cache)
+    try:
+        async with conn.transaction():
+            assert set(await write_batch(conn, first, cache, planned1)) == {Outcome.STORED}
+            planned2 = await plan_updates(side, second, cache, planned1)
+            if not commit:
+                raise _Rollback
+    except _Rollback:
+        pass
+    else:
+        cache.committed()
+        planned1.kept = planned1.used
+    assert planned1.used
+    outcomes = await write_batch(conn, second, cache, planned2)
+    cache.committed()
+    assert planned2.used is commit
+    return planned2, outcomes
+
+
 async def test_a_decision_made_ahead_holds_on_top_of_the_batch_being_written(database_url: str) -> None:
     """Batch 2 is decided while batch 1's transaction is open: it sees batch 1's rows (a
     re-delivery of one is a duplicate) and is used once batch 1 committed as decided; had batch 1
@@ -307,23 +339,10 @@ async def test_a_decision_made_ahead_holds_on_top_of_the_batch_being_written(dat
     second = [Incoming(decode_gossip(channel_update(scid, 1, t1)), (t1 - 7) * 1_000_000)]
     try:
         for commit in (False, True):
-            planned1 = await plan_updates(side, first, cache)
-            try:
-                async with conn.transaction():
-                    assert await write_batch(conn, first, cache, planned1) == [Outcome.STORED, Outcome.STORED]
-                    planned2 = await plan_updates(side, second, cache, planned1)
-                    assert planned2.outcomes == {0: Outcome.DUPLICATE}
-                    if not commit:
-                        raise _Rollback
-            except _Rollback:
-                pass
-            else:
-                cache.committed()
-                planned1.kept = planned1.used
-            assert planned1.used
-            outcomes = await write_batch(conn, second, cache, planned2)
-            cache.committed()
-            assert planned2.used is commit
+            planned2, outcomes = await _decided_on_top_of_an_open_batch(
+                conn, side, cache, first, second, commit
+            )
+            assert planned2.outcomes == {0: Outcome.DUPLICATE}
             # Rolled back: batch 1 is not stored, so the update of t1 is new again.
             assert outcomes == [Outcome.DUPLICATE if commit else Outcome.STORED]
             if not commit:
@@ -334,6 +353,69 @@ async def test_a_decision_made_ahead_holds_on_top_of_the_batch_being_written(dat
             "SELECT extract(epoch FROM seen)::int8 FROM channel_updates WHERE timestamp = $1", t1
         )
         assert seen == t1 - 7  # the re-delivery lowered the row batch 1 wrote
+    finally:
+        await side.close()
+        await conn.close()
+
+
+def _node_ann(i: int, timestamp: int, alias: bytes) -> Incoming:
+    raw = m.with_type(
+        m.NODE_ANNOUNCEMENT, ZERO_SIG, m.encode_node_announcement_body(node_id(i), timestamp, alias=alias)
+    )
+    return Incoming(decode_gossip(raw), 0)
+
+
+async def test_node_announcements_decided_ahead_hold_on_top_of_the_batch_being_written(
+    database_url: str,
+) -> None:
+    """Batch 2's node announcements are decided while batch 1's transaction is open, on top of
+    what batch 1 leaves: a re-delivery of batch 1's announcement is a duplicate that lowers its
+    seen, a rival with the same timestamp and a greater raw replaces it (the tie rule), an older
+    one is stale. Used once batch 1 committed as decided; had batch 1 rolled back, made again (the
+    announcement then new)."""
+    conn = await asyncpg.connect(database_url)
+    side = await asyncpg.connect(database_url)
+    cache = StateCache()
+    scid, t1 = 700_005 << 40, START
+    node = 41
+    try:
+        for commit in (False, True):
+            await conn.execute("TRUNCATE node_announcements, nodes")
+            low, high = sorted(
+                (_node_ann(node, t1, b"a"), _node_ann(node, t1, b"b")), key=lambda x: x.message.raw
+            )
+            first = [
+                Incoming(decode_gossip(channel_update(scid, 0, t1)), t1 * 1_000_000),
+                low._replace(seen_us=t1 * 1_000_000),
+            ]
+            second = [
+                Incoming(decode_gossip(channel_update(scid, 0, t1 + 60)), (t1 + 60) * 1_000_000),
+                low._replace(seen_us=(t1 - 5) * 1_000_000),  # delivered again, earlier
+                high._replace(seen_us=(t1 + 60) * 1_000_000),  # the tie's winner
+                _node_ann(node, t1 - DAY, b"old")._replace(seen_us=(t1 + 60) * 1_000_000),
+            ]
+            planned2, outcomes = await _decided_on_top_of_an_open_batch(
+                conn, side, cache, first, second, commit
+            )
+            assert planned2.nodes is not None
+            assert planned2.nodes.outcomes == {1: Outcome.DUPLICATE, 2: Outcome.STORED, 3: Outcome.STALE}
+            # Rolled back: batch 1 is not stored, so the first of the tie is new again, then replaced.
+            expected = Outcome.DUPLICATE if commit else Outcome.STORED
+            assert outcomes == [Outcome.STORED, expected, Outcome.STORED, Outcome.STALE]
+            rows = await conn.fetch(
+                "SELECT a.timestamp, a.raw, extract(epoch FROM a.seen)::int8 AS seen,"
+                " n.announcement_id = a.id AS latest"
+                " FROM node_announcements a JOIN nodes n USING (node_id) ORDER BY a.timestamp"
+            )
+            assert [(r["timestamp"], bytes(r["raw"]), r["seen"], r["latest"]) for r in rows] == [
+                (t1 - DAY, _node_ann(node, t1 - DAY, b"old").message.raw, t1 + 60, False),
+                (t1, high.message.raw, t1 - 5, True),
+            ]
+            first_seen = await conn.fetchval("SELECT extract(epoch FROM first_seen)::int8 FROM nodes")
+            assert first_seen == t1 - 5
+            await conn.execute("DELETE FROM channel_updates WHERE scid = $1", scid)
+            await conn.execute("DELETE FROM channel_directions WHERE scid = $1", scid)
+            await conn.execute("UPDATE writer_state SET writer = 0, batch = batch + 1")
     finally:
         await side.close()
         await conn.close()
