@@ -67,7 +67,7 @@ test: $(VENV)/.dev tools/ldk/node_modules/.installed tools/bcoin/node_modules/.i
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy lnsync services
-	$(BIN)/python -m pytest -q -n 2 -m "not k8s" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 -m "not k8s" --durations=15 $(PYTEST_ARGS)
 
 proto: $(VENV)/.dev
 	$(BIN)/python scripts/protogen.py
