@@ -168,16 +168,17 @@ async def ingest_once(
 
 
 def decided_ahead(port: int) -> dict[str, int]:
-    """The writer's decisions made ahead of the lock, kept or made again (its metrics)."""
+    """The writer's decisions made ahead of the lock, kept or made again, and its early COPYs
+    (its metrics)."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
 
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         text = r.read().decode()
-    counts = {"kept": 0, "remade": 0}
+    counts = {"kept": 0, "remade": 0, "copied": 0, "failed": 0}
     for family in text_string_to_metric_families(text):
-        if family.name == "lnsync_persistence_decided_ahead":
+        if family.name in ("lnsync_persistence_decided_ahead", "lnsync_persistence_copied_early"):
             for sample in family.samples:
                 if sample.name.endswith("_total") and sample.labels.get("result") in counts:
                     counts[sample.labels["result"]] = int(sample.value)
@@ -327,7 +328,8 @@ async def run(
             f"{svc['cpu_client'] / n:.1f}, PostgreSQL {svc['cpu_postgres'] / n:.1f}; "
             f"raw COPY {copy_cpu / n:.1f}, same-work {same_cpu / n:.1f} (PostgreSQL + asyncpg)\n"
             f"  batches decided ahead of the lock: {svc['decided_ahead']['kept']:,} kept, "
-            f"{svc['decided_ahead']['remade']:,} made again",
+            f"{svc['decided_ahead']['remade']:,} made again; their updates COPYed before the lock: "
+            f"{svc['decided_ahead']['copied']:,} ({svc['decided_ahead']['failed']:,} could not be)",
             flush=True,
         )
     med = [statistics.median(col) for col in zip(*results, strict=True)]

@@ -26,6 +26,11 @@ BATCH_SECONDS = Histogram("lnsync_persistence_batch_seconds", "Time to write one
 AHEAD = Counter(
     "lnsync_persistence_decided_ahead_total", "Batches decided ahead of the writer lock", ["result"]
 )
+EARLY = Counter(
+    "lnsync_persistence_copied_early_total",
+    "Batches whose channel_updates were COPYed before the writer lock",
+    ["result"],
+)
 QUEUED = Gauge("lnsync_persistence_queued_messages", "Messages queued or being written")
 
 # Funding rechecks (services/persistence/spent.py).

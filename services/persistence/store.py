@@ -128,6 +128,11 @@ class StateCache:
         self.pending = {}
 
 
+class EarlyCopyStale(Exception):
+    """A decision whose rows were COPYed before the writer lock (:func:`copy_early`) no longer
+    holds under it: roll the transaction back and write the batch again."""
+
+
 STAMP_SQL = """
 UPDATE writer_state w SET writer = $1, batch = w.batch + 1
 FROM (SELECT writer, batch FROM writer_state) o
@@ -150,7 +155,8 @@ async def write_batch(
     the event loop free for this batch's first, short statements.
     With ``cache``, call ``cache.committed()`` after the (possibly enclosing) transaction commits.
     ``planned``: the decision on these items' channel_updates made ahead (:func:`plan_updates`,
-    same ``cache``); used if still valid (then ``planned.used`` is set), else made again here.
+    same ``cache``); used if still valid (then ``planned.used`` is set), else made again here, or,
+    if its rows were COPYed early (:func:`copy_early`), :class:`EarlyCopyStale` is raised.
     """
     outcomes: list[rules.Outcome] = [rules.Outcome.DUPLICATE] * len(items)
     anns: list[tuple[int, IncomingLike]] = []
@@ -172,6 +178,8 @@ async def write_batch(
                 cache.clear()
             cache.pending, cache.pending_stamp = {}, stamp + 1
         if planned is not None and not planned.valid(writer, stamp):
+            if planned.copied:
+                raise EarlyCopyStale
             planned = None
         if anns:
             await _write_announcements(conn, anns, outcomes)
@@ -660,6 +668,7 @@ class PlannedUpdates:
     nodes: _NodePlan | None  # the batch's node_announcements, decided alike (None: it has none)
     expect: tuple[int, int] | None = None  # (writer, batch) of writer_state when it takes the lock
     after: PlannedUpdates | None = None
+    copied: bool = False  # its new rows are COPYed already, in the caller's transaction (copy_early)
     used: bool = False  # write_batch wrote it as decided
     kept: bool = False  # ... and that transaction committed (the caller says so)
 
@@ -733,13 +742,24 @@ async def plan_updates(
     )
 
 
+async def copy_early(conn: Any, planned: PlannedUpdates) -> None:
+    """COPY the new channel_updates rows of a decision made ahead in the caller's transaction,
+    before :func:`write_batch` takes the writer lock in it, so that PostgreSQL takes them in while
+    the batch before still holds the lock. Ids are reserved and the rows new unless the decision
+    turns out stale, in which case ``write_batch`` raises :class:`EarlyCopyStale` (a row another
+    writer stored meanwhile may also fail this COPY: a unique violation, the same way out)."""
+    await _copy_binary(conn, "channel_updates", UPDATE_COLUMNS, planned.rows)
+    planned.copied = True
+
+
 async def _write_updates(
     conn: Any, planned: PlannedUpdates, outcomes: list[rules.Outcome], cache: StateCache | None
 ) -> None:
     """Write what :func:`plan_updates` decided."""
     for i, outcome in planned.outcomes.items():
         outcomes[i] = outcome
-    await _copy_binary(conn, "channel_updates", UPDATE_COLUMNS, planned.rows)
+    if not planned.copied:
+        await _copy_binary(conn, "channel_updates", UPDATE_COLUMNS, planned.rows)
     lowered = planned.lowered
     if lowered:
         await conn.execute(LOWER_UPDATE_SEEN_SQL, [x[0] for x in lowered], [x[1] for x in lowered])

@@ -18,9 +18,12 @@ their times are clamped like a live stream's.
 
 The writer is a two-stage pipeline: while one batch is being written, the next is taken and its
 channel_updates decided ahead of the lock (:func:`services.persistence.store.plan_updates`, on a
-connection of its own), so Python's decision overlaps PostgreSQL's writing. A decision made ahead
-that no longer holds when its batch takes the lock is made again there; batches still commit and
-are acknowledged one after another, in order.
+connection of its own), so Python's decision overlaps PostgreSQL's writing. Once decided, the next
+batch's transaction is opened and its new channel_updates COPYed before it asks for the lock, while
+the batch before still applies its direction changes and commits: PostgreSQL works on both at once.
+A decision made ahead that no longer holds when its batch takes the lock is made again there (after
+an early COPY, in a new transaction); batches still commit and are acknowledged one after another,
+in order.
 
 Failures never lose a message: when the database is unreachable the batch is retried with
 backoff (health goes NOT_SERVING, and the bounded queue stops the streams); a batch that fails
@@ -49,8 +52,16 @@ from lnsync.retry import Backoff
 from lnsync.rgs.rules import Outcome
 from services.persistence import peers
 from services.persistence.ingest import Entry, IngestQueue, Job
-from services.persistence.metrics import AHEAD, BATCH_SECONDS, BATCH_SIZE, MESSAGES, QUEUED, REJECTIONS
-from services.persistence.store import PlannedUpdates, StateCache, plan_updates, to_timestamp, write_batch
+from services.persistence.metrics import AHEAD, BATCH_SECONDS, BATCH_SIZE, EARLY, MESSAGES, QUEUED, REJECTIONS
+from services.persistence.store import (
+    EarlyCopyStale,
+    PlannedUpdates,
+    StateCache,
+    copy_early,
+    plan_updates,
+    to_timestamp,
+    write_batch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +102,23 @@ class _Flush:
 
     def job_of(self, position: int) -> Job:
         return self.jobs[bisect.bisect_right(self.starts, position) - 1]
+
+
+@dataclass(slots=True)
+class _Early:
+    """A batch's transaction opened before the writer lock, its channel_updates COPYed in it while
+    the batch before still holds the lock (``store.copy_early``): PostgreSQL's two cores overlap
+    them. Used only if the decision still holds under the lock."""
+
+    conn: Any
+    transaction: Any
+
+    async def end(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        """Commit, or roll back if the body raised (as ``async with conn.transaction()`` does)."""
+        if exc_type is None:
+            await self.transaction.commit()
+        else:
+            await self.transaction.rollback()
 
 
 @dataclass(slots=True)
@@ -142,10 +170,16 @@ class Writer:
                 if writing is not None:
                     await underway.wait()
                 ahead = await self._plan_ahead(batch, previous)
+                early = await self._copy_early(ahead)
                 if writing is not None:
-                    await writing
+                    try:
+                        await writing
+                    except BaseException:
+                        if early is not None:
+                            await self._close_early(early)
+                        raise
                 underway = asyncio.Event()
-                writing = asyncio.create_task(self._commit(batch, ahead, underway))
+                writing = asyncio.create_task(self._commit(batch, ahead, underway, early))
                 previous = None if ahead is None else ahead.planned
         finally:
             if writing is not None and not writing.done():
@@ -153,9 +187,11 @@ class Writer:
                 with contextlib.suppress(asyncio.CancelledError):
                     await writing
 
-    async def _commit(self, batch: _Flush, ahead: _Prepared | None, underway: asyncio.Event) -> None:
+    async def _commit(
+        self, batch: _Flush, ahead: _Prepared | None, underway: asyncio.Event, early: _Early | None
+    ) -> None:
         try:
-            await self.flush(batch, ahead, underway.set)
+            await self.flush(batch, ahead, underway.set, early)
         finally:
             underway.set()
         await self.queue.release(batch.jobs)
@@ -178,15 +214,50 @@ class Writer:
             return None
         return prepared
 
+    async def _copy_early(self, ahead: _Prepared | None) -> _Early | None:
+        """A transaction opened with ``ahead``'s channel_updates COPYed in it, before the writer
+        lock (None: nothing to copy, or it failed; the batch is then written the usual way)."""
+        if ahead is None or ahead.planned is None or not ahead.planned.rows:
+            return None
+        try:
+            conn = await self.pool.acquire()
+        except (*RETRYABLE, asyncpg.PostgresError):
+            EARLY.labels("failed").inc()
+            return None
+        early = _Early(conn, conn.transaction())
+        try:
+            await early.transaction.start()
+            await copy_early(conn, ahead.planned)
+        except BaseException as exc:
+            ahead.planned.copied = False
+            await self._close_early(early)
+            if isinstance(exc, (*RETRYABLE, asyncpg.PostgresError)):
+                EARLY.labels("failed").inc()
+                return None
+            raise
+        EARLY.labels("copied").inc()
+        return early
+
+    async def _close_early(self, early: _Early) -> None:
+        """Roll an early transaction back (whatever state it is in) and give its connection back."""
+        with contextlib.suppress(Exception):
+            await early.transaction.rollback()
+        await self.pool.release(early.conn)
+
     async def flush(
-        self, batch: _Flush, ahead: _Prepared | None = None, underway: Callable[[], None] | None = None
+        self,
+        batch: _Flush,
+        ahead: _Prepared | None = None,
+        underway: Callable[[], None] | None = None,
+        early: _Early | None = None,
     ) -> None:
         """Commit ``batch`` (retrying as long as it takes) and acknowledge its jobs.
 
         The batch is written in parts, normally one; a part the database refuses for a reason
         other than unavailability is split until the offending message is alone, and that message
         is rejected. The last part also records the rejections. ``ahead``: the whole batch
-        prepared beforehand (used by the first attempt only). ``underway``: see ``write_batch``.
+        prepared beforehand, ``early``: its transaction opened with the updates COPYed (both used by
+        the first attempt only). ``underway``: see ``write_batch``.
         """
         parts: collections.deque[tuple[int, int]] = collections.deque([(0, len(batch.entries))])
         backoff = Backoff(0.2, 10.0)
@@ -194,10 +265,15 @@ class Writer:
         while parts:
             lo, hi = parts[0]
             prepared, ahead = ahead, None
+            opened, early = early, None
             try:
                 await self._write(
-                    batch, lo, hi, with_rejections=len(parts) == 1, prepared=prepared, underway=underway
-                )
+                    batch, lo, hi, with_rejections=len(parts) == 1, prepared=prepared, underway=underway,
+                    early=opened,
+                )  # fmt: skip
+            except EarlyCopyStale:
+                AHEAD.labels("remade").inc()
+                continue  # rolled back: written again at once, decided under the lock
             except RETRYABLE as exc:
                 self.failing = True
                 await self.on_db_state(False)
@@ -269,17 +345,29 @@ class Writer:
         with_rejections: bool,
         prepared: _Prepared | None = None,
         underway: Callable[[], None] | None = None,
+        early: _Early | None = None,
     ) -> None:
-        """One transaction: the messages at positions [lo, hi), their counters and deliveries."""
+        """One transaction: the messages at positions [lo, hi), their counters and deliveries
+        (in ``early``'s transaction if given: the one ``prepared``'s updates were COPYed in)."""
         loop = asyncio.get_running_loop()
         # A batch prepared ahead keeps its times only while it can still commit well in time.
         if prepared is not None and loop.time() > prepared.deadline - self.margin / 2:
             AHEAD.labels("remade").inc()
             prepared = None
+        if early is not None and prepared is None:
+            await self._close_early(early)
+            early = None
         if prepared is None:
             prepared = await self._prepare(batch, lo, hi)
         planned = prepared.planned
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with contextlib.AsyncExitStack() as stack:
+            if early is None:
+                conn = await stack.enter_async_context(self.pool.acquire())
+                await stack.enter_async_context(conn.transaction())
+            else:
+                conn = early.conn
+                stack.push_async_callback(self.pool.release, conn)
+                stack.push_async_exit(early.end)
             outs = []
             if prepared.incoming:
                 outs = await write_batch(conn, prepared.incoming, self.cache, planned, underway)

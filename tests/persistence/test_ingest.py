@@ -222,7 +222,7 @@ async def test_requests_larger_than_a_batch_are_split_and_the_queue_stays_bounde
     running = await persistence_factory(max_batch=16)
     queue = running.service.queue
     peak = 0
-    kept = _decided_ahead("kept")
+    kept, copied = _decided_ahead("kept"), _copied_early("copied")
 
     async def watch() -> None:
         nonlocal peak
@@ -239,12 +239,18 @@ async def test_requests_larger_than_a_batch_are_split_and_the_queue_stays_bounde
     assert client.counters.stored == len(messages)
     assert 0 < peak <= queue.capacity == 64
     assert running.service.writer is not None and running.service.writer.batches >= len(messages) // 16
-    # The writer decided batches ahead, while the one before was being written, and kept them.
+    # The writer decided batches ahead, while the one before was being written, and kept them;
+    # their updates went in before the writer lock.
     assert _decided_ahead("kept") > kept
+    assert _copied_early("copied") > copied
 
 
 def _decided_ahead(result: str) -> float:
     return REGISTRY.get_sample_value("lnsync_persistence_decided_ahead_total", {"result": result}) or 0.0
+
+
+def _copied_early(result: str) -> float:
+    return REGISTRY.get_sample_value("lnsync_persistence_copied_early_total", {"result": result}) or 0.0
 
 
 async def test_sync_quorum_counts_each_peer_once(persistence_factory) -> None:

@@ -24,9 +24,11 @@ from services.persistence import retention
 from services.persistence.store import (
     IDS_LOCK,
     RESERVE_IDS_SQL,
+    EarlyCopyStale,
     Incoming,
     PlannedUpdates,
     StateCache,
+    copy_early,
     plan_updates,
     write_batch,
 )
@@ -194,10 +196,12 @@ async def test_a_stored_latest_delivered_twice_more_in_one_batch_keeps_the_earli
 @given(seed=st.integers(0, 2**32))
 async def test_decisions_made_ahead_store_what_the_model_stores(database_url: str, seed: int) -> None:
     """The writer's pipeline: batch k+1's updates and node announcements (ties among them) are
-    decided ahead (plan_updates, on a second connection) while batch k's transaction is still open.
+    decided ahead (plan_updates, on a second connection) while batch k's transaction is still open,
+    and half the time their rows COPYed early (copy_early) before write_batch takes the lock.
     Some of those transactions roll back, and another writer sometimes writes a batch of its own
     (before or after a decision made ahead of it): each decision made ahead is used only while it
-    still holds, and the blobs read back equal the in-memory model's."""
+    still holds (a stale one COPYed early rolls its transaction back), and the blobs read back
+    equal the in-memory model's."""
     rng = random.Random(seed)
     conn = await asyncpg.connect(database_url)
     side = await asyncpg.connect(database_url)  # the writer's connection for deciding ahead
@@ -222,7 +226,7 @@ async def test_decisions_made_ahead_store_what_the_model_stores(database_url: st
         if pending:
             batches.append(pending)
         mine = [rng.random() < 0.85 for _ in batches]  # else the other writer's
-        used = remade = rolled_back = nodes_used = 0
+        used = remade = rolled_back = nodes_used = copied_early = stale_early = 0
         ahead: PlannedUpdates | None = None  # batch k's decision, made during batch k-1
         for k, batch in enumerate(batches):
             if not mine[k]:
@@ -239,13 +243,17 @@ async def test_decisions_made_ahead_store_what_the_model_stores(database_url: st
                 fail = rng.random() < 0.1
                 try:
                     async with conn.transaction():
+                        if planned is not None and rng.random() < 0.5:  # the writer's early COPY
+                            await copy_early(conn, planned)
+                            copied_early += 1
                         await write_batch(conn, batch, ours, planned)
                         if k + 1 < len(batches) and mine[k + 1] and planned is not None and not fail:
                             ahead = await plan_updates(side, batches[k + 1], ours, planned)
                         if fail:
                             raise _Rollback
-                except _Rollback:
-                    rolled_back += 1
+                except (_Rollback, EarlyCopyStale, asyncpg.UniqueViolationError) as exc:
+                    rolled_back += isinstance(exc, _Rollback)
+                    stale_early += not isinstance(exc, _Rollback)
                     if planned is not None:
                         planned.kept = False
                     planned = None  # written again, decided under the lock
@@ -257,7 +265,7 @@ async def test_decisions_made_ahead_store_what_the_model_stores(database_url: st
                     remade += not planned.used
                     nodes_used += planned.used and planned.nodes is not None
                 break
-        assert used and remade and rolled_back and nodes_used
+        assert used and remade and rolled_back and nodes_used and copied_early
         await assert_same_blobs(conn, history, _pairs(rng))
     finally:
         await side.close()
@@ -416,6 +424,51 @@ async def test_node_announcements_decided_ahead_hold_on_top_of_the_batch_being_w
             await conn.execute("DELETE FROM channel_updates WHERE scid = $1", scid)
             await conn.execute("DELETE FROM channel_directions WHERE scid = $1", scid)
             await conn.execute("UPDATE writer_state SET writer = 0, batch = batch + 1")
+    finally:
+        await side.close()
+        await conn.close()
+
+
+async def test_an_early_copy_of_a_stale_decision_is_rolled_back_and_the_batch_written_once(
+    database_url: str,
+) -> None:
+    """A decision made ahead, its rows COPYed early in the writer's transaction; another writer
+    committed a batch in between, so under the lock the decision is stale: write_batch raises
+    EarlyCopyStale, the transaction rolls back (the early rows with it), and the batch written
+    again stores each update once."""
+    conn = await asyncpg.connect(database_url)
+    side = await asyncpg.connect(database_url)
+    ours, theirs = StateCache(), StateCache()
+    scid, t1 = 700_006 << 40, START
+    batch = [Incoming(decode_gossip(channel_update(scid, 0, t1 + k * 60)), (t1 + k * 60) * 1_000_000)
+             for k in range(3)]  # fmt: skip
+    foreign = [Incoming(decode_gossip(channel_update(scid, 1, t1)), t1 * 1_000_000)]
+    try:
+        planned = await plan_updates(side, batch, ours)
+        await write_batch(conn, foreign, theirs)  # commits: the stamp moves
+        theirs.committed()
+
+        async def early_then_write() -> None:
+            async with conn.transaction():
+                await copy_early(conn, planned)
+                await write_batch(conn, batch, ours, planned)
+
+        with pytest.raises(EarlyCopyStale):
+            await early_then_write()
+        assert not planned.used
+        assert await conn.fetchval("SELECT count(*) FROM channel_updates WHERE scid = $1", scid) == 1
+        async with conn.transaction():
+            outcomes = await write_batch(conn, batch, ours)
+        ours.committed()
+        assert outcomes == [Outcome.STORED] * 3
+        counts = await conn.fetch(
+            "SELECT direction, count(*) AS n FROM channel_updates WHERE scid = $1 GROUP BY 1 ORDER BY 1", scid
+        )
+        assert [(r["direction"], r["n"]) for r in counts] == [(0, 3), (1, 1)]
+        latest = await conn.fetchval(
+            "SELECT timestamp FROM channel_directions WHERE scid = $1 AND direction = 0", scid
+        )
+        assert latest == t1 + 120
     finally:
         await side.close()
         await conn.close()
